@@ -1,0 +1,55 @@
+//! api::list_offsets (key 2): earliest, latest, by timestamp and max-timestamp offsets per partition.
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse, RequestHeader};
+
+use crate::broker::{Broker, Replica};
+use crate::log::LogError;
+
+/// Special timestamps of the ListOffsets request.
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
+const LATEST_TIERED: i64 = -5;
+
+pub async fn handle(broker: &Broker, _header: &RequestHeader, request: ListOffsetsRequest) -> ListOffsetsResponse {
+    let mut topics = Vec::with_capacity(request.topics.len());
+    for t in request.topics {
+        let topic = broker.topic(&t.name);
+        let mut partitions = Vec::with_capacity(t.partitions.len());
+        for p in t.partitions {
+            let response = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
+            let replica = topic.as_ref().and_then(|t| t.partition(p.partition_index));
+            let response = match replica {
+                None => response.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
+                Some(r) => match lookup(&r, p.timestamp).await {
+                    Ok((offset, timestamp)) => {
+                        response.with_offset(offset).with_timestamp(timestamp).with_leader_epoch(r.leader_epoch)
+                    }
+                    Err(e) => {
+                        tracing::warn!(topic = t.name.as_str(), partition = p.partition_index, error = %e, "list offsets failed");
+                        response.with_error_code(ResponseError::KafkaStorageError.code())
+                    }
+                },
+            };
+            partitions.push(response);
+        }
+        topics.push(ListOffsetsTopicResponse::default().with_name(t.name).with_partitions(partitions));
+    }
+    ListOffsetsResponse::default().with_topics(topics)
+}
+
+/// (offset, timestamp) for one partition; (-1, -1) when no record matches.
+async fn lookup(replica: &Replica, timestamp: i64) -> Result<(i64, i64), LogError> {
+    let log = &replica.log;
+    Ok(match timestamp {
+        LATEST => (log.high_watermark(), -1),
+        EARLIEST | EARLIEST_LOCAL => (log.log_start_offset(), -1),
+        MAX_TIMESTAMP => log.max_timestamp().await?.unwrap_or((-1, -1)),
+        LATEST_TIERED => (-1, -1),
+        ts if ts >= 0 => log.offset_for_timestamp(ts).await?.unwrap_or((-1, -1)),
+        _ => (-1, -1),
+    })
+}

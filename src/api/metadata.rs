@@ -1,0 +1,84 @@
+//! api::metadata (key 3): brokers, controller and topic/partition leaders. Every node answers for
+//! the whole cluster; clients then connect to exactly the advertised host:port of each leader.
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, RequestHeader, TopicName};
+use uuid::Uuid;
+
+use super::str_bytes;
+use crate::broker::{Broker, Topic, topic};
+
+pub async fn handle(broker: &Broker, header: &RequestHeader, request: MetadataRequest) -> MetadataResponse {
+    let version = header.request_api_version;
+    // v0 asks for all topics with an empty list; v1+ with a null list.
+    let all_topics = match &request.topics {
+        None => true,
+        Some(t) => version == 0 && t.is_empty(),
+    };
+    // Auto-creation is always allowed before v4, where the flag did not exist.
+    let may_create = version < 4 || request.allow_auto_topic_creation;
+    let mut topics = Vec::new();
+    if all_topics {
+        for t in broker.topics() {
+            topics.push(describe(broker, &t));
+        }
+    } else {
+        for wanted in request.topics.unwrap_or_default() {
+            topics.push(lookup(broker, wanted.name, wanted.topic_id, may_create).await);
+        }
+    }
+    let node = broker.identity.node_id;
+    let broker_entry = MetadataResponseBroker::default()
+        .with_node_id(BrokerId(node))
+        .with_host(str_bytes(broker.advertised.host.clone()))
+        .with_port(broker.advertised.port)
+        .with_rack(broker.config.rack.clone().map(str_bytes));
+    MetadataResponse::default()
+        .with_brokers(vec![broker_entry])
+        .with_cluster_id(Some(str_bytes(broker.identity.cluster_id.clone())))
+        .with_controller_id(BrokerId(node))
+        .with_topics(topics)
+}
+
+async fn lookup(broker: &Broker, name: Option<TopicName>, id: Uuid, may_create: bool) -> MetadataResponseTopic {
+    let Some(name) = name else {
+        return match broker.topic_by_id(id) {
+            Some(t) => describe(broker, &t),
+            None => MetadataResponseTopic::default().with_topic_id(id).with_error_code(ResponseError::UnknownTopicId.code()),
+        };
+    };
+    let found = if may_create { broker.topic_or_auto_create(&name).await } else { broker.topic(&name) };
+    match found {
+        Some(t) => describe(broker, &t),
+        None => {
+            let err = if topic::validate_name(&name).is_err() {
+                ResponseError::InvalidTopicException
+            } else {
+                ResponseError::UnknownTopicOrPartition
+            };
+            MetadataResponseTopic::default().with_name(Some(name)).with_error_code(err.code())
+        }
+    }
+}
+
+fn describe(broker: &Broker, t: &Topic) -> MetadataResponseTopic {
+    let node = BrokerId(broker.identity.node_id);
+    let partitions = t
+        .partitions()
+        .iter()
+        .map(|p| {
+            MetadataResponsePartition::default()
+                .with_partition_index(p.index)
+                .with_leader_id(node)
+                .with_leader_epoch(p.leader_epoch)
+                .with_replica_nodes(vec![node])
+                .with_isr_nodes(vec![node])
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(TopicName(str_bytes(t.name.clone()))))
+        .with_topic_id(t.id)
+        .with_is_internal(t.is_internal())
+        .with_partitions(partitions)
+}

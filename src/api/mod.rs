@@ -1,0 +1,139 @@
+//! api: one file per Kafka API, each with the same shape — `handle(broker, header, request) ->
+//! response`. This file is the dispatch table: it decides whether a request is one we serve at
+//! that version, decodes it, calls the handler and encodes the answer.
+//!
+//! The advertised ranges are Apache Kafka 4.0's for every API implemented, so clients that infer
+//! the broker's release from ApiVersions land on one real release (COMPAT-NOTES.md).
+
+pub mod api_versions;
+pub mod create_partitions;
+pub mod create_topics;
+pub mod delete_topics;
+pub mod describe_cluster;
+pub mod describe_configs;
+pub mod fetch;
+pub mod incremental_alter_configs;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::StrBytes;
+
+use crate::broker::Broker;
+use crate::protocol::codec::{self, CodecError};
+
+/// (api, min version, max version) served by this broker.
+pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 12),
+    (ApiKey::Fetch, 4, 17),
+    (ApiKey::ListOffsets, 1, 10),
+    (ApiKey::Metadata, 0, 13),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DescribeCluster, 0, 2),
+];
+
+pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED_APIS.iter().find(|(k, _, _)| *k == key).map(|&(_, min, max)| (min, max))
+}
+
+/// Why a request could not be answered; the connection logs it and closes.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error("api {key:?} version {version} is not supported (serving {min}..={max})")]
+    UnsupportedVersion { key: ApiKey, version: i16, min: i16, max: i16 },
+    #[error("api key {0} is not served by this broker")]
+    UnsupportedApi(i16),
+}
+
+macro_rules! serve {
+    ($module:ident, $request:ty, $broker:expr, $header:expr, $body:expr) => {{
+        let version = $header.request_api_version;
+        let request: $request = codec::decode_body(&mut $body, version, stringify!($module))?;
+        let response = $module::handle($broker, &$header, request).await;
+        Ok(Some(codec::encode_response($header.correlation_id, version, &response, stringify!($module))?))
+    }};
+}
+
+/// Handles one request frame (without its length prefix). `Ok(None)` means no response is sent
+/// (Produce with acks=0).
+pub async fn dispatch(broker: &Broker, mut frame: Bytes) -> Result<Option<BytesMut>, DispatchError> {
+    use kafka_protocol::messages::*;
+    let prefix = codec::peek_prefix(&frame)?;
+    let key = ApiKey::try_from(prefix.api_key).map_err(|_| CodecError::UnknownApiKey(prefix.api_key))?;
+    let (min, max) = supported_range(key).ok_or(DispatchError::UnsupportedApi(prefix.api_key))?;
+    if !(min..=max).contains(&prefix.api_version) {
+        if key == ApiKey::ApiVersions {
+            // Clients open with their newest ApiVersions; the v0-format answer tells them ours.
+            return Ok(Some(api_versions::unsupported_version_response(prefix.correlation_id)?));
+        }
+        return Err(DispatchError::UnsupportedVersion { key, version: prefix.api_version, min, max });
+    }
+    let header = codec::decode_header(&mut frame, key, prefix.api_version)?;
+    match key {
+        ApiKey::Produce => {
+            let version = header.request_api_version;
+            let request: ProduceRequest = codec::decode_body(&mut frame, version, "produce")?;
+            match produce::handle(broker, &header, request).await {
+                Some(response) => Ok(Some(codec::encode_response(header.correlation_id, version, &response, "produce")?)),
+                None => Ok(None),
+            }
+        }
+        ApiKey::Fetch => serve!(fetch, FetchRequest, broker, header, frame),
+        ApiKey::ListOffsets => serve!(list_offsets, ListOffsetsRequest, broker, header, frame),
+        ApiKey::Metadata => serve!(metadata, MetadataRequest, broker, header, frame),
+        ApiKey::ApiVersions => serve!(api_versions, ApiVersionsRequest, broker, header, frame),
+        ApiKey::CreateTopics => serve!(create_topics, CreateTopicsRequest, broker, header, frame),
+        ApiKey::DeleteTopics => serve!(delete_topics, DeleteTopicsRequest, broker, header, frame),
+        ApiKey::DescribeConfigs => serve!(describe_configs, DescribeConfigsRequest, broker, header, frame),
+        ApiKey::CreatePartitions => serve!(create_partitions, CreatePartitionsRequest, broker, header, frame),
+        ApiKey::IncrementalAlterConfigs => {
+            serve!(incremental_alter_configs, IncrementalAlterConfigsRequest, broker, header, frame)
+        }
+        ApiKey::DescribeCluster => serve!(describe_cluster, DescribeClusterRequest, broker, header, frame),
+        _ => Err(DispatchError::UnsupportedApi(prefix.api_key)),
+    }
+}
+
+/// Kafka error code for "no error".
+pub const NONE: i16 = 0;
+
+pub fn code(e: ResponseError) -> i16 {
+    e.code()
+}
+
+pub fn str_bytes(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}
+
+/// Maps a topic administration failure onto Kafka's error table, keeping the message.
+pub fn topic_error(e: &crate::broker::TopicError) -> (i16, Option<StrBytes>) {
+    use crate::broker::TopicError as E;
+    let err = match e {
+        E::AlreadyExists(_) => ResponseError::TopicAlreadyExists,
+        E::Unknown(_) => ResponseError::UnknownTopicOrPartition,
+        E::InvalidName(_) => ResponseError::InvalidTopicException,
+        E::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        E::InvalidReplicationFactor { .. } => ResponseError::InvalidReplicationFactor,
+        E::InvalidConfig(_) => ResponseError::InvalidConfig,
+        E::Storage(_) => ResponseError::KafkaStorageError,
+    };
+    (err.code(), Some(str_bytes(e.to_string())))
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,345 @@
+//! broker: the node's view of the cluster — its identity, its topics and the partitions it hosts.
+//! Handlers in `api/` ask it for topics and partitions and ask it to create, delete and alter
+//! them. This is the control plane's local state; record data flows through `log` only.
+
+pub mod topic;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::io::DiskWriter;
+use crate::log::{self, LogConfig};
+pub use topic::{Replica, Topic, TopicMeta};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("data directory {path}: {source}")]
+    DataDir { path: PathBuf, #[source] source: std::io::Error },
+    #[error("node.toml: {0}")]
+    NodeFile(String),
+    #[error("opening partition {topic}-{partition}: {source}")]
+    Partition { topic: String, partition: i32, #[source] source: log::LogError },
+}
+
+/// Why a topic operation was refused; each maps to one Kafka error code at the handler edge.
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    #[error("topic {0} already exists")]
+    AlreadyExists(String),
+    #[error("unknown topic {0}")]
+    Unknown(String),
+    #[error("{0}")]
+    InvalidName(&'static str),
+    #[error("invalid partition count {0}")]
+    InvalidPartitions(String),
+    #[error("replication factor {asked} is larger than the {brokers} available broker(s)")]
+    InvalidReplicationFactor { asked: i16, brokers: i16 },
+    #[error("{0}")]
+    InvalidConfig(#[from] topic::ConfigValueError),
+    #[error("storage: {0}")]
+    Storage(String),
+}
+
+/// Who this node is and where clients reach it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NodeIdentity {
+    pub node_id: i32,
+    pub cluster_id: String,
+}
+
+/// The host:port advertised in Metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Advertised {
+    pub host: String,
+    pub port: i32,
+}
+
+pub struct Broker {
+    pub config: Config,
+    pub identity: NodeIdentity,
+    pub advertised: Advertised,
+    data_dir: PathBuf,
+    writer: DiskWriter,
+    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    /// Serialises topic creation, deletion and partition growth (rare, and they touch files).
+    admin: tokio::sync::Mutex<()>,
+}
+
+impl Broker {
+    /// Opens the data directory: checks node.toml, loads every topic and recovers its partitions.
+    pub fn open(config: Config, advertised: Advertised, writer: DiskWriter) -> Result<Broker, BrokerError> {
+        let data_dir = config.data_dir.clone();
+        std::fs::create_dir_all(&data_dir).map_err(|source| BrokerError::DataDir { path: data_dir.clone(), source })?;
+        let identity = load_identity(&data_dir, config.node_id)?;
+        let broker = Broker {
+            config,
+            identity,
+            advertised,
+            data_dir,
+            writer,
+            topics: RwLock::new(BTreeMap::new()),
+            admin: tokio::sync::Mutex::new(()),
+        };
+        broker.load_topics()?;
+        Ok(broker)
+    }
+
+    fn load_topics(&self) -> Result<(), BrokerError> {
+        let metas = topic::read_all_meta(&self.data_dir)
+            .map_err(|source| BrokerError::DataDir { path: self.data_dir.clone(), source })?;
+        for meta in metas {
+            let meta = match meta {
+                Ok(m) => m,
+                Err((path, why)) => {
+                    tracing::error!(path = %path.display(), %why, "skipping unreadable topic metadata");
+                    continue;
+                }
+            };
+            let t = self.open_topic(&meta)?;
+            tracing::info!(topic = %meta.name, partitions = meta.partitions, "loaded topic");
+            self.write_topics().insert(meta.name.clone(), t);
+        }
+        Ok(())
+    }
+
+    fn open_topic(&self, meta: &TopicMeta) -> Result<Arc<Topic>, BrokerError> {
+        let log_config = self.topic_log_config(&meta.configs);
+        let t = Arc::new(Topic {
+            name: meta.name.clone(),
+            id: meta.id,
+            replication_factor: meta.replication_factor,
+            partitions: RwLock::new(Vec::new()),
+            configs: RwLock::new(meta.configs.clone()),
+        });
+        for p in 0..meta.partitions {
+            let replica = self.open_replica(&meta.name, p, log_config.clone())?;
+            t.partitions.write().unwrap_or_else(|e| e.into_inner()).push(replica);
+        }
+        Ok(t)
+    }
+
+    fn open_replica(&self, topic: &str, partition: i32, log_config: LogConfig) -> Result<Arc<Replica>, BrokerError> {
+        let dir = topic::partition_dir(&self.data_dir, topic, partition);
+        let log = log::Partition::open(&dir, log_config, self.writer.clone())
+            .map_err(|source| BrokerError::Partition { topic: topic.to_string(), partition, source })?;
+        Ok(Arc::new(Replica { index: partition, leader_epoch: 0, log: Arc::new(log) }))
+    }
+
+    fn topic_log_config(&self, configs: &BTreeMap<String, String>) -> LogConfig {
+        let defaults = self.config.log_defaults();
+        topic::log_config(&defaults, configs).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "ignoring invalid stored topic config");
+            defaults
+        })
+    }
+
+    fn write_topics(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<Topic>>> {
+        self.topics.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
+        self.topics.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
+    }
+
+    pub fn topic_by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
+        self.topics.read().unwrap_or_else(|e| e.into_inner()).values().find(|t| t.id == id).cloned()
+    }
+
+    pub fn topics(&self) -> Vec<Arc<Topic>> {
+        self.topics.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+    }
+
+    /// Brokers currently in the cluster: just this node until the metadata quorum exists.
+    pub fn broker_count(&self) -> i16 {
+        1
+    }
+
+    /// The topic, created with the default partition count if auto-creation is on.
+    pub async fn topic_or_auto_create(&self, name: &str) -> Option<Arc<Topic>> {
+        if let Some(t) = self.topic(name) {
+            return Some(t);
+        }
+        if !self.config.auto_create_topics || topic::validate_name(name).is_err() {
+            return None;
+        }
+        match self.create_topic(name, -1, -1, BTreeMap::new(), false).await {
+            Ok(t) => {
+                tracing::info!(topic = name, "auto-created topic");
+                Some(t)
+            }
+            Err(TopicError::AlreadyExists(_)) => self.topic(name),
+            Err(e) => {
+                tracing::warn!(topic = name, error = %e, "auto-create failed");
+                None
+            }
+        }
+    }
+
+    /// Creates a topic. `partitions`/`replication_factor` of -1 mean the node defaults.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<Arc<Topic>, TopicError> {
+        topic::validate_name(name).map_err(TopicError::InvalidName)?;
+        let partitions = if partitions == -1 { self.config.num_partitions } else { partitions };
+        if !(1..=10_000).contains(&partitions) {
+            return Err(TopicError::InvalidPartitions(format!("{partitions}: must be 1..=10000")));
+        }
+        let rf = if replication_factor == -1 { self.config.default_replication_factor } else { replication_factor };
+        if rf < 1 || rf > self.broker_count() {
+            return Err(TopicError::InvalidReplicationFactor { asked: rf, brokers: self.broker_count() });
+        }
+        let log_config = topic::log_config(&self.config.log_defaults(), &configs)?;
+        let _admin = self.admin.lock().await;
+        if self.topic(name).is_some() {
+            return Err(TopicError::AlreadyExists(name.to_string()));
+        }
+        let meta = TopicMeta { name: name.to_string(), id: Uuid::new_v4(), partitions, replication_factor: rf, configs };
+        let t = Arc::new(Topic {
+            name: meta.name.clone(),
+            id: meta.id,
+            replication_factor: rf,
+            partitions: RwLock::new(Vec::new()),
+            configs: RwLock::new(meta.configs.clone()),
+        });
+        if validate_only {
+            return Ok(t);
+        }
+        for p in 0..partitions {
+            let replica = self.open_replica(name, p, log_config.clone()).map_err(|e| TopicError::Storage(e.to_string()))?;
+            t.partitions.write().unwrap_or_else(|e| e.into_inner()).push(replica);
+        }
+        // The metadata file is the commit point: partition directories without it are ignored.
+        topic::write_meta(&self.data_dir, &meta).map_err(|e| TopicError::Storage(e.to_string()))?;
+        self.write_topics().insert(name.to_string(), t.clone());
+        tracing::info!(topic = name, partitions, "created topic");
+        Ok(t)
+    }
+
+    pub async fn delete_topic(&self, name: &str) -> Result<Uuid, TopicError> {
+        let _admin = self.admin.lock().await;
+        let t = self.topic(name).ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        // Removing the metadata file first makes the deletion stick even if removing data fails.
+        topic::remove_meta(&self.data_dir, name).map_err(|e| TopicError::Storage(e.to_string()))?;
+        self.write_topics().remove(name);
+        for replica in t.partitions() {
+            if let Err(e) = replica.log.clone().delete().await {
+                tracing::warn!(topic = name, partition = replica.index, error = %e, "could not remove partition data");
+            }
+        }
+        tracing::info!(topic = name, "deleted topic");
+        Ok(t.id)
+    }
+
+    /// Grows a topic to `count` partitions (Kafka never shrinks them).
+    pub async fn create_partitions(&self, name: &str, count: i32, validate_only: bool) -> Result<(), TopicError> {
+        let _admin = self.admin.lock().await;
+        let t = self.topic(name).ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        let current = t.partition_count();
+        if count <= current || count > 10_000 {
+            return Err(TopicError::InvalidPartitions(format!("topic has {current} partitions; asked for {count}")));
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let log_config = self.topic_log_config(&t.configs());
+        for p in current..count {
+            let replica = self.open_replica(name, p, log_config.clone()).map_err(|e| TopicError::Storage(e.to_string()))?;
+            t.partitions.write().unwrap_or_else(|e| e.into_inner()).push(replica);
+        }
+        topic::write_meta(&self.data_dir, &t.meta()).map_err(|e| TopicError::Storage(e.to_string()))?;
+        tracing::info!(topic = name, from = current, to = count, "added partitions");
+        Ok(())
+    }
+
+    /// Replaces a topic's explicit configs after validating them, and applies them to its logs.
+    pub async fn set_topic_configs(
+        &self,
+        name: &str,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<(), TopicError> {
+        let _admin = self.admin.lock().await;
+        let t = self.topic(name).ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        let log_config = topic::log_config(&self.config.log_defaults(), &configs)?;
+        if validate_only {
+            return Ok(());
+        }
+        *t.configs.write().unwrap_or_else(|e| e.into_inner()) = configs;
+        topic::write_meta(&self.data_dir, &t.meta()).map_err(|e| TopicError::Storage(e.to_string()))?;
+        for replica in t.partitions() {
+            replica.log.set_config(log_config.clone());
+        }
+        Ok(())
+    }
+
+    /// Runs retention over every partition once.
+    pub async fn enforce_retention(&self, now_ms: i64) {
+        for t in self.topics() {
+            for replica in t.partitions() {
+                match replica.log.enforce_retention(now_ms).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(topic = %t.name, partition = replica.index, segments = n, "retention deleted segments"),
+                    Err(e) => tracing::warn!(topic = %t.name, partition = replica.index, error = %e, "retention failed"),
+                }
+            }
+        }
+    }
+
+    /// Syncs every partition and stops the disk writer (clean shutdown).
+    pub async fn shutdown(&self) {
+        for t in self.topics() {
+            for replica in t.partitions() {
+                if let Err(e) = replica.log.flush().await {
+                    tracing::warn!(topic = %t.name, partition = replica.index, error = %e, "flush at shutdown failed");
+                }
+            }
+        }
+        self.writer.shutdown().await;
+    }
+}
+
+/// Reads node.toml, or writes it on first start. A node id that differs from the one on disk is an
+/// error: the data belongs to another node.
+fn load_identity(data_dir: &Path, node_id: i32) -> Result<NodeIdentity, BrokerError> {
+    let path = data_dir.join("node.toml");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let id: NodeIdentity = toml::from_str(&text).map_err(|e| BrokerError::NodeFile(e.to_string()))?;
+            if id.node_id != node_id {
+                return Err(BrokerError::NodeFile(format!(
+                    "data directory belongs to node {} but this node is configured as {node_id}",
+                    id.node_id
+                )));
+            }
+            Ok(id)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = NodeIdentity { node_id, cluster_id: new_cluster_id() };
+            let text = toml::to_string(&id).map_err(|e| BrokerError::NodeFile(e.to_string()))?;
+            let io = |source| BrokerError::DataDir { path: path.clone(), source };
+            let tmp = data_dir.join("node.toml.tmp");
+            std::fs::write(&tmp, text).map_err(io)?;
+            std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;
+            std::fs::rename(&tmp, &path).map_err(io)?;
+            Ok(id)
+        }
+        Err(source) => Err(BrokerError::DataDir { path, source }),
+    }
+}
+
+/// Kafka cluster ids are 22-character URL-safe base64 of a UUID.
+fn new_cluster_id() -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bits = Uuid::new_v4().as_u128();
+    (0..22).map(|i| ALPHABET[((bits >> (i * 6)) & 63) as usize] as char).collect()
+}

@@ -1,0 +1,253 @@
+//! broker::topic: one topic's local state (id, partitions, configs) and its metadata file.
+//!
+//! Until the metadata quorum exists, each topic's metadata is one small TOML file,
+//! `<data_dir>/meta/topics/<name>.toml`, written to a temporary name, synced and renamed, so a
+//! power cut leaves either the old or the new file. Partition logs live in `<data_dir>/<name>-<p>/`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::log::{self, LogConfig};
+
+/// Kafka's topic name rules: 1..=249 characters of [a-zA-Z0-9._-], not "." or "..".
+pub const TOPIC_NAME_BYTES_MAX: usize = 249;
+
+/// Topic configs this broker understands, with how each maps onto the log.
+pub const TOPIC_CONFIG_KEYS: &[&str] =
+    &["cleanup.policy", "max.message.bytes", "retention.bytes", "retention.ms", "segment.bytes", "segment.ms"];
+
+/// What is persisted about a topic.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TopicMeta {
+    pub name: String,
+    pub id: Uuid,
+    pub partitions: i32,
+    pub replication_factor: i16,
+    #[serde(default)]
+    pub configs: BTreeMap<String, String>,
+}
+
+/// One partition as this node hosts it. The leader epoch and replica set come from metadata; on a
+/// single node the node leads every partition at epoch 0.
+pub struct Replica {
+    pub index: i32,
+    pub leader_epoch: i32,
+    pub log: Arc<log::Partition>,
+}
+
+pub struct Topic {
+    pub name: String,
+    pub id: Uuid,
+    pub replication_factor: i16,
+    pub(super) partitions: RwLock<Vec<Arc<Replica>>>,
+    pub(super) configs: RwLock<BTreeMap<String, String>>,
+}
+
+impl Topic {
+    pub fn partition(&self, index: i32) -> Option<Arc<Replica>> {
+        let parts = self.partitions.read().unwrap_or_else(|e| e.into_inner());
+        usize::try_from(index).ok().and_then(|i| parts.get(i).cloned())
+    }
+
+    pub fn partitions(&self) -> Vec<Arc<Replica>> {
+        self.partitions.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn partition_count(&self) -> i32 {
+        self.partitions.read().unwrap_or_else(|e| e.into_inner()).len() as i32
+    }
+
+    /// Configs set explicitly on this topic (not the node defaults).
+    pub fn configs(&self) -> BTreeMap<String, String> {
+        self.configs.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn is_internal(&self) -> bool {
+        self.name.starts_with("__")
+    }
+
+    pub(super) fn meta(&self) -> TopicMeta {
+        TopicMeta {
+            name: self.name.clone(),
+            id: self.id,
+            partitions: self.partition_count(),
+            replication_factor: self.replication_factor,
+            configs: self.configs(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigValueError {
+    #[error("unknown topic config {0}")]
+    UnknownKey(String),
+    #[error("invalid value {value:?} for {key}: {reason}")]
+    BadValue { key: String, value: String, reason: &'static str },
+}
+
+/// Applies explicit topic configs over the node's defaults.
+pub fn log_config(defaults: &LogConfig, configs: &BTreeMap<String, String>) -> Result<LogConfig, ConfigValueError> {
+    let mut c = defaults.clone();
+    for (key, value) in configs {
+        let bad = |reason| ConfigValueError::BadValue { key: key.clone(), value: value.clone(), reason };
+        let int = || value.trim().parse::<i64>().map_err(|_| bad("not an integer"));
+        match key.as_str() {
+            "cleanup.policy" => {
+                if value != "delete" {
+                    return Err(bad("only cleanup.policy=delete is supported so far"));
+                }
+            }
+            "max.message.bytes" => {
+                c.message_bytes_max = u32::try_from(int()?).ok().filter(|v| *v > 0).ok_or_else(|| bad("must be 1..=4294967295"))?
+            }
+            "retention.bytes" => c.retention_bytes_max = non_negative_or_unlimited(int()?).map_err(|_| bad("must be -1 or >= 0"))?,
+            "retention.ms" => c.retention_ms_max = non_negative_or_unlimited(int()?).map_err(|_| bad("must be -1 or >= 0"))?,
+            "segment.bytes" => {
+                c.segment_bytes_max = u64::try_from(int()?)
+                    .ok()
+                    .filter(|v| (14..=u32::MAX as u64).contains(v))
+                    .ok_or_else(|| bad("must be 14..=4294967295"))?
+            }
+            "segment.ms" => c.segment_ms_max = u64::try_from(int()?).ok().filter(|v| *v > 0).ok_or_else(|| bad("must be >= 1"))?,
+            other => return Err(ConfigValueError::UnknownKey(other.to_string())),
+        }
+    }
+    Ok(c)
+}
+
+fn non_negative_or_unlimited(v: i64) -> Result<Option<u64>, ()> {
+    match v {
+        -1 => Ok(None),
+        v if v >= 0 => Ok(Some(v as u64)),
+        _ => Err(()),
+    }
+}
+
+/// The effective value of each known config, and whether it is the default.
+pub fn effective_configs(defaults: &LogConfig, explicit: &BTreeMap<String, String>) -> Vec<(&'static str, String, bool)> {
+    let c = log_config(defaults, explicit).unwrap_or_else(|_| defaults.clone());
+    let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-1".to_string());
+    TOPIC_CONFIG_KEYS
+        .iter()
+        .map(|&key| {
+            let value = match key {
+                "cleanup.policy" => "delete".to_string(),
+                "max.message.bytes" => c.message_bytes_max.to_string(),
+                "retention.bytes" => opt(c.retention_bytes_max),
+                "retention.ms" => opt(c.retention_ms_max),
+                "segment.bytes" => c.segment_bytes_max.to_string(),
+                _ => c.segment_ms_max.to_string(),
+            };
+            (key, value, !explicit.contains_key(key))
+        })
+        .collect()
+}
+
+pub fn validate_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.len() > TOPIC_NAME_BYTES_MAX {
+        return Err("topic name must be 1 to 249 characters");
+    }
+    if name == "." || name == ".." {
+        return Err("topic name cannot be '.' or '..'");
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
+        return Err("topic name may only contain ASCII letters, digits, '.', '_' and '-'");
+    }
+    Ok(())
+}
+
+pub fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
+    data_dir.join(format!("{topic}-{partition}"))
+}
+
+pub fn meta_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("meta").join("topics")
+}
+
+/// Writes a topic's metadata file atomically (temp file, fsync, rename, fsync the directory).
+pub fn write_meta(data_dir: &Path, meta: &TopicMeta) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = meta_dir(data_dir);
+    std::fs::create_dir_all(&dir)?;
+    let text = toml::to_string(meta).map_err(std::io::Error::other)?;
+    let tmp = dir.join(format!("{}.toml.tmp", meta.name));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join(format!("{}.toml", meta.name)))?;
+    std::fs::File::open(&dir)?.sync_all()
+}
+
+pub fn remove_meta(data_dir: &Path, name: &str) -> std::io::Result<()> {
+    let dir = meta_dir(data_dir);
+    std::fs::remove_file(dir.join(format!("{name}.toml")))?;
+    std::fs::File::open(&dir)?.sync_all()
+}
+
+/// Reads every topic metadata file; a file that does not parse is reported, not fatal.
+pub fn read_all_meta(data_dir: &Path) -> std::io::Result<Vec<Result<TopicMeta, (PathBuf, String)>>> {
+    let dir = meta_dir(data_dir);
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&dir)? {
+        let path = entry?.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let parsed = std::fs::read_to_string(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| toml::from_str::<TopicMeta>(&t).map_err(|e| e.to_string()));
+        out.push(parsed.map_err(|e| (path, e)));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves Kafka's topic-name rules are enforced.
+    #[test]
+    fn topic_names() {
+        assert!(validate_name("orders.v1_x-2").is_ok());
+        for bad in ["", ".", "..", "a/b", "a b", &"x".repeat(250)] {
+            assert!(validate_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    // Proves explicit configs override defaults and bad ones are refused by name.
+    #[test]
+    fn config_overrides() {
+        let d = LogConfig::default();
+        let mut m = BTreeMap::new();
+        m.insert("retention.ms".to_string(), "-1".to_string());
+        m.insert("segment.bytes".to_string(), "1048576".to_string());
+        let c = log_config(&d, &m).unwrap();
+        assert_eq!(c.retention_ms_max, None);
+        assert_eq!(c.segment_bytes_max, 1 << 20);
+        m.insert("nope".to_string(), "1".to_string());
+        assert!(matches!(log_config(&d, &m), Err(ConfigValueError::UnknownKey(k)) if k == "nope"));
+        let mut m = BTreeMap::new();
+        m.insert("retention.bytes".to_string(), "-7".to_string());
+        assert!(log_config(&d, &m).is_err());
+    }
+
+    // Proves metadata files round-trip and are found again.
+    #[test]
+    fn meta_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = TopicMeta { name: "t".into(), id: Uuid::new_v4(), partitions: 3, replication_factor: 1, configs: BTreeMap::new() };
+        write_meta(dir.path(), &meta).unwrap();
+        let all = read_all_meta(dir.path()).unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].as_ref().unwrap(), &meta);
+        remove_meta(dir.path(), "t").unwrap();
+        assert!(read_all_meta(dir.path()).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,87 @@
+//! client: a small Kafka client — one connection, one request at a time. The CLI's admin commands
+//! use it now; replication and the benchmark will use it later. It speaks the same codecs as the
+//! server (`protocol::codec`).
+
+pub mod admin;
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::RequestHeader;
+use kafka_protocol::protocol::{Request, StrBytes};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::protocol::codec::{self, CodecError};
+
+/// Largest response the client will read.
+pub const RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// How long connecting and each request may take.
+pub const REQUEST_TIMEOUT_MS: u64 = 30_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to {addr}: {source}")]
+    Connect { addr: String, #[source] source: std::io::Error },
+    #[error("i/o error talking to the broker: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("timed out after {0} ms")]
+    Timeout(u64),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error("response of {0} bytes is out of range")]
+    BadLength(i32),
+    #[error("response correlation id {got} does not match request {want}")]
+    Correlation { want: i32, got: i32 },
+    #[error("{0}")]
+    Broker(String),
+}
+
+pub struct Client {
+    stream: TcpStream,
+    correlation_id: i32,
+    client_id: StrBytes,
+}
+
+impl Client {
+    pub async fn connect(addr: &str) -> Result<Client, ClientError> {
+        let connect = TcpStream::connect(addr);
+        let stream = tokio::time::timeout(Duration::from_millis(REQUEST_TIMEOUT_MS), connect)
+            .await
+            .map_err(|_| ClientError::Timeout(REQUEST_TIMEOUT_MS))?
+            .map_err(|source| ClientError::Connect { addr: addr.to_string(), source })?;
+        let _ = stream.set_nodelay(true);
+        Ok(Client { stream, correlation_id: 0, client_id: StrBytes::from_static_str("bramble-cli") })
+    }
+
+    /// Sends `request` at `version` and waits for its response.
+    pub async fn call<R: Request>(&mut self, request: &R, version: i16) -> Result<R::Response, ClientError> {
+        self.correlation_id = self.correlation_id.wrapping_add(1);
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation_id)
+            .with_client_id(Some(self.client_id.clone()));
+        let frame = codec::encode_request(&header, request, std::any::type_name::<R>())?;
+        let exchange = async {
+            self.stream.write_all(&frame).await?;
+            self.read_frame().await
+        };
+        let mut body = tokio::time::timeout(Duration::from_millis(REQUEST_TIMEOUT_MS), exchange)
+            .await
+            .map_err(|_| ClientError::Timeout(REQUEST_TIMEOUT_MS))??;
+        let (correlation_id, response) = codec::decode_response::<R::Response>(&mut body, version, "response")?;
+        if correlation_id != self.correlation_id {
+            return Err(ClientError::Correlation { want: self.correlation_id, got: correlation_id });
+        }
+        Ok(response)
+    }
+
+    async fn read_frame(&mut self) -> Result<Bytes, ClientError> {
+        let len = self.stream.read_i32().await?;
+        let size = usize::try_from(len).ok().filter(|l| *l <= RESPONSE_BYTES_MAX).ok_or(ClientError::BadLength(len))?;
+        let mut body = BytesMut::zeroed(size);
+        self.stream.read_exact(&mut body).await?;
+        Ok(body.freeze())
+    }
+}

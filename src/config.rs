@@ -1,0 +1,203 @@
+//! config: the node's settings. Defaults make `bramble serve` work with no file and no flags; a
+//! TOML file sets the same keys; command-line flags override the file. Unknown keys are an error
+//! that names the key. Every limit is here, named with its unit last, and checked together at start.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::log::LogConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, #[source] source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid setting {key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+/// Node settings. Field names are the TOML keys.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// This node's broker id, unique in the cluster.
+    pub node_id: i32,
+    /// Address the Kafka listener binds to.
+    pub listen: String,
+    /// host:port clients are told to connect to (Metadata). Defaults to the bound listen address.
+    pub advertise: Option<String>,
+    /// Where logs and metadata live.
+    pub data_dir: PathBuf,
+    /// Rack, reported in Metadata (rack-aware placement comes with the cluster).
+    pub rack: Option<String>,
+    /// Create a topic on first Produce/Metadata naming it (Kafka's auto.create.topics.enable).
+    pub auto_create_topics: bool,
+    /// Partition count of auto-created topics and of CreateTopics asking for the default (-1).
+    pub num_partitions: i32,
+    /// Replication factor used when a client asks for the default (-1).
+    pub default_replication_factor: i16,
+    /// Largest request frame accepted; a longer length prefix closes the connection.
+    pub frame_bytes_max: usize,
+    /// Concurrent client connections; further connects wait in the listen backlog.
+    pub connections_max: usize,
+    /// Upper bound on one Fetch response, whatever the client asks for.
+    pub fetch_bytes_max: usize,
+    /// Longest long-poll a Fetch may ask for.
+    pub fetch_wait_ms_max: u64,
+    /// Topic defaults (Kafka names: segment.bytes, segment.ms, retention.ms, retention.bytes, max.message.bytes).
+    pub segment_bytes: u64,
+    pub segment_ms: u64,
+    /// -1 keeps data forever.
+    pub retention_ms: i64,
+    /// -1 is no size limit.
+    pub retention_bytes: i64,
+    pub message_bytes_max: u32,
+    pub index_interval_bytes: u32,
+    /// fsync before answering acks=1/all (group commit keeps it cheap).
+    pub fsync_on_ack: bool,
+    /// How often retention runs.
+    pub retention_check_ms: u64,
+    /// How long shutdown waits for in-flight requests before closing connections.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let log = LogConfig::default();
+        Config {
+            node_id: 1,
+            listen: "127.0.0.1:9092".to_string(),
+            advertise: None,
+            data_dir: PathBuf::from("bramble-data"),
+            rack: None,
+            auto_create_topics: true,
+            num_partitions: 1,
+            default_replication_factor: 1,
+            frame_bytes_max: 16 * 1024 * 1024,
+            connections_max: 512,
+            fetch_bytes_max: 16 * 1024 * 1024,
+            fetch_wait_ms_max: 30_000,
+            segment_bytes: log.segment_bytes_max,
+            segment_ms: log.segment_ms_max,
+            retention_ms: 7 * 24 * 3600 * 1000,
+            retention_bytes: -1,
+            message_bytes_max: log.message_bytes_max,
+            index_interval_bytes: log.index_interval_bytes,
+            fsync_on_ack: true,
+            retention_check_ms: 60_000,
+            shutdown_grace_ms: 5_000,
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file; keys not set keep their defaults.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.message().to_string() })
+    }
+
+    /// Checks every limit together, so a bad file fails at start and not at the first request.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| Err(ConfigError::Invalid { key, reason: reason.to_string() });
+        if self.node_id < 0 {
+            return invalid("node_id", "must be >= 0");
+        }
+        if self.listen.parse::<SocketAddr>().is_err() {
+            return invalid("listen", "must be an IP:port such as 127.0.0.1:9092");
+        }
+        if let Some(adv) = &self.advertise {
+            if split_host_port(adv).is_none() {
+                return invalid("advertise", "must be host:port");
+            }
+        }
+        if !(1..=10_000).contains(&self.num_partitions) {
+            return invalid("num_partitions", "must be 1..=10000");
+        }
+        if self.default_replication_factor < 1 {
+            return invalid("default_replication_factor", "must be >= 1");
+        }
+        if self.frame_bytes_max < 1024 || self.frame_bytes_max > i32::MAX as usize {
+            return invalid("frame_bytes_max", "must be 1024..=2147483647");
+        }
+        if (self.message_bytes_max as usize) > self.frame_bytes_max {
+            return invalid("message_bytes_max", "must not exceed frame_bytes_max");
+        }
+        if self.connections_max == 0 {
+            return invalid("connections_max", "must be >= 1");
+        }
+        if self.segment_bytes < 1024 {
+            return invalid("segment_bytes", "must be >= 1024");
+        }
+        if self.segment_bytes > u32::MAX as u64 {
+            return invalid("segment_bytes", "must fit the index's u32 file positions");
+        }
+        if self.fetch_bytes_max == 0 {
+            return invalid("fetch_bytes_max", "must be >= 1");
+        }
+        if self.retention_check_ms == 0 {
+            return invalid("retention_check_ms", "must be >= 1");
+        }
+        Ok(())
+    }
+
+    /// The log settings a new topic starts from.
+    pub fn log_defaults(&self) -> LogConfig {
+        LogConfig {
+            segment_bytes_max: self.segment_bytes,
+            segment_ms_max: self.segment_ms,
+            retention_bytes_max: u64::try_from(self.retention_bytes).ok(),
+            retention_ms_max: u64::try_from(self.retention_ms).ok(),
+            index_interval_bytes: self.index_interval_bytes,
+            message_bytes_max: self.message_bytes_max,
+            fsync_on_ack: self.fsync_on_ack,
+        }
+    }
+}
+
+/// Splits "host:port" (IPv6 as "[::1]:9092").
+pub fn split_host_port(s: &str) -> Option<(String, u16)> {
+    let (host, port) = s.rsplit_once(':')?;
+    let port = port.parse().ok()?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return None;
+    }
+    Some((host.to_string(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves an unknown key is refused with its name in the message.
+    #[test]
+    fn unknown_key_is_named() {
+        let err = toml::from_str::<Config>("node_id = 3\nbogus_key = 1\n").unwrap_err();
+        assert!(err.message().contains("bogus_key"), "{}", err.message());
+    }
+
+    // Proves a partial file keeps defaults for the rest and defaults validate.
+    #[test]
+    fn partial_file_keeps_defaults() {
+        let c: Config = toml::from_str("num_partitions = 3\nauto_create_topics = false\n").unwrap();
+        assert_eq!(c.num_partitions, 3);
+        assert!(!c.auto_create_topics);
+        assert_eq!(c.listen, Config::default().listen);
+        c.validate().unwrap();
+    }
+
+    // Proves limits are checked together at start.
+    #[test]
+    fn bad_limits_fail_validation() {
+        let c = Config { frame_bytes_max: 10, ..Config::default() };
+        assert!(c.validate().is_err());
+        let c = Config { listen: "nope".into(), ..Config::default() };
+        assert!(c.validate().is_err());
+        assert_eq!(split_host_port("[::1]:9092"), Some(("::1".into(), 9092)));
+    }
+}

@@ -1,0 +1,213 @@
+//! bramble's command line: `serve` runs a node; `topic …` administers topics over the Kafka
+//! protocol against any broker, like `kafka-topics`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+
+use bramble::broker::{Advertised, Broker};
+use bramble::client::{Client, admin};
+use bramble::config::{Config, split_host_port};
+use bramble::io::DiskWriter;
+
+#[derive(Parser)]
+#[command(name = "bramble", version, about = "A Kafka-compatible event broker for small ARM boards")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a broker node (defaults: 127.0.0.1:9092, data in ./bramble-data).
+    Serve(ServeArgs),
+    /// Create, list, describe and delete topics.
+    #[command(subcommand)]
+    Topic(TopicCommand),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// TOML file with the node's settings; flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address to bind, e.g. 0.0.0.0:9092 (port 0 picks a free port).
+    #[arg(long)]
+    listen: Option<String>,
+    /// host:port clients should connect to; defaults to the bound address.
+    #[arg(long)]
+    advertise: Option<String>,
+    #[arg(long)]
+    node_id: Option<i32>,
+}
+
+#[derive(Args)]
+struct Bootstrap {
+    /// Broker to talk to.
+    #[arg(short = 'b', long = "bootstrap-server", default_value = "localhost:9092")]
+    bootstrap_server: String,
+}
+
+#[derive(Subcommand)]
+enum TopicCommand {
+    Create {
+        name: String,
+        #[arg(long, default_value_t = -1)]
+        partitions: i32,
+        #[arg(long, default_value_t = -1)]
+        replication_factor: i16,
+        /// Topic config as key=value; repeatable.
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        configs: Vec<String>,
+        #[command(flatten)]
+        bootstrap: Bootstrap,
+    },
+    List {
+        #[command(flatten)]
+        bootstrap: Bootstrap,
+    },
+    Describe {
+        name: String,
+        #[command(flatten)]
+        bootstrap: Bootstrap,
+    },
+    Delete {
+        name: String,
+        #[command(flatten)]
+        bootstrap: Bootstrap,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Topic(cmd) => {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(topic(cmd))
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if let Some(v) = args.data_dir {
+        config.data_dir = v;
+    }
+    if let Some(v) = args.listen {
+        config.listen = v;
+    }
+    if let Some(v) = args.advertise {
+        config.advertise = Some(v);
+    }
+    if let Some(v) = args.node_id {
+        config.node_id = v;
+    }
+    config.validate()?;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(run_node(config))
+}
+
+async fn run_node(config: Config) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let bound = listener.local_addr()?;
+    let advertised = match &config.advertise {
+        Some(a) => split_host_port(a).context("advertise must be host:port")?,
+        None if bound.ip().is_unspecified() => {
+            bail!("listening on {bound}: set --advertise to the host:port clients should use")
+        }
+        None => (bound.ip().to_string(), bound.port()),
+    };
+    let advertised = Advertised { host: advertised.0, port: i32::from(advertised.1) };
+    let writer = DiskWriter::start(&config.data_dir).context("starting the disk writer")?;
+    let data_dir = config.data_dir.clone();
+    let broker = tokio::task::block_in_place(|| Broker::open(config, advertised.clone(), writer))
+        .with_context(|| format!("opening data directory {}", data_dir.display()))?;
+    let broker = Arc::new(broker);
+    tracing::info!(
+        node_id = broker.identity.node_id,
+        cluster_id = %broker.identity.cluster_id,
+        data_dir = %data_dir.display(),
+        advertised = %format!("{}:{}", advertised.host, advertised.port),
+        "listening on {bound}"
+    );
+    bramble::server::run(broker, listener, shutdown_signal()).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
+
+async fn topic(cmd: TopicCommand) -> anyhow::Result<()> {
+    match cmd {
+        TopicCommand::Create { name, partitions, replication_factor, configs, bootstrap } => {
+            let mut map = BTreeMap::new();
+            for kv in configs {
+                let (k, v) = kv.split_once('=').with_context(|| format!("--config {kv}: expected key=value"))?;
+                map.insert(k.to_string(), v.to_string());
+            }
+            let mut client = Client::connect(&bootstrap.bootstrap_server).await?;
+            admin::create_topic(&mut client, &name, partitions, replication_factor, &map).await?;
+            println!("Created topic {name}.");
+        }
+        TopicCommand::List { bootstrap } => {
+            let mut client = Client::connect(&bootstrap.bootstrap_server).await?;
+            for t in admin::list_topics(&mut client).await? {
+                println!("{t}");
+            }
+        }
+        TopicCommand::Describe { name, bootstrap } => {
+            let mut client = Client::connect(&bootstrap.bootstrap_server).await?;
+            let d = admin::describe_topic(&mut client, &name).await?;
+            let configs: Vec<String> = d.configs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            println!(
+                "Topic: {}\tTopicId: {}\tPartitionCount: {}\tReplicationFactor: {}\tConfigs: {}",
+                d.name,
+                d.id,
+                d.partitions.len(),
+                d.replication_factor,
+                configs.join(",")
+            );
+            let join = |v: &[i32]| v.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+            for (p, leader, replicas, isr) in &d.partitions {
+                println!(
+                    "\tTopic: {}\tPartition: {p}\tLeader: {leader}\tReplicas: {}\tIsr: {}",
+                    d.name,
+                    join(replicas),
+                    join(isr)
+                );
+            }
+        }
+        TopicCommand::Delete { name, bootstrap } => {
+            let mut client = Client::connect(&bootstrap.bootstrap_server).await?;
+            admin::delete_topic(&mut client, &name).await?;
+            println!("Deleted topic {name}.");
+        }
+    }
+    Ok(())
+}

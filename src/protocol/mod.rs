@@ -1,0 +1,6 @@
+//! protocol: bytes in, typed messages out. Framing, request/response header codecs and the v2
+//! record batch header. Nothing here does I/O.
+
+pub mod batch;
+pub mod codec;
+pub mod frame;
