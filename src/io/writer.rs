@@ -1,0 +1,499 @@
+//! io::writer: the disk writer, one std thread per data directory that performs every log write
+//! and fsync. Submitters send [`Job`]s over a bounded channel; the thread blocks for one job,
+//! drains what else is queued (bounded by `group_jobs_max` / `group_bytes_max`), writes them in
+//! submission order (coalescing contiguous writes to the same file into one `pwrite`), issues one
+//! fdatasync per distinct file that any job of the group asked to sync, then completes every job
+//! in submission order. That is group commit: one fsync covers many produce requests.
+//!
+//! Ordering promise: jobs are written and completed in the order they were submitted, and a job
+//! completes only after every earlier job has. A failed write or sync poisons the file: every
+//! later job touching it fails too, so no later write can land beyond a hole and no later sync can
+//! report durability for data the kernel may have dropped (fsync errors are not retryable).
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{FileRef, Storage, StdStorage, StorageFile};
+
+/// Limits of one writer. Units last.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriterConfig {
+    /// Jobs queued in the channel before submitters wait (backpressure on produce).
+    pub queue_depth_max: usize,
+    /// Jobs committed together in one group.
+    pub group_jobs_max: usize,
+    /// Bytes of writes gathered into one group (a single bigger job still goes, alone). Also bounds
+    /// the buffer used to coalesce contiguous writes.
+    pub group_bytes_max: usize,
+    /// After the first job of a group that wants a sync, wait this long for more jobs to share the
+    /// fsync (0 = never wait). The SD profile sets a few ms.
+    pub group_wait_us: u64,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        WriterConfig { queue_depth_max: 1024, group_jobs_max: 256, group_bytes_max: 4 << 20, group_wait_us: 0 }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriterError {
+    #[error("disk writer stopped")]
+    Stopped,
+    #[error("write to {path} failed")]
+    Write { path: PathBuf, #[source] source: Arc<std::io::Error> },
+    #[error("sync of {path} failed")]
+    Sync { path: PathBuf, #[source] source: Arc<std::io::Error> },
+    #[error("an earlier write or sync of {path} failed")]
+    Poisoned { path: PathBuf },
+}
+
+type OnDone = Box<dyn FnOnce(Result<(), WriterError>) -> Result<(), WriterError> + Send>;
+
+struct Write {
+    file: FileRef,
+    offset: u64,
+    data: Bytes,
+}
+
+/// Writes (in order) and the files to make durable after them, plus an optional callback run on
+/// the writer thread, in submission order, with the outcome; what it returns is what the
+/// submitter's [`Completion`] yields. Keep callbacks short and panic-free: they run on the writer.
+#[derive(Default)]
+pub struct Job {
+    writes: Vec<Write>,
+    syncs: Vec<FileRef>,
+    on_done: Option<OnDone>,
+}
+
+impl Job {
+    pub fn new() -> Job {
+        Job::default()
+    }
+
+    pub fn write(&mut self, file: &FileRef, offset: u64, data: Bytes) -> &mut Job {
+        if !data.is_empty() {
+            self.writes.push(Write { file: file.clone(), offset, data });
+        }
+        self
+    }
+
+    /// fdatasync `file` after this group's writes, before this job completes.
+    pub fn sync(&mut self, file: &FileRef) -> &mut Job {
+        self.syncs.push(file.clone());
+        self
+    }
+
+    pub fn on_done(
+        &mut self,
+        f: impl FnOnce(Result<(), WriterError>) -> Result<(), WriterError> + Send + 'static,
+    ) -> &mut Job {
+        self.on_done = Some(Box::new(f));
+        self
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.writes.iter().map(|w| w.data.len()).sum()
+    }
+}
+
+enum Msg {
+    Job(Job, oneshot::Sender<Result<(), WriterError>>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Cloneable handle to one writer thread. Dropping every handle also stops the thread (after it
+/// finished what was queued); `shutdown` does it explicitly and waits.
+#[derive(Clone)]
+pub struct DiskWriter {
+    tx: mpsc::Sender<Msg>,
+    storage: Arc<dyn Storage>,
+    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl std::fmt::Debug for DiskWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiskWriter").field("storage", &self.storage).finish_non_exhaustive()
+    }
+}
+
+/// A reserved slot in the writer's queue: submitting through it cannot fail or wait, so a caller
+/// can reserve first, then change its own state, then submit.
+pub struct Permit<'a> {
+    permit: mpsc::Permit<'a, Msg>,
+}
+
+impl Permit<'_> {
+    pub fn submit(self, job: Job) -> Completion {
+        let (tx, rx) = oneshot::channel();
+        self.permit.send(Msg::Job(job, tx));
+        Completion { rx }
+    }
+}
+
+/// Resolves once the job is written (and synced where asked).
+#[must_use = "a completion does nothing unless waited on"]
+pub struct Completion {
+    rx: oneshot::Receiver<Result<(), WriterError>>,
+}
+
+impl Completion {
+    pub async fn wait(self) -> Result<(), WriterError> {
+        self.rx.await.unwrap_or(Err(WriterError::Stopped))
+    }
+}
+
+impl DiskWriter {
+    /// Starts a writer thread on plain files (`StdStorage`).
+    pub fn start(config: WriterConfig) -> DiskWriter {
+        DiskWriter::start_with(config, Arc::new(StdStorage))
+    }
+
+    /// Starts a writer thread on the given backend. If the OS refuses a thread, the error is logged
+    /// and the writer is born stopped: every submit answers `WriterError::Stopped`.
+    pub fn start_with(config: WriterConfig, storage: Arc<dyn Storage>) -> DiskWriter {
+        let (tx, rx) = mpsc::channel(config.queue_depth_max.max(1));
+        let spawned = std::thread::Builder::new()
+            .name("bramble-disk-writer".into())
+            .spawn(move || run(rx, config));
+        let thread = match spawned {
+            Ok(handle) => Some(handle),
+            Err(error) => {
+                tracing::error!(%error, "cannot start the disk writer thread");
+                None
+            }
+        };
+        DiskWriter { tx, storage, thread: Arc::new(Mutex::new(thread)) }
+    }
+
+    /// The backend files are opened through (reads and recovery use it directly).
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    /// Waits for room in the queue.
+    pub async fn reserve(&self) -> Result<Permit<'_>, WriterError> {
+        let permit = self.tx.reserve().await.map_err(|_| WriterError::Stopped)?;
+        Ok(Permit { permit })
+    }
+
+    /// Queues a job (waiting for room) and returns its completion.
+    pub async fn submit(&self, job: Job) -> Result<Completion, WriterError> {
+        Ok(self.reserve().await?.submit(job))
+    }
+
+    /// Writes and completes everything queued so far, refuses new jobs, and stops the thread.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Msg::Shutdown(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+        let handle = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+    }
+}
+
+/// The writer thread's loop: one group per iteration until shutdown or every handle is dropped.
+fn run(mut rx: mpsc::Receiver<Msg>, config: WriterConfig) {
+    let mut thread = WriterThread { config, poisoned: Vec::new(), scratch: Vec::new() };
+    let mut stop_waiters = Vec::new();
+    let mut closed = false;
+    while let Some(first) = rx.blocking_recv() {
+        let mut group = Vec::new();
+        let mut bytes = 0usize;
+        let mut take = |msg: Msg, group: &mut Vec<_>, bytes: &mut usize| match msg {
+            Msg::Job(job, reply) => {
+                *bytes += job.bytes();
+                group.push((job, reply));
+            }
+            Msg::Shutdown(reply) => stop_waiters.push(reply),
+        };
+        take(first, &mut group, &mut bytes);
+        thread.drain(&mut rx, &mut group, &mut bytes, &mut take);
+        let wants_sync = group.iter().any(|(job, _)| !job.syncs.is_empty());
+        if thread.config.group_wait_us > 0 && wants_sync && !thread.full(&group, bytes) {
+            // Worth the wait only for a sync: it lets more produce requests share one fsync.
+            std::thread::sleep(Duration::from_micros(thread.config.group_wait_us));
+            thread.drain(&mut rx, &mut group, &mut bytes, &mut take);
+        }
+        thread.commit(group);
+        if !stop_waiters.is_empty() && !closed {
+            // Jobs already queued (and reserved permits) still arrive; new sends are refused.
+            rx.close();
+            closed = true;
+        }
+    }
+    for reply in stop_waiters {
+        let _ = reply.send(());
+    }
+    tracing::debug!("disk writer stopped");
+}
+
+struct WriterThread {
+    config: WriterConfig,
+    /// Files whose write or sync failed. Weak keeps the address from being reused for another
+    /// file while listed; entries whose file is gone are pruned.
+    poisoned: Vec<Weak<dyn StorageFile>>,
+    /// Coalescing buffer, at most `group_bytes_max`.
+    scratch: Vec<u8>,
+}
+
+type Reply = oneshot::Sender<Result<(), WriterError>>;
+
+impl WriterThread {
+    fn full(&self, group: &[(Job, Reply)], bytes: usize) -> bool {
+        group.len() >= self.config.group_jobs_max.max(1) || bytes >= self.config.group_bytes_max
+    }
+
+    fn drain(
+        &self,
+        rx: &mut mpsc::Receiver<Msg>,
+        group: &mut Vec<(Job, Reply)>,
+        bytes: &mut usize,
+        take: &mut impl FnMut(Msg, &mut Vec<(Job, Reply)>, &mut usize),
+    ) {
+        while !self.full(group, *bytes) {
+            match rx.try_recv() {
+                Ok(msg) => take(msg, group, bytes),
+                Err(_) => break,
+            }
+        }
+    }
+
+    fn is_poisoned(&self, file: &FileRef) -> bool {
+        self.poisoned.iter().any(|w| std::ptr::addr_eq(w.as_ptr(), Arc::as_ptr(file)))
+    }
+
+    fn poison(&mut self, file: &FileRef) {
+        self.poisoned.retain(|w| w.strong_count() > 0);
+        if !self.is_poisoned(file) {
+            self.poisoned.push(Arc::downgrade(file));
+        }
+    }
+
+    /// Writes, syncs and completes one group.
+    fn commit(&mut self, group: Vec<(Job, Reply)>) {
+        let mut results: Vec<Result<(), WriterError>> = vec![Ok(()); group.len()];
+        self.write_all(&group, &mut results);
+        self.sync_all(&group, &mut results);
+        for ((job, reply), result) in group.into_iter().zip(results) {
+            let result = match job.on_done {
+                Some(on_done) => on_done(result),
+                None => result,
+            };
+            let _ = reply.send(result);
+        }
+    }
+
+    /// Performs the group's writes in order, one `pwrite` per run of contiguous writes to one file.
+    fn write_all(&mut self, group: &[(Job, Reply)], results: &mut [Result<(), WriterError>]) {
+        let writes: Vec<(usize, &Write)> =
+            group.iter().enumerate().flat_map(|(i, (job, _))| job.writes.iter().map(move |w| (i, w))).collect();
+        let mut start = 0;
+        while start < writes.len() {
+            let end = self.run_end(&writes, start);
+            let run = &writes[start..end];
+            let file = &run[0].1.file;
+            let outcome = if self.is_poisoned(file) {
+                Err(WriterError::Poisoned { path: file.path().to_path_buf() })
+            } else {
+                self.write_run(run)
+            };
+            if let Err(e) = outcome {
+                self.poison(file);
+                for (i, _) in run {
+                    if results[*i].is_ok() {
+                        results[*i] = Err(e.clone());
+                    }
+                }
+            }
+            start = end;
+        }
+    }
+
+    /// End (exclusive) of the run starting at `start`: same file, each write starting where the
+    /// previous ended, total within `group_bytes_max`.
+    fn run_end(&self, writes: &[(usize, &Write)], start: usize) -> usize {
+        let first = writes[start].1;
+        let mut next_offset = first.offset + first.data.len() as u64;
+        let mut bytes = first.data.len();
+        let mut end = start + 1;
+        while let Some((_, w)) = writes.get(end) {
+            let contiguous = Arc::ptr_eq(&w.file, &first.file) && w.offset == next_offset;
+            if !contiguous || bytes + w.data.len() > self.config.group_bytes_max {
+                break;
+            }
+            next_offset += w.data.len() as u64;
+            bytes += w.data.len();
+            end += 1;
+        }
+        end
+    }
+
+    fn write_run(&mut self, run: &[(usize, &Write)]) -> Result<(), WriterError> {
+        let first = run[0].1;
+        let result = if run.len() == 1 {
+            first.file.write_at(&first.data, first.offset)
+        } else {
+            self.scratch.clear();
+            for (_, w) in run {
+                self.scratch.extend_from_slice(&w.data);
+            }
+            first.file.write_at(&self.scratch, first.offset)
+        };
+        if self.scratch.capacity() > self.config.group_bytes_max {
+            self.scratch = Vec::new();
+        }
+        result.map_err(|e| WriterError::Write { path: first.file.path().to_path_buf(), source: Arc::new(e) })
+    }
+
+    /// One fdatasync per distinct file any job asked for; a failure fails every job that asked.
+    fn sync_all(&mut self, group: &[(Job, Reply)], results: &mut [Result<(), WriterError>]) {
+        let mut files: Vec<&FileRef> = Vec::new();
+        for (job, _) in group {
+            for f in &job.syncs {
+                if !files.iter().any(|g| Arc::ptr_eq(g, f)) {
+                    files.push(f);
+                }
+            }
+        }
+        for file in files {
+            let outcome = if self.is_poisoned(file) {
+                Err(WriterError::Poisoned { path: file.path().to_path_buf() })
+            } else {
+                file.sync_data().map_err(|e| WriterError::Sync { path: file.path().to_path_buf(), source: Arc::new(e) })
+            };
+            let Err(e) = outcome else { continue };
+            self.poison(file);
+            for (i, (job, _)) in group.iter().enumerate() {
+                if results[i].is_ok() && job.syncs.iter().any(|g| Arc::ptr_eq(g, file)) {
+                    results[i] = Err(e.clone());
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Counts syncs and can fail writes to files whose name starts with "bad".
+    #[derive(Debug)]
+    struct Counting {
+        inner: FileRef,
+        syncs: Arc<AtomicUsize>,
+        writes: Arc<AtomicUsize>,
+    }
+
+    impl StorageFile for Counting {
+        fn path(&self) -> &Path {
+            self.inner.path()
+        }
+        fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+            self.writes.fetch_add(1, Ordering::SeqCst);
+            let bad = self.path().file_name().is_some_and(|n| n.to_string_lossy().starts_with("bad"));
+            if bad {
+                return Err(std::io::Error::other("injected"));
+            }
+            self.inner.write_at(buf, offset)
+        }
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+            self.inner.read_at(buf, offset)
+        }
+        fn sync_data(&self) -> std::io::Result<()> {
+            self.syncs.fetch_add(1, Ordering::SeqCst);
+            self.inner.sync_data()
+        }
+        fn set_len(&self, len: u64) -> std::io::Result<()> {
+            self.inner.set_len(len)
+        }
+        fn len(&self) -> std::io::Result<u64> {
+            self.inner.len()
+        }
+    }
+
+    fn counting(dir: &Path, name: &str) -> (FileRef, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+        let inner = StdStorage.open(&dir.join(name), true).expect("open");
+        let (syncs, writes) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        (Arc::new(Counting { inner, syncs: syncs.clone(), writes: writes.clone() }), syncs, writes)
+    }
+
+    #[tokio::test]
+    async fn queued_jobs_share_one_sync_and_one_write() {
+        // Proves group commit: 50 appends queued while the writer is busy end in few syncs and
+        // few pwrites (contiguous writes coalesce), and the file holds them in submission order.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (file, syncs, writes) = counting(dir.path(), "log");
+        let config = WriterConfig { group_wait_us: 20_000, ..WriterConfig::default() };
+        let writer = DiskWriter::start(config);
+        let mut completions = Vec::new();
+        for i in 0..50u64 {
+            let mut job = Job::new();
+            job.write(&file, i * 2, Bytes::from(vec![i as u8; 2])).sync(&file);
+            completions.push(writer.submit(job).await.expect("submit"));
+        }
+        for c in completions {
+            c.wait().await.expect("durable");
+        }
+        assert!(syncs.load(Ordering::SeqCst) < 10, "syncs: {}", syncs.load(Ordering::SeqCst));
+        assert!(writes.load(Ordering::SeqCst) < 10, "writes: {}", writes.load(Ordering::SeqCst));
+        let mut buf = vec![0u8; 100];
+        file.read_at(&mut buf, 0).expect("read back");
+        assert!(buf.chunks(2).enumerate().all(|(i, c)| c == [i as u8, i as u8]));
+        writer.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn callbacks_run_in_order_and_failures_poison_the_file() {
+        // Proves on_done runs in submission order, a failed write fails the job, later jobs on the
+        // poisoned file fail, and other files are unaffected.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (bad, _, _) = counting(dir.path(), "bad");
+        let (good, _, _) = counting(dir.path(), "good");
+        let writer = DiskWriter::start(WriterConfig::default());
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut completions = Vec::new();
+        for (i, file) in [&good, &bad, &good, &bad].into_iter().enumerate() {
+            let order = order.clone();
+            let mut job = Job::new();
+            job.write(file, i as u64, Bytes::from_static(b"x")).on_done(move |r| {
+                order.lock().expect("test lock").push(i);
+                r
+            });
+            completions.push(writer.submit(job).await.expect("submit"));
+        }
+        let mut outcomes = Vec::new();
+        for c in completions {
+            outcomes.push(c.wait().await.is_ok());
+        }
+        assert_eq!(outcomes, [true, false, true, false]);
+        assert_eq!(*order.lock().expect("test lock"), [0, 1, 2, 3]);
+        writer.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn shutdown_drains_then_refuses() {
+        // Proves shutdown completes what was queued and later submits get Stopped.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = StdStorage.open(&dir.path().join("f"), true).expect("open");
+        let writer = DiskWriter::start(WriterConfig::default());
+        let mut job = Job::new();
+        job.write(&file, 0, Bytes::from_static(b"abc")).sync(&file);
+        let done = writer.submit(job).await.expect("submit");
+        writer.shutdown().await;
+        done.wait().await.expect("queued job completed");
+        assert_eq!(file.len().expect("len"), 3);
+        assert!(matches!(writer.submit(Job::new()).await, Err(WriterError::Stopped)));
+        writer.shutdown().await; // idempotent
+    }
+}
