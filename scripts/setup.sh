@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs beyond the Rust toolchain, on Debian bookworm:
+#   - kcat from Debian (1.7.1 on librdkafka 2.0.2). Deliberately the distro build: it is old and
+#     strict, and it is what people on a Raspberry Pi will actually run against bramble.
+#   - a Python venv at .venv/ with the pinned clients of tests/compat/requirements.txt.
+# Idempotent: apt runs only when kcat is missing; pip runs only when the requirements file
+# changed since the last successful install (stamp file inside the venv).
+set -euo pipefail
+
+repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo_root"
+
+requirements=tests/compat/requirements.txt
+venv_dir=.venv
+stamp="$venv_dir/.requirements.sha256"
+
+if [ "$(id -u)" -eq 0 ]; then
+  as_root=()
+elif command -v sudo >/dev/null 2>&1; then
+  as_root=(sudo)
+else
+  as_root=()
+fi
+
+apt_updated=0
+apt_install() {
+  if [ "$apt_updated" -eq 0 ]; then
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    apt_updated=1
+  fi
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@"
+}
+
+# --- kcat -----------------------------------------------------------------------------------
+if ! command -v kcat >/dev/null 2>&1; then
+  echo "setup: installing kcat from Debian"
+  apt_install kcat
+fi
+echo "setup: $(kcat -V 2>&1 | grep -m1 '^Version' || echo 'kcat version unknown')"
+
+# --- Python venv ----------------------------------------------------------------------------
+python_bin=${PYTHON:-python3}
+if ! "$python_bin" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  echo "setup: installing python3-venv from Debian"
+  apt_install python3-venv
+  python_bin=/usr/bin/python3
+fi
+
+if [ ! -x "$venv_dir/bin/python" ] || ! "$venv_dir/bin/python" -c 'import sys' >/dev/null 2>&1; then
+  echo "setup: creating $venv_dir"
+  rm -rf "$venv_dir"
+  "$python_bin" -m venv "$venv_dir"
+fi
+
+want=$(sha256sum "$requirements" | cut -d' ' -f1)
+have=$(cat "$stamp" 2>/dev/null || true)
+if [ "$want" != "$have" ]; then
+  echo "setup: installing $requirements into $venv_dir"
+  "$venv_dir/bin/python" -m pip install --disable-pip-version-check -q -r "$requirements"
+  # Prove that kafka-python can really decode every codec the suite produces with, so a missing
+  # optional module shows up here and not as a confusing consumer error later.
+  "$venv_dir/bin/python" - <<'PY'
+from kafka.record.default_records import DefaultRecordBatchBuilder, DefaultRecordBatch
+for name, codec in [("none", 0), ("gzip", 1), ("snappy", 2), ("lz4", 3), ("zstd", 4)]:
+    builder = DefaultRecordBatchBuilder(
+        magic=2, compression_type=codec, is_transactional=False, producer_id=-1,
+        producer_epoch=-1, base_sequence=-1, batch_size=1 << 20)
+    for i in range(10):
+        builder.append(i, timestamp=1000 + i, key=b"k", value=b"v%d" % i, headers=[])
+    batch = DefaultRecordBatch(bytes(builder.build()))
+    assert [r.value for r in batch] == [b"v%d" % i for i in range(10)], name
+print("setup: kafka-python decodes none, gzip, snappy, lz4, zstd")
+PY
+  echo "$want" >"$stamp"
+else
+  echo "setup: $venv_dir is up to date with $requirements"
+fi

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The one test command (README and CI): prerequisites, debug build, every cargo test (unit and
+# integration: tests/cli.rs, tests/hostile.rs, ...), then the real-client compatibility suite in
+# tests/compat against target/debug/bramble. Exits non-zero if anything fails.
+#
+# Extra arguments are passed to pytest, e.g. `scripts/test.sh -k kcat`.
+set -euo pipefail
+
+repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo_root"
+
+# Bound each pytest test (seconds); the suite as a whole is designed to take a few minutes.
+PYTEST_TEST_TIMEOUT_S=${PYTEST_TEST_TIMEOUT_S:-240}
+
+step() { printf '\n==== %s ====\n' "$*"; }
+
+step "setup"
+scripts/setup.sh
+
+step "cargo build"
+cargo build
+
+step "cargo test"
+cargo test
+
+step "pytest tests/compat"
+export PYTHONDONTWRITEBYTECODE=1
+export BRAMBLE_BIN=${BRAMBLE_BIN:-$repo_root/target/debug/bramble}
+.venv/bin/python -m pytest tests/compat -p no:cacheprovider --timeout "$PYTEST_TEST_TIMEOUT_S" -rfEsxX "$@"

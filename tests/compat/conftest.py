@@ -1,0 +1,229 @@
+"""Fixtures that run the real `bramble` binary for the real-client compatibility suite.
+
+A `Broker` is one `bramble serve` process on 127.0.0.1 with a data dir under pytest's tmp_path.
+It keeps its port and data dir across stop/start, so tests can restart it (SIGTERM) or crash it
+(SIGKILL) and start it again on the same log. The binary comes from $BRAMBLE_BIN (default
+target/debug/bramble); scripts/test.sh builds it first.
+
+On a failing test the tail of the broker's log (stderr, all runs appended) is printed, so the
+report shows what the broker said.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BRAMBLE_BIN = Path(os.environ.get("BRAMBLE_BIN", REPO_ROOT / "target" / "debug" / "bramble"))
+
+HOST = "127.0.0.1"
+NODE_ID = 1
+# How long a fresh process may take to accept TCP connections (debug build, 2-core CI box).
+STARTUP_TIMEOUT_S = 30.0
+# How long SIGTERM may take to end the process cleanly.
+SHUTDOWN_TIMEOUT_S = 20.0
+# How long a SIGKILLed process may take to be reaped.
+KILL_TIMEOUT_S = 10.0
+# Interval between readiness probes.
+READY_POLL_INTERVAL_S = 0.05
+# Timeout of one readiness probe connect().
+READY_CONNECT_TIMEOUT_S = 0.5
+# A port picked by binding :0 may be taken by someone else before the broker binds it.
+PORT_PICK_ATTEMPTS = 3
+# Lines of broker log shown for a failing test.
+LOG_TAIL_LINES = 80
+
+
+class BrokerError(Exception):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    raise TypeError(f"unsupported TOML value {value!r}")
+
+
+class Broker:
+    """One `bramble serve` process with a fixed port and data dir across restarts."""
+
+    def __init__(self, workdir: Path, config: dict | None = None):
+        self.workdir = workdir
+        self.data_dir = workdir / "data"
+        self.log_path = workdir / "broker.log"
+        self.config = dict(config or {})
+        self.port: int | None = None
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    @property
+    def bootstrap(self) -> str:
+        assert self.port is not None, "broker never started"
+        return f"{HOST}:{self.port}"
+
+    def _command(self) -> list[str]:
+        cmd = [
+            str(BRAMBLE_BIN), "serve",
+            "--listen", self.bootstrap,
+            "--data-dir", str(self.data_dir),
+            "--node-id", str(NODE_ID),
+        ]
+        if self.config:
+            config_path = self.workdir / "bramble.toml"
+            config_path.write_text(
+                "".join(f"{k} = {_toml_value(v)}\n" for k, v in self.config.items()))
+            cmd += ["--config", str(config_path)]
+        return cmd
+
+    def start(self) -> "Broker":
+        assert self.proc is None or self.proc.poll() is not None, "broker already running"
+        if not BRAMBLE_BIN.exists():
+            raise BrokerError(f"{BRAMBLE_BIN} does not exist: run `cargo build` first")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        # Only the first start may move to another port; restarts must reuse the same one.
+        attempts = PORT_PICK_ATTEMPTS if self.port is None else 1
+        last_error = None
+        for _ in range(attempts):
+            if self.starts == 0:
+                self.port = free_port()
+            try:
+                self._spawn_and_wait()
+                self.starts += 1
+                return self
+            except BrokerError as e:
+                last_error = e
+                if "in use" not in self.log_tail(20).lower():
+                    break
+        raise last_error
+
+    def _spawn_and_wait(self) -> None:
+        env = dict(os.environ)
+        env.setdefault("RUST_LOG", "info")
+        env["NO_COLOR"] = "1"
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n===== start #{self.starts + 1}: {' '.join(self._command())}\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                self._command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=env, cwd=self.workdir)
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            code = self.proc.poll()
+            if code is not None:
+                raise BrokerError(
+                    f"bramble exited with {code} during startup\n{self.log_tail()}")
+            try:
+                with socket.create_connection((HOST, self.port), READY_CONNECT_TIMEOUT_S):
+                    return
+            except OSError:
+                time.sleep(READY_POLL_INTERVAL_S)
+        self.proc.kill()
+        self.proc.wait(KILL_TIMEOUT_S)
+        raise BrokerError(
+            f"bramble did not accept on {self.bootstrap} within {STARTUP_TIMEOUT_S}s\n"
+            f"{self.log_tail()}")
+
+    def is_running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> int:
+        """SIGTERM and wait; returns the exit code (a clean shutdown is 0)."""
+        assert self.is_running(), "broker is not running"
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(SHUTDOWN_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(KILL_TIMEOUT_S)
+            raise BrokerError(
+                f"bramble ignored SIGTERM for {SHUTDOWN_TIMEOUT_S}s\n{self.log_tail()}")
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to flush or close anything."""
+        assert self.is_running(), "broker is not running"
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(KILL_TIMEOUT_S)
+
+    def restart(self) -> "Broker":
+        code = self.stop()
+        assert code == 0, f"SIGTERM exit code {code}\n{self.log_tail()}"
+        return self.start()
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return "(no broker log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, "rep_" + report.when, report)
+
+
+class BrokerFactory:
+    def __init__(self, tmp_path: Path):
+        self.tmp_path = tmp_path
+        self.brokers: list[Broker] = []
+
+    def __call__(self, config: dict | None = None, start: bool = True) -> Broker:
+        workdir = self.tmp_path / f"broker{len(self.brokers)}"
+        workdir.mkdir()
+        broker = Broker(workdir, config)
+        self.brokers.append(broker)
+        return broker.start() if start else broker
+
+
+@pytest.fixture
+def broker_factory(request, tmp_path):
+    """Makes brokers (optionally with a TOML config); each is SIGTERMed at teardown and must
+    exit 0."""
+    factory = BrokerFactory(tmp_path)
+    yield factory
+    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
+    problems = []
+    for broker in factory.brokers:
+        if failed:
+            print(f"----- broker log tail ({broker.log_path}) -----\n{broker.log_tail()}")
+        if broker.is_running():
+            try:
+                code = broker.stop()
+            except BrokerError as e:
+                problems.append(str(e))
+                continue
+            if code != 0:
+                problems.append(f"bramble exited {code} on SIGTERM\n{broker.log_tail()}")
+        elif broker.proc is not None and broker.proc.returncode not in (0, -signal.SIGKILL):
+            problems.append(
+                f"bramble died on its own with {broker.proc.returncode}\n{broker.log_tail()}")
+    assert not problems, "\n".join(problems)
+
+
+@pytest.fixture
+def broker(broker_factory) -> Broker:
+    """A running broker with default settings."""
+    return broker_factory()
+
+
+def pytest_report_header(config):
+    return f"bramble binary: {BRAMBLE_BIN}"

@@ -1,0 +1,134 @@
+"""Restart and crash durability of one node, observed only through real clients.
+
+Contract under test: a record whose acks=all produce was acknowledged is in the log after the
+broker restarts, whether it stopped cleanly (SIGTERM) or was killed (SIGKILL, no chance to flush
+anything from user space), and offsets stay dense: a restart never leaves a hole or reuses an
+offset."""
+
+from __future__ import annotations
+
+import time
+
+from confluent_kafka import Producer
+
+from kafka import TopicPartition
+
+from helpers import (by_partition, consume_all, create_topic, kafka_python_consumer,
+                     produce_confluent)
+
+RESTART_PARTITIONS = 2
+RESTART_FIRST = 1_000
+RESTART_SECOND = 500
+
+KILL_RECORDS = 20_000
+# SIGKILL once this many records have been acknowledged, while the rest are still in flight.
+KILL_AFTER_ACKS = 4_000
+# Records handed to the producer between two polls, so production is continuous.
+KILL_PRODUCE_CHUNK = 250
+# Bound on waiting for KILL_AFTER_ACKS acknowledgements.
+KILL_ACK_WAIT_S = 120.0
+# After the kill, unacknowledged records must fail within this (message.timeout.ms).
+KILL_MESSAGE_TIMEOUT_MS = 5_000
+KILL_FLUSH_TIMEOUT_S = 60.0
+
+
+def test_restart_keeps_records_and_continues_offsets(broker):
+    """Records produced before a SIGTERM (exit 0) are all read back after a restart on the same
+    data dir, the topic keeps its partitions, and new produces continue each partition's
+    offsets exactly where they stopped."""
+    topic = "restart"
+    create_topic(broker.bootstrap, topic, RESTART_PARTITIONS)
+    first = [{"value": b"before-%d" % i, "partition": i % RESTART_PARTITIONS}
+             for i in range(RESTART_FIRST)]
+    run1 = produce_confluent(broker.bootstrap, topic, first)
+    assert not run1.errors, run1.errors[:3]
+
+    broker.restart()  # asserts SIGTERM exit code 0
+
+    got = consume_all(broker.bootstrap, topic, RESTART_PARTITIONS, RESTART_FIRST)
+    assert sorted(m.value for m in got) == sorted(r["value"] for r in first)
+    ends = {}
+    for p, recs in by_partition(got).items():
+        assert [m.offset for m in recs] == list(range(len(recs))), f"partition {p}"
+        ends[p] = len(recs)
+
+    second = [{"value": b"after-%d" % i, "partition": i % RESTART_PARTITIONS}
+              for i in range(RESTART_SECOND)]
+    run2 = produce_confluent(broker.bootstrap, topic, second)
+    assert not run2.errors, run2.errors[:3]
+    for p in range(RESTART_PARTITIONS):
+        offsets = sorted(d.offset for d in run2.deliveries.values() if d.partition == p)
+        assert offsets == list(range(ends[p], ends[p] + len(offsets))), (
+            f"partition {p}: after restart offsets start at {offsets[:1]}, log end was {ends[p]}")
+
+    got = consume_all(broker.bootstrap, topic, RESTART_PARTITIONS, RESTART_FIRST + RESTART_SECOND)
+    assert sorted(m.value for m in got) == sorted(r["value"] for r in first + second)
+
+
+def test_kill_9_mid_stream_keeps_every_acknowledged_record(broker):
+    """A producer (acks=all) streams 20,000 records; once 4,000 are acknowledged the broker gets
+    SIGKILL mid-stream. After a restart on the same data dir, every acknowledged record is there
+    at the offset its delivery report named, and the log is dense from 0 (unacknowledged records
+    may or may not have survived)."""
+    topic = "kill9"
+    create_topic(broker.bootstrap, topic, 1)
+    acked: dict[bytes, int] = {}
+    failed: list[bytes] = []
+
+    def on_delivery(err, msg):
+        if err is None:
+            acked[msg.value()] = msg.offset()
+        else:
+            failed.append(msg.value())
+
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all", "linger.ms": 2,
+                         "message.timeout.ms": KILL_MESSAGE_TIMEOUT_MS,
+                         "reconnect.backoff.max.ms": 500})
+    deadline = time.monotonic() + KILL_ACK_WAIT_S
+    sent = 0
+    while len(acked) < KILL_AFTER_ACKS:
+        assert time.monotonic() < deadline, f"only {len(acked)} acks in {KILL_ACK_WAIT_S}s"
+        assert sent < KILL_RECORDS, f"all {sent} records sent before {KILL_AFTER_ACKS} acks"
+        for i in range(sent, min(sent + KILL_PRODUCE_CHUNK, KILL_RECORDS)):
+            producer.produce(topic, b"kill9-%05d" % i, on_delivery=on_delivery)
+        sent = min(sent + KILL_PRODUCE_CHUNK, KILL_RECORDS)
+        producer.poll(0.005)
+
+    broker.kill()
+    acked_at_kill = len(acked)
+    # Keep streaming into the dead broker; whatever librdkafka still holds fails by timeout.
+    for i in range(sent, KILL_RECORDS):
+        try:
+            producer.produce(topic, b"kill9-%05d" % i, on_delivery=on_delivery)
+        except BufferError:
+            break
+        producer.poll(0)
+    remaining = producer.flush(KILL_FLUSH_TIMEOUT_S)
+    assert remaining == 0, f"{remaining} records neither acked nor failed"
+    assert acked_at_kill >= KILL_AFTER_ACKS
+    print(f"sent {sent}+ records, {len(acked)} acked, {len(failed)} failed after SIGKILL")
+
+    broker.start()
+    acked_end = max(acked.values()) + 1
+    consumer = kafka_python_consumer(broker.bootstrap)
+    try:
+        tp = TopicPartition(topic, 0)
+        log_end = consumer.end_offsets([tp])[tp]
+    finally:
+        consumer.close()
+    assert log_end >= acked_end, f"log ends at {log_end}, below acknowledged offset {acked_end - 1}"
+    got = consume_all(broker.bootstrap, topic, 1, log_end)
+    offsets = [m.offset for m in got]
+    assert offsets == list(range(log_end)), "log has holes or repeats after SIGKILL"
+    by_value: dict[bytes, list[int]] = {}
+    for m in got:
+        by_value.setdefault(m.value, []).append(m.offset)
+    missing = [v for v in acked if v not in by_value]
+    assert not missing, f"{len(missing)} acknowledged records lost, e.g. {missing[:5]}"
+    moved = [(v, o, by_value[v]) for v, o in acked.items() if o not in by_value[v]]
+    assert not moved, f"acknowledged records at other offsets than acked: {moved[:5]}"
+
+    # The log takes new records at its end.
+    run = produce_confluent(broker.bootstrap, topic, [{"value": b"after-restart"}])
+    assert not run.errors
+    assert run.deliveries[0].offset == log_end
