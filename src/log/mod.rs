@@ -1,0 +1,397 @@
+//! log: per-partition storage of Kafka v2 record batches. Sits under the produce/fetch handlers
+//! (`api/produce.rs`, `api/fetch.rs`, `api/list_offsets.rs`) and above the disk writer (`crate::io`).
+//!
+//! A partition is a directory of segments (see `segment` for the files, `index` for the index
+//! byte tables). Flow of an append: validate every batch (`protocol::batch`), take the append
+//! lock, roll the active segment if due (`retention`), reserve a slot in the writer's queue,
+//! assign offsets and patch them into the bytes, queue one job (log bytes + index entries + the
+//! fsync when `fsync_on_ack`), release the lock, await the job. The writer completes jobs in
+//! submission order and runs each job's callback on its thread, which moves the high watermark
+//! forward in offset order, only over bytes that are written (and synced when asked).
+//!
+//! Reads (`read`) never look past the high watermark's byte position, so they only see bytes the
+//! writer has finished. Recovery on open is in `recovery`.
+//!
+//! Memory: the active segment keeps its index entries in memory (segment_bytes_max /
+//! index_interval_bytes entries at most); sealed segments are looked up on disk.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use tokio::sync::watch;
+
+use crate::io::{DiskWriter, Job, WriterError};
+use crate::protocol::batch::{self, BatchHeader};
+
+mod index;
+mod read;
+mod recovery;
+mod retention;
+mod segment;
+#[cfg(test)]
+mod tests;
+
+use segment::{io_error, Segment};
+
+/// Per-topic log settings (Kafka topic config names in brackets). Units last.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    /// [segment.bytes] roll the active segment before it would pass this size.
+    pub segment_bytes_max: u64,
+    /// [segment.ms] roll the active segment when its first batch is older than this.
+    pub segment_ms_max: u64,
+    /// [retention.bytes] delete oldest sealed segments while the partition is larger. None = no limit (-1).
+    pub retention_bytes_max: Option<u64>,
+    /// [retention.ms] delete sealed segments whose newest batch is older. None = forever (-1).
+    pub retention_ms_max: Option<u64>,
+    /// [index.interval.bytes] one sparse index entry per this many log bytes.
+    pub index_interval_bytes: u32,
+    /// [max.message.bytes] largest batch accepted on produce.
+    pub message_bytes_max: u32,
+    /// fsync before acknowledging (acks=1/all answered only once the batch is durable).
+    pub fsync_on_ack: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes_max: 1 << 30,
+            segment_ms_max: 7 * 24 * 3600 * 1000,
+            retention_bytes_max: None,
+            retention_ms_max: Some(7 * 24 * 3600 * 1000),
+            index_interval_bytes: 4096,
+            message_bytes_max: 1_048_588,
+            fsync_on_ack: true,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// A batch failed validation (magic, length, CRC-32C, record count, offset delta). Maps to CORRUPT_MESSAGE.
+    #[error("corrupt record batch: {0}")]
+    Corrupt(#[from] crate::protocol::batch::BatchError),
+    /// A batch is larger than message_bytes_max. Maps to MESSAGE_TOO_LARGE.
+    #[error("record batch of {size} bytes exceeds max.message.bytes {max}")]
+    TooLarge { size: usize, max: u32 },
+    /// Fetch offset outside [log_start_offset, log_end_offset]. Maps to OFFSET_OUT_OF_RANGE.
+    #[error("offset {offset} out of range [{start}, {end}]")]
+    OffsetOutOfRange { offset: i64, start: i64, end: i64 },
+    /// The disk writer is gone (shutdown in progress). Maps to KAFKA_STORAGE_ERROR / NOT_LEADER.
+    #[error("disk writer stopped")]
+    WriterStopped,
+    #[error("i/o error on {path}: {source}")]
+    Io { path: PathBuf, #[source] source: std::io::Error },
+}
+
+/// What an append assigned.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AppendInfo {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub log_start_offset: i64,
+}
+
+/// Whole batches read for a fetch.
+#[derive(Debug, Clone)]
+pub struct ReadInfo {
+    /// Zero or more whole batches, concatenated, starting with the batch containing the fetch offset.
+    pub records: Bytes,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+}
+
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The high watermark and the byte where it sits: readers never read past it.
+#[derive(Debug, Clone, Copy)]
+struct Visible {
+    offset: i64,
+    segment_base: i64,
+    position: u64,
+}
+
+/// What a completed append makes visible.
+#[derive(Debug, Clone, Copy)]
+struct Done {
+    end_offset: i64,
+    segment_base: i64,
+    position: u64,
+    /// Largest batch max_timestamp in the append and the base offset of its batch.
+    max: (i64, i64),
+}
+
+struct Inner {
+    config: LogConfig,
+    /// By base offset; never empty: the last one is the active segment.
+    segments: BTreeMap<i64, Segment>,
+    log_end_offset: i64,
+    visible: Visible,
+    deleted: bool,
+}
+
+impl Inner {
+    fn active(&self) -> Option<&Segment> {
+        self.segments.last_key_value().map(|(_, s)| s)
+    }
+
+    fn log_start_offset(&self) -> i64 {
+        self.segments.first_key_value().map_or(self.log_end_offset, |(&base, _)| base)
+    }
+
+    /// Bytes of `seg` below the high watermark.
+    fn readable_end(&self, seg: &Segment) -> u64 {
+        match seg.base_offset.cmp(&self.visible.segment_base) {
+            std::cmp::Ordering::Less => seg.size_bytes,
+            std::cmp::Ordering::Equal => self.visible.position,
+            std::cmp::Ordering::Greater => 0,
+        }
+    }
+}
+
+/// State shared with the writer thread's completion callbacks.
+struct Shared {
+    dir: PathBuf,
+    inner: Mutex<Inner>,
+    hw_tx: watch::Sender<i64>,
+    /// Set when a write or sync failed: no later append may be acknowledged (its bytes could sit
+    /// behind a hole). Reopening the partition recovers from what is on disk.
+    failed: AtomicBool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs on the writer thread, in submission order, for every append.
+    fn complete(&self, result: Result<(), WriterError>, done: Done) -> Result<(), WriterError> {
+        if let Err(error) = result {
+            self.failed.store(true, Ordering::SeqCst);
+            tracing::error!(dir = %self.dir.display(), %error, "append failed; partition stops accepting appends");
+            return Err(error);
+        }
+        if self.failed.load(Ordering::SeqCst) {
+            return Err(WriterError::Poisoned { path: self.dir.clone() });
+        }
+        let mut inner = self.lock();
+        if done.end_offset > inner.visible.offset {
+            inner.visible = Visible { offset: done.end_offset, segment_base: done.segment_base, position: done.position };
+        }
+        if let Some(seg) = inner.segments.get_mut(&done.segment_base) {
+            if done.max.0 > seg.visible_max.0 {
+                seg.visible_max = done.max;
+            }
+        }
+        let hw = inner.visible.offset;
+        drop(inner);
+        self.hw_tx.send_if_modified(|v| {
+            let moved = *v < hw;
+            *v = (*v).max(hw);
+            moved
+        });
+        Ok(())
+    }
+}
+
+fn writer_error(e: WriterError) -> LogError {
+    let (path, kind) = match &e {
+        WriterError::Stopped => return LogError::WriterStopped,
+        WriterError::Write { path, source } | WriterError::Sync { path, source } => (path.clone(), source.kind()),
+        WriterError::Poisoned { path } => (path.clone(), std::io::ErrorKind::Other),
+    };
+    LogError::Io { path, source: std::io::Error::new(kind, e) }
+}
+
+/// One partition's log. Cheap to share: `Arc<Partition>`; all methods take `&self`.
+pub struct Partition {
+    shared: Arc<Shared>,
+    writer: DiskWriter,
+    /// Serialises appends, rolls, retention, flush and deletion. Held while offsets are assigned
+    /// and the job is queued (so queue order is offset order), not while durability is awaited.
+    append_lock: tokio::sync::Mutex<()>,
+}
+
+impl Partition {
+    /// Open (or create) the partition directory `dir`, recovering the active segment: scan batch by
+    /// batch checking length and CRC-32C, truncate a torn tail (logging how many bytes were cut),
+    /// rebuild its index. `writer` is the data directory's disk writer.
+    pub fn open(dir: &Path, config: LogConfig, writer: DiskWriter) -> Result<Partition, LogError> {
+        let segments = recovery::open_segments(&**writer.storage(), dir, &config)?;
+        let Some(active) = segments.last_key_value().map(|(_, s)| s) else {
+            return Err(segment::corrupt(dir, "no segment after recovery".to_string()));
+        };
+        let log_end_offset = active.next_offset;
+        let visible = Visible { offset: log_end_offset, segment_base: active.base_offset, position: active.size_bytes };
+        let (hw_tx, _) = watch::channel(log_end_offset);
+        let inner = Inner { config, segments, log_end_offset, visible, deleted: false };
+        let shared = Shared { dir: dir.to_path_buf(), inner: Mutex::new(inner), hw_tx, failed: AtomicBool::new(false) };
+        Ok(Partition { shared: Arc::new(shared), writer, append_lock: tokio::sync::Mutex::new(()) })
+    }
+
+    /// Validate every batch in `records` (one or more v2 batches, as a client sent them), assign
+    /// offsets starting at the log end offset (patching base offset and partition leader epoch in
+    /// the bytes), append them through the disk writer and return once durable per the flush policy.
+    /// Nothing of `records` is written if any batch is invalid or too large. Concurrent appends are
+    /// serialised; offsets are dense. The high watermark advances (and subscribers are woken) once
+    /// the batch is durable.
+    pub async fn append(&self, records: Bytes, leader_epoch: i32) -> Result<AppendInfo, LogError> {
+        let max = self.shared.lock().config.message_bytes_max;
+        let batches = batch::split(&records)?;
+        if let Some((_, r)) = batches.iter().find(|(_, r)| r.len() > max as usize) {
+            return Err(LogError::TooLarge { size: r.len(), max });
+        }
+        let offsets: i64 = batches.iter().map(|(h, _)| i64::from(h.last_offset_delta) + 1).sum();
+        let guard = self.append_lock.lock().await;
+        self.check_usable()?;
+        let now = now_ms();
+        self.maybe_roll(records.len() as u64, offsets, now).await?;
+        let permit = self.writer.reserve().await.map_err(writer_error)?;
+        let (job, info) = self.stage(&records, &batches, leader_epoch, now)?;
+        let completion = permit.submit(job);
+        drop(guard);
+        completion.wait().await.map_err(writer_error)?;
+        Ok(info)
+    }
+
+    fn check_usable(&self) -> Result<(), LogError> {
+        let dir = &self.shared.dir;
+        if self.shared.lock().deleted {
+            let e = std::io::Error::new(std::io::ErrorKind::NotFound, "partition deleted");
+            return Err(io_error(dir, e));
+        }
+        if self.shared.failed.load(Ordering::SeqCst) {
+            return Err(io_error(dir, std::io::Error::other("an earlier write failed; reopen the partition")));
+        }
+        Ok(())
+    }
+
+    /// Assigns offsets and builds the writer job for `records` (already validated), updating the
+    /// active segment's in-memory state. Runs under the append lock, after the queue slot is held.
+    fn stage(
+        &self,
+        records: &[u8],
+        batches: &[(BatchHeader, Range<usize>)],
+        leader_epoch: i32,
+        now: i64,
+    ) -> Result<(Job, AppendInfo), LogError> {
+        let mut inner = self.shared.lock();
+        let fsync = inner.config.fsync_on_ack;
+        let base_offset = inner.log_end_offset;
+        let log_start_offset = inner.log_start_offset();
+        let Some(seg) = inner.segments.values_mut().next_back() else {
+            return Err(segment::corrupt(&self.shared.dir, "no active segment".to_string()));
+        };
+        let mut data = records.to_vec();
+        let (mut index_bytes, mut time_bytes) = (Vec::new(), Vec::new());
+        let (start, mut position, mut next) = (seg.size_bytes, seg.size_bytes, base_offset);
+        let mut max = (-1i64, -1i64);
+        let (mut index_count, mut time_count) = (0u64, 0u64);
+        for (h, range) in batches {
+            batch::patch_base_offset(&mut data[range.clone()], next);
+            batch::patch_leader_epoch(&mut data[range.clone()], leader_epoch);
+            let bytes = range.len() as u64;
+            let (ie, te) = seg.builder.add_batch(seg.base_offset, next, position, bytes, h.max_timestamp);
+            if let Some(mem) = seg.mem.as_mut() {
+                mem.index.extend(ie);
+                mem.time.extend(te);
+            }
+            ie.iter().for_each(|e| e.encode(&mut index_bytes));
+            te.iter().for_each(|e| e.encode(&mut time_bytes));
+            index_count += u64::from(ie.is_some());
+            time_count += u64::from(te.is_some());
+            if h.max_timestamp > max.0 {
+                max = (h.max_timestamp, next);
+            }
+            position += bytes;
+            next += i64::from(h.last_offset_delta) + 1;
+        }
+        let mut job = Job::new();
+        job.write(&seg.log, start, Bytes::from(data));
+        job.write(&seg.index, seg.index_entries * index::INDEX_ENTRY_BYTES as u64, Bytes::from(index_bytes));
+        job.write(&seg.timeindex, seg.time_entries * index::TIME_ENTRY_BYTES as u64, Bytes::from(time_bytes));
+        if fsync {
+            job.sync(&seg.log);
+        }
+        seg.index_entries += index_count;
+        seg.time_entries += time_count;
+        seg.size_bytes = position;
+        seg.next_offset = next;
+        seg.roll_base_ms.get_or_insert(now);
+        let done = Done { end_offset: next, segment_base: seg.base_offset, position, max };
+        inner.log_end_offset = next;
+        let shared = self.shared.clone();
+        job.on_done(move |result| shared.complete(result, done));
+        Ok((job, AppendInfo { base_offset, last_offset: next - 1, log_start_offset }))
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.shared.lock().log_start_offset()
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.shared.lock().log_end_offset
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        *self.shared.hw_tx.borrow()
+    }
+
+    /// A receiver that changes whenever the high watermark moves (long-polling fetch waits on it).
+    pub fn subscribe(&self) -> watch::Receiver<i64> {
+        self.shared.hw_tx.subscribe()
+    }
+
+    pub fn config(&self) -> LogConfig {
+        self.shared.lock().config.clone()
+    }
+
+    /// New limits apply from the next append (index interval: from the next segment).
+    pub fn set_config(&self, config: LogConfig) {
+        self.shared.lock().config = config;
+    }
+
+    /// Bytes on disk across all segments (.log files).
+    pub fn size_bytes(&self) -> u64 {
+        self.shared.lock().segments.values().map(|s| s.size_bytes).sum()
+    }
+
+    /// Sync everything written so far (used at clean shutdown). Sealed segments were synced when
+    /// they were rolled, so this syncs the active segment's files.
+    pub async fn flush(&self) -> Result<(), LogError> {
+        let _guard = self.append_lock.lock().await;
+        let mut job = Job::new();
+        {
+            let inner = self.shared.lock();
+            if let Some(seg) = inner.active() {
+                job.sync(&seg.log).sync(&seg.index).sync(&seg.timeindex);
+            }
+        }
+        self.writer.submit(job).await.map_err(writer_error)?.wait().await.map_err(writer_error)
+    }
+
+    /// Stop using the partition and remove its directory (topic deletion).
+    pub async fn delete(self: Arc<Self>) -> Result<(), LogError> {
+        let _guard = self.append_lock.lock().await;
+        self.shared.lock().deleted = true;
+        // The writer is FIFO: once this empty job completes, no queued write to our files remains.
+        if let Ok(done) = self.writer.submit(Job::new()).await {
+            let _ = done.wait().await;
+        }
+        let dir = &self.shared.dir;
+        match self.writer.storage().remove_dir_all(dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_error(dir, e)),
+            _ => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! log::read: the fetch and ListOffsets side of a partition. A read takes a short snapshot under
+//! the state lock (which segments, their files, where the high watermark sits in bytes, and any
+//! in-memory index answer), then does its positional reads on a blocking thread without locks.
+//! Every scan is bounded by the readable end of a segment (the high watermark's byte position in
+//! the segment holding it), so readers never see bytes the writer has not finished.
+
+use bytes::Bytes;
+
+use crate::io::FileRef;
+use crate::protocol::batch::{self, BatchHeader, HEADER_BYTES};
+
+use super::index;
+use super::segment::{self, read_batch, read_header, seek, Segment};
+use super::{Inner, LogError, Partition, ReadInfo};
+
+/// Where to start scanning a segment: already known (in-memory index of the active segment) or
+/// to be looked up in the sealed segment's index files.
+enum Start {
+    At(u64),
+    Disk { index: FileRef, entries: u64, timeindex: FileRef, time_entries: u64 },
+}
+
+/// A snapshot of one segment, enough to read it without the lock.
+struct View {
+    base_offset: i64,
+    log: FileRef,
+    readable_end: u64,
+    start: Start,
+}
+
+/// What to look up in memory while the lock is held.
+enum Target {
+    Offset(i64),
+    Timestamp(i64),
+}
+
+impl View {
+    fn new(inner: &Inner, seg: &Segment, target: Target) -> View {
+        let start = match &seg.mem {
+            Some(mem) => {
+                let relative = match target {
+                    Target::Offset(offset) => seg.relative(offset),
+                    Target::Timestamp(ts) => index::lookup_time_mem(&mem.time, ts),
+                };
+                Start::At(index::lookup_mem(&mem.index, relative))
+            }
+            None => Start::Disk {
+                index: seg.index.clone(),
+                entries: seg.index_entries,
+                timeindex: seg.timeindex.clone(),
+                time_entries: seg.time_entries,
+            },
+        };
+        View { base_offset: seg.base_offset, log: seg.log.clone(), readable_end: inner.readable_end(seg), start }
+    }
+
+    fn relative(&self, offset: i64) -> u32 {
+        u32::try_from((offset - self.base_offset).max(0)).unwrap_or(u32::MAX)
+    }
+
+    fn index_error(&self, e: std::io::Error) -> LogError {
+        segment::io_error(self.log.path(), e)
+    }
+
+    /// Position of the indexed batch at or before `offset` (0 without one).
+    fn start_for_offset(&self, offset: i64) -> Result<u64, LogError> {
+        match &self.start {
+            Start::At(p) => Ok(*p),
+            Start::Disk { index, entries, .. } => {
+                index::lookup_disk(&**index, *entries, self.relative(offset)).map_err(|e| self.index_error(e))
+            }
+        }
+    }
+
+    /// Position from which every earlier batch is known to be older than `timestamp_ms`.
+    fn start_for_timestamp(&self, timestamp_ms: i64) -> Result<u64, LogError> {
+        match &self.start {
+            Start::At(p) => Ok(*p),
+            Start::Disk { index, entries, timeindex, time_entries } => {
+                let relative = index::lookup_time_disk(&**timeindex, *time_entries, timestamp_ms)
+                    .map_err(|e| self.index_error(e))?;
+                index::lookup_disk(&**index, *entries, relative).map_err(|e| self.index_error(e))
+            }
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    dir: &std::path::Path,
+    f: impl FnOnce() -> Result<T, LogError> + Send + 'static,
+) -> Result<T, LogError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| segment::io_error(dir, std::io::Error::other(e)))?
+}
+
+impl Partition {
+    /// Whole batches from the batch containing `offset`, up to `max_bytes` total, but always at least
+    /// one whole batch if any is available (KIP-74); never past the high watermark.
+    /// `offset == high_watermark` gives empty records. Runs positional reads (call from async code; it
+    /// may use spawn_blocking internally). Reads continue into later segments while budget remains.
+    pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadInfo, LogError> {
+        let (views, high_watermark, log_start_offset) = {
+            let inner = self.shared.lock();
+            let (start, end) = (inner.log_start_offset(), inner.log_end_offset);
+            if offset < start || offset > end {
+                return Err(LogError::OffsetOutOfRange { offset, start, end });
+            }
+            let hw = inner.visible.offset;
+            let views = if offset >= hw { Vec::new() } else { read_views(&inner, offset, max_bytes) };
+            (views, hw, start)
+        };
+        if views.is_empty() {
+            return Ok(ReadInfo { records: Bytes::new(), high_watermark, log_start_offset });
+        }
+        let records = blocking(&self.shared.dir, move || read_views_blocking(&views, offset, max_bytes)).await?;
+        Ok(ReadInfo { records, high_watermark, log_start_offset })
+    }
+
+    /// ListOffsets by timestamp: the first offset whose record timestamp >= `timestamp_ms`, with that
+    /// record's timestamp; None if no such record (below HW). Exact for uncompressed batches; for
+    /// compressed ones see `protocol::batch::offset_for_timestamp` (batch granularity, never late).
+    pub async fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(i64, i64)>, LogError> {
+        let views: Vec<View> = {
+            let inner = self.shared.lock();
+            let candidates = inner.segments.values().filter(|s| s.visible_max.0 >= timestamp_ms);
+            candidates.map(|s| View::new(&inner, s, Target::Timestamp(timestamp_ms))).collect()
+        };
+        blocking(&self.shared.dir, move || {
+            for view in &views {
+                let from = view.start_for_timestamp(timestamp_ms)?;
+                if let Some(hit) = scan_for_timestamp(view, from, timestamp_ms)? {
+                    return Ok(Some(hit));
+                }
+            }
+            Ok(None)
+        })
+        .await
+    }
+
+    /// ListOffsets MAX_TIMESTAMP (-3): the offset and timestamp of the record with the largest timestamp.
+    /// Exact for uncompressed batches; for a compressed batch, its base offset.
+    pub async fn max_timestamp(&self) -> Result<Option<(i64, i64)>, LogError> {
+        let found = {
+            let inner = self.shared.lock();
+            let mut best: Option<&Segment> = None;
+            for seg in inner.segments.values() {
+                if seg.visible_max.0 >= 0 && best.is_none_or(|b| seg.visible_max.0 > b.visible_max.0) {
+                    best = Some(seg);
+                }
+            }
+            best.map(|s| (View::new(&inner, s, Target::Offset(s.visible_max.1)), s.visible_max.1))
+        };
+        let Some((view, batch_offset)) = found else { return Ok(None) };
+        blocking(&self.shared.dir, move || {
+            let from = view.start_for_offset(batch_offset)?;
+            let Some((position, header)) = seek(&*view.log, from, view.readable_end, batch_offset)? else {
+                return Ok(None);
+            };
+            let bytes = read_batch(&*view.log, position, &header)?;
+            Ok(Some(batch::max_timestamp_record(&bytes).unwrap_or((header.base_offset, header.max_timestamp))))
+        })
+        .await
+    }
+}
+
+/// The segment holding `offset` and the following ones while their readable bytes could still
+/// be wanted (bounded by `max_bytes`, so a read never snapshots every segment).
+fn read_views(inner: &Inner, offset: i64, max_bytes: usize) -> Vec<View> {
+    let mut views = Vec::new();
+    let mut later_bytes = 0u64;
+    let first = inner.segments.range(..=offset).next_back().map_or(i64::MIN, |(&b, _)| b);
+    for seg in inner.segments.range(first..).map(|(_, s)| s) {
+        let readable = inner.readable_end(seg);
+        if readable == 0 {
+            // Past the high watermark's segment nothing is readable; an empty sealed segment
+            // (left by a recovery cut) is skipped.
+            if seg.base_offset >= inner.visible.segment_base {
+                break;
+            }
+            continue;
+        }
+        if views.is_empty() {
+            views.push(View::new(inner, seg, Target::Offset(offset)));
+        } else {
+            views.push(View::new(inner, seg, Target::Offset(seg.base_offset)));
+            later_bytes += readable;
+            if later_bytes >= max_bytes as u64 {
+                break;
+            }
+        }
+    }
+    views
+}
+
+fn read_views_blocking(views: &[View], offset: i64, max_bytes: usize) -> Result<Bytes, LogError> {
+    let mut out = Vec::new();
+    for (i, view) in views.iter().enumerate() {
+        let from = if i == 0 { view.start_for_offset(offset)? } else { 0 };
+        let Some((position, _)) = seek(&*view.log, from, view.readable_end, offset)? else { continue };
+        if collect(view, position, &mut out, max_bytes)? {
+            break;
+        }
+    }
+    Ok(Bytes::from(out))
+}
+
+/// Appends to `out` the whole batches from `start` that fit the budget (the first batch of the
+/// whole read always fits: KIP-74). One positional read for the lot, one more for an oversized
+/// first batch. Returns true when the budget stopped it before the readable end.
+fn collect(view: &View, start: u64, out: &mut Vec<u8>, max_bytes: usize) -> Result<bool, LogError> {
+    let available = view.readable_end.saturating_sub(start);
+    let budget = max_bytes.saturating_sub(out.len()) as u64;
+    let want = available.min(budget.max(HEADER_BYTES as u64));
+    let mut buf = vec![0u8; want as usize];
+    view.log.read_at(&mut buf, start).map_err(|e| segment::io_error(view.log.path(), e))?;
+    let mut keep = 0usize;
+    while keep + HEADER_BYTES <= buf.len() {
+        let header = BatchHeader::parse(&buf[keep..])
+            .map_err(|e| segment::corrupt(view.log.path(), format!("bad batch header at byte {}: {e}", start + keep as u64)))?;
+        let total = header.total_bytes();
+        if keep + total > buf.len() {
+            if keep == 0 && out.is_empty() {
+                // KIP-74: the first batch goes whole even past max_bytes, so a consumer progresses.
+                let header = read_header(&*view.log, start, view.readable_end)?;
+                buf = read_batch(&*view.log, start, &header)?;
+                keep = buf.len();
+            }
+            break;
+        }
+        keep += total;
+    }
+    buf.truncate(keep);
+    let stopped = (keep as u64) < available;
+    if out.is_empty() {
+        *out = buf;
+    } else {
+        out.extend_from_slice(&buf);
+    }
+    Ok(stopped)
+}
+
+/// Scans batches from `position` for the first record at or after `timestamp_ms`.
+fn scan_for_timestamp(view: &View, mut position: u64, timestamp_ms: i64) -> Result<Option<(i64, i64)>, LogError> {
+    while position < view.readable_end {
+        let header = read_header(&*view.log, position, view.readable_end)?;
+        if header.max_timestamp >= timestamp_ms {
+            let bytes = read_batch(&*view.log, position, &header)?;
+            // A batch whose records do not parse (the CRC only proves the client sent them so)
+            // still answers at batch granularity.
+            let hit = batch::offset_for_timestamp(&bytes, timestamp_ms)
+                .unwrap_or(Some((header.base_offset, header.max_timestamp)));
+            if hit.is_some() {
+                return Ok(hit);
+            }
+        }
+        position += header.total_bytes() as u64;
+    }
+    Ok(None)
+}

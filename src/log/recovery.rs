@@ -1,0 +1,266 @@
+//! log::recovery: what `Partition::open` does before any append. Sealed segments are trusted
+//! (their indexes are checked and rebuilt from the `.log` only when they do not check out); the
+//! active segment is scanned batch by batch checking length, base offset and CRC-32C, a torn or
+//! corrupt tail is cut (with a warning giving the bytes cut), and its indexes are rebuilt.
+//!
+//! Recovery runs before the partition submits any job to the disk writer, so its direct writes
+//! through the storage backend (truncations, index rebuilds) cannot race the writer thread.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::io::{Storage, StorageFile};
+use crate::protocol::batch::{self, BatchHeader, Crc32c, ATTRIBUTES_AT};
+
+use super::index::{self, IndexBuilder, IndexEntry, TimeEntry};
+use super::segment::{self, io_error, read_header, MemIndex, Segment, SegmentFiles};
+use super::{LogConfig, LogError};
+
+/// Buffer for streaming a batch through the CRC (bounds memory whatever a length field says).
+const CRC_CHUNK_BYTES: usize = 64 * 1024;
+/// Segment files one partition directory may hold (a bound on the directory walk).
+const SEGMENTS_MAX: usize = 1 << 20;
+
+/// Opens every segment of `dir` (creating segment 0 in an empty one), recovering the last.
+pub fn open_segments(storage: &dyn Storage, dir: &Path, config: &LogConfig) -> Result<BTreeMap<i64, Segment>, LogError> {
+    storage.create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+    let bases = list_bases(dir)?;
+    let mut segments = BTreeMap::new();
+    let Some((&active, sealed)) = bases.split_last() else {
+        let files = SegmentFiles::open(storage, dir, 0, true)?;
+        storage.sync_dir(dir).map_err(|e| io_error(dir, e))?;
+        segments.insert(0, Segment::new(dir, 0, files, config.index_interval_bytes));
+        return Ok(segments);
+    };
+    for &base in sealed {
+        segments.insert(base, load_sealed(storage, dir, base, config)?);
+    }
+    segments.insert(active, recover_active(storage, dir, active, config)?);
+    Ok(segments)
+}
+
+/// Base offsets of the `.log` files in `dir`, ascending.
+fn list_bases(dir: &Path) -> Result<Vec<i64>, LogError> {
+    let mut bases = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| io_error(dir, e))? {
+        let entry = entry.map_err(|e| io_error(dir, e))?;
+        if let Some(base) = entry.file_name().to_str().and_then(segment::parse_log_name) {
+            bases.push(base);
+        }
+        if bases.len() > SEGMENTS_MAX {
+            return Err(segment::corrupt(dir, format!("more than {SEGMENTS_MAX} segments")));
+        }
+    }
+    bases.sort_unstable();
+    Ok(bases)
+}
+
+/// What a scan of a `.log` found: where valid data ends and the indexes it implies.
+struct Scan {
+    valid_bytes: u64,
+    next_offset: i64,
+    builder: IndexBuilder,
+    index: Vec<IndexEntry>,
+    time: Vec<TimeEntry>,
+    first_max_timestamp: Option<i64>,
+    /// Why the scan stopped before the end of the file, if it did.
+    stop: Option<String>,
+}
+
+/// Walks the batches of a `.log` from the start. `check_crc` streams every batch through the
+/// CRC-32C (active segment); without it only headers are read (sealed segments, trusted).
+fn scan_log(log: &dyn StorageFile, base: i64, interval_bytes: u32, check_crc: bool) -> Result<Scan, LogError> {
+    let log_bytes = log.len().map_err(|e| io_error(log.path(), e))?;
+    let mut scan = Scan {
+        valid_bytes: 0,
+        next_offset: base,
+        builder: IndexBuilder::new(interval_bytes),
+        index: Vec::new(),
+        time: Vec::new(),
+        first_max_timestamp: None,
+        stop: None,
+    };
+    let mut chunk = Vec::new();
+    while scan.valid_bytes < log_bytes {
+        let pos = scan.valid_bytes;
+        let header = match checked_header(log, pos, log_bytes, scan.next_offset) {
+            Ok(h) => h,
+            Err(why) => {
+                scan.stop = Some(why);
+                break;
+            }
+        };
+        if check_crc {
+            if let Err(why) = check_crc32c(log, pos, &header, &mut chunk)? {
+                scan.stop = Some(why);
+                break;
+            }
+        }
+        let bytes = header.total_bytes() as u64;
+        let (ie, te) = scan.builder.add_batch(base, header.base_offset, pos, bytes, header.max_timestamp);
+        scan.index.extend(ie);
+        scan.time.extend(te);
+        scan.first_max_timestamp.get_or_insert(header.max_timestamp);
+        scan.next_offset = header.last_offset() + 1;
+        scan.valid_bytes += bytes;
+    }
+    Ok(scan)
+}
+
+/// The header at `pos`, if it is whole, sane, inside the file and continues the offsets densely.
+fn checked_header(log: &dyn StorageFile, pos: u64, log_bytes: u64, expected: i64) -> Result<BatchHeader, String> {
+    let header = read_header(log, pos, log_bytes).map_err(|e| e.to_string())?;
+    batch::check_header(&header).map_err(|e| format!("batch at byte {pos}: {e}"))?;
+    if header.base_offset != expected {
+        return Err(format!("batch at byte {pos} has base offset {}, expected {expected}", header.base_offset));
+    }
+    Ok(header)
+}
+
+/// Streams the CRC range of the batch at `pos` through CRC-32C in bounded chunks.
+fn check_crc32c(
+    log: &dyn StorageFile,
+    pos: u64,
+    header: &BatchHeader,
+    chunk: &mut Vec<u8>,
+) -> Result<Result<(), String>, LogError> {
+    let mut crc = Crc32c::new();
+    let end = pos + header.total_bytes() as u64;
+    let mut at = pos + ATTRIBUTES_AT as u64;
+    while at < end {
+        let n = (end - at).min(CRC_CHUNK_BYTES as u64) as usize;
+        chunk.resize(n, 0);
+        log.read_at(chunk, at).map_err(|e| io_error(log.path(), e))?;
+        crc.update(chunk);
+        at += n as u64;
+    }
+    let computed = crc.finish();
+    if computed != header.crc {
+        return Ok(Err(format!("batch at byte {pos} fails its crc-32c")));
+    }
+    Ok(Ok(()))
+}
+
+/// Cuts `.log` after the valid prefix, warning with the bytes cut.
+fn truncate_tail(log: &dyn StorageFile, scan: &Scan, what: &str) -> Result<(), LogError> {
+    let log_bytes = log.len().map_err(|e| io_error(log.path(), e))?;
+    if scan.valid_bytes >= log_bytes {
+        return Ok(());
+    }
+    let cut_bytes = log_bytes - scan.valid_bytes;
+    tracing::warn!(
+        path = %log.path().display(),
+        cut_bytes,
+        kept_bytes = scan.valid_bytes,
+        reason = scan.stop.as_deref().unwrap_or("unknown"),
+        "truncating {what} at its last valid batch: {cut_bytes} bytes cut"
+    );
+    log.set_len(scan.valid_bytes).map_err(|e| io_error(log.path(), e))?;
+    log.sync_data().map_err(|e| io_error(log.path(), e))
+}
+
+/// Replaces `file`'s content with `bytes` unless it already holds exactly that (a clean restart
+/// then writes nothing: SD cards wear with every write).
+fn rewrite_if_different(file: &dyn StorageFile, bytes: &[u8]) -> Result<(), LogError> {
+    let err = |e| io_error(file.path(), e);
+    let len = file.len().map_err(err)?;
+    if len == bytes.len() as u64 {
+        let mut current = vec![0u8; bytes.len()];
+        file.read_at(&mut current, 0).map_err(err)?;
+        if current == bytes {
+            return Ok(());
+        }
+    }
+    file.set_len(0).map_err(err)?;
+    file.write_at(bytes, 0).map_err(err)?;
+    file.sync_data().map_err(err)
+}
+
+fn write_indexes(files: &SegmentFiles, scan: &Scan) -> Result<(), LogError> {
+    let mut index_bytes = Vec::with_capacity(scan.index.len() * index::INDEX_ENTRY_BYTES);
+    scan.index.iter().for_each(|e| e.encode(&mut index_bytes));
+    let mut time_bytes = Vec::with_capacity(scan.time.len() * index::TIME_ENTRY_BYTES);
+    scan.time.iter().for_each(|e| e.encode(&mut time_bytes));
+    rewrite_if_different(&*files.index, &index_bytes)?;
+    rewrite_if_different(&*files.timeindex, &time_bytes)
+}
+
+/// The active segment: full CRC scan, torn tail cut, indexes rebuilt and kept in memory.
+fn recover_active(storage: &dyn Storage, dir: &Path, base: i64, config: &LogConfig) -> Result<Segment, LogError> {
+    let files = SegmentFiles::open(storage, dir, base, false)?;
+    let scan = scan_log(&*files.log, base, config.index_interval_bytes, true)?;
+    truncate_tail(&*files.log, &scan, "active segment")?;
+    write_indexes(&files, &scan)?;
+    let mut seg = Segment::new(dir, base, files, config.index_interval_bytes);
+    seg.size_bytes = scan.valid_bytes;
+    seg.next_offset = scan.next_offset;
+    seg.index_entries = scan.index.len() as u64;
+    seg.time_entries = scan.time.len() as u64;
+    seg.visible_max = (scan.builder.max_timestamp, scan.builder.max_timestamp_offset);
+    seg.builder = scan.builder;
+    // segment.ms counts from the first batch's timestamp, as Kafka does; without one, from now.
+    seg.roll_base_ms = scan.first_max_timestamp.map(|ts| if ts >= 0 { ts } else { super::now_ms() });
+    seg.mem = Some(MemIndex { index: scan.index, time: scan.time });
+    Ok(seg)
+}
+
+/// A sealed segment: indexes validated and trusted; the segment's max timestamp comes from the
+/// last time entry plus a header scan of the tail after the last index entry.
+fn load_sealed(storage: &dyn Storage, dir: &Path, base: i64, config: &LogConfig) -> Result<Segment, LogError> {
+    let files = SegmentFiles::open(storage, dir, base, false)?;
+    let log_bytes = files.log.len().map_err(|e| io_error(files.log.path(), e))?;
+    let checked = index::validate(&*files.index, &*files.timeindex, log_bytes).map_err(|e| io_error(dir, e))?;
+    let mut seg = Segment::new(dir, base, files, config.index_interval_bytes);
+    seg.mem = None;
+    seg.size_bytes = log_bytes;
+    let trusted = match checked {
+        Ok(summary) => trust_sealed(&mut seg, &summary, log_bytes)?,
+        Err(why) => Err(why),
+    };
+    if let Err(why) = trusted {
+        tracing::warn!(segment = base, dir = %dir.display(), reason = %why, "rebuilding sealed segment index");
+        rebuild_sealed(&mut seg, config)?;
+    }
+    Ok(seg)
+}
+
+/// Fills a sealed segment's counts, next offset and max timestamp from valid index files and a
+/// header scan of the tail after the last index entry (at most about one index interval).
+/// `Ok(Err(reason))` sends the segment to a rebuild.
+fn trust_sealed(seg: &mut Segment, summary: &index::IndexSummary, log_bytes: u64) -> Result<Result<(), String>, LogError> {
+    let mut pos = summary.last_index.map_or(0, |e| u64::from(e.position));
+    let mut expected = seg.base_offset + summary.last_index.map_or(0, |e| i64::from(e.relative_offset));
+    let mut max = summary.last_time.map_or((-1, -1), |t| (t.timestamp, seg.base_offset + i64::from(t.relative_offset)));
+    while pos < log_bytes {
+        let header = match checked_header(&*seg.log, pos, log_bytes, expected) {
+            Ok(h) => h,
+            Err(why) => return Ok(Err(why)),
+        };
+        if header.max_timestamp > max.0 {
+            max = (header.max_timestamp, header.base_offset);
+        }
+        expected = header.last_offset() + 1;
+        pos += header.total_bytes() as u64;
+    }
+    seg.next_offset = expected;
+    seg.index_entries = summary.index_entries;
+    seg.time_entries = summary.time_entries;
+    seg.visible_max = max;
+    seg.builder.max_timestamp = max.0;
+    seg.builder.max_timestamp_offset = max.1;
+    Ok(Ok(()))
+}
+
+fn rebuild_sealed(seg: &mut Segment, config: &LogConfig) -> Result<(), LogError> {
+    let scan = scan_log(&*seg.log, seg.base_offset, config.index_interval_bytes, false)?;
+    truncate_tail(&*seg.log, &scan, "sealed segment")?;
+    let files = SegmentFiles { log: seg.log.clone(), index: seg.index.clone(), timeindex: seg.timeindex.clone() };
+    write_indexes(&files, &scan)?;
+    seg.size_bytes = scan.valid_bytes;
+    seg.next_offset = scan.next_offset;
+    seg.index_entries = scan.index.len() as u64;
+    seg.time_entries = scan.time.len() as u64;
+    seg.visible_max = (scan.builder.max_timestamp, scan.builder.max_timestamp_offset);
+    seg.builder = scan.builder;
+    Ok(())
+}
