@@ -10,7 +10,7 @@
 //! later job touching it fails too, so no later write can land beyond a hole and no later sync can
 //! report durability for data the kernel may have dropped (fsync errors are not retryable).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -20,9 +20,12 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{FileRef, Storage, StdStorage, StorageFile};
 
-/// Limits of one writer. Units last.
+/// One writer's data directory and limits. Units last.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WriterConfig {
+    /// The data directory this writer serves (names the thread's log lines; the io_uring probe
+    /// will test this filesystem).
+    pub data_dir: PathBuf,
     /// Jobs queued in the channel before submitters wait (backpressure on produce).
     pub queue_depth_max: usize,
     /// Jobs committed together in one group.
@@ -37,7 +40,33 @@ pub struct WriterConfig {
 
 impl Default for WriterConfig {
     fn default() -> Self {
-        WriterConfig { queue_depth_max: 1024, group_jobs_max: 256, group_bytes_max: 4 << 20, group_wait_us: 0 }
+        WriterConfig {
+            data_dir: PathBuf::new(),
+            queue_depth_max: 1024,
+            group_jobs_max: 256,
+            group_bytes_max: 4 << 20,
+            group_wait_us: 0,
+        }
+    }
+}
+
+impl WriterConfig {
+    /// Default limits for the writer of `data_dir`.
+    pub fn new(data_dir: &Path) -> WriterConfig {
+        WriterConfig { data_dir: data_dir.to_path_buf(), ..WriterConfig::default() }
+    }
+}
+
+/// `DiskWriter::start(&data_dir)` starts a writer with default limits.
+impl From<&Path> for WriterConfig {
+    fn from(data_dir: &Path) -> WriterConfig {
+        WriterConfig::new(data_dir)
+    }
+}
+
+impl From<&PathBuf> for WriterConfig {
+    fn from(data_dir: &PathBuf) -> WriterConfig {
+        WriterConfig::new(data_dir)
     }
 }
 
@@ -45,6 +74,8 @@ impl Default for WriterConfig {
 pub enum WriterError {
     #[error("disk writer stopped")]
     Stopped,
+    #[error("cannot start the disk writer thread for {data_dir}")]
+    Start { data_dir: PathBuf, #[source] source: Arc<std::io::Error> },
     #[error("write to {path} failed")]
     Write { path: PathBuf, #[source] source: Arc<std::io::Error> },
     #[error("sync of {path} failed")]
@@ -149,26 +180,21 @@ impl Completion {
 }
 
 impl DiskWriter {
-    /// Starts a writer thread on plain files (`StdStorage`).
-    pub fn start(config: WriterConfig) -> DiskWriter {
-        DiskWriter::start_with(config, Arc::new(StdStorage))
+    /// Starts a writer thread on plain files (`StdStorage`). `config` is a [`WriterConfig`] or
+    /// just the data directory (default limits).
+    pub fn start(config: impl Into<WriterConfig>) -> Result<DiskWriter, WriterError> {
+        DiskWriter::start_with(config.into(), Arc::new(StdStorage))
     }
 
-    /// Starts a writer thread on the given backend. If the OS refuses a thread, the error is logged
-    /// and the writer is born stopped: every submit answers `WriterError::Stopped`.
-    pub fn start_with(config: WriterConfig, storage: Arc<dyn Storage>) -> DiskWriter {
+    /// Starts a writer thread on the given backend.
+    pub fn start_with(config: WriterConfig, storage: Arc<dyn Storage>) -> Result<DiskWriter, WriterError> {
         let (tx, rx) = mpsc::channel(config.queue_depth_max.max(1));
-        let spawned = std::thread::Builder::new()
+        let data_dir = config.data_dir.clone();
+        let handle = std::thread::Builder::new()
             .name("bramble-disk-writer".into())
-            .spawn(move || run(rx, config));
-        let thread = match spawned {
-            Ok(handle) => Some(handle),
-            Err(error) => {
-                tracing::error!(%error, "cannot start the disk writer thread");
-                None
-            }
-        };
-        DiskWriter { tx, storage, thread: Arc::new(Mutex::new(thread)) }
+            .spawn(move || run(rx, config))
+            .map_err(|e| WriterError::Start { data_dir, source: Arc::new(e) })?;
+        Ok(DiskWriter { tx, storage, thread: Arc::new(Mutex::new(Some(handle))) })
     }
 
     /// The backend files are opened through (reads and recovery use it directly).
@@ -233,7 +259,7 @@ fn run(mut rx: mpsc::Receiver<Msg>, config: WriterConfig) {
     for reply in stop_waiters {
         let _ = reply.send(());
     }
-    tracing::debug!("disk writer stopped");
+    tracing::debug!(data_dir = %thread.config.data_dir.display(), "disk writer stopped");
 }
 
 struct WriterThread {
@@ -435,7 +461,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (file, syncs, writes) = counting(dir.path(), "log");
         let config = WriterConfig { group_wait_us: 20_000, ..WriterConfig::default() };
-        let writer = DiskWriter::start(config);
+        let writer = DiskWriter::start(config).expect("writer");
         let mut completions = Vec::new();
         for i in 0..50u64 {
             let mut job = Job::new();
@@ -460,7 +486,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (bad, _, _) = counting(dir.path(), "bad");
         let (good, _, _) = counting(dir.path(), "good");
-        let writer = DiskWriter::start(WriterConfig::default());
+        let writer = DiskWriter::start(dir.path()).expect("writer");
         let order = Arc::new(Mutex::new(Vec::new()));
         let mut completions = Vec::new();
         for (i, file) in [&good, &bad, &good, &bad].into_iter().enumerate() {
@@ -486,7 +512,7 @@ mod tests {
         // Proves shutdown completes what was queued and later submits get Stopped.
         let dir = tempfile::tempdir().expect("tempdir");
         let file = StdStorage.open(&dir.path().join("f"), true).expect("open");
-        let writer = DiskWriter::start(WriterConfig::default());
+        let writer = DiskWriter::start(dir.path()).expect("writer");
         let mut job = Job::new();
         job.write(&file, 0, Bytes::from_static(b"abc")).sync(&file);
         let done = writer.submit(job).await.expect("submit");

@@ -208,6 +208,7 @@ fn writer_error(e: WriterError) -> LogError {
     let (path, kind) = match &e {
         WriterError::Stopped => return LogError::WriterStopped,
         WriterError::Write { path, source } | WriterError::Sync { path, source } => (path.clone(), source.kind()),
+        WriterError::Start { data_dir: path, source } => (path.clone(), source.kind()),
         WriterError::Poisoned { path } => (path.clone(), std::io::ErrorKind::Other),
     };
     LogError::Io { path, source: std::io::Error::new(kind, e) }

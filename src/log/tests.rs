@@ -23,7 +23,8 @@ fn config() -> LogConfig {
 }
 
 fn open(dir: &Path, config: LogConfig) -> Partition {
-    Partition::open(dir, config, DiskWriter::start(WriterConfig::default())).expect("open partition")
+    let writer = DiskWriter::start(WriterConfig::new(dir)).expect("start writer");
+    Partition::open(dir, config, writer).expect("open partition")
 }
 
 /// One uncompressed batch of `n` records with timestamps from `ts0`.
