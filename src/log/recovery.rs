@@ -101,7 +101,7 @@ fn scan_log(log: &dyn StorageFile, base: i64, interval_bytes: u32, check_crc: bo
         scan.index.extend(ie);
         scan.time.extend(te);
         scan.first_max_timestamp.get_or_insert(header.max_timestamp);
-        scan.next_offset = header.last_offset() + 1;
+        scan.next_offset = header.last_offset().saturating_add(1);
         scan.valid_bytes += bytes;
     }
     Ok(scan)
@@ -239,7 +239,7 @@ fn trust_sealed(seg: &mut Segment, summary: &index::IndexSummary, log_bytes: u64
         if header.max_timestamp > max.0 {
             max = (header.max_timestamp, header.base_offset);
         }
-        expected = header.last_offset() + 1;
+        expected = header.last_offset().saturating_add(1);
         pos += header.total_bytes() as u64;
     }
     seg.next_offset = expected;

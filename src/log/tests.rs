@@ -394,3 +394,105 @@ async fn high_watermark_wakes_subscribers_and_works_without_fsync() {
     assert!(!pdir.exists());
     assert!(p.append(b(1, 1), 0).await.is_err(), "deleted partition refuses appends");
 }
+
+/// Plain files whose fdatasync blocks until the test opens the gate.
+#[derive(Debug, Clone, Default)]
+struct GatedStorage {
+    gate: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+}
+
+#[derive(Debug)]
+struct GatedFile {
+    inner: crate::io::FileRef,
+    gate: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+}
+
+impl GatedStorage {
+    fn open_gate(&self) {
+        let (lock, cvar) = &*self.gate;
+        *lock.lock().expect("gate") = true;
+        cvar.notify_all();
+    }
+}
+
+impl crate::io::StorageFile for GatedFile {
+    fn path(&self) -> &Path {
+        self.inner.path()
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        self.inner.write_at(buf, offset)
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.inner.read_at(buf, offset)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        let (lock, cvar) = &*self.gate;
+        let mut open = lock.lock().expect("gate");
+        while !*open {
+            open = cvar.wait(open).expect("gate");
+        }
+        self.inner.sync_data()
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn len(&self) -> std::io::Result<u64> {
+        self.inner.len()
+    }
+}
+
+impl crate::io::Storage for GatedStorage {
+    fn open(&self, path: &Path, create: bool) -> std::io::Result<crate::io::FileRef> {
+        let inner = crate::io::StdStorage.open(path, create)?;
+        Ok(Arc::new(GatedFile { inner, gate: self.gate.clone() }))
+    }
+    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
+        crate::io::StdStorage.remove_file(path)
+    }
+    fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
+        crate::io::StdStorage.create_dir_all(path)
+    }
+    fn remove_dir_all(&self, path: &Path) -> std::io::Result<()> {
+        crate::io::StdStorage.remove_dir_all(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+        crate::io::StdStorage.sync_dir(dir)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn high_watermark_waits_for_the_fsync() {
+    // Proves that with fsync_on_ack the log end offset moves at once but the high watermark,
+    // the acks and what reads return wait until the fsync completes, then move in order.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = GatedStorage::default();
+    let writer = DiskWriter::start_with(WriterConfig::new(dir.path()), Arc::new(storage.clone())).expect("writer");
+    let p = Arc::new(Partition::open(dir.path(), config(), writer).expect("open"));
+    let first = tokio::spawn({
+        let p = p.clone();
+        async move { p.append(b(2, 1), 0).await }
+    });
+    let second = tokio::spawn({
+        let p = p.clone();
+        async move { p.append(b(3, 1), 0).await }
+    });
+    for _ in 0..500 {
+        if p.log_end_offset() == 5 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    assert_eq!(p.log_end_offset(), 5, "offsets are assigned before durability");
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert_eq!(p.high_watermark(), 0, "nothing is visible before the fsync");
+    assert!(p.read(0, 1 << 20).await.expect("read").records.is_empty());
+    assert!(!first.is_finished() && !second.is_finished(), "acks wait for the fsync");
+    storage.open_gate();
+    let a = first.await.expect("task").expect("append");
+    let b2 = second.await.expect("task").expect("append");
+    let mut got = [(a.base_offset, a.last_offset), (b2.base_offset, b2.last_offset)];
+    got.sort();
+    assert_eq!(got, [(0, 1), (2, 4)]);
+    assert_eq!(p.high_watermark(), 5);
+    assert_eq!(read_all(&p).await, got);
+}
