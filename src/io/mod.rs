@@ -33,6 +33,9 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     fn sync_data(&self) -> std::io::Result<()>;
     fn set_len(&self, len: u64) -> std::io::Result<()>;
     fn len(&self) -> std::io::Result<u64>;
+    fn is_empty(&self) -> std::io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
 }
 
 /// Shared handle to an open file.
@@ -88,8 +91,15 @@ impl StorageFile for StdFile {
 
 impl Storage for StdStorage {
     fn open(&self, path: &Path, create: bool) -> std::io::Result<FileRef> {
-        let file = OpenOptions::new().read(true).write(true).create(create).open(path)?;
-        Ok(Arc::new(StdFile { path: path.to_path_buf(), file }))
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .open(path)?;
+        Ok(Arc::new(StdFile {
+            path: path.to_path_buf(),
+            file,
+        }))
     }
 
     fn remove_file(&self, path: &Path) -> std::io::Result<()> {
@@ -126,7 +136,10 @@ mod tests {
         f.read_at(&mut buf, 0).expect("read");
         assert_eq!(&buf, b"hello world");
         assert_eq!(f.len().expect("len"), 11);
-        assert!(f.read_at(&mut [0u8; 2], 10).is_err(), "read past end must fail");
+        assert!(
+            f.read_at(&mut [0u8; 2], 10).is_err(),
+            "read past end must fail"
+        );
         f.set_len(5).expect("truncate");
         assert_eq!(f.len().expect("len"), 5);
         assert!(s.open(&dir.path().join("missing"), false).is_err());

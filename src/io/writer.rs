@@ -18,7 +18,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{FileRef, Storage, StdStorage, StorageFile};
+use super::{FileRef, StdStorage, Storage, StorageFile};
 
 /// One writer's data directory and limits. Units last.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,7 +53,10 @@ impl Default for WriterConfig {
 impl WriterConfig {
     /// Default limits for the writer of `data_dir`.
     pub fn new(data_dir: &Path) -> WriterConfig {
-        WriterConfig { data_dir: data_dir.to_path_buf(), ..WriterConfig::default() }
+        WriterConfig {
+            data_dir: data_dir.to_path_buf(),
+            ..WriterConfig::default()
+        }
     }
 }
 
@@ -75,11 +78,23 @@ pub enum WriterError {
     #[error("disk writer stopped")]
     Stopped,
     #[error("cannot start the disk writer thread for {data_dir}")]
-    Start { data_dir: PathBuf, #[source] source: Arc<std::io::Error> },
+    Start {
+        data_dir: PathBuf,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
     #[error("write to {path} failed")]
-    Write { path: PathBuf, #[source] source: Arc<std::io::Error> },
+    Write {
+        path: PathBuf,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
     #[error("sync of {path} failed")]
-    Sync { path: PathBuf, #[source] source: Arc<std::io::Error> },
+    Sync {
+        path: PathBuf,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
     #[error("an earlier write or sync of {path} failed")]
     Poisoned { path: PathBuf },
 }
@@ -109,7 +124,11 @@ impl Job {
 
     pub fn write(&mut self, file: &FileRef, offset: u64, data: Bytes) -> &mut Job {
         if !data.is_empty() {
-            self.writes.push(Write { file: file.clone(), offset, data });
+            self.writes.push(Write {
+                file: file.clone(),
+                offset,
+                data,
+            });
         }
         self
     }
@@ -149,7 +168,9 @@ pub struct DiskWriter {
 
 impl std::fmt::Debug for DiskWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DiskWriter").field("storage", &self.storage).finish_non_exhaustive()
+        f.debug_struct("DiskWriter")
+            .field("storage", &self.storage)
+            .finish_non_exhaustive()
     }
 }
 
@@ -187,14 +208,24 @@ impl DiskWriter {
     }
 
     /// Starts a writer thread on the given backend.
-    pub fn start_with(config: WriterConfig, storage: Arc<dyn Storage>) -> Result<DiskWriter, WriterError> {
+    pub fn start_with(
+        config: WriterConfig,
+        storage: Arc<dyn Storage>,
+    ) -> Result<DiskWriter, WriterError> {
         let (tx, rx) = mpsc::channel(config.queue_depth_max.max(1));
         let data_dir = config.data_dir.clone();
         let handle = std::thread::Builder::new()
             .name("bramble-disk-writer".into())
             .spawn(move || run(rx, config))
-            .map_err(|e| WriterError::Start { data_dir, source: Arc::new(e) })?;
-        Ok(DiskWriter { tx, storage, thread: Arc::new(Mutex::new(Some(handle))) })
+            .map_err(|e| WriterError::Start {
+                data_dir,
+                source: Arc::new(e),
+            })?;
+        Ok(DiskWriter {
+            tx,
+            storage,
+            thread: Arc::new(Mutex::new(Some(handle))),
+        })
     }
 
     /// The backend files are opened through (reads and recovery use it directly).
@@ -228,7 +259,11 @@ impl DiskWriter {
 
 /// The writer thread's loop: one group per iteration until shutdown or every handle is dropped.
 fn run(mut rx: mpsc::Receiver<Msg>, config: WriterConfig) {
-    let mut thread = WriterThread { config, poisoned: Vec::new(), scratch: Vec::new() };
+    let mut thread = WriterThread {
+        config,
+        poisoned: Vec::new(),
+        scratch: Vec::new(),
+    };
     let mut stop_waiters = Vec::new();
     let mut closed = false;
     while let Some(first) = rx.blocking_recv() {
@@ -294,7 +329,9 @@ impl WriterThread {
     }
 
     fn is_poisoned(&self, file: &FileRef) -> bool {
-        self.poisoned.iter().any(|w| std::ptr::addr_eq(w.as_ptr(), Arc::as_ptr(file)))
+        self.poisoned
+            .iter()
+            .any(|w| std::ptr::addr_eq(w.as_ptr(), Arc::as_ptr(file)))
     }
 
     fn poison(&mut self, file: &FileRef) {
@@ -320,15 +357,20 @@ impl WriterThread {
 
     /// Performs the group's writes in order, one `pwrite` per run of contiguous writes to one file.
     fn write_all(&mut self, group: &[(Job, Reply)], results: &mut [Result<(), WriterError>]) {
-        let writes: Vec<(usize, &Write)> =
-            group.iter().enumerate().flat_map(|(i, (job, _))| job.writes.iter().map(move |w| (i, w))).collect();
+        let writes: Vec<(usize, &Write)> = group
+            .iter()
+            .enumerate()
+            .flat_map(|(i, (job, _))| job.writes.iter().map(move |w| (i, w)))
+            .collect();
         let mut start = 0;
         while start < writes.len() {
             let end = self.run_end(&writes, start);
             let run = &writes[start..end];
             let file = &run[0].1.file;
             let outcome = if self.is_poisoned(file) {
-                Err(WriterError::Poisoned { path: file.path().to_path_buf() })
+                Err(WriterError::Poisoned {
+                    path: file.path().to_path_buf(),
+                })
             } else {
                 self.write_run(run)
             };
@@ -377,7 +419,10 @@ impl WriterThread {
         if self.scratch.capacity() > self.config.group_bytes_max {
             self.scratch = Vec::new();
         }
-        result.map_err(|e| WriterError::Write { path: first.file.path().to_path_buf(), source: Arc::new(e) })
+        result.map_err(|e| WriterError::Write {
+            path: first.file.path().to_path_buf(),
+            source: Arc::new(e),
+        })
     }
 
     /// One fdatasync per distinct file any job asked for; a failure fails every job that asked.
@@ -392,9 +437,14 @@ impl WriterThread {
         }
         for file in files {
             let outcome = if self.is_poisoned(file) {
-                Err(WriterError::Poisoned { path: file.path().to_path_buf() })
+                Err(WriterError::Poisoned {
+                    path: file.path().to_path_buf(),
+                })
             } else {
-                file.sync_data().map_err(|e| WriterError::Sync { path: file.path().to_path_buf(), source: Arc::new(e) })
+                file.sync_data().map_err(|e| WriterError::Sync {
+                    path: file.path().to_path_buf(),
+                    source: Arc::new(e),
+                })
             };
             let Err(e) = outcome else { continue };
             self.poison(file);
@@ -427,7 +477,10 @@ mod tests {
         }
         fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
             self.writes.fetch_add(1, Ordering::SeqCst);
-            let bad = self.path().file_name().is_some_and(|n| n.to_string_lossy().starts_with("bad"));
+            let bad = self
+                .path()
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("bad"));
             if bad {
                 return Err(std::io::Error::other("injected"));
             }
@@ -451,7 +504,15 @@ mod tests {
     fn counting(dir: &Path, name: &str) -> (FileRef, Arc<AtomicUsize>, Arc<AtomicUsize>) {
         let inner = StdStorage.open(&dir.join(name), true).expect("open");
         let (syncs, writes) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-        (Arc::new(Counting { inner, syncs: syncs.clone(), writes: writes.clone() }), syncs, writes)
+        (
+            Arc::new(Counting {
+                inner,
+                syncs: syncs.clone(),
+                writes: writes.clone(),
+            }),
+            syncs,
+            writes,
+        )
     }
 
     #[tokio::test]
@@ -460,22 +521,38 @@ mod tests {
         // few pwrites (contiguous writes coalesce), and the file holds them in submission order.
         let dir = tempfile::tempdir().expect("tempdir");
         let (file, syncs, writes) = counting(dir.path(), "log");
-        let config = WriterConfig { group_wait_us: 20_000, ..WriterConfig::default() };
+        let config = WriterConfig {
+            group_wait_us: 20_000,
+            ..WriterConfig::default()
+        };
         let writer = DiskWriter::start(config).expect("writer");
         let mut completions = Vec::new();
         for i in 0..50u64 {
             let mut job = Job::new();
-            job.write(&file, i * 2, Bytes::from(vec![i as u8; 2])).sync(&file);
+            job.write(&file, i * 2, Bytes::from(vec![i as u8; 2]))
+                .sync(&file);
             completions.push(writer.submit(job).await.expect("submit"));
         }
         for c in completions {
             c.wait().await.expect("durable");
         }
-        assert!(syncs.load(Ordering::SeqCst) < 10, "syncs: {}", syncs.load(Ordering::SeqCst));
-        assert!(writes.load(Ordering::SeqCst) < 10, "writes: {}", writes.load(Ordering::SeqCst));
+        assert!(
+            syncs.load(Ordering::SeqCst) < 10,
+            "syncs: {}",
+            syncs.load(Ordering::SeqCst)
+        );
+        assert!(
+            writes.load(Ordering::SeqCst) < 10,
+            "writes: {}",
+            writes.load(Ordering::SeqCst)
+        );
         let mut buf = vec![0u8; 100];
         file.read_at(&mut buf, 0).expect("read back");
-        assert!(buf.chunks(2).enumerate().all(|(i, c)| c == [i as u8, i as u8]));
+        assert!(
+            buf.chunks(2)
+                .enumerate()
+                .all(|(i, c)| c == [i as u8, i as u8])
+        );
         writer.shutdown().await;
     }
 
@@ -492,10 +569,11 @@ mod tests {
         for (i, file) in [&good, &bad, &good, &bad].into_iter().enumerate() {
             let order = order.clone();
             let mut job = Job::new();
-            job.write(file, i as u64, Bytes::from_static(b"x")).on_done(move |r| {
-                order.lock().expect("test lock").push(i);
-                r
-            });
+            job.write(file, i as u64, Bytes::from_static(b"x"))
+                .on_done(move |r| {
+                    order.lock().expect("test lock").push(i);
+                    r
+                });
             completions.push(writer.submit(job).await.expect("submit"));
         }
         let mut outcomes = Vec::new();
@@ -519,7 +597,10 @@ mod tests {
         writer.shutdown().await;
         done.wait().await.expect("queued job completed");
         assert_eq!(file.len().expect("len"), 3);
-        assert!(matches!(writer.submit(Job::new()).await, Err(WriterError::Stopped)));
+        assert!(matches!(
+            writer.submit(Job::new()).await,
+            Err(WriterError::Stopped)
+        ));
         writer.shutdown().await; // idempotent
     }
 }

@@ -66,7 +66,10 @@ impl TimeEntry {
     pub fn decode(b: &[u8; TIME_ENTRY_BYTES]) -> TimeEntry {
         let mut ts = [0u8; 8];
         ts.copy_from_slice(&b[..8]);
-        TimeEntry { timestamp: i64::from_be_bytes(ts), relative_offset: u32::from_be_bytes([b[8], b[9], b[10], b[11]]) }
+        TimeEntry {
+            timestamp: i64::from_be_bytes(ts),
+            relative_offset: u32::from_be_bytes([b[8], b[9], b[10], b[11]]),
+        }
     }
 }
 
@@ -110,7 +113,10 @@ impl IndexBuilder {
         // The first batch needs no entry: a lookup below every entry starts at position 0.
         let due = position > 0 && self.bytes_since_entry >= u64::from(self.interval_bytes);
         let index = match (due, relative, position32) {
-            (true, Some(relative_offset), Some(position)) => Some(IndexEntry { relative_offset, position }),
+            (true, Some(relative_offset), Some(position)) => Some(IndexEntry {
+                relative_offset,
+                position,
+            }),
             _ => None,
         };
         if index.is_some() {
@@ -122,11 +128,15 @@ impl IndexBuilder {
             self.max_timestamp_offset = base_offset;
         }
         let mut time = None;
-        if index.is_some() && self.max_timestamp > self.last_time_entry {
-            if let Ok(relative_offset) = u32::try_from(self.max_timestamp_offset - segment_base) {
-                time = Some(TimeEntry { timestamp: self.max_timestamp, relative_offset });
-                self.last_time_entry = self.max_timestamp;
-            }
+        if index.is_some()
+            && self.max_timestamp > self.last_time_entry
+            && let Ok(relative_offset) = u32::try_from(self.max_timestamp_offset - segment_base)
+        {
+            time = Some(TimeEntry {
+                timestamp: self.max_timestamp,
+                relative_offset,
+            });
+            self.last_time_entry = self.max_timestamp;
         }
         (index, time)
     }
@@ -135,14 +145,22 @@ impl IndexBuilder {
 /// Position to start scanning for `relative`: the last entry at or below it, else 0.
 pub fn lookup_mem(entries: &[IndexEntry], relative: u32) -> u64 {
     let at = entries.partition_point(|e| e.relative_offset <= relative);
-    if at == 0 { 0 } else { u64::from(entries[at - 1].position) }
+    if at == 0 {
+        0
+    } else {
+        u64::from(entries[at - 1].position)
+    }
 }
 
 /// The relative offset to start a timestamp search at: the offset of the last time entry whose
 /// timestamp is below `timestamp_ms` (every batch up to that entry is older), else 0.
 pub fn lookup_time_mem(entries: &[TimeEntry], timestamp_ms: i64) -> u32 {
     let at = entries.partition_point(|e| e.timestamp < timestamp_ms);
-    if at == 0 { 0 } else { entries[at - 1].relative_offset }
+    if at == 0 {
+        0
+    } else {
+        entries[at - 1].relative_offset
+    }
 }
 
 fn read_index_entry(file: &dyn StorageFile, i: u64) -> std::io::Result<IndexEntry> {
@@ -169,11 +187,19 @@ pub fn lookup_disk(file: &dyn StorageFile, entries: u64, relative: u32) -> std::
             hi = mid;
         }
     }
-    if lo == 0 { Ok(0) } else { Ok(u64::from(read_index_entry(file, lo - 1)?.position)) }
+    if lo == 0 {
+        Ok(0)
+    } else {
+        Ok(u64::from(read_index_entry(file, lo - 1)?.position))
+    }
 }
 
 /// [`lookup_time_mem`] over a sealed `.timeindex`.
-pub fn lookup_time_disk(file: &dyn StorageFile, entries: u64, timestamp_ms: i64) -> std::io::Result<u32> {
+pub fn lookup_time_disk(
+    file: &dyn StorageFile,
+    entries: u64,
+    timestamp_ms: i64,
+) -> std::io::Result<u32> {
     let (mut lo, mut hi) = (0u64, entries);
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
@@ -183,7 +209,11 @@ pub fn lookup_time_disk(file: &dyn StorageFile, entries: u64, timestamp_ms: i64)
             hi = mid;
         }
     }
-    if lo == 0 { Ok(0) } else { Ok(read_time_entry(file, lo - 1)?.relative_offset) }
+    if lo == 0 {
+        Ok(0)
+    } else {
+        Ok(read_time_entry(file, lo - 1)?.relative_offset)
+    }
 }
 
 /// What a valid pair of index files of a sealed segment says.
@@ -209,7 +239,8 @@ pub fn validate(
     let index_bytes = index.len()?;
     let index_ok = scan_entries::<INDEX_ENTRY_BYTES>(index, index_bytes, |b| {
         let e = IndexEntry::decode(b);
-        let increasing = last_index.is_none_or(|p| e.relative_offset > p.relative_offset && e.position > p.position);
+        let increasing = last_index
+            .is_none_or(|p| e.relative_offset > p.relative_offset && e.position > p.position);
         last_index = Some(e);
         increasing && u64::from(e.position) < log_bytes
     })?;
@@ -220,7 +251,8 @@ pub fn validate(
     let time_bytes = timeindex.len()?;
     let time_ok = scan_entries::<TIME_ENTRY_BYTES>(timeindex, time_bytes, |b| {
         let e = TimeEntry::decode(b);
-        let increasing = last_time.is_none_or(|p| e.timestamp > p.timestamp && e.relative_offset > p.relative_offset);
+        let increasing = last_time
+            .is_none_or(|p| e.timestamp > p.timestamp && e.relative_offset > p.relative_offset);
         last_time = Some(e);
         increasing
     })?;
@@ -228,10 +260,12 @@ pub fn validate(
         return Ok(Err(format!(".timeindex: {why}")));
     }
     // A time entry is written with an offset-index entry and names a batch at or before it.
-    if let (Some(t), last) = (last_time, last_index) {
-        if last.is_none_or(|i| t.relative_offset > i.relative_offset) {
-            return Ok(Err(".timeindex: entry past the last offset-index entry".to_string()));
-        }
+    if let Some(t) = last_time
+        && last_index.is_none_or(|i| t.relative_offset > i.relative_offset)
+    {
+        return Ok(Err(
+            ".timeindex: entry past the last offset-index entry".to_string()
+        ));
     }
     Ok(Ok(IndexSummary {
         index_entries: index_bytes / INDEX_ENTRY_BYTES as u64,
@@ -247,8 +281,10 @@ fn scan_entries<const N: usize>(
     file_bytes: u64,
     mut check: impl FnMut(&[u8; N]) -> bool,
 ) -> std::io::Result<Result<(), Invalid>> {
-    if file_bytes % N as u64 != 0 {
-        return Ok(Err(format!("length {file_bytes} is not a whole number of entries")));
+    if !file_bytes.is_multiple_of(N as u64) {
+        return Ok(Err(format!(
+            "length {file_bytes} is not a whole number of entries"
+        )));
     }
     let chunk_entries = (VALIDATE_CHUNK_BYTES / N) as u64;
     let mut buf = vec![0u8; chunk_entries as usize * N];
@@ -262,7 +298,10 @@ fn scan_entries<const N: usize>(
             let mut entry = [0u8; N];
             entry.copy_from_slice(raw);
             if !check(&entry) {
-                return Ok(Err(format!("entry {} out of order or out of range", done + i as u64)));
+                return Ok(Err(format!(
+                    "entry {} out of order or out of range",
+                    done + i as u64
+                )));
             }
         }
         done += n;
@@ -273,7 +312,7 @@ fn scan_entries<const N: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::io::{Storage, StdStorage};
+    use crate::io::{StdStorage, Storage};
 
     #[test]
     fn builder_spaces_entries_and_lookups_find_the_floor() {
@@ -288,9 +327,23 @@ mod tests {
             time.extend(te);
             pos += 60;
         }
-        assert_eq!(index.first(), Some(&IndexEntry { relative_offset: 4, position: 120 }));
-        assert!(index.windows(2).all(|w| w[1].position - w[0].position == 120));
-        assert_eq!(time.len(), index.len(), "timestamps grow with every batch here");
+        assert_eq!(
+            index.first(),
+            Some(&IndexEntry {
+                relative_offset: 4,
+                position: 120
+            })
+        );
+        assert!(
+            index
+                .windows(2)
+                .all(|w| w[1].position - w[0].position == 120)
+        );
+        assert_eq!(
+            time.len(),
+            index.len(),
+            "timestamps grow with every batch here"
+        );
         let dir = tempfile::tempdir().expect("tempdir");
         let f = StdStorage.open(&dir.path().join("i"), true).expect("open");
         let t = StdStorage.open(&dir.path().join("t"), true).expect("open");
@@ -301,12 +354,22 @@ mod tests {
         t.write_at(&tb, 0).expect("write");
         for rel in 0..100u32 {
             let mem = lookup_mem(&index, rel);
-            assert_eq!(lookup_disk(&*f, index.len() as u64, rel).expect("disk lookup"), mem);
-            assert_eq!(mem, u64::from(rel / 2) * 60 / 120 * 120, "floor entry for relative offset {rel}");
+            assert_eq!(
+                lookup_disk(&*f, index.len() as u64, rel).expect("disk lookup"),
+                mem
+            );
+            assert_eq!(
+                mem,
+                u64::from(rel / 2) * 60 / 120 * 120,
+                "floor entry for relative offset {rel}"
+            );
         }
         for ts in 4990..5060 {
             let mem = lookup_time_mem(&time, ts);
-            assert_eq!(lookup_time_disk(&*t, time.len() as u64, ts).expect("disk lookup"), mem);
+            assert_eq!(
+                lookup_time_disk(&*t, time.len() as u64, ts).expect("disk lookup"),
+                mem
+            );
             let before: Vec<_> = time.iter().filter(|e| e.timestamp < ts).collect();
             assert_eq!(mem, before.last().map_or(0, |e| e.relative_offset));
         }
@@ -322,18 +385,43 @@ mod tests {
         let f = StdStorage.open(&dir.path().join("i"), true).expect("open");
         let t = StdStorage.open(&dir.path().join("t"), true).expect("open");
         let mut ib = Vec::new();
-        IndexEntry { relative_offset: 5, position: 100 }.encode(&mut ib);
-        IndexEntry { relative_offset: 9, position: 200 }.encode(&mut ib);
+        IndexEntry {
+            relative_offset: 5,
+            position: 100,
+        }
+        .encode(&mut ib);
+        IndexEntry {
+            relative_offset: 9,
+            position: 200,
+        }
+        .encode(&mut ib);
         f.write_at(&ib, 0).expect("write");
         assert!(validate(&*f, &*t, 1000).expect("io").is_ok());
-        assert!(validate(&*f, &*t, 200).expect("io").is_err(), "position at log end");
+        assert!(
+            validate(&*f, &*t, 200).expect("io").is_err(),
+            "position at log end"
+        );
         f.write_at(&[1, 2, 3], ib.len() as u64).expect("write");
-        assert!(validate(&*f, &*t, 1000).expect("io").is_err(), "partial entry");
+        assert!(
+            validate(&*f, &*t, 1000).expect("io").is_err(),
+            "partial entry"
+        );
         f.set_len(0).expect("truncate");
         let mut rev = Vec::new();
-        IndexEntry { relative_offset: 9, position: 200 }.encode(&mut rev);
-        IndexEntry { relative_offset: 5, position: 300 }.encode(&mut rev);
+        IndexEntry {
+            relative_offset: 9,
+            position: 200,
+        }
+        .encode(&mut rev);
+        IndexEntry {
+            relative_offset: 5,
+            position: 300,
+        }
+        .encode(&mut rev);
         f.write_at(&rev, 0).expect("write");
-        assert!(validate(&*f, &*t, 1000).expect("io").is_err(), "decreasing offsets");
+        assert!(
+            validate(&*f, &*t, 1000).expect("io").is_err(),
+            "decreasing offsets"
+        );
     }
 }

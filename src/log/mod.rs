@@ -35,7 +35,7 @@ mod segment;
 #[cfg(test)]
 mod tests;
 
-use segment::{io_error, Segment};
+use segment::{Segment, io_error};
 
 /// Per-topic log settings (Kafka topic config names in brackets). Units last.
 #[derive(Debug, Clone, PartialEq)]
@@ -85,7 +85,11 @@ pub enum LogError {
     #[error("disk writer stopped")]
     WriterStopped,
     #[error("i/o error on {path}: {source}")]
-    Io { path: PathBuf, #[source] source: std::io::Error },
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// What an append assigned.
@@ -104,7 +108,6 @@ pub struct ReadInfo {
     pub high_watermark: i64,
     pub log_start_offset: i64,
 }
-
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub(crate) fn now_ms() -> i64 {
@@ -146,7 +149,9 @@ impl Inner {
     }
 
     fn log_start_offset(&self) -> i64 {
-        self.segments.first_key_value().map_or(self.log_end_offset, |(&base, _)| base)
+        self.segments
+            .first_key_value()
+            .map_or(self.log_end_offset, |(&base, _)| base)
     }
 
     /// Bytes of `seg` below the high watermark.
@@ -182,16 +187,22 @@ impl Shared {
             return Err(error);
         }
         if self.failed.load(Ordering::SeqCst) {
-            return Err(WriterError::Poisoned { path: self.dir.clone() });
+            return Err(WriterError::Poisoned {
+                path: self.dir.clone(),
+            });
         }
         let mut inner = self.lock();
         if done.end_offset > inner.visible.offset {
-            inner.visible = Visible { offset: done.end_offset, segment_base: done.segment_base, position: done.position };
+            inner.visible = Visible {
+                offset: done.end_offset,
+                segment_base: done.segment_base,
+                position: done.position,
+            };
         }
-        if let Some(seg) = inner.segments.get_mut(&done.segment_base) {
-            if done.max.0 > seg.visible_max.0 {
-                seg.visible_max = done.max;
-            }
+        if let Some(seg) = inner.segments.get_mut(&done.segment_base)
+            && done.max.0 > seg.visible_max.0
+        {
+            seg.visible_max = done.max;
         }
         let hw = inner.visible.offset;
         drop(inner);
@@ -207,11 +218,19 @@ impl Shared {
 fn writer_error(e: WriterError) -> LogError {
     let (path, kind) = match &e {
         WriterError::Stopped => return LogError::WriterStopped,
-        WriterError::Write { path, source } | WriterError::Sync { path, source } => (path.clone(), source.kind()),
-        WriterError::Start { data_dir: path, source } => (path.clone(), source.kind()),
+        WriterError::Write { path, source } | WriterError::Sync { path, source } => {
+            (path.clone(), source.kind())
+        }
+        WriterError::Start {
+            data_dir: path,
+            source,
+        } => (path.clone(), source.kind()),
         WriterError::Poisoned { path } => (path.clone(), std::io::ErrorKind::Other),
     };
-    LogError::Io { path, source: std::io::Error::new(kind, e) }
+    LogError::Io {
+        path,
+        source: std::io::Error::new(kind, e),
+    }
 }
 
 /// One partition's log. Cheap to share: `Arc<Partition>`; all methods take `&self`.
@@ -230,14 +249,36 @@ impl Partition {
     pub fn open(dir: &Path, config: LogConfig, writer: DiskWriter) -> Result<Partition, LogError> {
         let segments = recovery::open_segments(&**writer.storage(), dir, &config)?;
         let Some(active) = segments.last_key_value().map(|(_, s)| s) else {
-            return Err(segment::corrupt(dir, "no segment after recovery".to_string()));
+            return Err(segment::corrupt(
+                dir,
+                "no segment after recovery".to_string(),
+            ));
         };
         let log_end_offset = active.next_offset;
-        let visible = Visible { offset: log_end_offset, segment_base: active.base_offset, position: active.size_bytes };
+        let visible = Visible {
+            offset: log_end_offset,
+            segment_base: active.base_offset,
+            position: active.size_bytes,
+        };
         let (hw_tx, _) = watch::channel(log_end_offset);
-        let inner = Inner { config, segments, log_end_offset, visible, deleted: false };
-        let shared = Shared { dir: dir.to_path_buf(), inner: Mutex::new(inner), hw_tx, failed: AtomicBool::new(false) };
-        Ok(Partition { shared: Arc::new(shared), writer, append_lock: tokio::sync::Mutex::new(()) })
+        let inner = Inner {
+            config,
+            segments,
+            log_end_offset,
+            visible,
+            deleted: false,
+        };
+        let shared = Shared {
+            dir: dir.to_path_buf(),
+            inner: Mutex::new(inner),
+            hw_tx,
+            failed: AtomicBool::new(false),
+        };
+        Ok(Partition {
+            shared: Arc::new(shared),
+            writer,
+            append_lock: tokio::sync::Mutex::new(()),
+        })
     }
 
     /// Validate every batch in `records` (one or more v2 batches, as a client sent them), assign
@@ -252,7 +293,10 @@ impl Partition {
         if let Some((_, r)) = batches.iter().find(|(_, r)| r.len() > max as usize) {
             return Err(LogError::TooLarge { size: r.len(), max });
         }
-        let offsets: i64 = batches.iter().map(|(h, _)| i64::from(h.last_offset_delta) + 1).sum();
+        let offsets: i64 = batches
+            .iter()
+            .map(|(h, _)| i64::from(h.last_offset_delta) + 1)
+            .sum();
         let guard = self.append_lock.lock().await;
         self.check_usable()?;
         let now = now_ms();
@@ -272,7 +316,10 @@ impl Partition {
             return Err(io_error(dir, e));
         }
         if self.shared.failed.load(Ordering::SeqCst) {
-            return Err(io_error(dir, std::io::Error::other("an earlier write failed; reopen the partition")));
+            return Err(io_error(
+                dir,
+                std::io::Error::other("an earlier write failed; reopen the partition"),
+            ));
         }
         Ok(())
     }
@@ -291,7 +338,10 @@ impl Partition {
         let base_offset = inner.log_end_offset;
         let log_start_offset = inner.log_start_offset();
         let Some(seg) = inner.segments.values_mut().next_back() else {
-            return Err(segment::corrupt(&self.shared.dir, "no active segment".to_string()));
+            return Err(segment::corrupt(
+                &self.shared.dir,
+                "no active segment".to_string(),
+            ));
         };
         let mut data = records.to_vec();
         let (mut index_bytes, mut time_bytes) = (Vec::new(), Vec::new());
@@ -302,7 +352,9 @@ impl Partition {
             batch::patch_base_offset(&mut data[range.clone()], next);
             batch::patch_leader_epoch(&mut data[range.clone()], leader_epoch);
             let bytes = range.len() as u64;
-            let (ie, te) = seg.builder.add_batch(seg.base_offset, next, position, bytes, h.max_timestamp);
+            let (ie, te) =
+                seg.builder
+                    .add_batch(seg.base_offset, next, position, bytes, h.max_timestamp);
             if let Some(mem) = seg.mem.as_mut() {
                 mem.index.extend(ie);
                 mem.time.extend(te);
@@ -319,8 +371,16 @@ impl Partition {
         }
         let mut job = Job::new();
         job.write(&seg.log, start, Bytes::from(data));
-        job.write(&seg.index, seg.index_entries * index::INDEX_ENTRY_BYTES as u64, Bytes::from(index_bytes));
-        job.write(&seg.timeindex, seg.time_entries * index::TIME_ENTRY_BYTES as u64, Bytes::from(time_bytes));
+        job.write(
+            &seg.index,
+            seg.index_entries * index::INDEX_ENTRY_BYTES as u64,
+            Bytes::from(index_bytes),
+        );
+        job.write(
+            &seg.timeindex,
+            seg.time_entries * index::TIME_ENTRY_BYTES as u64,
+            Bytes::from(time_bytes),
+        );
         if fsync {
             job.sync(&seg.log);
         }
@@ -329,11 +389,23 @@ impl Partition {
         seg.size_bytes = position;
         seg.next_offset = next;
         seg.roll_base_ms.get_or_insert(now);
-        let done = Done { end_offset: next, segment_base: seg.base_offset, position, max };
+        let done = Done {
+            end_offset: next,
+            segment_base: seg.base_offset,
+            position,
+            max,
+        };
         inner.log_end_offset = next;
         let shared = self.shared.clone();
         job.on_done(move |result| shared.complete(result, done));
-        Ok((job, AppendInfo { base_offset, last_offset: next - 1, log_start_offset }))
+        Ok((
+            job,
+            AppendInfo {
+                base_offset,
+                last_offset: next - 1,
+                log_start_offset,
+            },
+        ))
     }
 
     pub fn log_start_offset(&self) -> i64 {
@@ -364,7 +436,12 @@ impl Partition {
 
     /// Bytes on disk across all segments (.log files).
     pub fn size_bytes(&self) -> u64 {
-        self.shared.lock().segments.values().map(|s| s.size_bytes).sum()
+        self.shared
+            .lock()
+            .segments
+            .values()
+            .map(|s| s.size_bytes)
+            .sum()
     }
 
     /// Sync everything written so far (used at clean shutdown). Sealed segments were synced when
@@ -378,7 +455,13 @@ impl Partition {
                 job.sync(&seg.log).sync(&seg.index).sync(&seg.timeindex);
             }
         }
-        self.writer.submit(job).await.map_err(writer_error)?.wait().await.map_err(writer_error)
+        self.writer
+            .submit(job)
+            .await
+            .map_err(writer_error)?
+            .wait()
+            .await
+            .map_err(writer_error)
     }
 
     /// Stop using the partition and remove its directory (topic deletion).

@@ -10,14 +10,19 @@ use crate::io::FileRef;
 use crate::protocol::batch::{self, BatchHeader, HEADER_BYTES};
 
 use super::index;
-use super::segment::{self, read_batch, read_header, seek, Segment};
+use super::segment::{self, Segment, read_batch, read_header, seek};
 use super::{Inner, LogError, Partition, ReadInfo};
 
 /// Where to start scanning a segment: already known (in-memory index of the active segment) or
 /// to be looked up in the sealed segment's index files.
 enum Start {
     At(u64),
-    Disk { index: FileRef, entries: u64, timeindex: FileRef, time_entries: u64 },
+    Disk {
+        index: FileRef,
+        entries: u64,
+        timeindex: FileRef,
+        time_entries: u64,
+    },
 }
 
 /// A snapshot of one segment, enough to read it without the lock.
@@ -51,7 +56,12 @@ impl View {
                 time_entries: seg.time_entries,
             },
         };
-        View { base_offset: seg.base_offset, log: seg.log.clone(), readable_end: inner.readable_end(seg), start }
+        View {
+            base_offset: seg.base_offset,
+            log: seg.log.clone(),
+            readable_end: inner.readable_end(seg),
+            start,
+        }
     }
 
     fn relative(&self, offset: i64) -> u32 {
@@ -67,7 +77,8 @@ impl View {
         match &self.start {
             Start::At(p) => Ok(*p),
             Start::Disk { index, entries, .. } => {
-                index::lookup_disk(&**index, *entries, self.relative(offset)).map_err(|e| self.index_error(e))
+                index::lookup_disk(&**index, *entries, self.relative(offset))
+                    .map_err(|e| self.index_error(e))
             }
         }
     }
@@ -76,7 +87,12 @@ impl View {
     fn start_for_timestamp(&self, timestamp_ms: i64) -> Result<u64, LogError> {
         match &self.start {
             Start::At(p) => Ok(*p),
-            Start::Disk { index, entries, timeindex, time_entries } => {
+            Start::Disk {
+                index,
+                entries,
+                timeindex,
+                time_entries,
+            } => {
                 let relative = index::lookup_time_disk(&**timeindex, *time_entries, timestamp_ms)
                     .map_err(|e| self.index_error(e))?;
                 index::lookup_disk(&**index, *entries, relative).map_err(|e| self.index_error(e))
@@ -89,7 +105,9 @@ async fn blocking<T: Send + 'static>(
     dir: &std::path::Path,
     f: impl FnOnce() -> Result<T, LogError> + Send + 'static,
 ) -> Result<T, LogError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| segment::io_error(dir, std::io::Error::other(e)))?
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| segment::io_error(dir, std::io::Error::other(e)))?
 }
 
 impl Partition {
@@ -105,24 +123,47 @@ impl Partition {
                 return Err(LogError::OffsetOutOfRange { offset, start, end });
             }
             let hw = inner.visible.offset;
-            let views = if offset >= hw { Vec::new() } else { read_views(&inner, offset, max_bytes) };
+            let views = if offset >= hw {
+                Vec::new()
+            } else {
+                read_views(&inner, offset, max_bytes)
+            };
             (views, hw, start)
         };
         if views.is_empty() {
-            return Ok(ReadInfo { records: Bytes::new(), high_watermark, log_start_offset });
+            return Ok(ReadInfo {
+                records: Bytes::new(),
+                high_watermark,
+                log_start_offset,
+            });
         }
-        let records = blocking(&self.shared.dir, move || read_views_blocking(&views, offset, max_bytes)).await?;
-        Ok(ReadInfo { records, high_watermark, log_start_offset })
+        let records = blocking(&self.shared.dir, move || {
+            read_views_blocking(&views, offset, max_bytes)
+        })
+        .await?;
+        Ok(ReadInfo {
+            records,
+            high_watermark,
+            log_start_offset,
+        })
     }
 
     /// ListOffsets by timestamp: the first offset whose record timestamp >= `timestamp_ms`, with that
     /// record's timestamp; None if no such record (below HW). Exact for uncompressed batches; for
     /// compressed ones see `protocol::batch::offset_for_timestamp` (batch granularity, never late).
-    pub async fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(i64, i64)>, LogError> {
+    pub async fn offset_for_timestamp(
+        &self,
+        timestamp_ms: i64,
+    ) -> Result<Option<(i64, i64)>, LogError> {
         let views: Vec<View> = {
             let inner = self.shared.lock();
-            let candidates = inner.segments.values().filter(|s| s.visible_max.0 >= timestamp_ms);
-            candidates.map(|s| View::new(&inner, s, Target::Timestamp(timestamp_ms))).collect()
+            let candidates = inner
+                .segments
+                .values()
+                .filter(|s| s.visible_max.0 >= timestamp_ms);
+            candidates
+                .map(|s| View::new(&inner, s, Target::Timestamp(timestamp_ms)))
+                .collect()
         };
         blocking(&self.shared.dir, move || {
             for view in &views {
@@ -143,20 +184,33 @@ impl Partition {
             let inner = self.shared.lock();
             let mut best: Option<&Segment> = None;
             for seg in inner.segments.values() {
-                if seg.visible_max.0 >= 0 && best.is_none_or(|b| seg.visible_max.0 > b.visible_max.0) {
+                if seg.visible_max.0 >= 0
+                    && best.is_none_or(|b| seg.visible_max.0 > b.visible_max.0)
+                {
                     best = Some(seg);
                 }
             }
-            best.map(|s| (View::new(&inner, s, Target::Offset(s.visible_max.1)), s.visible_max.1))
+            best.map(|s| {
+                (
+                    View::new(&inner, s, Target::Offset(s.visible_max.1)),
+                    s.visible_max.1,
+                )
+            })
         };
-        let Some((view, batch_offset)) = found else { return Ok(None) };
+        let Some((view, batch_offset)) = found else {
+            return Ok(None);
+        };
         blocking(&self.shared.dir, move || {
             let from = view.start_for_offset(batch_offset)?;
-            let Some((position, header)) = seek(&*view.log, from, view.readable_end, batch_offset)? else {
+            let Some((position, header)) = seek(&*view.log, from, view.readable_end, batch_offset)?
+            else {
                 return Ok(None);
             };
             let bytes = read_batch(&*view.log, position, &header)?;
-            Ok(Some(batch::max_timestamp_record(&bytes).unwrap_or((header.base_offset, header.max_timestamp))))
+            Ok(Some(
+                batch::max_timestamp_record(&bytes)
+                    .unwrap_or((header.base_offset, header.max_timestamp)),
+            ))
         })
         .await
     }
@@ -167,7 +221,11 @@ impl Partition {
 fn read_views(inner: &Inner, offset: i64, max_bytes: usize) -> Vec<View> {
     let mut views = Vec::new();
     let mut later_bytes = 0u64;
-    let first = inner.segments.range(..=offset).next_back().map_or(i64::MIN, |(&b, _)| b);
+    let first = inner
+        .segments
+        .range(..=offset)
+        .next_back()
+        .map_or(i64::MIN, |(&b, _)| b);
     for seg in inner.segments.range(first..).map(|(_, s)| s) {
         let readable = inner.readable_end(seg);
         if readable == 0 {
@@ -194,8 +252,14 @@ fn read_views(inner: &Inner, offset: i64, max_bytes: usize) -> Vec<View> {
 fn read_views_blocking(views: &[View], offset: i64, max_bytes: usize) -> Result<Bytes, LogError> {
     let mut out = Vec::new();
     for (i, view) in views.iter().enumerate() {
-        let from = if i == 0 { view.start_for_offset(offset)? } else { 0 };
-        let Some((position, _)) = seek(&*view.log, from, view.readable_end, offset)? else { continue };
+        let from = if i == 0 {
+            view.start_for_offset(offset)?
+        } else {
+            0
+        };
+        let Some((position, _)) = seek(&*view.log, from, view.readable_end, offset)? else {
+            continue;
+        };
         if collect(view, position, &mut out, max_bytes)? {
             break;
         }
@@ -211,11 +275,17 @@ fn collect(view: &View, start: u64, out: &mut Vec<u8>, max_bytes: usize) -> Resu
     let budget = max_bytes.saturating_sub(out.len()) as u64;
     let want = available.min(budget.max(HEADER_BYTES as u64));
     let mut buf = vec![0u8; want as usize];
-    view.log.read_at(&mut buf, start).map_err(|e| segment::io_error(view.log.path(), e))?;
+    view.log
+        .read_at(&mut buf, start)
+        .map_err(|e| segment::io_error(view.log.path(), e))?;
     let mut keep = 0usize;
     while keep + HEADER_BYTES <= buf.len() {
-        let header = BatchHeader::parse(&buf[keep..])
-            .map_err(|e| segment::corrupt(view.log.path(), format!("bad batch header at byte {}: {e}", start + keep as u64)))?;
+        let header = BatchHeader::parse(&buf[keep..]).map_err(|e| {
+            segment::corrupt(
+                view.log.path(),
+                format!("bad batch header at byte {}: {e}", start + keep as u64),
+            )
+        })?;
         let total = header.total_bytes();
         if keep + total > buf.len() {
             if keep == 0 && out.is_empty() {
@@ -239,7 +309,11 @@ fn collect(view: &View, start: u64, out: &mut Vec<u8>, max_bytes: usize) -> Resu
 }
 
 /// Scans batches from `position` for the first record at or after `timestamp_ms`.
-fn scan_for_timestamp(view: &View, mut position: u64, timestamp_ms: i64) -> Result<Option<(i64, i64)>, LogError> {
+fn scan_for_timestamp(
+    view: &View,
+    mut position: u64,
+    timestamp_ms: i64,
+) -> Result<Option<(i64, i64)>, LogError> {
     while position < view.readable_end {
         let header = read_header(&*view.log, position, view.readable_end)?;
         if header.max_timestamp >= timestamp_ms {

@@ -10,10 +10,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::io::{Storage, StorageFile};
-use crate::protocol::batch::{self, BatchHeader, Crc32c, ATTRIBUTES_AT};
+use crate::protocol::batch::{self, ATTRIBUTES_AT, BatchHeader, Crc32c};
 
 use super::index::{self, IndexBuilder, IndexEntry, TimeEntry};
-use super::segment::{self, io_error, read_header, MemIndex, Segment, SegmentFiles};
+use super::segment::{self, MemIndex, Segment, SegmentFiles, io_error, read_header};
 use super::{LogConfig, LogError};
 
 /// Buffer for streaming a batch through the CRC (bounds memory whatever a length field says).
@@ -22,7 +22,11 @@ const CRC_CHUNK_BYTES: usize = 64 * 1024;
 const SEGMENTS_MAX: usize = 1 << 20;
 
 /// Opens every segment of `dir` (creating segment 0 in an empty one), recovering the last.
-pub fn open_segments(storage: &dyn Storage, dir: &Path, config: &LogConfig) -> Result<BTreeMap<i64, Segment>, LogError> {
+pub fn open_segments(
+    storage: &dyn Storage,
+    dir: &Path,
+    config: &LogConfig,
+) -> Result<BTreeMap<i64, Segment>, LogError> {
     storage.create_dir_all(dir).map_err(|e| io_error(dir, e))?;
     let bases = list_bases(dir)?;
     let mut segments = BTreeMap::new();
@@ -48,7 +52,10 @@ fn list_bases(dir: &Path) -> Result<Vec<i64>, LogError> {
             bases.push(base);
         }
         if bases.len() > SEGMENTS_MAX {
-            return Err(segment::corrupt(dir, format!("more than {SEGMENTS_MAX} segments")));
+            return Err(segment::corrupt(
+                dir,
+                format!("more than {SEGMENTS_MAX} segments"),
+            ));
         }
     }
     bases.sort_unstable();
@@ -69,7 +76,12 @@ struct Scan {
 
 /// Walks the batches of a `.log` from the start. `check_crc` streams every batch through the
 /// CRC-32C (active segment); without it only headers are read (sealed segments, trusted).
-fn scan_log(log: &dyn StorageFile, base: i64, interval_bytes: u32, check_crc: bool) -> Result<Scan, LogError> {
+fn scan_log(
+    log: &dyn StorageFile,
+    base: i64,
+    interval_bytes: u32,
+    check_crc: bool,
+) -> Result<Scan, LogError> {
     let log_bytes = log.len().map_err(|e| io_error(log.path(), e))?;
     let mut scan = Scan {
         valid_bytes: 0,
@@ -90,14 +102,14 @@ fn scan_log(log: &dyn StorageFile, base: i64, interval_bytes: u32, check_crc: bo
                 break;
             }
         };
-        if check_crc {
-            if let Err(why) = check_crc32c(log, pos, &header, &mut chunk)? {
-                scan.stop = Some(why);
-                break;
-            }
+        if check_crc && let Err(why) = check_crc32c(log, pos, &header, &mut chunk)? {
+            scan.stop = Some(why);
+            break;
         }
         let bytes = header.total_bytes() as u64;
-        let (ie, te) = scan.builder.add_batch(base, header.base_offset, pos, bytes, header.max_timestamp);
+        let (ie, te) =
+            scan.builder
+                .add_batch(base, header.base_offset, pos, bytes, header.max_timestamp);
         scan.index.extend(ie);
         scan.time.extend(te);
         scan.first_max_timestamp.get_or_insert(header.max_timestamp);
@@ -108,11 +120,19 @@ fn scan_log(log: &dyn StorageFile, base: i64, interval_bytes: u32, check_crc: bo
 }
 
 /// The header at `pos`, if it is whole, sane, inside the file and continues the offsets densely.
-fn checked_header(log: &dyn StorageFile, pos: u64, log_bytes: u64, expected: i64) -> Result<BatchHeader, String> {
+fn checked_header(
+    log: &dyn StorageFile,
+    pos: u64,
+    log_bytes: u64,
+    expected: i64,
+) -> Result<BatchHeader, String> {
     let header = read_header(log, pos, log_bytes).map_err(|e| e.to_string())?;
     batch::check_header(&header).map_err(|e| format!("batch at byte {pos}: {e}"))?;
     if header.base_offset != expected {
-        return Err(format!("batch at byte {pos} has base offset {}, expected {expected}", header.base_offset));
+        return Err(format!(
+            "batch at byte {pos} has base offset {}, expected {expected}",
+            header.base_offset
+        ));
     }
     Ok(header)
 }
@@ -130,7 +150,8 @@ fn check_crc32c(
     while at < end {
         let n = (end - at).min(CRC_CHUNK_BYTES as u64) as usize;
         chunk.resize(n, 0);
-        log.read_at(chunk, at).map_err(|e| io_error(log.path(), e))?;
+        log.read_at(chunk, at)
+            .map_err(|e| io_error(log.path(), e))?;
         crc.update(chunk);
         at += n as u64;
     }
@@ -155,7 +176,8 @@ fn truncate_tail(log: &dyn StorageFile, scan: &Scan, what: &str) -> Result<(), L
         reason = scan.stop.as_deref().unwrap_or("unknown"),
         "truncating {what} at its last valid batch: {cut_bytes} bytes cut"
     );
-    log.set_len(scan.valid_bytes).map_err(|e| io_error(log.path(), e))?;
+    log.set_len(scan.valid_bytes)
+        .map_err(|e| io_error(log.path(), e))?;
     log.sync_data().map_err(|e| io_error(log.path(), e))
 }
 
@@ -186,7 +208,12 @@ fn write_indexes(files: &SegmentFiles, scan: &Scan) -> Result<(), LogError> {
 }
 
 /// The active segment: full CRC scan, torn tail cut, indexes rebuilt and kept in memory.
-fn recover_active(storage: &dyn Storage, dir: &Path, base: i64, config: &LogConfig) -> Result<Segment, LogError> {
+fn recover_active(
+    storage: &dyn Storage,
+    dir: &Path,
+    base: i64,
+    config: &LogConfig,
+) -> Result<Segment, LogError> {
     let files = SegmentFiles::open(storage, dir, base, false)?;
     let scan = scan_log(&*files.log, base, config.index_interval_bytes, true)?;
     truncate_tail(&*files.log, &scan, "active segment")?;
@@ -196,20 +223,34 @@ fn recover_active(storage: &dyn Storage, dir: &Path, base: i64, config: &LogConf
     seg.next_offset = scan.next_offset;
     seg.index_entries = scan.index.len() as u64;
     seg.time_entries = scan.time.len() as u64;
-    seg.visible_max = (scan.builder.max_timestamp, scan.builder.max_timestamp_offset);
+    seg.visible_max = (
+        scan.builder.max_timestamp,
+        scan.builder.max_timestamp_offset,
+    );
     seg.builder = scan.builder;
     // segment.ms counts from the first batch's timestamp, as Kafka does; without one, from now.
-    seg.roll_base_ms = scan.first_max_timestamp.map(|ts| if ts >= 0 { ts } else { super::now_ms() });
-    seg.mem = Some(MemIndex { index: scan.index, time: scan.time });
+    seg.roll_base_ms = scan
+        .first_max_timestamp
+        .map(|ts| if ts >= 0 { ts } else { super::now_ms() });
+    seg.mem = Some(MemIndex {
+        index: scan.index,
+        time: scan.time,
+    });
     Ok(seg)
 }
 
 /// A sealed segment: indexes validated and trusted; the segment's max timestamp comes from the
 /// last time entry plus a header scan of the tail after the last index entry.
-fn load_sealed(storage: &dyn Storage, dir: &Path, base: i64, config: &LogConfig) -> Result<Segment, LogError> {
+fn load_sealed(
+    storage: &dyn Storage,
+    dir: &Path,
+    base: i64,
+    config: &LogConfig,
+) -> Result<Segment, LogError> {
     let files = SegmentFiles::open(storage, dir, base, false)?;
     let log_bytes = files.log.len().map_err(|e| io_error(files.log.path(), e))?;
-    let checked = index::validate(&*files.index, &*files.timeindex, log_bytes).map_err(|e| io_error(dir, e))?;
+    let checked = index::validate(&*files.index, &*files.timeindex, log_bytes)
+        .map_err(|e| io_error(dir, e))?;
     let mut seg = Segment::new(dir, base, files, config.index_interval_bytes);
     seg.mem = None;
     seg.size_bytes = log_bytes;
@@ -227,10 +268,19 @@ fn load_sealed(storage: &dyn Storage, dir: &Path, base: i64, config: &LogConfig)
 /// Fills a sealed segment's counts, next offset and max timestamp from valid index files and a
 /// header scan of the tail after the last index entry (at most about one index interval).
 /// `Ok(Err(reason))` sends the segment to a rebuild.
-fn trust_sealed(seg: &mut Segment, summary: &index::IndexSummary, log_bytes: u64) -> Result<Result<(), String>, LogError> {
+fn trust_sealed(
+    seg: &mut Segment,
+    summary: &index::IndexSummary,
+    log_bytes: u64,
+) -> Result<Result<(), String>, LogError> {
     let mut pos = summary.last_index.map_or(0, |e| u64::from(e.position));
-    let mut expected = seg.base_offset + summary.last_index.map_or(0, |e| i64::from(e.relative_offset));
-    let mut max = summary.last_time.map_or((-1, -1), |t| (t.timestamp, seg.base_offset + i64::from(t.relative_offset)));
+    let mut expected = seg.base_offset
+        + summary
+            .last_index
+            .map_or(0, |e| i64::from(e.relative_offset));
+    let mut max = summary.last_time.map_or((-1, -1), |t| {
+        (t.timestamp, seg.base_offset + i64::from(t.relative_offset))
+    });
     while pos < log_bytes {
         let header = match checked_header(&*seg.log, pos, log_bytes, expected) {
             Ok(h) => h,
@@ -252,15 +302,27 @@ fn trust_sealed(seg: &mut Segment, summary: &index::IndexSummary, log_bytes: u64
 }
 
 fn rebuild_sealed(seg: &mut Segment, config: &LogConfig) -> Result<(), LogError> {
-    let scan = scan_log(&*seg.log, seg.base_offset, config.index_interval_bytes, false)?;
+    let scan = scan_log(
+        &*seg.log,
+        seg.base_offset,
+        config.index_interval_bytes,
+        false,
+    )?;
     truncate_tail(&*seg.log, &scan, "sealed segment")?;
-    let files = SegmentFiles { log: seg.log.clone(), index: seg.index.clone(), timeindex: seg.timeindex.clone() };
+    let files = SegmentFiles {
+        log: seg.log.clone(),
+        index: seg.index.clone(),
+        timeindex: seg.timeindex.clone(),
+    };
     write_indexes(&files, &scan)?;
     seg.size_bytes = scan.valid_bytes;
     seg.next_offset = scan.next_offset;
     seg.index_entries = scan.index.len() as u64;
     seg.time_entries = scan.time.len() as u64;
-    seg.visible_max = (scan.builder.max_timestamp, scan.builder.max_timestamp_offset);
+    seg.visible_max = (
+        scan.builder.max_timestamp,
+        scan.builder.max_timestamp_offset,
+    );
     seg.builder = scan.builder;
     Ok(())
 }

@@ -9,23 +9,31 @@ use std::path::Path;
 
 use crate::io::Job;
 
-use super::segment::{file_name, io_error, Segment, SegmentFiles};
-use super::{writer_error, LogError, Partition};
+use super::segment::{Segment, SegmentFiles, file_name, io_error};
+use super::{LogError, Partition, writer_error};
 
 impl Partition {
     /// Rolls the active segment when appending `bytes` (holding `offsets` offsets) at `now` would
     /// pass segment_bytes_max, when it is older than segment_ms_max, or when the new offsets would
     /// not fit the index's u32 relative offsets. An empty active segment is never rolled.
-    pub(super) async fn maybe_roll(&self, bytes: u64, offsets: i64, now: i64) -> Result<(), LogError> {
+    pub(super) async fn maybe_roll(
+        &self,
+        bytes: u64,
+        offsets: i64,
+        now: i64,
+    ) -> Result<(), LogError> {
         let due = {
             let inner = self.shared.lock();
-            let Some(seg) = inner.active() else { return Ok(()) };
+            let Some(seg) = inner.active() else {
+                return Ok(());
+            };
             let config = &inner.config;
             // Index positions are u32, so no segment may pass 4 GiB whatever the config says.
             let bytes_max = config.segment_bytes_max.min(u64::from(u32::MAX));
             let too_big = seg.size_bytes + bytes > bytes_max;
             let too_old = is_aged(seg, config.segment_ms_max, now);
-            let offsets_full = inner.log_end_offset + offsets - seg.base_offset > i64::from(u32::MAX);
+            let offsets_full =
+                inner.log_end_offset + offsets - seg.base_offset > i64::from(u32::MAX);
             seg.size_bytes > 0 && (too_big || too_old || offsets_full)
         };
         if due { self.roll().await } else { Ok(()) }
@@ -39,7 +47,9 @@ impl Partition {
         let dir = self.shared.dir.clone();
         let (mut seal, new_base, interval) = {
             let inner = self.shared.lock();
-            let Some(seg) = inner.active() else { return Ok(()) };
+            let Some(seg) = inner.active() else {
+                return Ok(());
+            };
             let mut job = Job::new();
             job.sync(&seg.log).sync(&seg.index).sync(&seg.timeindex);
             (job, inner.log_end_offset, inner.config.index_interval_bytes)
@@ -50,16 +60,26 @@ impl Partition {
         let shared = self.shared.clone();
         seal.on_done(move |result| {
             if result.is_err() {
-                shared.failed.store(true, std::sync::atomic::Ordering::SeqCst);
+                shared
+                    .failed
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
             }
             result
         });
-        self.writer.submit(seal).await.map_err(writer_error)?.wait().await.map_err(writer_error)?;
+        self.writer
+            .submit(seal)
+            .await
+            .map_err(writer_error)?
+            .wait()
+            .await
+            .map_err(writer_error)?;
         let mut inner = self.shared.lock();
         if let Some(sealed) = inner.segments.values_mut().next_back() {
             sealed.mem = None;
         }
-        inner.segments.insert(new_base, Segment::new(&dir, new_base, files, interval));
+        inner
+            .segments
+            .insert(new_base, Segment::new(&dir, new_base, files, interval));
         tracing::debug!(dir = %dir.display(), base_offset = new_base, "rolled segment");
         Ok(())
     }
@@ -75,7 +95,9 @@ impl Partition {
             let inner = self.shared.lock();
             let config = &inner.config;
             inner.active().is_some_and(|seg| {
-                let expired = config.retention_ms_max.is_some_and(|ms| is_expired(seg, ms, now_ms));
+                let expired = config
+                    .retention_ms_max
+                    .is_some_and(|ms| is_expired(seg, ms, now_ms));
                 seg.size_bytes > 0 && (is_aged(seg, config.segment_ms_max, now_ms) || expired)
             })
         };
@@ -87,7 +109,9 @@ impl Partition {
         for seg in &victims {
             for path in seg.paths() {
                 match storage.remove_file(&path) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_error(&path, e)),
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(io_error(&path, e));
+                    }
                     _ => {}
                 }
             }
@@ -104,18 +128,26 @@ impl Partition {
     /// first one it keeps, so the log stays contiguous.
     fn take_expired(&self, now_ms: i64) -> Vec<Segment> {
         let mut inner = self.shared.lock();
-        let (retention_bytes, retention_ms) = (inner.config.retention_bytes_max, inner.config.retention_ms_max);
+        let (retention_bytes, retention_ms) = (
+            inner.config.retention_bytes_max,
+            inner.config.retention_ms_max,
+        );
         let mut total: u64 = inner.segments.values().map(|s| s.size_bytes).sum();
         let mut victims = Vec::new();
         // Bounded by the segment count; the active segment (last) always stays.
         while inner.segments.len() > 1 {
-            let Some((_, oldest)) = inner.segments.first_key_value() else { break };
-            let by_size = retention_bytes.is_some_and(|max| total.saturating_sub(oldest.size_bytes) >= max);
+            let Some((_, oldest)) = inner.segments.first_key_value() else {
+                break;
+            };
+            let by_size =
+                retention_bytes.is_some_and(|max| total.saturating_sub(oldest.size_bytes) >= max);
             let by_age = retention_ms.is_some_and(|ms| is_expired(oldest, ms, now_ms));
             if !(by_size || by_age) {
                 break;
             }
-            let Some((_, seg)) = inner.segments.pop_first() else { break };
+            let Some((_, seg)) = inner.segments.pop_first() else {
+                break;
+            };
             total = total.saturating_sub(seg.size_bytes);
             victims.push(seg);
         }
@@ -126,7 +158,8 @@ impl Partition {
 /// A non-empty segment whose first batch is older than `segment_ms_max`.
 fn is_aged(seg: &Segment, segment_ms_max: u64, now_ms: i64) -> bool {
     let max = i64::try_from(segment_ms_max).unwrap_or(i64::MAX);
-    seg.roll_base_ms.is_some_and(|t| now_ms.saturating_sub(t) >= max)
+    seg.roll_base_ms
+        .is_some_and(|t| now_ms.saturating_sub(t) >= max)
 }
 
 /// Whether the segment's newest batch (its largest max_timestamp; the `.log` mtime when no batch
@@ -135,7 +168,11 @@ fn is_expired(seg: &Segment, retention_ms: u64, now_ms: i64) -> bool {
     if seg.size_bytes == 0 {
         return false;
     }
-    let newest = if seg.visible_max.0 >= 0 { Some(seg.visible_max.0) } else { mtime_ms(&seg.dir.join(file_name(seg.base_offset, "log"))) };
+    let newest = if seg.visible_max.0 >= 0 {
+        Some(seg.visible_max.0)
+    } else {
+        mtime_ms(&seg.dir.join(file_name(seg.base_offset, "log")))
+    };
     let max = i64::try_from(retention_ms).unwrap_or(i64::MAX);
     newest.is_some_and(|t| now_ms.saturating_sub(t) > max)
 }

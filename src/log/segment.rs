@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use crate::io::{FileRef, Storage, StorageFile};
 use crate::protocol::batch::{BatchHeader, HEADER_BYTES};
 
-use super::index::{IndexBuilder, IndexEntry, TimeEntry};
 use super::LogError;
+use super::index::{IndexBuilder, IndexEntry, TimeEntry};
 
 pub fn file_name(base_offset: i64, extension: &str) -> String {
     format!("{base_offset:020}.{extension}")
@@ -27,13 +27,19 @@ pub fn parse_log_name(name: &str) -> Option<i64> {
 }
 
 pub fn io_error(path: &Path, source: std::io::Error) -> LogError {
-    LogError::Io { path: path.to_path_buf(), source }
+    LogError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// An on-disk inconsistency found while reading, reported as an I/O error (KAFKA_STORAGE_ERROR):
 /// the client's data was fine, the disk's is not.
 pub fn corrupt(path: &Path, what: String) -> LogError {
-    io_error(path, std::io::Error::new(std::io::ErrorKind::InvalidData, what))
+    io_error(
+        path,
+        std::io::Error::new(std::io::ErrorKind::InvalidData, what),
+    )
 }
 
 /// In-memory indexes of the active segment (None once sealed: lookups then read the files).
@@ -73,12 +79,21 @@ pub struct SegmentFiles {
 
 impl SegmentFiles {
     /// Opens (creating when `create`) the three files of segment `base` in `dir`.
-    pub fn open(storage: &dyn Storage, dir: &Path, base: i64, create: bool) -> Result<SegmentFiles, LogError> {
+    pub fn open(
+        storage: &dyn Storage,
+        dir: &Path,
+        base: i64,
+        create: bool,
+    ) -> Result<SegmentFiles, LogError> {
         let open = |ext: &str, create: bool| {
             let path = dir.join(file_name(base, ext));
             storage.open(&path, create).map_err(|e| io_error(&path, e))
         };
-        Ok(SegmentFiles { log: open("log", create)?, index: open("index", true)?, timeindex: open("timeindex", true)? })
+        Ok(SegmentFiles {
+            log: open("log", create)?,
+            index: open("index", true)?,
+            timeindex: open("timeindex", true)?,
+        })
     }
 }
 
@@ -112,24 +127,44 @@ impl Segment {
 }
 
 /// Reads and parses the batch header at `position`, refusing one that does not end by `end`.
-pub fn read_header(log: &dyn StorageFile, position: u64, end: u64) -> Result<BatchHeader, LogError> {
+pub fn read_header(
+    log: &dyn StorageFile,
+    position: u64,
+    end: u64,
+) -> Result<BatchHeader, LogError> {
     if position + HEADER_BYTES as u64 > end {
-        return Err(corrupt(log.path(), format!("partial batch header at byte {position}")));
+        return Err(corrupt(
+            log.path(),
+            format!("partial batch header at byte {position}"),
+        ));
     }
     let mut buf = [0u8; HEADER_BYTES];
-    log.read_at(&mut buf, position).map_err(|e| io_error(log.path(), e))?;
-    let header = BatchHeader::parse(&buf)
-        .map_err(|e| corrupt(log.path(), format!("bad batch header at byte {position}: {e}")))?;
+    log.read_at(&mut buf, position)
+        .map_err(|e| io_error(log.path(), e))?;
+    let header = BatchHeader::parse(&buf).map_err(|e| {
+        corrupt(
+            log.path(),
+            format!("bad batch header at byte {position}: {e}"),
+        )
+    })?;
     if position + header.total_bytes() as u64 > end {
-        return Err(corrupt(log.path(), format!("batch at byte {position} runs past byte {end}")));
+        return Err(corrupt(
+            log.path(),
+            format!("batch at byte {position} runs past byte {end}"),
+        ));
     }
     Ok(header)
 }
 
 /// Reads the whole batch whose header is `header` at `position`.
-pub fn read_batch(log: &dyn StorageFile, position: u64, header: &BatchHeader) -> Result<Vec<u8>, LogError> {
+pub fn read_batch(
+    log: &dyn StorageFile,
+    position: u64,
+    header: &BatchHeader,
+) -> Result<Vec<u8>, LogError> {
     let mut buf = vec![0u8; header.total_bytes()];
-    log.read_at(&mut buf, position).map_err(|e| io_error(log.path(), e))?;
+    log.read_at(&mut buf, position)
+        .map_err(|e| io_error(log.path(), e))?;
     Ok(buf)
 }
 

@@ -55,7 +55,8 @@ const TRANSACTIONAL_BIT: i16 = 0x10;
 const CONTROL_BIT: i16 = 0x20;
 
 /// Slice-by-16 table: ~4x the bytewise table for a few KiB of static data.
-static CRC32C: crc::Crc<u32, crc::Table<16>> = crc::Crc::<u32, crc::Table<16>>::new(&crc::CRC_32_ISCSI);
+static CRC32C: crc::Crc<u32, crc::Table<16>> =
+    crc::Crc::<u32, crc::Table<16>>::new(&crc::CRC_32_ISCSI);
 
 /// CRC-32C (Castagnoli), the checksum of v2 batches.
 pub fn crc32c(bytes: &[u8]) -> u32 {
@@ -98,7 +99,10 @@ pub enum BatchError {
     #[error("record count {0} is invalid")]
     RecordCount(i32),
     #[error("last offset delta {last_offset_delta} does not match record count {record_count}")]
-    OffsetDelta { last_offset_delta: i32, record_count: i32 },
+    OffsetDelta {
+        last_offset_delta: i32,
+        record_count: i32,
+    },
     #[error("unknown compression codec {0}")]
     Codec(u8),
     #[error("malformed record at byte {at} of the batch")]
@@ -154,7 +158,10 @@ impl BatchHeader {
     /// trust the length: at least 61 bytes, magic 2 and `batch_length >= 49`. No CRC check.
     pub fn parse(buf: &[u8]) -> Result<BatchHeader, BatchError> {
         if buf.len() < HEADER_BYTES {
-            return Err(BatchError::Truncated { need: HEADER_BYTES, have: buf.len() });
+            return Err(BatchError::Truncated {
+                need: HEADER_BYTES,
+                have: buf.len(),
+            });
         }
         let h = BatchHeader {
             base_offset: i64::from_be_bytes(be(buf, BASE_OFFSET_AT)),
@@ -187,7 +194,8 @@ impl BatchHeader {
     }
 
     pub fn last_offset(&self) -> i64 {
-        self.base_offset.saturating_add(i64::from(self.last_offset_delta))
+        self.base_offset
+            .saturating_add(i64::from(self.last_offset_delta))
     }
 
     /// The codec; None for an unknown one (`validate` rejects those).
@@ -226,7 +234,10 @@ pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     let h = BatchHeader::parse(buf)?;
     let total = h.total_bytes();
     if total > buf.len() {
-        return Err(BatchError::Truncated { need: total, have: buf.len() });
+        return Err(BatchError::Truncated {
+            need: total,
+            have: buf.len(),
+        });
     }
     if total != buf.len() {
         return Err(BatchError::Length(h.batch_length));
@@ -234,7 +245,10 @@ pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     check_header(&h)?;
     let computed = crc32c(&buf[ATTRIBUTES_AT..total]);
     if computed != h.crc {
-        return Err(BatchError::Crc { stored: h.crc, computed });
+        return Err(BatchError::Crc {
+            stored: h.crc,
+            computed,
+        });
     }
     Ok(h)
 }
@@ -246,7 +260,10 @@ pub fn check_header(h: &BatchHeader) -> Result<(), BatchError> {
         return Err(BatchError::RecordCount(h.record_count));
     }
     if i64::from(h.last_offset_delta) != i64::from(h.record_count) - 1 {
-        return Err(BatchError::OffsetDelta { last_offset_delta: h.last_offset_delta, record_count: h.record_count });
+        return Err(BatchError::OffsetDelta {
+            last_offset_delta: h.last_offset_delta,
+            record_count: h.record_count,
+        });
     }
     if h.compression().is_none() {
         return Err(BatchError::Codec((h.attributes & CODEC_MASK) as u8));
@@ -264,7 +281,11 @@ pub struct Batches<'a> {
 
 /// Iterator over the whole, validated batches of `buf` with their byte ranges.
 pub fn iter_batches(buf: &[u8]) -> Batches<'_> {
-    Batches { buf, pos: 0, failed: false }
+    Batches {
+        buf,
+        pos: 0,
+        failed: false,
+    }
 }
 
 impl Iterator for Batches<'_> {
@@ -277,7 +298,10 @@ impl Iterator for Batches<'_> {
         let rest = &self.buf[self.pos..];
         let result = BatchHeader::parse(rest).and_then(|h| {
             let total = h.total_bytes();
-            let whole = rest.get(..total).ok_or(BatchError::Truncated { need: total, have: rest.len() })?;
+            let whole = rest.get(..total).ok_or(BatchError::Truncated {
+                need: total,
+                have: rest.len(),
+            })?;
             validate(whole)
         });
         match result {
@@ -348,11 +372,19 @@ pub struct RecordTimes<'a> {
 pub fn record_times(batch: &[u8]) -> Result<Option<RecordTimes<'_>>, BatchError> {
     let header = BatchHeader::parse(batch)?;
     let total = header.total_bytes();
-    let batch = batch.get(..total).ok_or(BatchError::Truncated { need: total, have: batch.len() })?;
+    let batch = batch.get(..total).ok_or(BatchError::Truncated {
+        need: total,
+        have: batch.len(),
+    })?;
     if header.compression() != Some(Compression::None) {
         return Ok(None);
     }
-    Ok(Some(RecordTimes { batch, header, pos: HEADER_BYTES, left: header.record_count }))
+    Ok(Some(RecordTimes {
+        batch,
+        header,
+        pos: HEADER_BYTES,
+        left: header.record_count,
+    }))
 }
 
 impl RecordTimes<'_> {
@@ -361,7 +393,11 @@ impl RecordTimes<'_> {
         let bad = BatchError::Record { at };
         let len = read_zigzag(self.batch, &mut self.pos, VARINT_BYTES_MAX).ok_or(bad.clone())?;
         let len = usize::try_from(len).map_err(|_| bad.clone())?;
-        let end = self.pos.checked_add(len).filter(|&e| e <= self.batch.len()).ok_or(bad.clone())?;
+        let end = self
+            .pos
+            .checked_add(len)
+            .filter(|&e| e <= self.batch.len())
+            .ok_or(bad.clone())?;
         let record = &self.batch[self.pos..end];
         self.pos = end;
         let mut p = 1; // skip attributes
@@ -374,7 +410,10 @@ impl RecordTimes<'_> {
             TimestampType::LogAppendTime => self.header.max_timestamp,
             TimestampType::CreateTime => self.header.base_timestamp.wrapping_add(ts_delta),
         };
-        Ok((self.header.base_offset.wrapping_add(offset_delta), timestamp))
+        Ok((
+            self.header.base_offset.wrapping_add(offset_delta),
+            timestamp,
+        ))
     }
 }
 
@@ -403,7 +442,10 @@ impl Iterator for RecordTimes<'_> {
 ///   record's) qualifies, `(base_offset, base_timestamp)` is exact. Otherwise the answer is
 ///   `(base_offset, max_timestamp)`: the offset may be a few records early, which is the safe side
 ///   (a consumer seeking there misses nothing), and the timestamp is the one known to be >= target.
-pub fn offset_for_timestamp(batch: &[u8], timestamp_ms: i64) -> Result<Option<(i64, i64)>, BatchError> {
+pub fn offset_for_timestamp(
+    batch: &[u8],
+    timestamp_ms: i64,
+) -> Result<Option<(i64, i64)>, BatchError> {
     let h = BatchHeader::parse(batch)?;
     if h.max_timestamp < timestamp_ms {
         return Ok(None);
@@ -412,22 +454,30 @@ pub fn offset_for_timestamp(batch: &[u8], timestamp_ms: i64) -> Result<Option<(i
         return Ok(Some((h.base_offset, h.max_timestamp)));
     }
     let Some(mut records) = record_times(batch)? else {
-        let ts = if h.base_timestamp >= timestamp_ms { h.base_timestamp } else { h.max_timestamp };
+        let ts = if h.base_timestamp >= timestamp_ms {
+            h.base_timestamp
+        } else {
+            h.max_timestamp
+        };
         return Ok(Some((h.base_offset, ts)));
     };
-    records.find(|r| r.as_ref().map_or(true, |&(_, ts)| ts >= timestamp_ms)).transpose()
+    records
+        .find(|r| r.as_ref().map_or(true, |&(_, ts)| ts >= timestamp_ms))
+        .transpose()
 }
 
 /// The record carrying the batch's `max_timestamp`: exact for uncompressed batches; for
 /// compressed ones the base offset (the earliest the record can be, so seeking there misses nothing).
 pub fn max_timestamp_record(batch: &[u8]) -> Result<(i64, i64), BatchError> {
     let h = BatchHeader::parse(batch)?;
-    if h.timestamp_type() == TimestampType::CreateTime {
-        if let Some(mut records) = record_times(batch)? {
-            let hit = records.find(|r| r.as_ref().map_or(true, |&(_, ts)| ts == h.max_timestamp)).transpose()?;
-            if let Some(found) = hit {
-                return Ok(found);
-            }
+    if h.timestamp_type() == TimestampType::CreateTime
+        && let Some(mut records) = record_times(batch)?
+    {
+        let hit = records
+            .find(|r| r.as_ref().map_or(true, |&(_, ts)| ts == h.max_timestamp))
+            .transpose()?;
+        if let Some(found) = hit {
+            return Ok(found);
         }
     }
     Ok((h.base_offset, h.max_timestamp))
@@ -478,7 +528,9 @@ pub(crate) mod test_batches {
         }
         let mut b = Vec::with_capacity(HEADER_BYTES + records.len());
         b.extend_from_slice(&0i64.to_be_bytes());
-        b.extend_from_slice(&((HEADER_BYTES - LOG_OVERHEAD_BYTES + records.len()) as i32).to_be_bytes());
+        b.extend_from_slice(
+            &((HEADER_BYTES - LOG_OVERHEAD_BYTES + records.len()) as i32).to_be_bytes(),
+        );
         b.extend_from_slice(&(-1i32).to_be_bytes());
         b.push(MAGIC_V2 as u8);
         b.extend_from_slice(&0u32.to_be_bytes());
@@ -516,9 +568,29 @@ mod tests {
     #[test]
     fn offsets_are_built_from_the_previous_constant() {
         // Proves the named offsets match the v2 wire format (a typo would shift every field).
-        assert_eq!((BATCH_LENGTH_AT, LEADER_EPOCH_AT, MAGIC_AT, CRC_AT, ATTRIBUTES_AT), (8, 12, 16, 17, 21));
-        assert_eq!((LAST_OFFSET_DELTA_AT, BASE_TIMESTAMP_AT, MAX_TIMESTAMP_AT), (23, 27, 35));
-        assert_eq!((PRODUCER_ID_AT, PRODUCER_EPOCH_AT, BASE_SEQUENCE_AT, RECORD_COUNT_AT), (43, 51, 53, 57));
+        assert_eq!(
+            (
+                BATCH_LENGTH_AT,
+                LEADER_EPOCH_AT,
+                MAGIC_AT,
+                CRC_AT,
+                ATTRIBUTES_AT
+            ),
+            (8, 12, 16, 17, 21)
+        );
+        assert_eq!(
+            (LAST_OFFSET_DELTA_AT, BASE_TIMESTAMP_AT, MAX_TIMESTAMP_AT),
+            (23, 27, 35)
+        );
+        assert_eq!(
+            (
+                PRODUCER_ID_AT,
+                PRODUCER_EPOCH_AT,
+                BASE_SEQUENCE_AT,
+                RECORD_COUNT_AT
+            ),
+            (43, 51, 53, 57)
+        );
         assert_eq!(HEADER_BYTES, 61);
         assert_eq!(BATCH_LENGTH_MIN, 49);
     }
@@ -539,7 +611,9 @@ mod tests {
         assert!(!h.is_transactional() && !h.is_control());
         assert_eq!(crc32c(b"123456789"), 0xe306_9283, "castagnoli check value");
         let mut streamed = Crc32c::new();
-        b[ATTRIBUTES_AT..].chunks(7).for_each(|c| streamed.update(c));
+        b[ATTRIBUTES_AT..]
+            .chunks(7)
+            .for_each(|c| streamed.update(c));
         assert_eq!(streamed.finish(), h.crc);
     }
 
@@ -551,7 +625,10 @@ mod tests {
             for flip in [0x01u8, 0x80, 0xff] {
                 let mut c = b.clone();
                 c[at] ^= flip;
-                assert!(validate(&c).is_err(), "corruption at byte {at} with {flip:#x} went unnoticed");
+                assert!(
+                    validate(&c).is_err(),
+                    "corruption at byte {at} with {flip:#x} went unnoticed"
+                );
             }
         }
     }
@@ -561,8 +638,14 @@ mod tests {
         // Proves each prefix shorter than the batch is an error from validate, split and record_times.
         let b = batch(3, 1, 4);
         for len in 0..b.len() {
-            assert!(validate(&b[..len]).is_err(), "prefix of {len} bytes accepted");
-            assert!(split(&b[..len]).is_err(), "split accepted a prefix of {len} bytes");
+            assert!(
+                validate(&b[..len]).is_err(),
+                "prefix of {len} bytes accepted"
+            );
+            assert!(
+                split(&b[..len]).is_err(),
+                "split accepted a prefix of {len} bytes"
+            );
             let _ = record_times(&b[..len]).map(|r| r.map(|it| it.count()));
             let _ = offset_for_timestamp(&b[..len], 0);
         }
@@ -603,13 +686,19 @@ mod tests {
         assert_eq!(parts.len(), 2);
         assert_eq!(parts[0].1, 0..a.len());
         assert_eq!(parts[1].1, a.len()..a.len() + b.len());
-        assert!(matches!(split(&all[..all.len() - 1]), Err(BatchError::Truncated { .. })));
+        assert!(matches!(
+            split(&all[..all.len() - 1]),
+            Err(BatchError::Truncated { .. })
+        ));
         assert_eq!(split(&[]), Err(BatchError::Empty));
         let second = parts[1].1.clone();
         patch_base_offset(&mut all[second.clone()], 42);
         patch_leader_epoch(&mut all[second.clone()], 7);
         let h = validate(&all[second]).expect("patch stays outside the crc");
-        assert_eq!((h.base_offset, h.partition_leader_epoch, h.last_offset()), (42, 7, 46));
+        assert_eq!(
+            (h.base_offset, h.partition_leader_epoch, h.last_offset()),
+            (42, 7, 46)
+        );
         patch_base_offset(&mut [0u8; 3], 1); // too short: no panic
     }
 
