@@ -21,7 +21,7 @@ step "cargo build"
 cargo build
 
 step "cargo test"
-cargo test
+cargo test --no-fail-fast
 
 step "pytest tests/compat"
 export PYTHONDONTWRITEBYTECODE=1

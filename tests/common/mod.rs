@@ -145,10 +145,22 @@ impl Broker {
         })
     }
 
+    /// The last LOG_TAIL_LINES lines of the log, preceded by any panic messages (a backtrace
+    /// would otherwise push them out of the tail).
     pub fn log_tail(&self) -> String {
         let text = fs::read_to_string(&self.log_path).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
+        let mut out = String::new();
+        for (i, line) in lines.iter().enumerate() {
+            if line.contains("panicked at") || line.contains("memory allocation of") {
+                out.push_str(&format!("PANIC: {line}\n"));
+                if let Some(next) = lines.get(i + 1) {
+                    out.push_str(&format!("PANIC: {next}\n"));
+                }
+            }
+        }
+        out.push_str(&lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n"));
+        out
     }
 }
 

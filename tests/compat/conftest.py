@@ -171,7 +171,12 @@ class Broker:
             text = self.log_path.read_text(errors="replace")
         except FileNotFoundError:
             return "(no broker log)"
-        return "\n".join(text.splitlines()[-lines:])
+        all_lines = text.splitlines()
+        # A panic message is easily pushed out of the tail by its backtrace: repeat it first.
+        panics = [f"PANIC: {line} {all_lines[i + 1] if i + 1 < len(all_lines) else ''}"
+                  for i, line in enumerate(all_lines)
+                  if "panicked at" in line or "memory allocation of" in line]
+        return "\n".join(panics + all_lines[-lines:])
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)

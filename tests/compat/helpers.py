@@ -147,6 +147,8 @@ class BatchInfo:
     last_offset: int
     max_timestamp: int
     codec: int
+    producer_id: int
+    base_sequence: int
 
 
 def _recv_exact(sock: socket.socket, n: int) -> bytes:
@@ -207,7 +209,9 @@ def fetch_batches(bootstrap: str, topic: str, partition: int, offset: int,
         base_offset, batch_len = struct.unpack_from(">qi", records, rpos)
         if rpos + 12 + batch_len > len(records):
             break  # truncated trailing batch: legal, clients drop it
-        attributes, last_delta, _base_ts, max_ts = struct.unpack_from(">hiqq", records, rpos + 21)
-        batches.append(BatchInfo(base_offset, base_offset + last_delta, max_ts, attributes & 7))
+        attributes, last_delta, _base_ts, max_ts, producer_id, _epoch, base_seq = (
+            struct.unpack_from(">hiqqqhi", records, rpos + 21))
+        batches.append(BatchInfo(base_offset, base_offset + last_delta, max_ts, attributes & 7,
+                                 producer_id, base_seq))
         rpos += 12 + batch_len
     return error_code, batches

@@ -1,7 +1,9 @@
 """Topic auto-creation (`auto_create_topics`, `num_partitions`) as producers see it.
 
 Many client test suites and tools assume Kafka's auto.create.topics.enable=true, so it is on by
-default; a node configured with it off must answer UNKNOWN_TOPIC_OR_PARTITION instead."""
+default; a node configured with it off must answer UNKNOWN_TOPIC_OR_PARTITION instead.
+kafka-python's producers here opt out of idempotence so that these tests depend on auto-creation
+only (test_producers.py covers kafka-python's idempotent default)."""
 
 from __future__ import annotations
 
@@ -25,7 +27,8 @@ def test_autocreate_on_by_default_kafka_python(broker):
     exists with the default single partition and holds the record."""
     topic = "auto-created"
     assert topic not in topic_partition_counts(broker.bootstrap)
-    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all",
+                             enable_idempotence=False)
     try:
         meta = producer.send(topic, key=b"k", value=b"hello").get(timeout=SEND_TIMEOUT_S)
     finally:
@@ -40,7 +43,8 @@ def test_autocreate_uses_num_partitions(broker_factory):
     """With `num_partitions = 4` in the config file, an auto-created topic gets 4 partitions."""
     broker = broker_factory({"num_partitions": 4})
     topic = "auto-created-4"
-    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all",
+                             enable_idempotence=False)
     try:
         producer.send(topic, value=b"x").get(timeout=SEND_TIMEOUT_S)
     finally:
@@ -65,7 +69,7 @@ def test_autocreate_off_rejects_unknown_topic(broker_factory):
     assert errors[0].code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC), (
         f"expected unknown topic, got {errors[0]}")
 
-    kp = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all",
+    kp = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", enable_idempotence=False,
                        max_block_ms=UNKNOWN_TOPIC_MAX_BLOCK_MS)
     try:
         try:

@@ -19,6 +19,8 @@ from helpers import (ADMIN_TIMEOUT_S, by_partition, consume_all, create_topic, f
                      kafka_python_consumer, produce_confluent)
 
 CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]
+# Record batch attributes bits 0-2.
+CODEC_IDS = {"none": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
 PARTITIONS = 3
 RECORDS = 6_000
 DISTINCT_KEYS = 300
@@ -99,9 +101,22 @@ def test_codec_roundtrip_confluent_to_kafka_python(broker, codec, base_ts):
             assert last_idx.get(r.key, -1) < i, f"key {r.key} out of order on partition {p}"
             last_idx[r.key] = i
 
+    check_stored_codec(broker.bootstrap, topic, codec, PARTITIONS)
     counts = {p: len(recs) for p, recs in parts.items()}
     check_watermarks(broker.bootstrap, topic, counts)
     check_offsets_for_times(broker.bootstrap, topic, codec, parts, exact=(codec == "none"))
+
+
+def check_stored_codec(bootstrap, topic, codec, partitions):
+    """The broker kept the producer's compression: batches are stored and served as produced
+    (librdkafka sends a batch uncompressed when compression would not shrink it, so require
+    the codec on most batches, not all)."""
+    for p in range(partitions):
+        err, batches = fetch_batches(bootstrap, topic, p, 0)
+        assert err == 0 and batches, f"raw fetch of partition {p}: error {err}"
+        with_codec = [b for b in batches if b.codec == CODEC_IDS[codec]]
+        assert len(with_codec) * 2 > len(batches), (
+            f"partition {p}: {len(with_codec)} of {len(batches)} batches use {codec}")
 
 
 def check_watermarks(bootstrap, topic, counts):
@@ -171,10 +186,12 @@ def test_offsets_for_times_compressed_exact(broker, codec, base_ts):
     batches. Expected to fail on bramble by design; documents the deviation."""
     topic = f"codec-exact-{codec}"
     create_topic(broker.bootstrap, topic, 1)
-    records = [{"value": b"v%d" % i, "timestamp": base_ts + i} for i in range(2_000)]
+    records = [{"value": b"v%d|" % i + b"payload " * 20, "timestamp": base_ts + i}
+               for i in range(2_000)]
     run = produce_confluent(broker.bootstrap, topic, records,
                             {"compression.type": codec, "linger.ms": 50})
     assert not run.errors
     got = consume_all(broker.bootstrap, topic, 1, len(records))
     assert len(got) == len(records)
+    check_stored_codec(broker.bootstrap, topic, codec, 1)
     check_offsets_for_times(broker.bootstrap, topic, codec, {0: got}, exact=True)
