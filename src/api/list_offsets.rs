@@ -14,7 +14,11 @@ const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 const LATEST_TIERED: i64 = -5;
 
-pub async fn handle(broker: &Broker, _header: &RequestHeader, request: ListOffsetsRequest) -> ListOffsetsResponse {
+/// ListOffsets v4 added the leader epoch to each answer.
+const LEADER_EPOCH_VERSION_MIN: i16 = 4;
+
+pub async fn handle(broker: &Broker, header: &RequestHeader, request: ListOffsetsRequest) -> ListOffsetsResponse {
+    let with_epoch = header.request_api_version >= LEADER_EPOCH_VERSION_MIN;
     let mut topics = Vec::with_capacity(request.topics.len());
     for t in request.topics {
         let topic = broker.topic(&t.name);
@@ -26,7 +30,8 @@ pub async fn handle(broker: &Broker, _header: &RequestHeader, request: ListOffse
                 None => response.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
                 Some(r) => match lookup(&r, p.timestamp).await {
                     Ok((offset, timestamp)) => {
-                        response.with_offset(offset).with_timestamp(timestamp).with_leader_epoch(r.leader_epoch)
+                        let response = response.with_offset(offset).with_timestamp(timestamp);
+                        if with_epoch { response.with_leader_epoch(r.leader_epoch) } else { response }
                     }
                     Err(e) => {
                         tracing::warn!(topic = t.name.as_str(), partition = p.partition_index, error = %e, "list offsets failed");

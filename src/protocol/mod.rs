@@ -3,4 +3,5 @@
 
 pub mod batch;
 pub mod codec;
+pub mod compression;
 pub mod frame;
