@@ -128,7 +128,9 @@ pub async fn describe_topic(client: &mut Client, topic: &str) -> Result<TopicDes
     let request = DescribeConfigsRequest::default().with_resources(vec![
         DescribeConfigsResource::default()
             .with_resource_type(RESOURCE_TOPIC)
-            .with_resource_name(StrBytes::from_string(topic.to_string())),
+            .with_resource_name(StrBytes::from_string(topic.to_string()))
+            // Null asks for every config; an empty list would ask for none.
+            .with_configuration_keys(None),
     ]);
     let configs_response = client.call(&request, DESCRIBE_CONFIGS_VERSION).await?;
     let mut configs = Vec::new();
