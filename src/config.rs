@@ -12,7 +12,11 @@ use crate::log::LogConfig;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, #[source] source: std::io::Error },
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("invalid setting {key}: {reason}")]
@@ -96,14 +100,24 @@ impl Default for Config {
 impl Config {
     /// Reads a TOML file; keys not set keep their defaults.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.message().to_string() })
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.message().to_string(),
+        })
     }
 
     /// Checks every limit together, so a bad file fails at start and not at the first request.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key, reason: &str| Err(ConfigError::Invalid { key, reason: reason.to_string() });
+        let invalid = |key, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.to_string(),
+            })
+        };
         if self.node_id < 0 {
             return invalid("node_id", "must be >= 0");
         }
@@ -194,9 +208,15 @@ mod tests {
     // Proves limits are checked together at start.
     #[test]
     fn bad_limits_fail_validation() {
-        let c = Config { frame_bytes_max: 10, ..Config::default() };
+        let c = Config {
+            frame_bytes_max: 10,
+            ..Config::default()
+        };
         assert!(c.validate().is_err());
-        let c = Config { listen: "nope".into(), ..Config::default() };
+        let c = Config {
+            listen: "nope".into(),
+            ..Config::default()
+        };
         assert!(c.validate().is_err());
         assert_eq!(split_host_port("[::1]:9092"), Some(("::1".into(), 9092)));
     }

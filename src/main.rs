@@ -14,7 +14,11 @@ use bramble::config::{Config, split_host_port};
 use bramble::io::DiskWriter;
 
 #[derive(Parser)]
-#[command(name = "bramble", version, about = "A Kafka-compatible event broker for small ARM boards")]
+#[command(
+    name = "bramble",
+    version,
+    about = "A Kafka-compatible event broker for small ARM boards"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -49,7 +53,11 @@ struct ServeArgs {
 #[derive(Args)]
 struct Bootstrap {
     /// Broker to talk to.
-    #[arg(short = 'b', long = "bootstrap-server", default_value = "localhost:9092")]
+    #[arg(
+        short = 'b',
+        long = "bootstrap-server",
+        default_value = "localhost:9092"
+    )]
     bootstrap_server: String,
 }
 
@@ -88,7 +96,9 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Topic(cmd) => {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             runtime.block_on(topic(cmd))
         }
     }
@@ -114,12 +124,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.validate()?;
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(run_node(config))
 }
 
@@ -135,7 +148,10 @@ async fn run_node(config: Config) -> anyhow::Result<()> {
         }
         None => (bound.ip().to_string(), bound.port()),
     };
-    let advertised = Advertised { host: advertised.0, port: i32::from(advertised.1) };
+    let advertised = Advertised {
+        host: advertised.0,
+        port: i32::from(advertised.1),
+    };
     let writer = DiskWriter::start(&config.data_dir).context("starting the disk writer")?;
     let data_dir = config.data_dir.clone();
     let broker = tokio::task::block_in_place(|| Broker::open(config, advertised.clone(), writer))
@@ -154,7 +170,10 @@ async fn run_node(config: Config) -> anyhow::Result<()> {
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers; stop with SIGKILL");
         return std::future::pending().await;
     };
@@ -166,10 +185,18 @@ async fn shutdown_signal() {
 
 async fn topic(cmd: TopicCommand) -> anyhow::Result<()> {
     match cmd {
-        TopicCommand::Create { name, partitions, replication_factor, configs, bootstrap } => {
+        TopicCommand::Create {
+            name,
+            partitions,
+            replication_factor,
+            configs,
+            bootstrap,
+        } => {
             let mut map = BTreeMap::new();
             for kv in configs {
-                let (k, v) = kv.split_once('=').with_context(|| format!("--config {kv}: expected key=value"))?;
+                let (k, v) = kv
+                    .split_once('=')
+                    .with_context(|| format!("--config {kv}: expected key=value"))?;
                 map.insert(k.to_string(), v.to_string());
             }
             let mut client = Client::connect(&bootstrap.bootstrap_server).await?;
@@ -194,7 +221,12 @@ async fn topic(cmd: TopicCommand) -> anyhow::Result<()> {
                 d.replication_factor,
                 configs.join(",")
             );
-            let join = |v: &[i32]| v.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+            let join = |v: &[i32]| {
+                v.iter()
+                    .map(|i| i.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
             for (p, leader, replicas, isr) in &d.partitions {
                 println!(
                     "\tTopic: {}\tPartition: {p}\tLeader: {leader}\tReplicas: {}\tIsr: {}",

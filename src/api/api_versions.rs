@@ -9,14 +9,23 @@ use super::SUPPORTED_APIS;
 use crate::broker::Broker;
 use crate::protocol::codec::{self, CodecError};
 
-pub async fn handle(_broker: &Broker, _header: &RequestHeader, _request: ApiVersionsRequest) -> ApiVersionsResponse {
+pub async fn handle(
+    _broker: &Broker,
+    _header: &RequestHeader,
+    _request: ApiVersionsRequest,
+) -> ApiVersionsResponse {
     ApiVersionsResponse::default().with_api_keys(api_keys())
 }
 
 fn api_keys() -> Vec<ApiVersion> {
     SUPPORTED_APIS
         .iter()
-        .map(|&(key, min, max)| ApiVersion::default().with_api_key(key as i16).with_min_version(min).with_max_version(max))
+        .map(|&(key, min, max)| {
+            ApiVersion::default()
+                .with_api_key(key as i16)
+                .with_min_version(min)
+                .with_max_version(max)
+        })
         .collect()
 }
 

@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, HashSet};
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse, RequestHeader};
 
 use super::{str_bytes, topic_error};
@@ -17,11 +19,19 @@ const CONFIGS_VERSION_MIN: i16 = 5;
 pub const SOURCE_DYNAMIC_TOPIC: i8 = 1;
 pub const SOURCE_DEFAULT: i8 = 5;
 
-pub async fn handle(broker: &Broker, header: &RequestHeader, request: CreateTopicsRequest) -> CreateTopicsResponse {
+pub async fn handle(
+    broker: &Broker,
+    header: &RequestHeader,
+    request: CreateTopicsRequest,
+) -> CreateTopicsResponse {
     let version = header.request_api_version;
     let mut seen = HashSet::new();
-    let duplicates: HashSet<String> =
-        request.topics.iter().filter(|t| !seen.insert(t.name.to_string())).map(|t| t.name.to_string()).collect();
+    let duplicates: HashSet<String> = request
+        .topics
+        .iter()
+        .filter(|t| !seen.insert(t.name.to_string()))
+        .map(|t| t.name.to_string())
+        .collect();
     let mut results = Vec::with_capacity(request.topics.len());
     for t in request.topics {
         let result = CreatableTopicResult::default().with_name(t.name.clone());
@@ -29,7 +39,9 @@ pub async fn handle(broker: &Broker, header: &RequestHeader, request: CreateTopi
             results.push(
                 result
                     .with_error_code(ResponseError::InvalidRequest.code())
-                    .with_error_message(Some(str_bytes("topic named more than once in one request"))),
+                    .with_error_message(Some(str_bytes(
+                        "topic named more than once in one request",
+                    ))),
             );
             continue;
         }
@@ -60,11 +72,24 @@ async fn create_one(
             None => configs.remove(c.name.as_str()),
         };
     }
-    match broker.create_topic(&t.name, partitions, replication_factor, configs, validate_only).await {
+    match broker
+        .create_topic(
+            &t.name,
+            partitions,
+            replication_factor,
+            configs,
+            validate_only,
+        )
+        .await
+    {
         Ok(created) => {
             let mut result = result
                 .with_topic_id(created.id)
-                .with_num_partitions(if validate_only { partitions.max(broker.config.num_partitions) } else { created.partition_count() })
+                .with_num_partitions(if validate_only {
+                    partitions.max(broker.config.num_partitions)
+                } else {
+                    created.partition_count()
+                })
                 .with_replication_factor(created.replication_factor);
             if version >= CONFIGS_VERSION_MIN {
                 result = result.with_configs(Some(config_list(broker, &created.configs())));
@@ -73,7 +98,11 @@ async fn create_one(
         }
         Err(e) => {
             let (code, message) = topic_error(&e);
-            result.with_error_code(code).with_error_message(message).with_num_partitions(-1).with_replication_factor(-1)
+            result
+                .with_error_code(code)
+                .with_error_message(message)
+                .with_num_partitions(-1)
+                .with_replication_factor(-1)
         }
     }
 }
@@ -84,7 +113,9 @@ fn explicit_assignment(broker: &Broker, t: &CreatableTopic) -> Result<(i32, i16)
         return Ok((t.num_partitions, t.replication_factor));
     }
     if t.num_partitions != -1 || t.replication_factor != -1 {
-        return Err("with a manual assignment, partition count and replication factor must be -1".into());
+        return Err(
+            "with a manual assignment, partition count and replication factor must be -1".into(),
+        );
     }
     let node = broker.identity.node_id;
     let mut rf = None;
@@ -107,7 +138,11 @@ fn config_list(broker: &Broker, explicit: &BTreeMap<String, String>) -> Vec<Crea
             CreatableTopicConfigs::default()
                 .with_name(str_bytes(name))
                 .with_value(Some(str_bytes(value)))
-                .with_config_source(if is_default { SOURCE_DEFAULT } else { SOURCE_DYNAMIC_TOPIC })
+                .with_config_source(if is_default {
+                    SOURCE_DEFAULT
+                } else {
+                    SOURCE_DYNAMIC_TOPIC
+                })
         })
         .collect()
 }

@@ -2,7 +2,9 @@
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
-use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse, RequestHeader};
+use kafka_protocol::messages::{
+    BrokerId, DescribeClusterRequest, DescribeClusterResponse, RequestHeader,
+};
 
 use super::str_bytes;
 use crate::broker::Broker;
@@ -10,7 +12,11 @@ use crate::broker::Broker;
 /// DescribeCluster v1 endpoint types: 1 brokers, 2 controllers.
 const ENDPOINT_BROKERS: i8 = 1;
 
-pub async fn handle(broker: &Broker, header: &RequestHeader, request: DescribeClusterRequest) -> DescribeClusterResponse {
+pub async fn handle(
+    broker: &Broker,
+    header: &RequestHeader,
+    request: DescribeClusterRequest,
+) -> DescribeClusterResponse {
     let node = broker.identity.node_id;
     let mut response = DescribeClusterResponse::default()
         .with_cluster_id(str_bytes(broker.identity.cluster_id.clone()))

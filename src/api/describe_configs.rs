@@ -2,7 +2,9 @@
 //! this broker's static settings.
 
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult};
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse, RequestHeader};
 
 use super::create_topics::{SOURCE_DEFAULT, SOURCE_DYNAMIC_TOPIC};
@@ -19,8 +21,16 @@ const TYPE_INT: i8 = 3;
 const TYPE_LONG: i8 = 5;
 const TYPE_LIST: i8 = 7;
 
-pub async fn handle(broker: &Broker, _header: &RequestHeader, request: DescribeConfigsRequest) -> DescribeConfigsResponse {
-    let results = request.resources.into_iter().map(|r| describe(broker, r)).collect();
+pub async fn handle(
+    broker: &Broker,
+    _header: &RequestHeader,
+    request: DescribeConfigsRequest,
+) -> DescribeConfigsResponse {
+    let results = request
+        .resources
+        .into_iter()
+        .map(|r| describe(broker, r))
+        .collect();
     DescribeConfigsResponse::default().with_results(results)
 }
 
@@ -28,33 +38,67 @@ fn describe(
     broker: &Broker,
     r: kafka_protocol::messages::describe_configs_request::DescribeConfigsResource,
 ) -> DescribeConfigsResult {
-    let result = DescribeConfigsResult::default().with_resource_type(r.resource_type).with_resource_name(r.resource_name.clone());
+    let result = DescribeConfigsResult::default()
+        .with_resource_type(r.resource_type)
+        .with_resource_name(r.resource_name.clone());
     let entries = match r.resource_type {
         RESOURCE_TOPIC => match broker.topic(&r.resource_name) {
             Some(t) => topic_entries(broker, &t.configs()),
-            None => return error(result, ResponseError::UnknownTopicOrPartition, format!("unknown topic {}", &*r.resource_name)),
+            None => {
+                return error(
+                    result,
+                    ResponseError::UnknownTopicOrPartition,
+                    format!("unknown topic {}", &*r.resource_name),
+                );
+            }
         },
-        RESOURCE_BROKER if r.resource_name.is_empty() || *r.resource_name == *broker.identity.node_id.to_string() => {
+        RESOURCE_BROKER
+            if r.resource_name.is_empty()
+                || *r.resource_name == *broker.identity.node_id.to_string() =>
+        {
             broker_entries(broker)
         }
         RESOURCE_BROKER => {
-            return error(result, ResponseError::InvalidRequest, format!("this is broker {}", broker.identity.node_id));
+            return error(
+                result,
+                ResponseError::InvalidRequest,
+                format!("this is broker {}", broker.identity.node_id),
+            );
         }
-        other => return error(result, ResponseError::InvalidRequest, format!("unsupported resource type {other}")),
+        other => {
+            return error(
+                result,
+                ResponseError::InvalidRequest,
+                format!("unsupported resource type {other}"),
+            );
+        }
     };
     let wanted = r.configuration_keys;
     let configs = entries
         .into_iter()
-        .filter(|e| wanted.as_ref().is_none_or(|keys| keys.iter().any(|k| **k == *e.name)))
+        .filter(|e| {
+            wanted
+                .as_ref()
+                .is_none_or(|keys| keys.iter().any(|k| **k == *e.name))
+        })
         .collect();
     result.with_configs(configs)
 }
 
-fn error(result: DescribeConfigsResult, err: ResponseError, message: String) -> DescribeConfigsResult {
-    result.with_error_code(err.code()).with_error_message(Some(str_bytes(message)))
+fn error(
+    result: DescribeConfigsResult,
+    err: ResponseError,
+    message: String,
+) -> DescribeConfigsResult {
+    result
+        .with_error_code(err.code())
+        .with_error_message(Some(str_bytes(message)))
 }
 
-fn topic_entries(broker: &Broker, explicit: &std::collections::BTreeMap<String, String>) -> Vec<DescribeConfigsResourceResult> {
+fn topic_entries(
+    broker: &Broker,
+    explicit: &std::collections::BTreeMap<String, String>,
+) -> Vec<DescribeConfigsResourceResult> {
     topic::effective_configs(&broker.config.log_defaults(), explicit)
         .into_iter()
         .map(|(name, value, is_default)| {
@@ -63,7 +107,17 @@ fn topic_entries(broker: &Broker, explicit: &std::collections::BTreeMap<String, 
                 "max.message.bytes" | "segment.bytes" => TYPE_INT,
                 _ => TYPE_LONG,
             };
-            entry(name, value, if is_default { SOURCE_DEFAULT } else { SOURCE_DYNAMIC_TOPIC }, config_type, false)
+            entry(
+                name,
+                value,
+                if is_default {
+                    SOURCE_DEFAULT
+                } else {
+                    SOURCE_DYNAMIC_TOPIC
+                },
+                config_type,
+                false,
+            )
         })
         .collect()
 }
@@ -73,19 +127,79 @@ fn broker_entries(broker: &Broker) -> Vec<DescribeConfigsResourceResult> {
     let s = SOURCE_STATIC_BROKER;
     vec![
         entry("broker.id", c.node_id.to_string(), s, TYPE_INT, true),
-        entry("auto.create.topics.enable", c.auto_create_topics.to_string(), s, TYPE_STRING, true),
-        entry("num.partitions", c.num_partitions.to_string(), s, TYPE_INT, true),
-        entry("default.replication.factor", c.default_replication_factor.to_string(), s, TYPE_INT, true),
-        entry("socket.request.max.bytes", c.frame_bytes_max.to_string(), s, TYPE_INT, true),
-        entry("message.max.bytes", c.message_bytes_max.to_string(), s, TYPE_INT, true),
-        entry("log.segment.bytes", c.segment_bytes.to_string(), s, TYPE_INT, true),
-        entry("log.retention.ms", c.retention_ms.to_string(), s, TYPE_LONG, true),
-        entry("log.retention.bytes", c.retention_bytes.to_string(), s, TYPE_LONG, true),
-        entry("log.dirs", c.data_dir.display().to_string(), s, TYPE_STRING, true),
+        entry(
+            "auto.create.topics.enable",
+            c.auto_create_topics.to_string(),
+            s,
+            TYPE_STRING,
+            true,
+        ),
+        entry(
+            "num.partitions",
+            c.num_partitions.to_string(),
+            s,
+            TYPE_INT,
+            true,
+        ),
+        entry(
+            "default.replication.factor",
+            c.default_replication_factor.to_string(),
+            s,
+            TYPE_INT,
+            true,
+        ),
+        entry(
+            "socket.request.max.bytes",
+            c.frame_bytes_max.to_string(),
+            s,
+            TYPE_INT,
+            true,
+        ),
+        entry(
+            "message.max.bytes",
+            c.message_bytes_max.to_string(),
+            s,
+            TYPE_INT,
+            true,
+        ),
+        entry(
+            "log.segment.bytes",
+            c.segment_bytes.to_string(),
+            s,
+            TYPE_INT,
+            true,
+        ),
+        entry(
+            "log.retention.ms",
+            c.retention_ms.to_string(),
+            s,
+            TYPE_LONG,
+            true,
+        ),
+        entry(
+            "log.retention.bytes",
+            c.retention_bytes.to_string(),
+            s,
+            TYPE_LONG,
+            true,
+        ),
+        entry(
+            "log.dirs",
+            c.data_dir.display().to_string(),
+            s,
+            TYPE_STRING,
+            true,
+        ),
     ]
 }
 
-fn entry(name: &str, value: String, source: i8, config_type: i8, read_only: bool) -> DescribeConfigsResourceResult {
+fn entry(
+    name: &str,
+    value: String,
+    source: i8,
+    config_type: i8,
+    read_only: bool,
+) -> DescribeConfigsResourceResult {
     DescribeConfigsResourceResult::default()
         .with_name(str_bytes(name))
         .with_value(Some(str_bytes(value)))

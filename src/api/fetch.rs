@@ -30,15 +30,29 @@ struct Wanted {
     max_bytes: usize,
 }
 
-pub async fn handle(broker: &Broker, header: &RequestHeader, request: FetchRequest) -> FetchResponse {
+pub async fn handle(
+    broker: &Broker,
+    header: &RequestHeader,
+    request: FetchRequest,
+) -> FetchResponse {
     let version = header.request_api_version;
     let (topics, wanted) = resolve(broker, version, &request);
-    let max_bytes = usize::try_from(request.max_bytes).unwrap_or(0).min(broker.config.fetch_bytes_max);
+    let max_bytes = usize::try_from(request.max_bytes)
+        .unwrap_or(0)
+        .min(broker.config.fetch_bytes_max);
     let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
-    let max_wait = Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0).min(broker.config.fetch_wait_ms_max));
+    let max_wait = Duration::from_millis(
+        u64::try_from(request.max_wait_ms)
+            .unwrap_or(0)
+            .min(broker.config.fetch_wait_ms_max),
+    );
     let deadline = Instant::now() + max_wait;
     // Subscribe before the first read so no append between read and wait is missed.
-    let mut watchers: Vec<_> = wanted.iter().filter_map(|w| w.replica.as_ref().ok()).map(|r| r.log.subscribe()).collect();
+    let mut watchers: Vec<_> = wanted
+        .iter()
+        .filter_map(|w| w.replica.as_ref().ok())
+        .map(|r| r.log.subscribe())
+        .collect();
     loop {
         let (partitions, bytes, any_error) = read_all(&wanted, max_bytes).await;
         let waited_enough = Instant::now() >= deadline;
@@ -68,20 +82,32 @@ pub async fn handle(broker: &Broker, header: &RequestHeader, request: FetchReque
 }
 
 /// Resolves topics (by name, or by id from v13) and partitions once per request.
-fn resolve(broker: &Broker, version: i16, request: &FetchRequest) -> (Vec<(TopicName, Uuid)>, Vec<Wanted>) {
+fn resolve(
+    broker: &Broker,
+    version: i16,
+    request: &FetchRequest,
+) -> (Vec<(TopicName, Uuid)>, Vec<Wanted>) {
     let mut topics = Vec::with_capacity(request.topics.len());
     let mut wanted = Vec::new();
     for (slot, ft) in request.topics.iter().enumerate() {
         let (topic, missing) = if version >= TOPIC_ID_VERSION_MIN {
-            (broker.topic_by_id(ft.topic_id), ResponseError::UnknownTopicId)
+            (
+                broker.topic_by_id(ft.topic_id),
+                ResponseError::UnknownTopicId,
+            )
         } else {
-            (broker.topic(&ft.topic), ResponseError::UnknownTopicOrPartition)
+            (
+                broker.topic(&ft.topic),
+                ResponseError::UnknownTopicOrPartition,
+            )
         };
         topics.push((ft.topic.clone(), ft.topic_id));
         for fp in &ft.partitions {
             let replica = match &topic {
                 None => Err(missing),
-                Some(t) => t.partition(fp.partition).ok_or(ResponseError::UnknownTopicOrPartition),
+                Some(t) => t
+                    .partition(fp.partition)
+                    .ok_or(ResponseError::UnknownTopicOrPartition),
             };
             let replica = replica.and_then(|r| check_epoch(fp.current_leader_epoch, r));
             wanted.push(Wanted {
@@ -109,7 +135,10 @@ fn check_epoch(client_epoch: i32, replica: Arc<Replica>) -> Result<Arc<Replica>,
 
 /// Reads every wanted partition once; returns (slot, data) pairs, total record bytes and whether any
 /// partition answered with an error (which ends long-polling, as in Kafka).
-async fn read_all(wanted: &[Wanted], max_bytes: usize) -> (Vec<(usize, PartitionData)>, usize, bool) {
+async fn read_all(
+    wanted: &[Wanted],
+    max_bytes: usize,
+) -> (Vec<(usize, PartitionData)>, usize, bool) {
     let mut out = Vec::with_capacity(wanted.len());
     let mut total = 0usize;
     let mut any_error = false;
@@ -119,7 +148,10 @@ async fn read_all(wanted: &[Wanted], max_bytes: usize) -> (Vec<(usize, Partition
             Ok(r) => r,
             Err(e) => {
                 any_error = true;
-                out.push((w.topic_slot, data.with_error_code(e.code()).with_high_watermark(-1)));
+                out.push((
+                    w.topic_slot,
+                    data.with_error_code(e.code()).with_high_watermark(-1),
+                ));
                 continue;
             }
         };
@@ -128,7 +160,11 @@ async fn read_all(wanted: &[Wanted], max_bytes: usize) -> (Vec<(usize, Partition
         let data = match log.read(w.fetch_offset, budget.max(1)).await {
             Ok(read) => {
                 // Past the first non-empty partition, a batch that does not fit the budget waits.
-                let records = if total > 0 && read.records.len() > budget { Bytes::new() } else { read.records };
+                let records = if total > 0 && read.records.len() > budget {
+                    Bytes::new()
+                } else {
+                    read.records
+                };
                 total += records.len();
                 data.with_high_watermark(read.high_watermark)
                     .with_last_stable_offset(read.high_watermark)
@@ -155,10 +191,17 @@ async fn read_all(wanted: &[Wanted], max_bytes: usize) -> (Vec<(usize, Partition
     (out, total, any_error)
 }
 
-fn respond(topics: Vec<(TopicName, Uuid)>, partitions: Vec<(usize, PartitionData)>) -> FetchResponse {
+fn respond(
+    topics: Vec<(TopicName, Uuid)>,
+    partitions: Vec<(usize, PartitionData)>,
+) -> FetchResponse {
     let mut responses: Vec<FetchableTopicResponse> = topics
         .into_iter()
-        .map(|(name, id)| FetchableTopicResponse::default().with_topic(name).with_topic_id(id))
+        .map(|(name, id)| {
+            FetchableTopicResponse::default()
+                .with_topic(name)
+                .with_topic_id(id)
+        })
         .collect();
     for (slot, data) in partitions {
         if let Some(t) = responses.get_mut(slot) {

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::incremental_alter_configs_request::AlterConfigsResource;
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
-use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, RequestHeader};
+use kafka_protocol::messages::{
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, RequestHeader,
+};
 
 use super::describe_configs::RESOURCE_TOPIC;
 use super::{str_bytes, topic_error};
@@ -37,14 +39,24 @@ pub async fn handle(
 
 type Refusal = (i16, Option<kafka_protocol::protocol::StrBytes>);
 
-async fn alter(broker: &Broker, r: AlterConfigsResource, validate_only: bool) -> Result<(), Refusal> {
+async fn alter(
+    broker: &Broker,
+    r: AlterConfigsResource,
+    validate_only: bool,
+) -> Result<(), Refusal> {
     let refuse = |e: ResponseError, m: String| (e.code(), Some(str_bytes(m)));
     if r.resource_type != RESOURCE_TOPIC {
-        return Err(refuse(ResponseError::InvalidRequest, "only topic configs can be altered; broker settings are static".into()));
+        return Err(refuse(
+            ResponseError::InvalidRequest,
+            "only topic configs can be altered; broker settings are static".into(),
+        ));
     }
-    let topic = broker
-        .topic(&r.resource_name)
-        .ok_or_else(|| refuse(ResponseError::UnknownTopicOrPartition, format!("unknown topic {}", &*r.resource_name)))?;
+    let topic = broker.topic(&r.resource_name).ok_or_else(|| {
+        refuse(
+            ResponseError::UnknownTopicOrPartition,
+            format!("unknown topic {}", &*r.resource_name),
+        )
+    })?;
     let mut configs: BTreeMap<String, String> = topic.configs();
     for c in r.configs {
         match (c.config_operation, c.value) {
@@ -55,9 +67,15 @@ async fn alter(broker: &Broker, r: AlterConfigsResource, validate_only: bool) ->
                 configs.remove(c.name.as_str());
             }
             (op, _) => {
-                return Err(refuse(ResponseError::InvalidConfig, format!("operation {op} on {} is not supported", &*c.name)));
+                return Err(refuse(
+                    ResponseError::InvalidConfig,
+                    format!("operation {op} on {} is not supported", &*c.name),
+                ));
             }
         }
     }
-    broker.set_topic_configs(&topic.name, configs, validate_only).await.map_err(|e| topic_error(&e))
+    broker
+        .set_topic_configs(&topic.name, configs, validate_only)
+        .await
+        .map_err(|e| topic_error(&e))
 }

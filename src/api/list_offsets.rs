@@ -1,7 +1,9 @@
 //! api::list_offsets (key 2): earliest, latest, by timestamp and max-timestamp offsets per partition.
 
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse, RequestHeader};
 
 use crate::broker::{Broker, Replica};
@@ -17,21 +19,30 @@ const LATEST_TIERED: i64 = -5;
 /// ListOffsets v4 added the leader epoch to each answer.
 const LEADER_EPOCH_VERSION_MIN: i16 = 4;
 
-pub async fn handle(broker: &Broker, header: &RequestHeader, request: ListOffsetsRequest) -> ListOffsetsResponse {
+pub async fn handle(
+    broker: &Broker,
+    header: &RequestHeader,
+    request: ListOffsetsRequest,
+) -> ListOffsetsResponse {
     let with_epoch = header.request_api_version >= LEADER_EPOCH_VERSION_MIN;
     let mut topics = Vec::with_capacity(request.topics.len());
     for t in request.topics {
         let topic = broker.topic(&t.name);
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
-            let response = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
+            let response =
+                ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
             let replica = topic.as_ref().and_then(|t| t.partition(p.partition_index));
             let response = match replica {
                 None => response.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
                 Some(r) => match lookup(&r, p.timestamp).await {
                     Ok((offset, timestamp)) => {
                         let response = response.with_offset(offset).with_timestamp(timestamp);
-                        if with_epoch { response.with_leader_epoch(r.leader_epoch) } else { response }
+                        if with_epoch {
+                            response.with_leader_epoch(r.leader_epoch)
+                        } else {
+                            response
+                        }
                     }
                     Err(e) => {
                         tracing::warn!(topic = t.name.as_str(), partition = p.partition_index, error = %e, "list offsets failed");
@@ -41,7 +52,11 @@ pub async fn handle(broker: &Broker, header: &RequestHeader, request: ListOffset
             };
             partitions.push(response);
         }
-        topics.push(ListOffsetsTopicResponse::default().with_name(t.name).with_partitions(partitions));
+        topics.push(
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(partitions),
+        );
     }
     ListOffsetsResponse::default().with_topics(topics)
 }

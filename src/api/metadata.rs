@@ -2,14 +2,22 @@
 //! the whole cluster; clients then connect to exactly the advertised host:port of each leader.
 
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
-use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, RequestHeader, TopicName};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{
+    BrokerId, MetadataRequest, MetadataResponse, RequestHeader, TopicName,
+};
 use uuid::Uuid;
 
 use super::str_bytes;
 use crate::broker::{Broker, Topic, topic};
 
-pub async fn handle(broker: &Broker, header: &RequestHeader, request: MetadataRequest) -> MetadataResponse {
+pub async fn handle(
+    broker: &Broker,
+    header: &RequestHeader,
+    request: MetadataRequest,
+) -> MetadataResponse {
     let version = header.request_api_version;
     // v0 asks for all topics with an empty list; v1+ with a null list.
     let all_topics = match &request.topics {
@@ -41,14 +49,25 @@ pub async fn handle(broker: &Broker, header: &RequestHeader, request: MetadataRe
         .with_topics(topics)
 }
 
-async fn lookup(broker: &Broker, name: Option<TopicName>, id: Uuid, may_create: bool) -> MetadataResponseTopic {
+async fn lookup(
+    broker: &Broker,
+    name: Option<TopicName>,
+    id: Uuid,
+    may_create: bool,
+) -> MetadataResponseTopic {
     let Some(name) = name else {
         return match broker.topic_by_id(id) {
             Some(t) => describe(broker, &t),
-            None => MetadataResponseTopic::default().with_topic_id(id).with_error_code(ResponseError::UnknownTopicId.code()),
+            None => MetadataResponseTopic::default()
+                .with_topic_id(id)
+                .with_error_code(ResponseError::UnknownTopicId.code()),
         };
     };
-    let found = if may_create { broker.topic_or_auto_create(&name).await } else { broker.topic(&name) };
+    let found = if may_create {
+        broker.topic_or_auto_create(&name).await
+    } else {
+        broker.topic(&name)
+    };
     match found {
         Some(t) => describe(broker, &t),
         None => {
@@ -57,7 +76,9 @@ async fn lookup(broker: &Broker, name: Option<TopicName>, id: Uuid, may_create: 
             } else {
                 ResponseError::UnknownTopicOrPartition
             };
-            MetadataResponseTopic::default().with_name(Some(name)).with_error_code(err.code())
+            MetadataResponseTopic::default()
+                .with_name(Some(name))
+                .with_error_code(err.code())
         }
     }
 }

@@ -41,7 +41,10 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
 ];
 
 pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
-    SUPPORTED_APIS.iter().find(|(k, _, _)| *k == key).map(|&(_, min, max)| (min, max))
+    SUPPORTED_APIS
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|&(_, min, max)| (min, max))
 }
 
 /// Why a request could not be answered; the connection logs it and closes.
@@ -50,7 +53,12 @@ pub enum DispatchError {
     #[error(transparent)]
     Codec(#[from] CodecError),
     #[error("api {key:?} version {version} is not supported (serving {min}..={max})")]
-    UnsupportedVersion { key: ApiKey, version: i16, min: i16, max: i16 },
+    UnsupportedVersion {
+        key: ApiKey,
+        version: i16,
+        min: i16,
+        max: i16,
+    },
     #[error("api key {0} is not served by this broker")]
     UnsupportedApi(i16),
 }
@@ -60,23 +68,39 @@ macro_rules! serve {
         let version = $header.request_api_version;
         let request: $request = codec::decode_body(&mut $body, version, stringify!($module))?;
         let response = $module::handle($broker, &$header, request).await;
-        Ok(Some(codec::encode_response($header.correlation_id, version, &response, stringify!($module))?))
+        Ok(Some(codec::encode_response(
+            $header.correlation_id,
+            version,
+            &response,
+            stringify!($module),
+        )?))
     }};
 }
 
 /// Handles one request frame (without its length prefix). `Ok(None)` means no response is sent
 /// (Produce with acks=0).
-pub async fn dispatch(broker: &Broker, mut frame: Bytes) -> Result<Option<BytesMut>, DispatchError> {
+pub async fn dispatch(
+    broker: &Broker,
+    mut frame: Bytes,
+) -> Result<Option<BytesMut>, DispatchError> {
     use kafka_protocol::messages::*;
     let prefix = codec::peek_prefix(&frame)?;
-    let key = ApiKey::try_from(prefix.api_key).map_err(|_| CodecError::UnknownApiKey(prefix.api_key))?;
+    let key =
+        ApiKey::try_from(prefix.api_key).map_err(|_| CodecError::UnknownApiKey(prefix.api_key))?;
     let (min, max) = supported_range(key).ok_or(DispatchError::UnsupportedApi(prefix.api_key))?;
     if !(min..=max).contains(&prefix.api_version) {
         if key == ApiKey::ApiVersions {
             // Clients open with their newest ApiVersions; the v0-format answer tells them ours.
-            return Ok(Some(api_versions::unsupported_version_response(prefix.correlation_id)?));
+            return Ok(Some(api_versions::unsupported_version_response(
+                prefix.correlation_id,
+            )?));
         }
-        return Err(DispatchError::UnsupportedVersion { key, version: prefix.api_version, min, max });
+        return Err(DispatchError::UnsupportedVersion {
+            key,
+            version: prefix.api_version,
+            min,
+            max,
+        });
     }
     let header = codec::decode_header(&mut frame, key, prefix.api_version)?;
     match key {
@@ -84,7 +108,12 @@ pub async fn dispatch(broker: &Broker, mut frame: Bytes) -> Result<Option<BytesM
             let version = header.request_api_version;
             let request: ProduceRequest = codec::decode_body(&mut frame, version, "produce")?;
             match produce::handle(broker, &header, request).await {
-                Some(response) => Ok(Some(codec::encode_response(header.correlation_id, version, &response, "produce")?)),
+                Some(response) => Ok(Some(codec::encode_response(
+                    header.correlation_id,
+                    version,
+                    &response,
+                    "produce",
+                )?)),
                 None => Ok(None),
             }
         }
@@ -94,12 +123,36 @@ pub async fn dispatch(broker: &Broker, mut frame: Bytes) -> Result<Option<BytesM
         ApiKey::ApiVersions => serve!(api_versions, ApiVersionsRequest, broker, header, frame),
         ApiKey::CreateTopics => serve!(create_topics, CreateTopicsRequest, broker, header, frame),
         ApiKey::DeleteTopics => serve!(delete_topics, DeleteTopicsRequest, broker, header, frame),
-        ApiKey::DescribeConfigs => serve!(describe_configs, DescribeConfigsRequest, broker, header, frame),
-        ApiKey::CreatePartitions => serve!(create_partitions, CreatePartitionsRequest, broker, header, frame),
+        ApiKey::DescribeConfigs => serve!(
+            describe_configs,
+            DescribeConfigsRequest,
+            broker,
+            header,
+            frame
+        ),
+        ApiKey::CreatePartitions => serve!(
+            create_partitions,
+            CreatePartitionsRequest,
+            broker,
+            header,
+            frame
+        ),
         ApiKey::IncrementalAlterConfigs => {
-            serve!(incremental_alter_configs, IncrementalAlterConfigsRequest, broker, header, frame)
+            serve!(
+                incremental_alter_configs,
+                IncrementalAlterConfigsRequest,
+                broker,
+                header,
+                frame
+            )
         }
-        ApiKey::DescribeCluster => serve!(describe_cluster, DescribeClusterRequest, broker, header, frame),
+        ApiKey::DescribeCluster => serve!(
+            describe_cluster,
+            DescribeClusterRequest,
+            broker,
+            header,
+            frame
+        ),
         _ => Err(DispatchError::UnsupportedApi(prefix.api_key)),
     }
 }

@@ -18,7 +18,11 @@ use crate::log::{self, LogError};
 /// Kafka's valid `acks` values: all in-sync replicas, none, leader only.
 const ACKS_VALID: [i16; 3] = [-1, 0, 1];
 
-pub async fn handle(broker: &Broker, _header: &RequestHeader, request: ProduceRequest) -> Option<ProduceResponse> {
+pub async fn handle(
+    broker: &Broker,
+    _header: &RequestHeader,
+    request: ProduceRequest,
+) -> Option<ProduceResponse> {
     let acks = request.acks;
     let mut responses = Vec::with_capacity(request.topic_data.len());
     for topic_data in request.topic_data {
@@ -26,7 +30,12 @@ pub async fn handle(broker: &Broker, _header: &RequestHeader, request: ProduceRe
         let mut appends = Vec::with_capacity(topic_data.partition_data.len());
         for pd in topic_data.partition_data {
             let replica = topic.as_ref().and_then(|t| t.partition(pd.index));
-            appends.push(produce_partition(replica.map(|r| (r.log.clone(), r.leader_epoch)), pd.index, pd.records, acks));
+            appends.push(produce_partition(
+                replica.map(|r| (r.log.clone(), r.leader_epoch)),
+                pd.index,
+                pd.records,
+                acks,
+            ));
         }
         let partition_responses = join_all(appends).await;
         responses.push(
@@ -50,16 +59,28 @@ async fn produce_partition(
 ) -> PartitionProduceResponse {
     let response = PartitionProduceResponse::default().with_index(index);
     let fail = |err: ResponseError, message: String| {
-        response.clone().with_error_code(err.code()).with_error_message(Some(str_bytes(message)))
+        response
+            .clone()
+            .with_error_code(err.code())
+            .with_error_message(Some(str_bytes(message)))
     };
     if !ACKS_VALID.contains(&acks) {
-        return fail(ResponseError::InvalidRequiredAcks, format!("acks must be -1, 0 or 1, not {acks}"));
+        return fail(
+            ResponseError::InvalidRequiredAcks,
+            format!("acks must be -1, 0 or 1, not {acks}"),
+        );
     }
     let Some((log, leader_epoch)) = target else {
-        return fail(ResponseError::UnknownTopicOrPartition, "this broker does not host that topic-partition".into());
+        return fail(
+            ResponseError::UnknownTopicOrPartition,
+            "this broker does not host that topic-partition".into(),
+        );
     };
     let Some(records) = records.filter(|r| !r.is_empty()) else {
-        return fail(ResponseError::InvalidRecord, "produce request carried no record batch".into());
+        return fail(
+            ResponseError::InvalidRecord,
+            "produce request carried no record batch".into(),
+        );
     };
     match log.append(records, leader_epoch).await {
         Ok(info) => response
@@ -71,7 +92,9 @@ async fn produce_partition(
                 LogError::Corrupt(_) => ResponseError::CorruptMessage,
                 LogError::TooLarge { .. } => ResponseError::MessageTooLarge,
                 LogError::WriterStopped => ResponseError::NotLeaderOrFollower,
-                LogError::OffsetOutOfRange { .. } | LogError::Io { .. } => ResponseError::KafkaStorageError,
+                LogError::OffsetOutOfRange { .. } | LogError::Io { .. } => {
+                    ResponseError::KafkaStorageError
+                }
             };
             tracing::debug!(partition = index, error = %e, "produce refused");
             fail(err, e.to_string())

@@ -19,11 +19,20 @@ pub use topic::{Replica, Topic, TopicMeta};
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     #[error("data directory {path}: {source}")]
-    DataDir { path: PathBuf, #[source] source: std::io::Error },
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("node.toml: {0}")]
     NodeFile(String),
     #[error("opening partition {topic}-{partition}: {source}")]
-    Partition { topic: String, partition: i32, #[source] source: log::LogError },
+    Partition {
+        topic: String,
+        partition: i32,
+        #[source]
+        source: log::LogError,
+    },
 }
 
 /// Why a topic operation was refused; each maps to one Kafka error code at the handler edge.
@@ -72,9 +81,16 @@ pub struct Broker {
 
 impl Broker {
     /// Opens the data directory: checks node.toml, loads every topic and recovers its partitions.
-    pub fn open(config: Config, advertised: Advertised, writer: DiskWriter) -> Result<Broker, BrokerError> {
+    pub fn open(
+        config: Config,
+        advertised: Advertised,
+        writer: DiskWriter,
+    ) -> Result<Broker, BrokerError> {
         let data_dir = config.data_dir.clone();
-        std::fs::create_dir_all(&data_dir).map_err(|source| BrokerError::DataDir { path: data_dir.clone(), source })?;
+        std::fs::create_dir_all(&data_dir).map_err(|source| BrokerError::DataDir {
+            path: data_dir.clone(),
+            source,
+        })?;
         let identity = load_identity(&data_dir, config.node_id)?;
         let broker = Broker {
             config,
@@ -90,8 +106,11 @@ impl Broker {
     }
 
     fn load_topics(&self) -> Result<(), BrokerError> {
-        let metas = topic::read_all_meta(&self.data_dir)
-            .map_err(|source| BrokerError::DataDir { path: self.data_dir.clone(), source })?;
+        let metas =
+            topic::read_all_meta(&self.data_dir).map_err(|source| BrokerError::DataDir {
+                path: self.data_dir.clone(),
+                source,
+            })?;
         for meta in metas {
             let meta = match meta {
                 Ok(m) => m,
@@ -118,16 +137,34 @@ impl Broker {
         });
         for p in 0..meta.partitions {
             let replica = self.open_replica(&meta.name, p, log_config.clone())?;
-            t.partitions.write().unwrap_or_else(|e| e.into_inner()).push(replica);
+            t.partitions
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(replica);
         }
         Ok(t)
     }
 
-    fn open_replica(&self, topic: &str, partition: i32, log_config: LogConfig) -> Result<Arc<Replica>, BrokerError> {
+    fn open_replica(
+        &self,
+        topic: &str,
+        partition: i32,
+        log_config: LogConfig,
+    ) -> Result<Arc<Replica>, BrokerError> {
         let dir = topic::partition_dir(&self.data_dir, topic, partition);
-        let log = log::Partition::open(&dir, log_config, self.writer.clone())
-            .map_err(|source| BrokerError::Partition { topic: topic.to_string(), partition, source })?;
-        Ok(Arc::new(Replica { index: partition, leader_epoch: 0, log: Arc::new(log) }))
+        let log =
+            log::Partition::open(&dir, log_config, self.writer.clone()).map_err(|source| {
+                BrokerError::Partition {
+                    topic: topic.to_string(),
+                    partition,
+                    source,
+                }
+            })?;
+        Ok(Arc::new(Replica {
+            index: partition,
+            leader_epoch: 0,
+            log: Arc::new(log),
+        }))
     }
 
     fn topic_log_config(&self, configs: &BTreeMap<String, String>) -> LogConfig {
@@ -143,15 +180,29 @@ impl Broker {
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
-        self.topics.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
+        self.topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
     }
 
     pub fn topic_by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
-        self.topics.read().unwrap_or_else(|e| e.into_inner()).values().find(|t| t.id == id).cloned()
+        self.topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .find(|t| t.id == id)
+            .cloned()
     }
 
     pub fn topics(&self) -> Vec<Arc<Topic>> {
-        self.topics.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+        self.topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Brokers currently in the cluster: just this node until the metadata quorum exists.
@@ -167,7 +218,10 @@ impl Broker {
         if !self.config.auto_create_topics || topic::validate_name(name).is_err() {
             return None;
         }
-        match self.create_topic(name, -1, -1, BTreeMap::new(), false).await {
+        match self
+            .create_topic(name, -1, -1, BTreeMap::new(), false)
+            .await
+        {
             Ok(t) => {
                 tracing::info!(topic = name, "auto-created topic");
                 Some(t)
@@ -190,20 +244,39 @@ impl Broker {
         validate_only: bool,
     ) -> Result<Arc<Topic>, TopicError> {
         topic::validate_name(name).map_err(TopicError::InvalidName)?;
-        let partitions = if partitions == -1 { self.config.num_partitions } else { partitions };
+        let partitions = if partitions == -1 {
+            self.config.num_partitions
+        } else {
+            partitions
+        };
         if !(1..=10_000).contains(&partitions) {
-            return Err(TopicError::InvalidPartitions(format!("{partitions}: must be 1..=10000")));
+            return Err(TopicError::InvalidPartitions(format!(
+                "{partitions}: must be 1..=10000"
+            )));
         }
-        let rf = if replication_factor == -1 { self.config.default_replication_factor } else { replication_factor };
+        let rf = if replication_factor == -1 {
+            self.config.default_replication_factor
+        } else {
+            replication_factor
+        };
         if rf < 1 || rf > self.broker_count() {
-            return Err(TopicError::InvalidReplicationFactor { asked: rf, brokers: self.broker_count() });
+            return Err(TopicError::InvalidReplicationFactor {
+                asked: rf,
+                brokers: self.broker_count(),
+            });
         }
         let log_config = topic::log_config(&self.config.log_defaults(), &configs)?;
         let _admin = self.admin.lock().await;
         if self.topic(name).is_some() {
             return Err(TopicError::AlreadyExists(name.to_string()));
         }
-        let meta = TopicMeta { name: name.to_string(), id: Uuid::new_v4(), partitions, replication_factor: rf, configs };
+        let meta = TopicMeta {
+            name: name.to_string(),
+            id: Uuid::new_v4(),
+            partitions,
+            replication_factor: rf,
+            configs,
+        };
         let t = Arc::new(Topic {
             name: meta.name.clone(),
             id: meta.id,
@@ -215,8 +288,13 @@ impl Broker {
             return Ok(t);
         }
         for p in 0..partitions {
-            let replica = self.open_replica(name, p, log_config.clone()).map_err(|e| TopicError::Storage(e.to_string()))?;
-            t.partitions.write().unwrap_or_else(|e| e.into_inner()).push(replica);
+            let replica = self
+                .open_replica(name, p, log_config.clone())
+                .map_err(|e| TopicError::Storage(e.to_string()))?;
+            t.partitions
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(replica);
         }
         // The metadata file is the commit point: partition directories without it are ignored.
         topic::write_meta(&self.data_dir, &meta).map_err(|e| TopicError::Storage(e.to_string()))?;
@@ -227,7 +305,9 @@ impl Broker {
 
     pub async fn delete_topic(&self, name: &str) -> Result<Uuid, TopicError> {
         let _admin = self.admin.lock().await;
-        let t = self.topic(name).ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        let t = self
+            .topic(name)
+            .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
         // Removing the metadata file first makes the deletion stick even if removing data fails.
         topic::remove_meta(&self.data_dir, name).map_err(|e| TopicError::Storage(e.to_string()))?;
         self.write_topics().remove(name);
@@ -241,22 +321,37 @@ impl Broker {
     }
 
     /// Grows a topic to `count` partitions (Kafka never shrinks them).
-    pub async fn create_partitions(&self, name: &str, count: i32, validate_only: bool) -> Result<(), TopicError> {
+    pub async fn create_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        validate_only: bool,
+    ) -> Result<(), TopicError> {
         let _admin = self.admin.lock().await;
-        let t = self.topic(name).ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        let t = self
+            .topic(name)
+            .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
         let current = t.partition_count();
         if count <= current || count > 10_000 {
-            return Err(TopicError::InvalidPartitions(format!("topic has {current} partitions; asked for {count}")));
+            return Err(TopicError::InvalidPartitions(format!(
+                "topic has {current} partitions; asked for {count}"
+            )));
         }
         if validate_only {
             return Ok(());
         }
         let log_config = self.topic_log_config(&t.configs());
         for p in current..count {
-            let replica = self.open_replica(name, p, log_config.clone()).map_err(|e| TopicError::Storage(e.to_string()))?;
-            t.partitions.write().unwrap_or_else(|e| e.into_inner()).push(replica);
+            let replica = self
+                .open_replica(name, p, log_config.clone())
+                .map_err(|e| TopicError::Storage(e.to_string()))?;
+            t.partitions
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(replica);
         }
-        topic::write_meta(&self.data_dir, &t.meta()).map_err(|e| TopicError::Storage(e.to_string()))?;
+        topic::write_meta(&self.data_dir, &t.meta())
+            .map_err(|e| TopicError::Storage(e.to_string()))?;
         tracing::info!(topic = name, from = current, to = count, "added partitions");
         Ok(())
     }
@@ -269,13 +364,16 @@ impl Broker {
         validate_only: bool,
     ) -> Result<(), TopicError> {
         let _admin = self.admin.lock().await;
-        let t = self.topic(name).ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        let t = self
+            .topic(name)
+            .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
         let log_config = topic::log_config(&self.config.log_defaults(), &configs)?;
         if validate_only {
             return Ok(());
         }
         *t.configs.write().unwrap_or_else(|e| e.into_inner()) = configs;
-        topic::write_meta(&self.data_dir, &t.meta()).map_err(|e| TopicError::Storage(e.to_string()))?;
+        topic::write_meta(&self.data_dir, &t.meta())
+            .map_err(|e| TopicError::Storage(e.to_string()))?;
         for replica in t.partitions() {
             replica.log.set_config(log_config.clone());
         }
@@ -288,8 +386,12 @@ impl Broker {
             for replica in t.partitions() {
                 match replica.log.enforce_retention(now_ms).await {
                     Ok(0) => {}
-                    Ok(n) => tracing::info!(topic = %t.name, partition = replica.index, segments = n, "retention deleted segments"),
-                    Err(e) => tracing::warn!(topic = %t.name, partition = replica.index, error = %e, "retention failed"),
+                    Ok(n) => {
+                        tracing::info!(topic = %t.name, partition = replica.index, segments = n, "retention deleted segments")
+                    }
+                    Err(e) => {
+                        tracing::warn!(topic = %t.name, partition = replica.index, error = %e, "retention failed")
+                    }
                 }
             }
         }
@@ -314,7 +416,8 @@ fn load_identity(data_dir: &Path, node_id: i32) -> Result<NodeIdentity, BrokerEr
     let path = data_dir.join("node.toml");
     match std::fs::read_to_string(&path) {
         Ok(text) => {
-            let id: NodeIdentity = toml::from_str(&text).map_err(|e| BrokerError::NodeFile(e.to_string()))?;
+            let id: NodeIdentity =
+                toml::from_str(&text).map_err(|e| BrokerError::NodeFile(e.to_string()))?;
             if id.node_id != node_id {
                 return Err(BrokerError::NodeFile(format!(
                     "data directory belongs to node {} but this node is configured as {node_id}",
@@ -324,12 +427,20 @@ fn load_identity(data_dir: &Path, node_id: i32) -> Result<NodeIdentity, BrokerEr
             Ok(id)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let id = NodeIdentity { node_id, cluster_id: new_cluster_id() };
+            let id = NodeIdentity {
+                node_id,
+                cluster_id: new_cluster_id(),
+            };
             let text = toml::to_string(&id).map_err(|e| BrokerError::NodeFile(e.to_string()))?;
-            let io = |source| BrokerError::DataDir { path: path.clone(), source };
+            let io = |source| BrokerError::DataDir {
+                path: path.clone(),
+                source,
+            };
             let tmp = data_dir.join("node.toml.tmp");
             std::fs::write(&tmp, text).map_err(io)?;
-            std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;
+            std::fs::File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .map_err(io)?;
             std::fs::rename(&tmp, &path).map_err(io)?;
             Ok(id)
         }
@@ -341,5 +452,7 @@ fn load_identity(data_dir: &Path, node_id: i32) -> Result<NodeIdentity, BrokerEr
 fn new_cluster_id() -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let bits = Uuid::new_v4().as_u128();
-    (0..22).map(|i| ALPHABET[((bits >> (i * 6)) & 63) as usize] as char).collect()
+    (0..22)
+        .map(|i| ALPHABET[((bits >> (i * 6)) & 63) as usize] as char)
+        .collect()
 }

@@ -17,8 +17,14 @@ use crate::log::{self, LogConfig};
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 
 /// Topic configs this broker understands, with how each maps onto the log.
-pub const TOPIC_CONFIG_KEYS: &[&str] =
-    &["cleanup.policy", "max.message.bytes", "retention.bytes", "retention.ms", "segment.bytes", "segment.ms"];
+pub const TOPIC_CONFIG_KEYS: &[&str] = &[
+    "cleanup.policy",
+    "max.message.bytes",
+    "retention.bytes",
+    "retention.ms",
+    "segment.bytes",
+    "segment.ms",
+];
 
 /// What is persisted about a topic.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -50,20 +56,31 @@ pub struct Topic {
 impl Topic {
     pub fn partition(&self, index: i32) -> Option<Arc<Replica>> {
         let parts = self.partitions.read().unwrap_or_else(|e| e.into_inner());
-        usize::try_from(index).ok().and_then(|i| parts.get(i).cloned())
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| parts.get(i).cloned())
     }
 
     pub fn partitions(&self) -> Vec<Arc<Replica>> {
-        self.partitions.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.partitions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn partition_count(&self) -> i32 {
-        self.partitions.read().unwrap_or_else(|e| e.into_inner()).len() as i32
+        self.partitions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .len() as i32
     }
 
     /// Configs set explicitly on this topic (not the node defaults).
     pub fn configs(&self) -> BTreeMap<String, String> {
-        self.configs.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.configs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn is_internal(&self) -> bool {
@@ -86,15 +103,31 @@ pub enum ConfigValueError {
     #[error("unknown topic config {0}")]
     UnknownKey(String),
     #[error("invalid value {value:?} for {key}: {reason}")]
-    BadValue { key: String, value: String, reason: &'static str },
+    BadValue {
+        key: String,
+        value: String,
+        reason: &'static str,
+    },
 }
 
 /// Applies explicit topic configs over the node's defaults.
-pub fn log_config(defaults: &LogConfig, configs: &BTreeMap<String, String>) -> Result<LogConfig, ConfigValueError> {
+pub fn log_config(
+    defaults: &LogConfig,
+    configs: &BTreeMap<String, String>,
+) -> Result<LogConfig, ConfigValueError> {
     let mut c = defaults.clone();
     for (key, value) in configs {
-        let bad = |reason| ConfigValueError::BadValue { key: key.clone(), value: value.clone(), reason };
-        let int = || value.trim().parse::<i64>().map_err(|_| bad("not an integer"));
+        let bad = |reason| ConfigValueError::BadValue {
+            key: key.clone(),
+            value: value.clone(),
+            reason,
+        };
+        let int = || {
+            value
+                .trim()
+                .parse::<i64>()
+                .map_err(|_| bad("not an integer"))
+        };
         match key.as_str() {
             "cleanup.policy" => {
                 if value != "delete" {
@@ -102,17 +135,31 @@ pub fn log_config(defaults: &LogConfig, configs: &BTreeMap<String, String>) -> R
                 }
             }
             "max.message.bytes" => {
-                c.message_bytes_max = u32::try_from(int()?).ok().filter(|v| *v > 0).ok_or_else(|| bad("must be 1..=4294967295"))?
+                c.message_bytes_max = u32::try_from(int()?)
+                    .ok()
+                    .filter(|v| *v > 0)
+                    .ok_or_else(|| bad("must be 1..=4294967295"))?
             }
-            "retention.bytes" => c.retention_bytes_max = non_negative_or_unlimited(int()?).map_err(|_| bad("must be -1 or >= 0"))?,
-            "retention.ms" => c.retention_ms_max = non_negative_or_unlimited(int()?).map_err(|_| bad("must be -1 or >= 0"))?,
+            "retention.bytes" => {
+                c.retention_bytes_max =
+                    non_negative_or_unlimited(int()?).map_err(|_| bad("must be -1 or >= 0"))?
+            }
+            "retention.ms" => {
+                c.retention_ms_max =
+                    non_negative_or_unlimited(int()?).map_err(|_| bad("must be -1 or >= 0"))?
+            }
             "segment.bytes" => {
                 c.segment_bytes_max = u64::try_from(int()?)
                     .ok()
                     .filter(|v| (14..=u32::MAX as u64).contains(v))
                     .ok_or_else(|| bad("must be 14..=4294967295"))?
             }
-            "segment.ms" => c.segment_ms_max = u64::try_from(int()?).ok().filter(|v| *v > 0).ok_or_else(|| bad("must be >= 1"))?,
+            "segment.ms" => {
+                c.segment_ms_max = u64::try_from(int()?)
+                    .ok()
+                    .filter(|v| *v > 0)
+                    .ok_or_else(|| bad("must be >= 1"))?
+            }
             other => return Err(ConfigValueError::UnknownKey(other.to_string())),
         }
     }
@@ -128,7 +175,10 @@ fn non_negative_or_unlimited(v: i64) -> Result<Option<u64>, ()> {
 }
 
 /// The effective value of each known config, and whether it is the default.
-pub fn effective_configs(defaults: &LogConfig, explicit: &BTreeMap<String, String>) -> Vec<(&'static str, String, bool)> {
+pub fn effective_configs(
+    defaults: &LogConfig,
+    explicit: &BTreeMap<String, String>,
+) -> Vec<(&'static str, String, bool)> {
     let c = log_config(defaults, explicit).unwrap_or_else(|_| defaults.clone());
     let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-1".to_string());
     TOPIC_CONFIG_KEYS
@@ -154,7 +204,10 @@ pub fn validate_name(name: &str) -> Result<(), &'static str> {
     if name == "." || name == ".." {
         return Err("topic name cannot be '.' or '..'");
     }
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
         return Err("topic name may only contain ASCII letters, digits, '.', '_' and '-'");
     }
     Ok(())
@@ -189,7 +242,9 @@ pub fn remove_meta(data_dir: &Path, name: &str) -> std::io::Result<()> {
 }
 
 /// Reads every topic metadata file; a file that does not parse is reported, not fatal.
-pub fn read_all_meta(data_dir: &Path) -> std::io::Result<Vec<Result<TopicMeta, (PathBuf, String)>>> {
+pub fn read_all_meta(
+    data_dir: &Path,
+) -> std::io::Result<Vec<Result<TopicMeta, (PathBuf, String)>>> {
     let dir = meta_dir(data_dir);
     if !dir.exists() {
         return Ok(Vec::new());
@@ -242,7 +297,13 @@ mod tests {
     #[test]
     fn meta_round_trip() {
         let dir = tempfile::tempdir().unwrap();
-        let meta = TopicMeta { name: "t".into(), id: Uuid::new_v4(), partitions: 3, replication_factor: 1, configs: BTreeMap::new() };
+        let meta = TopicMeta {
+            name: "t".into(),
+            id: Uuid::new_v4(),
+            partitions: 3,
+            replication_factor: 1,
+            configs: BTreeMap::new(),
+        };
         write_meta(dir.path(), &meta).unwrap();
         let all = read_all_meta(dir.path()).unwrap();
         assert_eq!(all.len(), 1);

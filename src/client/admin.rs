@@ -9,7 +9,8 @@ use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
-    CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, MetadataRequest, MetadataResponse, TopicName,
+    CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, MetadataRequest,
+    MetadataResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
@@ -29,7 +30,9 @@ fn check(code: i16, message: Option<&StrBytes>) -> Result<(), ClientError> {
     match ResponseError::try_from_code(code) {
         None => Ok(()),
         Some(e) => {
-            let detail = message.map(|m| format!(": {}", m.as_str())).unwrap_or_default();
+            let detail = message
+                .map(|m| format!(": {}", m.as_str()))
+                .unwrap_or_default();
             Err(ClientError::Broker(format!("{e:?} (error {code}){detail}")))
         }
     }
@@ -54,13 +57,15 @@ pub async fn create_topic(
                 .with_value(Some(StrBytes::from_string(v.clone())))
         })
         .collect();
-    let request = CreateTopicsRequest::default().with_timeout_ms(ADMIN_TIMEOUT_MS).with_topics(vec![
-        CreatableTopic::default()
-            .with_name(name(topic))
-            .with_num_partitions(partitions)
-            .with_replication_factor(replication_factor)
-            .with_configs(configs),
-    ]);
+    let request = CreateTopicsRequest::default()
+        .with_timeout_ms(ADMIN_TIMEOUT_MS)
+        .with_topics(vec![
+            CreatableTopic::default()
+                .with_name(name(topic))
+                .with_num_partitions(partitions)
+                .with_replication_factor(replication_factor)
+                .with_configs(configs),
+        ]);
     let response = client.call(&request, CREATE_TOPICS_VERSION).await?;
     for t in &response.topics {
         check(t.error_code, t.error_message.as_ref())?;
@@ -71,7 +76,9 @@ pub async fn create_topic(
 pub async fn delete_topic(client: &mut Client, topic: &str) -> Result<(), ClientError> {
     let request = DeleteTopicsRequest::default()
         .with_timeout_ms(ADMIN_TIMEOUT_MS)
-        .with_topics(vec![DeleteTopicState::default().with_name(Some(name(topic)))]);
+        .with_topics(vec![
+            DeleteTopicState::default().with_name(Some(name(topic))),
+        ]);
     let response = client.call(&request, DELETE_TOPICS_VERSION).await?;
     for t in &response.responses {
         check(t.error_code, t.error_message.as_ref())?;
@@ -80,17 +87,28 @@ pub async fn delete_topic(client: &mut Client, topic: &str) -> Result<(), Client
 }
 
 /// Metadata for all topics (None) or the named ones, without auto-creating anything.
-pub async fn metadata(client: &mut Client, topics: Option<&[&str]>) -> Result<MetadataResponse, ClientError> {
+pub async fn metadata(
+    client: &mut Client,
+    topics: Option<&[&str]>,
+) -> Result<MetadataResponse, ClientError> {
     let request = MetadataRequest::default()
         .with_allow_auto_topic_creation(false)
-        .with_topics(topics.map(|ts| ts.iter().map(|t| MetadataRequestTopic::default().with_name(Some(name(t)))).collect()));
+        .with_topics(topics.map(|ts| {
+            ts.iter()
+                .map(|t| MetadataRequestTopic::default().with_name(Some(name(t))))
+                .collect()
+        }));
     client.call(&request, METADATA_VERSION).await
 }
 
 pub async fn list_topics(client: &mut Client) -> Result<Vec<String>, ClientError> {
     let response = metadata(client, None).await?;
-    let mut names: Vec<String> =
-        response.topics.iter().filter_map(|t| t.name.as_ref()).map(|n| n.as_str().to_string()).collect();
+    let mut names: Vec<String> = response
+        .topics
+        .iter()
+        .filter_map(|t| t.name.as_ref())
+        .map(|n| n.as_str().to_string())
+        .collect();
     names.sort();
     Ok(names)
 }
@@ -107,7 +125,10 @@ pub struct TopicDescription {
     pub configs: Vec<(String, String)>,
 }
 
-pub async fn describe_topic(client: &mut Client, topic: &str) -> Result<TopicDescription, ClientError> {
+pub async fn describe_topic(
+    client: &mut Client,
+    topic: &str,
+) -> Result<TopicDescription, ClientError> {
     let response = metadata(client, Some(&[topic])).await?;
     let t = response
         .topics
@@ -119,8 +140,15 @@ pub async fn describe_topic(client: &mut Client, topic: &str) -> Result<TopicDes
         .partitions
         .iter()
         .map(|p| {
-            let ids = |v: &Vec<kafka_protocol::messages::BrokerId>| v.iter().map(|b| b.0).collect::<Vec<_>>();
-            (p.partition_index, p.leader_id.0, ids(&p.replica_nodes), ids(&p.isr_nodes))
+            let ids = |v: &Vec<kafka_protocol::messages::BrokerId>| {
+                v.iter().map(|b| b.0).collect::<Vec<_>>()
+            };
+            (
+                p.partition_index,
+                p.leader_id.0,
+                ids(&p.replica_nodes),
+                ids(&p.isr_nodes),
+            )
         })
         .collect();
     partitions.sort_by_key(|p| p.0);
@@ -139,9 +167,18 @@ pub async fn describe_topic(client: &mut Client, topic: &str) -> Result<TopicDes
         for c in r.configs {
             // Kafka's DEFAULT_CONFIG source is 5; show only what was set on the topic.
             if c.config_source != 5 {
-                configs.push((c.name.to_string(), c.value.map(|v| v.to_string()).unwrap_or_default()));
+                configs.push((
+                    c.name.to_string(),
+                    c.value.map(|v| v.to_string()).unwrap_or_default(),
+                ));
             }
         }
     }
-    Ok(TopicDescription { name: topic.to_string(), id: t.topic_id, replication_factor, partitions, configs })
+    Ok(TopicDescription {
+        name: topic.to_string(),
+        id: t.topic_id,
+        replication_factor,
+        partitions,
+        configs,
+    })
 }

@@ -22,7 +22,11 @@ pub const REQUEST_TIMEOUT_MS: u64 = 30_000;
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot connect to {addr}: {source}")]
-    Connect { addr: String, #[source] source: std::io::Error },
+    Connect {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("i/o error talking to the broker: {0}")]
     Io(#[from] std::io::Error),
     #[error("timed out after {0} ms")]
@@ -49,13 +53,24 @@ impl Client {
         let stream = tokio::time::timeout(Duration::from_millis(REQUEST_TIMEOUT_MS), connect)
             .await
             .map_err(|_| ClientError::Timeout(REQUEST_TIMEOUT_MS))?
-            .map_err(|source| ClientError::Connect { addr: addr.to_string(), source })?;
+            .map_err(|source| ClientError::Connect {
+                addr: addr.to_string(),
+                source,
+            })?;
         let _ = stream.set_nodelay(true);
-        Ok(Client { stream, correlation_id: 0, client_id: StrBytes::from_static_str("bramble-cli") })
+        Ok(Client {
+            stream,
+            correlation_id: 0,
+            client_id: StrBytes::from_static_str("bramble-cli"),
+        })
     }
 
     /// Sends `request` at `version` and waits for its response.
-    pub async fn call<R: Request>(&mut self, request: &R, version: i16) -> Result<R::Response, ClientError> {
+    pub async fn call<R: Request>(
+        &mut self,
+        request: &R,
+        version: i16,
+    ) -> Result<R::Response, ClientError> {
         self.correlation_id = self.correlation_id.wrapping_add(1);
         let header = RequestHeader::default()
             .with_request_api_key(R::KEY)
@@ -70,16 +85,23 @@ impl Client {
         let mut body = tokio::time::timeout(Duration::from_millis(REQUEST_TIMEOUT_MS), exchange)
             .await
             .map_err(|_| ClientError::Timeout(REQUEST_TIMEOUT_MS))??;
-        let (correlation_id, response) = codec::decode_response::<R::Response>(&mut body, version, "response")?;
+        let (correlation_id, response) =
+            codec::decode_response::<R::Response>(&mut body, version, "response")?;
         if correlation_id != self.correlation_id {
-            return Err(ClientError::Correlation { want: self.correlation_id, got: correlation_id });
+            return Err(ClientError::Correlation {
+                want: self.correlation_id,
+                got: correlation_id,
+            });
         }
         Ok(response)
     }
 
     async fn read_frame(&mut self) -> Result<Bytes, ClientError> {
         let len = self.stream.read_i32().await?;
-        let size = usize::try_from(len).ok().filter(|l| *l <= RESPONSE_BYTES_MAX).ok_or(ClientError::BadLength(len))?;
+        let size = usize::try_from(len)
+            .ok()
+            .filter(|l| *l <= RESPONSE_BYTES_MAX)
+            .ok_or(ClientError::BadLength(len))?;
         let mut body = BytesMut::zeroed(size);
         self.stream.read_exact(&mut body).await?;
         Ok(body.freeze())

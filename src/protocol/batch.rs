@@ -359,46 +359,73 @@ fn read_zigzag(buf: &[u8], pos: &mut usize, bytes_max: usize) -> Option<i64> {
 const VARINT_BYTES_MAX: usize = 5;
 const VARLONG_BYTES_MAX: usize = 10;
 
-/// Offsets and timestamps of the records of one whole, UNCOMPRESSED, create-time batch, in order.
-/// Bounded by the record count and by the batch bytes (every record consumes at least one byte).
+/// Largest records section ListOffsets will decompress to look inside one compressed batch; a
+/// batch that expands further is answered at batch granularity instead.
+pub const RECORDS_DECOMPRESSED_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// Offsets and timestamps of the records of one whole create-time batch, in order. A compressed
+/// batch's records are decompressed (bounded by [`RECORDS_DECOMPRESSED_BYTES_MAX`]) into a buffer
+/// this iterator owns; the stored batch is untouched. Bounded by the record count and by the
+/// records bytes (every record consumes at least one byte).
 pub struct RecordTimes<'a> {
-    batch: &'a [u8],
+    records: std::borrow::Cow<'a, [u8]>,
     header: BatchHeader,
     pos: usize,
     left: i32,
 }
 
-/// Record times of a whole batch; `Ok(None)` when the batch is compressed (records unreadable).
+/// Record times of a whole batch; `Ok(None)` when its records cannot be read (unknown codec, or
+/// compressed data that is corrupt or expands past the cap).
 pub fn record_times(batch: &[u8]) -> Result<Option<RecordTimes<'_>>, BatchError> {
+    use super::compression;
     let header = BatchHeader::parse(batch)?;
     let total = header.total_bytes();
     let batch = batch.get(..total).ok_or(BatchError::Truncated {
         need: total,
         have: batch.len(),
     })?;
-    if header.compression() != Some(Compression::None) {
-        return Ok(None);
+    let section = &batch[HEADER_BYTES..];
+    let codec = match header.compression() {
+        Some(Compression::None) => {
+            return Ok(Some(RecordTimes {
+                records: section.into(),
+                header,
+                pos: 0,
+                left: header.record_count,
+            }));
+        }
+        Some(Compression::Gzip) => compression::CODEC_GZIP,
+        Some(Compression::Snappy) => compression::CODEC_SNAPPY,
+        Some(Compression::Lz4) => compression::CODEC_LZ4,
+        Some(Compression::Zstd) => compression::CODEC_ZSTD,
+        None => return Ok(None),
+    };
+    match compression::decompress(codec, section, RECORDS_DECOMPRESSED_BYTES_MAX) {
+        Ok(records) => Ok(Some(RecordTimes {
+            records: records.into(),
+            header,
+            pos: 0,
+            left: header.record_count,
+        })),
+        Err(e) => {
+            tracing::debug!(base_offset = header.base_offset, error = %e, "records unreadable; answering at batch granularity");
+            Ok(None)
+        }
     }
-    Ok(Some(RecordTimes {
-        batch,
-        header,
-        pos: HEADER_BYTES,
-        left: header.record_count,
-    }))
 }
 
 impl RecordTimes<'_> {
     fn read_one(&mut self) -> Result<(i64, i64), BatchError> {
-        let at = self.pos;
+        let at = HEADER_BYTES + self.pos;
         let bad = BatchError::Record { at };
-        let len = read_zigzag(self.batch, &mut self.pos, VARINT_BYTES_MAX).ok_or(bad.clone())?;
+        let len = read_zigzag(&self.records, &mut self.pos, VARINT_BYTES_MAX).ok_or(bad.clone())?;
         let len = usize::try_from(len).map_err(|_| bad.clone())?;
         let end = self
             .pos
             .checked_add(len)
-            .filter(|&e| e <= self.batch.len())
+            .filter(|&e| e <= self.records.len())
             .ok_or(bad.clone())?;
-        let record = &self.batch[self.pos..end];
+        let record = &self.records[self.pos..end];
         self.pos = end;
         let mut p = 1; // skip attributes
         if record.is_empty() {
@@ -421,7 +448,7 @@ impl Iterator for RecordTimes<'_> {
     type Item = Result<(i64, i64), BatchError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.left <= 0 || self.pos >= self.batch.len() {
+        if self.left <= 0 || self.pos >= self.records.len() {
             return None;
         }
         self.left -= 1;
@@ -437,8 +464,9 @@ impl Iterator for RecordTimes<'_> {
 /// whose timestamp is >= `timestamp_ms`, or None.
 ///
 /// - Log-append-time batches: every record carries `max_timestamp`, so the base offset answers.
-/// - Uncompressed create-time batches: exact, by reading the record varints.
-/// - Compressed batches (never decompressed): batch granularity. If `base_timestamp` (the first
+/// - Create-time batches: exact, by reading the record varints (of the decompressed records for a
+///   compressed batch; this read-only lookup is the one place the broker looks inside one).
+/// - Records unreadable (see [`record_times`]): batch granularity. If `base_timestamp` (the first
 ///   record's) qualifies, `(base_offset, base_timestamp)` is exact. Otherwise the answer is
 ///   `(base_offset, max_timestamp)`: the offset may be a few records early, which is the safe side
 ///   (a consumer seeking there misses nothing), and the timestamp is the one known to be >= target.
@@ -466,8 +494,8 @@ pub fn offset_for_timestamp(
         .transpose()
 }
 
-/// The record carrying the batch's `max_timestamp`: exact for uncompressed batches; for
-/// compressed ones the base offset (the earliest the record can be, so seeking there misses nothing).
+/// The record carrying the batch's `max_timestamp`: exact when the records are readable; otherwise
+/// the base offset (the earliest the record can be, so seeking there misses nothing).
 pub fn max_timestamp_record(batch: &[u8]) -> Result<(i64, i64), BatchError> {
     let h = BatchHeader::parse(batch)?;
     if h.timestamp_type() == TimestampType::CreateTime
@@ -564,6 +592,41 @@ pub(crate) mod test_batches {
 mod tests {
     use super::test_batches::*;
     use super::*;
+
+    /// Re-packs an uncompressed test batch with its records gzip-compressed (codec 1).
+    fn gzip_batch(timestamps: &[i64]) -> Vec<u8> {
+        use std::io::Write;
+        let plain = batch_with(timestamps, 10, 0);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&plain[HEADER_BYTES..]).unwrap();
+        let mut b = plain[..HEADER_BYTES].to_vec();
+        b.extend(gz.finish().unwrap());
+        let len = (b.len() - LOG_OVERHEAD_BYTES) as i32;
+        b[BATCH_LENGTH_AT..BATCH_LENGTH_AT + 4].copy_from_slice(&len.to_be_bytes());
+        b[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&1i16.to_be_bytes());
+        refresh_crc(&mut b);
+        b
+    }
+
+    // Proves ListOffsets by timestamp is exact inside a really compressed batch, not just at its base.
+    #[test]
+    fn offset_for_timestamp_inside_gzip_batch() {
+        let b = gzip_batch(&[100, 200, 300, 400]);
+        let h = validate(&b).unwrap();
+        assert_eq!(h.compression(), Some(Compression::Gzip));
+        let base = h.base_offset;
+        assert_eq!(
+            offset_for_timestamp(&b, 250).unwrap(),
+            Some((base + 2, 300))
+        );
+        assert_eq!(
+            offset_for_timestamp(&b, 400).unwrap(),
+            Some((base + 3, 400))
+        );
+        assert_eq!(offset_for_timestamp(&b, 50).unwrap(), Some((base, 100)));
+        assert_eq!(offset_for_timestamp(&b, 401).unwrap(), None);
+        assert_eq!(max_timestamp_record(&b).unwrap(), (base + 3, 400));
+    }
 
     #[test]
     fn offsets_are_built_from_the_previous_constant() {

@@ -41,18 +41,31 @@ pub fn peek_prefix(frame: &[u8]) -> Result<RequestPrefix, CodecError> {
 }
 
 /// Decodes the request header for a known API key and version, leaving `frame` at the body.
-pub fn decode_header(frame: &mut Bytes, api_key: ApiKey, version: i16) -> Result<RequestHeader, CodecError> {
+pub fn decode_header(
+    frame: &mut Bytes,
+    api_key: ApiKey,
+    version: i16,
+) -> Result<RequestHeader, CodecError> {
     if frame.len() < REQUEST_HEADER_BYTES_MIN {
         return Err(CodecError::TooShort(frame.len()));
     }
     let header_version = api_key.request_header_version(version);
-    RequestHeader::decode(frame, header_version)
-        .map_err(|e| CodecError::Malformed { what: "request header", cause: e.to_string() })
+    RequestHeader::decode(frame, header_version).map_err(|e| CodecError::Malformed {
+        what: "request header",
+        cause: e.to_string(),
+    })
 }
 
 /// Decodes a request body of type `R` at `version`.
-pub fn decode_body<R: Decodable>(body: &mut Bytes, version: i16, what: &'static str) -> Result<R, CodecError> {
-    R::decode(body, version).map_err(|e| CodecError::Malformed { what, cause: e.to_string() })
+pub fn decode_body<R: Decodable>(
+    body: &mut Bytes,
+    version: i16,
+    what: &'static str,
+) -> Result<R, CodecError> {
+    R::decode(body, version).map_err(|e| CodecError::Malformed {
+        what,
+        cause: e.to_string(),
+    })
 }
 
 /// Encodes a whole response frame: length prefix, response header, body.
@@ -62,10 +75,14 @@ pub fn encode_response<R: Encodable + HeaderVersion>(
     response: &R,
     what: &'static str,
 ) -> Result<BytesMut, CodecError> {
-    let fail = |e: anyhow::Error| CodecError::Encode { what, cause: e.to_string() };
+    let fail = |e: anyhow::Error| CodecError::Encode {
+        what,
+        cause: e.to_string(),
+    };
     let header_version = R::header_version(version);
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
-    let size = header.compute_size(header_version).map_err(fail)? + response.compute_size(version).map_err(fail)?;
+    let size = header.compute_size(header_version).map_err(fail)?
+        + response.compute_size(version).map_err(fail)?;
     let mut buf = BytesMut::with_capacity(4 + size);
     buf.put_i32(size as i32);
     header.encode(&mut buf, header_version).map_err(fail)?;
@@ -79,10 +96,14 @@ pub fn encode_request<R: Encodable + HeaderVersion>(
     request: &R,
     what: &'static str,
 ) -> Result<BytesMut, CodecError> {
-    let fail = |e: anyhow::Error| CodecError::Encode { what, cause: e.to_string() };
+    let fail = |e: anyhow::Error| CodecError::Encode {
+        what,
+        cause: e.to_string(),
+    };
     let version = header.request_api_version;
     let header_version = R::header_version(version);
-    let size = header.compute_size(header_version).map_err(fail)? + request.compute_size(version).map_err(fail)?;
+    let size = header.compute_size(header_version).map_err(fail)?
+        + request.compute_size(version).map_err(fail)?;
     let mut buf = BytesMut::with_capacity(4 + size);
     buf.put_i32(size as i32);
     header.encode(&mut buf, header_version).map_err(fail)?;
@@ -96,7 +117,10 @@ pub fn decode_response<R: Decodable + HeaderVersion>(
     version: i16,
     what: &'static str,
 ) -> Result<(i32, R), CodecError> {
-    let malformed = |e: anyhow::Error| CodecError::Malformed { what, cause: e.to_string() };
+    let malformed = |e: anyhow::Error| CodecError::Malformed {
+        what,
+        cause: e.to_string(),
+    };
     if frame.len() < 4 {
         return Err(CodecError::TooShort(frame.len()));
     }
@@ -118,10 +142,19 @@ mod tests {
             .with_request_api_version(3)
             .with_correlation_id(42);
         let req = ApiVersionsRequest::default();
-        let mut frame = encode_request(&header, &req, "api versions").unwrap().freeze();
+        let mut frame = encode_request(&header, &req, "api versions")
+            .unwrap()
+            .freeze();
         frame.advance(4);
         let prefix = peek_prefix(&frame).unwrap();
-        assert_eq!(prefix, RequestPrefix { api_key: 18, api_version: 3, correlation_id: 42 });
+        assert_eq!(
+            prefix,
+            RequestPrefix {
+                api_key: 18,
+                api_version: 3,
+                correlation_id: 42
+            }
+        );
         let decoded = decode_header(&mut frame, ApiKey::ApiVersions, 3).unwrap();
         assert_eq!(decoded.correlation_id, 42);
         let _body: ApiVersionsRequest = decode_body(&mut frame, 3, "api versions").unwrap();
@@ -135,7 +168,9 @@ mod tests {
         let r = decode_header(&mut junk, ApiKey::ApiVersions, 3)
             .and_then(|_| decode_body::<ApiVersionsRequest>(&mut junk, 3, "api versions"));
         assert!(r.is_err());
-        let mut resp = encode_response(7, 3, &ApiVersionsResponse::default(), "x").unwrap().freeze();
+        let mut resp = encode_response(7, 3, &ApiVersionsResponse::default(), "x")
+            .unwrap()
+            .freeze();
         resp.advance(4);
         let (corr, _r): (i32, ApiVersionsResponse) = decode_response(&mut resp, 3, "x").unwrap();
         assert_eq!(corr, 7);

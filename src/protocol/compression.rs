@@ -35,7 +35,8 @@ pub fn decompress(codec: u8, payload: &[u8], bytes_max: usize) -> Result<Vec<u8>
         CODEC_SNAPPY => snappy(payload, bytes_max),
         CODEC_LZ4 => bounded(lz4_flex::frame::FrameDecoder::new(payload), bytes_max),
         CODEC_ZSTD => {
-            let decoder = ruzstd::decoding::StreamingDecoder::new(payload).map_err(|e| DecompressError::Corrupt(e.to_string()))?;
+            let decoder = ruzstd::decoding::StreamingDecoder::new(payload)
+                .map_err(|e| DecompressError::Corrupt(e.to_string()))?;
             bounded(decoder, bytes_max)
         }
         other => Err(DecompressError::UnknownCodec(other)),
@@ -60,12 +61,18 @@ fn snappy(payload: &[u8], bytes_max: usize) -> Result<Vec<u8>, DecompressError> 
     if !payload.starts_with(XERIAL_MAGIC) {
         return snappy_block(payload, bytes_max, Vec::new()).map_err(corrupt);
     }
-    let mut rest = payload.get(XERIAL_HEADER_BYTES..).ok_or_else(|| DecompressError::Corrupt("short xerial header".into()))?;
+    let mut rest = payload
+        .get(XERIAL_HEADER_BYTES..)
+        .ok_or_else(|| DecompressError::Corrupt("short xerial header".into()))?;
     let mut out = Vec::new();
     while !rest.is_empty() {
-        let (len, tail) = rest.split_at_checked(4).ok_or_else(|| DecompressError::Corrupt("short xerial block length".into()))?;
+        let (len, tail) = rest
+            .split_at_checked(4)
+            .ok_or_else(|| DecompressError::Corrupt("short xerial block length".into()))?;
         let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
-        let (block, tail) = tail.split_at_checked(len).ok_or_else(|| DecompressError::Corrupt("short xerial block".into()))?;
+        let (block, tail) = tail
+            .split_at_checked(len)
+            .ok_or_else(|| DecompressError::Corrupt("short xerial block".into()))?;
         out = snappy_block(block, bytes_max, out).map_err(corrupt)?;
         rest = tail;
     }
@@ -76,7 +83,10 @@ fn snappy(payload: &[u8], bytes_max: usize) -> Result<Vec<u8>, DecompressError> 
 fn snappy_block(block: &[u8], bytes_max: usize, mut out: Vec<u8>) -> Result<Vec<u8>, snap::Error> {
     let len = snap::raw::decompress_len(block)?;
     if out.len() + len > bytes_max {
-        return Err(snap::Error::TooBig { given: (out.len() + len) as u64, max: bytes_max as u64 });
+        return Err(snap::Error::TooBig {
+            given: (out.len() + len) as u64,
+            max: bytes_max as u64,
+        });
     }
     let start = out.len();
     out.resize(start + len, 0);
@@ -105,10 +115,27 @@ mod tests {
         let mut lz4 = lz4_flex::frame::FrameEncoder::new(Vec::new());
         lz4.write_all(TEXT).unwrap();
         let lz4 = lz4.finish().unwrap();
-        let zstd = ruzstd::encoding::compress_to_vec(TEXT, ruzstd::encoding::CompressionLevel::Fastest);
-        for (codec, data) in [(CODEC_GZIP, &gz), (CODEC_SNAPPY, &raw_snappy), (CODEC_SNAPPY, &xerial), (CODEC_LZ4, &lz4), (CODEC_ZSTD, &zstd)] {
-            assert_eq!(decompress(codec, data, 1024).unwrap(), TEXT, "codec {codec}");
-            assert!(matches!(decompress(codec, data, 10), Err(DecompressError::TooLarge(10)) | Err(DecompressError::Corrupt(_))), "codec {codec}");
+        let zstd =
+            ruzstd::encoding::compress_to_vec(TEXT, ruzstd::encoding::CompressionLevel::Fastest);
+        for (codec, data) in [
+            (CODEC_GZIP, &gz),
+            (CODEC_SNAPPY, &raw_snappy),
+            (CODEC_SNAPPY, &xerial),
+            (CODEC_LZ4, &lz4),
+            (CODEC_ZSTD, &zstd),
+        ] {
+            assert_eq!(
+                decompress(codec, data, 1024).unwrap(),
+                TEXT,
+                "codec {codec}"
+            );
+            assert!(
+                matches!(
+                    decompress(codec, data, 10),
+                    Err(DecompressError::TooLarge(10)) | Err(DecompressError::Corrupt(_))
+                ),
+                "codec {codec}"
+            );
         }
         assert!(decompress(7, TEXT, 1024).is_err());
     }
@@ -116,7 +143,9 @@ mod tests {
     // Proves garbage input is an error for every codec, never a panic.
     #[test]
     fn garbage_is_an_error() {
-        let junk: Vec<u8> = (0..200u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let junk: Vec<u8> = (0..200u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
         for codec in [CODEC_GZIP, CODEC_SNAPPY, CODEC_LZ4, CODEC_ZSTD] {
             for end in [0, 1, 5, 17, 200] {
                 let _ = decompress(codec, &junk[..end], 1 << 20);

@@ -21,10 +21,16 @@ pub fn body_len(prefix: [u8; 4], frame_bytes_max: usize) -> Result<usize, FrameE
     let len = i32::from_be_bytes(prefix);
     let len = usize::try_from(len).map_err(|_| FrameError::Negative(len))?;
     if len < REQUEST_HEADER_BYTES_MIN {
-        return Err(FrameError::TooShort { len, min: REQUEST_HEADER_BYTES_MIN });
+        return Err(FrameError::TooShort {
+            len,
+            min: REQUEST_HEADER_BYTES_MIN,
+        });
     }
     if len > frame_bytes_max {
-        return Err(FrameError::TooLarge { len, max: frame_bytes_max });
+        return Err(FrameError::TooLarge {
+            len,
+            max: frame_bytes_max,
+        });
     }
     Ok(len)
 }
@@ -36,9 +42,18 @@ mod tests {
     // Proves every class of bad length prefix is refused before any body is read.
     #[test]
     fn refuses_negative_short_and_huge_lengths() {
-        assert_eq!(body_len((-1i32).to_be_bytes(), 100), Err(FrameError::Negative(-1)));
-        assert!(matches!(body_len(3i32.to_be_bytes(), 100), Err(FrameError::TooShort { .. })));
-        assert!(matches!(body_len(i32::MAX.to_be_bytes(), 100), Err(FrameError::TooLarge { .. })));
+        assert_eq!(
+            body_len((-1i32).to_be_bytes(), 100),
+            Err(FrameError::Negative(-1))
+        );
+        assert!(matches!(
+            body_len(3i32.to_be_bytes(), 100),
+            Err(FrameError::TooShort { .. })
+        ));
+        assert!(matches!(
+            body_len(i32::MAX.to_be_bytes(), 100),
+            Err(FrameError::TooLarge { .. })
+        ));
         assert_eq!(body_len(100i32.to_be_bytes(), 100), Ok(100));
         assert_eq!(body_len(8i32.to_be_bytes(), 100), Ok(8));
     }

@@ -15,7 +15,12 @@ use crate::api;
 use crate::broker::Broker;
 use crate::protocol::frame;
 
-pub async fn serve(broker: Arc<Broker>, mut stream: TcpStream, peer: SocketAddr, mut stop: watch::Receiver<bool>) {
+pub async fn serve(
+    broker: Arc<Broker>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) {
     let _ = stream.set_nodelay(true);
     tracing::debug!(%peer, "connection opened");
     loop {

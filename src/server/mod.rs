@@ -14,7 +14,11 @@ use crate::api::now_ms;
 use crate::broker::Broker;
 
 /// Runs the listener until `shutdown` resolves, then drains connections and stops the broker.
-pub async fn run(broker: Arc<Broker>, listener: TcpListener, shutdown: impl std::future::Future<Output = ()>) {
+pub async fn run(
+    broker: Arc<Broker>,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     let connections_max = broker.config.connections_max;
     let permits = Arc::new(Semaphore::new(connections_max));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -53,8 +57,14 @@ pub async fn run(broker: Arc<Broker>, listener: TcpListener, shutdown: impl std:
     let _ = stop_tx.send(true);
     let grace = Duration::from_millis(broker.config.shutdown_grace_ms);
     let all = u32::try_from(connections_max).unwrap_or(u32::MAX);
-    if tokio::time::timeout(grace, permits.acquire_many(all)).await.is_err() {
-        tracing::warn!(grace_ms = grace.as_millis() as u64, "connections still busy after the grace period; closing them");
+    if tokio::time::timeout(grace, permits.acquire_many(all))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace_ms = grace.as_millis() as u64,
+            "connections still busy after the grace period; closing them"
+        );
     }
     retention.abort();
     broker.shutdown().await;
