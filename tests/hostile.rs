@@ -81,6 +81,8 @@ fn send_and_close(broker: &Broker, bytes: &[u8]) {
     let _ = s.write_all(bytes);
     let _ = s.shutdown(Shutdown::Write);
     peer_closes_within(&mut s, DIGEST_TIMEOUT);
+    // Every single hostile input leaves the broker able to serve a fresh connection.
+    assert_api_versions_v0_ok(&broker.addr());
 }
 
 #[test]
