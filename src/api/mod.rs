@@ -12,6 +12,7 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod fetch;
+pub mod find_coordinator;
 pub mod incremental_alter_configs;
 pub mod list_offsets;
 pub mod metadata;
@@ -31,6 +32,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Fetch, 4, 17),
     (ApiKey::ListOffsets, 1, 10),
     (ApiKey::Metadata, 0, 13),
+    (ApiKey::FindCoordinator, 0, 6),
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
@@ -120,6 +122,13 @@ pub async fn dispatch(
         ApiKey::Fetch => serve!(fetch, FetchRequest, broker, header, frame),
         ApiKey::ListOffsets => serve!(list_offsets, ListOffsetsRequest, broker, header, frame),
         ApiKey::Metadata => serve!(metadata, MetadataRequest, broker, header, frame),
+        ApiKey::FindCoordinator => serve!(
+            find_coordinator,
+            FindCoordinatorRequest,
+            broker,
+            header,
+            frame
+        ),
         ApiKey::ApiVersions => serve!(api_versions, ApiVersionsRequest, broker, header, frame),
         ApiKey::CreateTopics => serve!(create_topics, CreateTopicsRequest, broker, header, frame),
         ApiKey::DeleteTopics => serve!(delete_topics, DeleteTopicsRequest, broker, header, frame),
