@@ -145,6 +145,7 @@ class Broker:
 
     def stop(self) -> int:
         """SIGTERM and wait; returns the exit code (a clean shutdown is 0)."""
+        self._record_memory()
         assert self.is_running(), "broker is not running"
         self.proc.send_signal(signal.SIGTERM)
         try:
@@ -154,6 +155,20 @@ class Broker:
             self.proc.wait(KILL_TIMEOUT_S)
             raise BrokerError(
                 f"bramble ignored SIGTERM for {SHUTDOWN_TIMEOUT_S}s\n{self.log_tail()}")
+
+    def _record_memory(self) -> None:
+        """Appends the broker's current and peak RSS to $BRAMBLE_RSS_LOG, when set (for the
+        figures in closing notes: `BRAMBLE_RSS_LOG=/tmp/rss.log scripts/test.sh`)."""
+        log = os.environ.get("BRAMBLE_RSS_LOG")
+        if not log or self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        except OSError:
+            return
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        with open(log, "a") as f:
+            f.write(f"{self.port} VmRSS={fields.get('VmRSS', '?').strip()} VmHWM={fields.get('VmHWM', '?').strip()}\n")
 
     def kill(self) -> None:
         """SIGKILL: no chance to flush or close anything."""

@@ -121,8 +121,10 @@ def test_kill_9_mid_stream_keeps_every_acknowledged_record(broker):
     assert remaining == 0, f"{remaining} records neither acked nor failed"
     print(f"{sent_at_kill} records produced before SIGKILL, {acked_at_kill} acked by then, "
           f"{len(acked)} acked in all, {len(failed)} failed")
-    # The kill hit the stream mid-flight: some records produced before it were never acked.
-    assert len(acked) < sent_at_kill, "nothing was in flight at the kill; the test proved little"
+    # The kill cut the stream: records were in flight at the kill, or the stream went on into the
+    # dead broker and failed. (A fast broker may have acked everything produced before the kill,
+    # so "in flight" alone is timing-dependent; either way the acked set is what must survive.)
+    assert len(acked) < sent_at_kill or failed, "the kill did not interrupt the stream; the test proved little"
 
     broker.start()
     acked_end = max(acked.values()) + 1
