@@ -82,7 +82,13 @@ async fn produce_partition(
             "produce request carried no record batch".into(),
         );
     };
-    match log.append(records, leader_epoch).await {
+    let appended = match log.append(records, leader_epoch).await {
+        // A producer's retry of a batch already in the log: Kafka answers success with the
+        // original offsets (not DUPLICATE_SEQUENCE_NUMBER), so the client completes the send.
+        Err(LogError::DuplicateSequence { original, .. }) => Ok(original),
+        other => other,
+    };
+    match appended {
         Ok(info) => response
             .with_base_offset(info.base_offset)
             .with_log_append_time_ms(-1)
@@ -92,9 +98,11 @@ async fn produce_partition(
                 LogError::Corrupt(_) => ResponseError::CorruptMessage,
                 LogError::TooLarge { .. } => ResponseError::MessageTooLarge,
                 LogError::WriterStopped => ResponseError::NotLeaderOrFollower,
-                LogError::OffsetOutOfRange { .. } | LogError::Io { .. } => {
-                    ResponseError::KafkaStorageError
-                }
+                LogError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+                LogError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+                LogError::OffsetOutOfRange { .. }
+                | LogError::Io { .. }
+                | LogError::DuplicateSequence { .. } => ResponseError::KafkaStorageError,
             };
             tracing::debug!(partition = index, error = %e, "produce refused");
             fail(err, e.to_string())

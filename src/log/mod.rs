@@ -28,12 +28,15 @@ use crate::io::{DiskWriter, Job, WriterError};
 use crate::protocol::batch::{self, BatchHeader};
 
 mod index;
+mod producers;
 mod read;
 mod recovery;
 mod retention;
 mod segment;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_producers;
 
 use segment::{Segment, io_error};
 
@@ -90,6 +93,31 @@ pub enum LogError {
         #[source]
         source: std::io::Error,
     },
+    /// A batch's producer epoch is older than the partition has seen for that producer id (a
+    /// fenced zombie). Maps to INVALID_PRODUCER_EPOCH.
+    #[error("producer {producer_id} epoch {epoch} is older than its current epoch {current}")]
+    InvalidProducerEpoch {
+        producer_id: i64,
+        epoch: i16,
+        current: i16,
+    },
+    /// A batch's base sequence does not follow its producer's last one (a lost batch), or a new
+    /// epoch does not start at 0. Maps to OUT_OF_ORDER_SEQUENCE_NUMBER.
+    #[error("producer {producer_id} epoch {epoch}: sequence {sequence}, expected {expected}")]
+    OutOfOrderSequence {
+        producer_id: i64,
+        epoch: i16,
+        sequence: i32,
+        expected: i32,
+    },
+    /// Not a failure: the batch was appended before (a producer's retry) and nothing was written
+    /// this time. The produce handler answers success with `original`'s offsets, as Kafka does.
+    /// Returned only once those offsets are below the high watermark, like a fresh append.
+    #[error("duplicate batch of producer {producer_id}: already at offsets {}..={}", original.base_offset, original.last_offset)]
+    DuplicateSequence {
+        producer_id: i64,
+        original: AppendInfo,
+    },
 }
 
 /// What an append assigned.
@@ -141,6 +169,8 @@ struct Inner {
     log_end_offset: i64,
     visible: Visible,
     deleted: bool,
+    /// Idempotent producers' epochs and last batches (checked and updated under the append lock).
+    producers: producers::Producers,
 }
 
 impl Inner {
@@ -255,6 +285,7 @@ impl Partition {
             ));
         };
         let log_end_offset = active.next_offset;
+        let producers = producers::rebuild(segments.values())?;
         let visible = Visible {
             offset: log_end_offset,
             segment_base: active.base_offset,
@@ -267,6 +298,7 @@ impl Partition {
             log_end_offset,
             visible,
             deleted: false,
+            producers,
         };
         let shared = Shared {
             dir: dir.to_path_buf(),
@@ -284,7 +316,9 @@ impl Partition {
     /// Validate every batch in `records` (one or more v2 batches, as a client sent them), assign
     /// offsets starting at the log end offset (patching base offset and partition leader epoch in
     /// the bytes), append them through the disk writer and return once durable per the flush policy.
-    /// Nothing of `records` is written if any batch is invalid or too large. Concurrent appends are
+    /// Nothing of `records` is written if any batch is invalid, too large or refused by its
+    /// idempotent producer's state (`producers`); a retried batch is not written again and comes
+    /// back as `LogError::DuplicateSequence` with its original offsets. Concurrent appends are
     /// serialised; offsets are dense. The high watermark advances (and subscribers are woken) once
     /// the batch is durable.
     pub async fn append(&self, records: Bytes, leader_epoch: i32) -> Result<AppendInfo, LogError> {
@@ -299,14 +333,63 @@ impl Partition {
             .sum();
         let guard = self.append_lock.lock().await;
         self.check_usable()?;
+        let checked = {
+            let inner = self.shared.lock();
+            inner.producers.check(&batches, inner.log_end_offset)?
+        };
+        let updates = match checked {
+            producers::Checked::Append { updates } => updates,
+            producers::Checked::Duplicate { producer_id, batch } => {
+                drop(guard);
+                return Err(self.duplicate(producer_id, batch).await);
+            }
+        };
         let now = now_ms();
         self.maybe_roll(records.len() as u64, offsets, now).await?;
         let permit = self.writer.reserve().await.map_err(writer_error)?;
         let (job, info) = self.stage(&records, &batches, leader_epoch, now)?;
+        // The log end offset has not moved since `check` (the append lock is held), so the
+        // offsets it recorded are the ones `stage` assigned.
+        self.shared.lock().producers.commit(updates);
         let completion = permit.submit(job);
         drop(guard);
         completion.wait().await.map_err(writer_error)?;
         Ok(info)
+    }
+
+    /// The answer to a retried batch: `DuplicateSequence` with its original offsets, once they
+    /// are below the high watermark. If the client retried before its first attempt completed,
+    /// the original is still queued; the writer completes jobs in order, so once an empty job
+    /// queued now completes, the original has completed too (or failed, which is then reported).
+    async fn duplicate(&self, producer_id: i64, batch: producers::BatchMeta) -> LogError {
+        if self.high_watermark() <= batch.last_offset {
+            let waited = match self.writer.submit(Job::new()).await {
+                Ok(done) => done.wait().await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = waited {
+                return writer_error(e);
+            }
+            if self.high_watermark() <= batch.last_offset {
+                return io_error(
+                    &self.shared.dir,
+                    std::io::Error::other("the first append of this retried batch failed"),
+                );
+            }
+        }
+        tracing::debug!(
+            producer_id,
+            base_offset = batch.base_offset,
+            "duplicate batch answered with its original offsets"
+        );
+        LogError::DuplicateSequence {
+            producer_id,
+            original: AppendInfo {
+                base_offset: batch.base_offset,
+                last_offset: batch.last_offset,
+                log_start_offset: self.log_start_offset(),
+            },
+        }
     }
 
     fn check_usable(&self) -> Result<(), LogError> {

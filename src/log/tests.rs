@@ -10,7 +10,7 @@ use super::*;
 use crate::io::{DiskWriter, WriterConfig};
 use crate::protocol::batch::test_batches::{batch, batch_with};
 
-fn config() -> LogConfig {
+pub(super) fn config() -> LogConfig {
     LogConfig {
         segment_bytes_max: 1 << 20,
         segment_ms_max: 1 << 40,
@@ -22,7 +22,7 @@ fn config() -> LogConfig {
     }
 }
 
-fn open(dir: &Path, config: LogConfig) -> Partition {
+pub(super) fn open(dir: &Path, config: LogConfig) -> Partition {
     let writer = DiskWriter::start(WriterConfig::new(dir)).expect("start writer");
     Partition::open(dir, config, writer).expect("open partition")
 }
@@ -45,7 +45,7 @@ fn offsets(records: &[u8]) -> Vec<(i64, i64)> {
 }
 
 /// Every batch from the log start to the high watermark, one read per call.
-async fn read_all(p: &Partition) -> Vec<(i64, i64)> {
+pub(super) async fn read_all(p: &Partition) -> Vec<(i64, i64)> {
     let mut out = Vec::new();
     let mut next = p.log_start_offset();
     for _ in 0..10_000 {
