@@ -14,6 +14,7 @@ pub mod describe_configs;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod incremental_alter_configs;
+pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
@@ -40,6 +41,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 2),
+    (ApiKey::InitProducerId, 0, 5),
 ];
 
 pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
@@ -158,6 +160,13 @@ pub async fn dispatch(
         ApiKey::DescribeCluster => serve!(
             describe_cluster,
             DescribeClusterRequest,
+            broker,
+            header,
+            frame
+        ),
+        ApiKey::InitProducerId => serve!(
+            init_producer_id,
+            InitProducerIdRequest,
             broker,
             header,
             frame

@@ -2,6 +2,7 @@
 //! Handlers in `api/` ask it for topics and partitions and ask it to create, delete and alter
 //! them. This is the control plane's local state; record data flows through `log` only.
 
+pub mod producer_ids;
 pub mod topic;
 
 use std::collections::BTreeMap;
@@ -14,6 +15,7 @@ use uuid::Uuid;
 use crate::config::Config;
 use crate::io::DiskWriter;
 use crate::log::{self, LogConfig};
+pub use producer_ids::{ProducerIdError, ProducerIds};
 pub use topic::{Replica, Topic, TopicMeta};
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +35,8 @@ pub enum BrokerError {
         #[source]
         source: log::LogError,
     },
+    #[error(transparent)]
+    ProducerIds(#[from] ProducerIdError),
 }
 
 /// Why a topic operation was refused; each maps to one Kafka error code at the handler edge.
@@ -74,6 +78,8 @@ pub struct Broker {
     pub advertised: Advertised,
     data_dir: PathBuf,
     writer: DiskWriter,
+    /// Idempotent producer ids (InitProducerId); never reused across restarts.
+    pub producer_ids: ProducerIds,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     /// Serialises topic creation, deletion and partition growth (rare, and they touch files).
     admin: tokio::sync::Mutex<()>,
@@ -92,12 +98,14 @@ impl Broker {
             source,
         })?;
         let identity = load_identity(&data_dir, config.node_id)?;
+        let producer_ids = ProducerIds::open(&data_dir)?;
         let broker = Broker {
             config,
             identity,
             advertised,
             data_dir,
             writer,
+            producer_ids,
             topics: RwLock::new(BTreeMap::new()),
             admin: tokio::sync::Mutex::new(()),
         };
