@@ -143,14 +143,25 @@ impl Broker {
             partitions: RwLock::new(Vec::new()),
             configs: RwLock::new(meta.configs.clone()),
         });
-        for p in 0..meta.partitions {
-            let replica = self.open_replica(&meta.name, p, log_config.clone())?;
+        self.add_partitions(&t, 0..meta.partitions, &log_config)?;
+        Ok(t)
+    }
+
+    /// Opens (creating or recovering) partitions `range` of `t` and appends them in order.
+    fn add_partitions(
+        &self,
+        t: &Topic,
+        range: std::ops::Range<i32>,
+        log_config: &LogConfig,
+    ) -> Result<(), BrokerError> {
+        for p in range {
+            let replica = self.open_replica(&t.name, p, log_config.clone())?;
             t.partitions
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
                 .push(replica);
         }
-        Ok(t)
+        Ok(())
     }
 
     fn open_replica(
@@ -295,15 +306,8 @@ impl Broker {
         if validate_only {
             return Ok(t);
         }
-        for p in 0..partitions {
-            let replica = self
-                .open_replica(name, p, log_config.clone())
-                .map_err(|e| TopicError::Storage(e.to_string()))?;
-            t.partitions
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(replica);
-        }
+        self.add_partitions(&t, 0..partitions, &log_config)
+            .map_err(|e| TopicError::Storage(e.to_string()))?;
         // The metadata file is the commit point: partition directories without it are ignored.
         topic::write_meta(&self.data_dir, &meta).map_err(|e| TopicError::Storage(e.to_string()))?;
         self.write_topics().insert(name.to_string(), t.clone());
@@ -349,15 +353,8 @@ impl Broker {
             return Ok(());
         }
         let log_config = self.topic_log_config(&t.configs());
-        for p in current..count {
-            let replica = self
-                .open_replica(name, p, log_config.clone())
-                .map_err(|e| TopicError::Storage(e.to_string()))?;
-            t.partitions
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(replica);
-        }
+        self.add_partitions(&t, current..count, &log_config)
+            .map_err(|e| TopicError::Storage(e.to_string()))?;
         topic::write_meta(&self.data_dir, &t.meta())
             .map_err(|e| TopicError::Storage(e.to_string()))?;
         tracing::info!(topic = name, from = current, to = count, "added partitions");
