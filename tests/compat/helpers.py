@@ -85,13 +85,16 @@ class ProduceRun:
 
 
 def produce_confluent(bootstrap: str, topic: str, records: list[dict],
-                      conf: dict | None = None) -> ProduceRun:
+                      conf: dict | None = None, before_send=None) -> ProduceRun:
     """Produces records (dicts with value and optional key, headers, timestamp, partition) and
-    waits for every delivery report."""
+    waits for every delivery report. `before_send(i)`, if given, runs before record i is queued
+    (a test can restart the broker mid-run)."""
     producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5,
                          **(conf or {})})
     run = ProduceRun()
     for i, rec in enumerate(records):
+        if before_send is not None:
+            before_send(i)
         kwargs = {k: rec[k] for k in ("key", "headers", "timestamp", "partition") if k in rec}
         while True:
             try:
@@ -215,3 +218,66 @@ def fetch_batches(bootstrap: str, topic: str, partition: int, offset: int,
                                  producer_id, base_seq))
         rpos += 12 + batch_len
     return error_code, batches
+
+
+# --- raw InitProducerId v0 / Produce v3 (idempotence tests) ----------------------------------
+
+API_PRODUCE = 0
+API_INIT_PRODUCER_ID = 22
+
+
+def _raw_call(sock: socket.socket, api_key: int, version: int, corr_id: int, body: bytes) -> bytes:
+    """One request/response on an open connection (request header v1, response header v0);
+    returns the response body after the correlation id."""
+    request = struct.pack(">hhi", api_key, version, corr_id) + _kstr("bramble-compat-raw") + body
+    sock.sendall(struct.pack(">i", len(request)) + request)
+    (length,) = struct.unpack(">i", _recv_exact(sock, 4))
+    assert 4 <= length <= RAW_RESPONSE_BYTES_MAX, f"bad response length {length}"
+    resp = _recv_exact(sock, length)
+    (got_corr,) = struct.unpack_from(">i", resp, 0)
+    assert got_corr == corr_id, (got_corr, corr_id)
+    return resp[4:]
+
+
+def raw_connect(bootstrap: str) -> socket.socket:
+    host, port = bootstrap.rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)), RAW_REQUEST_TIMEOUT_S)
+    sock.settimeout(RAW_REQUEST_TIMEOUT_S)
+    return sock
+
+
+def init_producer_id(sock: socket.socket) -> tuple[int, int, int]:
+    """InitProducerId v0 without a transactional id; returns (error_code, producer_id, epoch)."""
+    body = struct.pack(">hi", -1, 60_000)  # null transactional id, transaction timeout
+    resp = _raw_call(sock, API_INIT_PRODUCER_ID, 0, 11, body)
+    _throttle, error_code, producer_id, epoch = struct.unpack_from(">ihqh", resp, 0)
+    return error_code, producer_id, epoch
+
+
+def idempotent_batch(producer_id: int, epoch: int, base_sequence: int, values: list[bytes]) -> bytes:
+    """One uncompressed v2 batch carrying the producer's id, epoch and first sequence."""
+    from kafka.record.default_records import DefaultRecordBatchBuilder
+
+    builder = DefaultRecordBatchBuilder(
+        magic=2, compression_type=0, is_transactional=False, producer_id=producer_id,
+        producer_epoch=epoch, base_sequence=base_sequence, batch_size=1 << 20)
+    now_ms = int(time.time() * 1000)
+    for i, value in enumerate(values):
+        builder.append(i, timestamp=now_ms, key=None, value=value, headers=[])
+    return bytes(builder.build())
+
+
+def produce_raw(sock: socket.socket, topic: str, partition: int, records: bytes) -> tuple[int, int]:
+    """Produce v3, acks=all, one partition; returns (error_code, base_offset)."""
+    body = struct.pack(">hhi", -1, -1, 30_000)  # null transactional id, acks, timeout
+    body += struct.pack(">i", 1) + _kstr(topic)
+    body += struct.pack(">i", 1) + struct.pack(">ii", partition, len(records)) + records
+    resp = _raw_call(sock, API_PRODUCE, 3, 12, body)
+    (n_topics,) = struct.unpack_from(">i", resp, 0)
+    assert n_topics == 1, n_topics
+    (name_len,) = struct.unpack_from(">h", resp, 4)
+    pos = 6 + name_len
+    (n_parts,) = struct.unpack_from(">i", resp, pos)
+    assert n_parts == 1, n_parts
+    _p, error_code, base_offset, _append_time = struct.unpack_from(">ihqq", resp, pos + 4)
+    return error_code, base_offset

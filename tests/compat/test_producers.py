@@ -7,7 +7,6 @@ therefore implement InitProducerId, or every default kafka-python producer fails
 
 from __future__ import annotations
 
-import pytest
 from kafka import KafkaProducer
 
 from helpers import consume_all, create_topic, fetch_batches
@@ -17,11 +16,6 @@ RECORDS = 500
 SEND_TIMEOUT_S = 30
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="InitProducerId and idempotent producer state are issue 3 (storage engine); "
-    "until then a default kafka-python 3.x producer gets IncompatibleBrokerVersion",
-)
 def test_kafka_python_default_producer_idempotent(broker):
     """kafka-python's default KafkaProducer (idempotent, acks=all) delivers 500 records at
     offsets 0..499, they read back exactly once and in order, and the stored batches carry the
