@@ -255,7 +255,10 @@ pub fn rebuild<'a>(
     Ok(producers)
 }
 
-/// Replays the headers of one `.log` up to `end_bytes`; returns how many it read.
+/// Replays the headers of one `.log` up to `end_bytes`; returns how many it read. A header that
+/// does not read back (a sealed segment is trusted, not rescanned, by recovery) ends the replay
+/// of that segment with a warning rather than failing the open: the producers it would have
+/// shown are then unknown, which costs only duplicate detection for their next batch.
 fn replay_segment(
     producers: &mut Producers,
     log: &dyn StorageFile,
@@ -263,7 +266,16 @@ fn replay_segment(
 ) -> Result<u64, LogError> {
     let (mut pos, mut count) = (0u64, 0u64);
     while pos < end_bytes {
-        let h = read_header(log, pos, end_bytes)?;
+        let h = match read_header(log, pos, end_bytes) {
+            Ok(h) => h,
+            Err(LogError::Io { path, source })
+                if source.kind() == std::io::ErrorKind::InvalidData =>
+            {
+                tracing::warn!(path = %path.display(), error = %source, "producer state rebuild stopped early");
+                break;
+            }
+            Err(e) => return Err(e),
+        };
         producers.replay(&h);
         pos += h.total_bytes() as u64;
         count += 1;
