@@ -47,6 +47,13 @@ pub struct Config {
     pub frame_bytes_max: usize,
     /// Concurrent client connections; further connects wait in the listen backlog.
     pub connections_max: usize,
+    /// Request bytes held across all connections at once (Kafka's queued.max.request.bytes); a
+    /// connection whose next frame does not fit waits before reading it.
+    pub inflight_bytes_max: usize,
+    /// A connection idle this long between requests is closed (Kafka's connections.max.idle.ms).
+    pub connection_idle_ms_max: u64,
+    /// Once a frame's length has arrived, its body must arrive within this time.
+    pub request_read_ms_max: u64,
     /// Upper bound on one Fetch response, whatever the client asks for.
     pub fetch_bytes_max: usize,
     /// Longest long-poll a Fetch may ask for.
@@ -82,6 +89,9 @@ impl Default for Config {
             default_replication_factor: 1,
             frame_bytes_max: 16 * 1024 * 1024,
             connections_max: 512,
+            inflight_bytes_max: 64 * 1024 * 1024,
+            connection_idle_ms_max: 600_000,
+            request_read_ms_max: 30_000,
             fetch_bytes_max: 16 * 1024 * 1024,
             fetch_wait_ms_max: 30_000,
             segment_bytes: log.segment_bytes_max,
@@ -140,6 +150,17 @@ impl Config {
         }
         if (self.message_bytes_max as usize) > self.frame_bytes_max {
             return invalid("message_bytes_max", "must not exceed frame_bytes_max");
+        }
+        if self.inflight_bytes_max < self.frame_bytes_max
+            || self.inflight_bytes_max > u32::MAX as usize
+        {
+            return invalid(
+                "inflight_bytes_max",
+                "must be at least frame_bytes_max and at most 4294967295",
+            );
+        }
+        if self.connection_idle_ms_max == 0 || self.request_read_ms_max == 0 {
+            return invalid("connection_idle_ms_max", "timeouts must be >= 1 ms");
         }
         if self.connections_max == 0 {
             return invalid("connections_max", "must be >= 1");

@@ -7,9 +7,9 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::Shutdown;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{
     API_KEY_API_VERSIONS, Broker, ERROR_UNSUPPORTED_VERSION, assert_api_versions_v0_ok, connect,
@@ -366,4 +366,30 @@ fn api_versions_unknown_high_version_gets_v0_unsupported_version() {
         "both answers should list the same ranges"
     );
     assert_unharmed(&mut broker, "ApiVersions v99");
+}
+
+/// A connection that sends nothing is closed after `connection_idle_ms_max`, and one that sends
+/// only a length prefix is closed after `request_read_ms_max`, so silent sockets cannot hold
+/// connection slots or frame buffers forever. Meanwhile the broker keeps serving.
+#[test]
+fn idle_and_stalled_connections_are_closed() {
+    const IDLE_MS: u64 = 300;
+    const CLOSE_WAIT: Duration = Duration::from_secs(5);
+    let broker = Broker::start_with_config(&format!(
+        "connection_idle_ms_max = {IDLE_MS}\nrequest_read_ms_max = {IDLE_MS}\n"
+    ));
+    let mut idle = connect(&broker.addr());
+    let mut stalled = connect(&broker.addr());
+    stalled.write_all(&100i32.to_be_bytes()).unwrap();
+    for (name, s) in [("idle", &mut idle), ("stalled", &mut stalled)] {
+        s.set_read_timeout(Some(CLOSE_WAIT)).unwrap();
+        let started = Instant::now();
+        let mut buf = [0u8; 1];
+        let n = s
+            .read(&mut buf)
+            .unwrap_or_else(|e| panic!("{name}: not closed within {CLOSE_WAIT:?}: {e}"));
+        assert_eq!(n, 0, "{name}: expected EOF");
+        assert!(started.elapsed() < CLOSE_WAIT, "{name}: closed too late");
+    }
+    assert_api_versions_v0_ok(&broker.addr());
 }

@@ -67,10 +67,15 @@ async fn create_one(
     };
     let mut configs = BTreeMap::new();
     for c in &t.configs {
-        match &c.value {
-            Some(v) => configs.insert(c.name.to_string(), v.to_string()),
-            None => configs.remove(c.name.as_str()),
+        let Some(v) = &c.value else {
+            return result
+                .with_error_code(ResponseError::InvalidConfig.code())
+                .with_error_message(Some(str_bytes(format!(
+                    "config {} has no value",
+                    c.name.as_str()
+                ))));
         };
+        configs.insert(c.name.to_string(), v.to_string());
     }
     match broker
         .create_topic(
@@ -86,7 +91,7 @@ async fn create_one(
             let mut result = result
                 .with_topic_id(created.id)
                 .with_num_partitions(if validate_only {
-                    partitions.max(broker.config.num_partitions)
+                    requested_or_default(broker, partitions)
                 } else {
                     created.partition_count()
                 })
@@ -104,6 +109,14 @@ async fn create_one(
                 .with_num_partitions(-1)
                 .with_replication_factor(-1)
         }
+    }
+}
+
+fn requested_or_default(broker: &Broker, partitions: i32) -> i32 {
+    if partitions == -1 {
+        broker.config.num_partitions
+    } else {
+        partitions
     }
 }
 

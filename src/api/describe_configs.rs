@@ -16,6 +16,7 @@ pub const RESOURCE_TOPIC: i8 = 2;
 pub const RESOURCE_BROKER: i8 = 4;
 const SOURCE_STATIC_BROKER: i8 = 4;
 /// Kafka's ConfigType values (DescribeConfigs v3+).
+const TYPE_BOOLEAN: i8 = 1;
 const TYPE_STRING: i8 = 2;
 const TYPE_INT: i8 = 3;
 const TYPE_LONG: i8 = 5;
@@ -131,7 +132,7 @@ fn broker_entries(broker: &Broker) -> Vec<DescribeConfigsResourceResult> {
             "auto.create.topics.enable",
             c.auto_create_topics.to_string(),
             s,
-            TYPE_STRING,
+            TYPE_BOOLEAN,
             true,
         ),
         entry(

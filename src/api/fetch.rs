@@ -4,6 +4,7 @@
 //! record never stalls a consumer. With fewer than min_bytes available it long-polls: it waits on
 //! the partitions' high-watermark notifiers until data arrives or max_wait_ms passes.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +41,7 @@ pub async fn handle(
     let max_bytes = usize::try_from(request.max_bytes)
         .unwrap_or(0)
         .min(broker.config.fetch_bytes_max);
+    // Kafka answers as soon as min_bytes are readable; min_bytes <= 0 means at once.
     let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
     let max_wait = Duration::from_millis(
         u64::try_from(request.max_wait_ms)
@@ -56,7 +58,7 @@ pub async fn handle(
     loop {
         let (partitions, bytes, any_error) = read_all(&wanted, max_bytes).await;
         let waited_enough = Instant::now() >= deadline;
-        if bytes >= min_bytes.max(1) || any_error || waited_enough || watchers.is_empty() {
+        if bytes >= min_bytes || any_error || waited_enough || watchers.is_empty() {
             return respond(topics, partitions);
         }
         let woke = {
@@ -89,6 +91,8 @@ fn resolve(
 ) -> (Vec<(TopicName, Uuid)>, Vec<Wanted>) {
     let mut topics = Vec::with_capacity(request.topics.len());
     let mut wanted = Vec::new();
+    // A partition named twice is read and answered once: one request cannot multiply its reads.
+    let mut seen = HashSet::new();
     for (slot, ft) in request.topics.iter().enumerate() {
         let (topic, missing) = if version >= TOPIC_ID_VERSION_MIN {
             (
@@ -103,6 +107,9 @@ fn resolve(
         };
         topics.push((ft.topic.clone(), ft.topic_id));
         for fp in &ft.partitions {
+            if !seen.insert((ft.topic.to_string(), ft.topic_id, fp.partition)) {
+                continue;
+            }
             let replica = match &topic {
                 None => Err(missing),
                 Some(t) => t

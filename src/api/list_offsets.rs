@@ -1,5 +1,7 @@
 //! api::list_offsets (key 2): earliest, latest, by timestamp and max-timestamp offsets per partition.
 
+use std::collections::HashSet;
+
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
@@ -26,12 +28,19 @@ pub async fn handle(
 ) -> ListOffsetsResponse {
     let with_epoch = header.request_api_version >= LEADER_EPOCH_VERSION_MIN;
     let mut topics = Vec::with_capacity(request.topics.len());
+    // Kafka refuses a partition named twice; answering each once also bounds the work one request
+    // can ask for (a by-timestamp lookup may decompress a batch).
+    let mut seen = HashSet::new();
     for t in request.topics {
         let topic = broker.topic(&t.name);
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
             let response =
                 ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
+            if !seen.insert((t.name.to_string(), p.partition_index)) {
+                partitions.push(response.with_error_code(ResponseError::InvalidRequest.code()));
+                continue;
+            }
             let replica = topic.as_ref().and_then(|t| t.partition(p.partition_index));
             let response = match replica {
                 None => response.with_error_code(ResponseError::UnknownTopicOrPartition.code()),

@@ -16,6 +16,9 @@ use crate::log::{self, LogConfig};
 /// Kafka's topic name rules: 1..=249 characters of [a-zA-Z0-9._-], not "." or "..".
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 
+/// Topics Kafka flags as internal: group offsets and transaction state.
+pub const INTERNAL_TOPICS: &[&str] = &["__consumer_offsets", "__transaction_state"];
+
 /// Topic configs this broker understands, with how each maps onto the log.
 pub const TOPIC_CONFIG_KEYS: &[&str] = &[
     "cleanup.policy",
@@ -83,8 +86,9 @@ impl Topic {
             .clone()
     }
 
+    /// Kafka's internal topics (flagged in Metadata so clients can exclude them).
     pub fn is_internal(&self) -> bool {
-        self.name.starts_with("__")
+        INTERNAL_TOPICS.contains(&self.name.as_str())
     }
 
     pub(super) fn meta(&self) -> TopicMeta {

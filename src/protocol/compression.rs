@@ -82,14 +82,14 @@ fn snappy(payload: &[u8], bytes_max: usize) -> Result<Vec<u8>, DecompressError> 
 /// Appends one raw snappy block to `out`, checking its declared length against the cap first.
 fn snappy_block(block: &[u8], bytes_max: usize, mut out: Vec<u8>) -> Result<Vec<u8>, snap::Error> {
     let len = snap::raw::decompress_len(block)?;
-    if out.len() + len > bytes_max {
+    let Some(end) = out.len().checked_add(len).filter(|&end| end <= bytes_max) else {
         return Err(snap::Error::TooBig {
-            given: (out.len() + len) as u64,
+            given: len as u64,
             max: bytes_max as u64,
         });
-    }
+    };
     let start = out.len();
-    out.resize(start + len, 0);
+    out.resize(end, 0);
     snap::raw::Decoder::new().decompress(block, &mut out[start..])?;
     Ok(out)
 }

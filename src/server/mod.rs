@@ -21,6 +21,7 @@ pub async fn run(
 ) {
     let connections_max = broker.config.connections_max;
     let permits = Arc::new(Semaphore::new(connections_max));
+    let inflight = Arc::new(Semaphore::new(broker.config.inflight_bytes_max));
     let (stop_tx, stop_rx) = watch::channel(false);
     let retention = tokio::spawn(retention_loop(broker.clone(), stop_rx.clone()));
     tokio::pin!(shutdown);
@@ -40,8 +41,9 @@ pub async fn run(
             Ok((stream, peer)) => {
                 let broker = broker.clone();
                 let stop = stop_rx.clone();
+                let inflight = inflight.clone();
                 tokio::spawn(async move {
-                    connection::serve(broker, stream, peer, stop).await;
+                    connection::serve(broker, stream, peer, stop, inflight).await;
                     drop(permit);
                 });
             }
