@@ -20,6 +20,7 @@ const TYPE_BOOLEAN: i8 = 1;
 const TYPE_STRING: i8 = 2;
 const TYPE_INT: i8 = 3;
 const TYPE_LONG: i8 = 5;
+const TYPE_DOUBLE: i8 = 6;
 const TYPE_LIST: i8 = 7;
 
 pub async fn handle(
@@ -103,13 +104,20 @@ fn topic_entries(
     topic::effective_configs(&broker.config.log_defaults(), explicit)
         .into_iter()
         .map(|(name, value, is_default)| {
-            let config_type = match name {
+            let config_type = match name.as_str() {
                 "cleanup.policy" => TYPE_LIST,
-                "max.message.bytes" | "segment.bytes" => TYPE_INT,
+                "compression.type" | "message.timestamp.type" => TYPE_STRING,
+                "unclean.leader.election.enable" | "preallocate" => TYPE_BOOLEAN,
+                "min.cleanable.dirty.ratio" => TYPE_DOUBLE,
+                "max.message.bytes"
+                | "segment.bytes"
+                | "index.interval.bytes"
+                | "min.insync.replicas"
+                | "segment.index.bytes" => TYPE_INT,
                 _ => TYPE_LONG,
             };
             entry(
-                name,
+                &name,
                 value,
                 if is_default {
                     SOURCE_DEFAULT

@@ -1,8 +1,6 @@
 //! api::incremental_alter_configs (key 44): set or delete topic configs. Broker settings are
 //! static (from the node's config file) and cannot be altered at run time.
 
-use std::collections::BTreeMap;
-
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::incremental_alter_configs_request::AlterConfigsResource;
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
@@ -12,7 +10,7 @@ use kafka_protocol::messages::{
 
 use super::describe_configs::RESOURCE_TOPIC;
 use super::{str_bytes, topic_error};
-use crate::broker::Broker;
+use crate::broker::{Broker, ConfigOp};
 
 /// IncrementalAlterConfigs operations.
 const OP_SET: i8 = 0;
@@ -51,31 +49,21 @@ async fn alter(
             "only topic configs can be altered; broker settings are static".into(),
         ));
     }
-    let topic = broker.topic(&r.resource_name).ok_or_else(|| {
-        refuse(
-            ResponseError::UnknownTopicOrPartition,
-            format!("unknown topic {}", &*r.resource_name),
-        )
-    })?;
-    let mut configs: BTreeMap<String, String> = topic.configs();
+    let mut ops = Vec::with_capacity(r.configs.len());
     for c in r.configs {
-        match (c.config_operation, c.value) {
-            (OP_SET, Some(v)) => {
-                configs.insert(c.name.to_string(), v.to_string());
-            }
-            (OP_DELETE, _) => {
-                configs.remove(c.name.as_str());
-            }
+        ops.push(match (c.config_operation, c.value) {
+            (OP_SET, Some(v)) => ConfigOp::Set(c.name.to_string(), v.to_string()),
+            (OP_DELETE, _) => ConfigOp::Delete(c.name.to_string()),
             (op, _) => {
                 return Err(refuse(
                     ResponseError::InvalidConfig,
                     format!("operation {op} on {} is not supported", &*c.name),
                 ));
             }
-        }
+        });
     }
     broker
-        .set_topic_configs(&topic.name, configs, validate_only)
+        .alter_topic_configs(&r.resource_name, ops, validate_only)
         .await
         .map_err(|e| topic_error(&e))
 }

@@ -12,7 +12,7 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, RequestHeader};
 
 use super::str_bytes;
-use crate::broker::Broker;
+use crate::broker::{Broker, topic};
 use crate::log::{self, LogError};
 
 /// Kafka's valid `acks` values: all in-sync replicas, none, leader only.
@@ -29,13 +29,17 @@ pub async fn handle(
         let topic = broker.topic_or_auto_create(&topic_data.name).await;
         let mut appends = Vec::with_capacity(topic_data.partition_data.len());
         for pd in topic_data.partition_data {
-            let replica = topic.as_ref().and_then(|t| t.partition(pd.index));
-            appends.push(produce_partition(
-                replica.map(|r| (r.log.clone(), r.leader_epoch)),
-                pd.index,
-                pd.records,
-                acks,
-            ));
+            let target = match &topic {
+                Some(t) => t
+                    .partition(pd.index)
+                    .map(|r| (r.log.clone(), r.leader_epoch))
+                    .ok_or(ResponseError::UnknownTopicOrPartition),
+                None if topic::validate_name(&topic_data.name).is_err() => {
+                    Err(ResponseError::InvalidTopicException)
+                }
+                None => Err(ResponseError::UnknownTopicOrPartition),
+            };
+            appends.push(produce_partition(target, pd.index, pd.records, acks));
         }
         let partition_responses = join_all(appends).await;
         responses.push(
@@ -52,7 +56,7 @@ pub async fn handle(
 }
 
 async fn produce_partition(
-    target: Option<(Arc<log::Partition>, i32)>,
+    target: Result<(Arc<log::Partition>, i32), ResponseError>,
     index: i32,
     records: Option<Bytes>,
     acks: i16,
@@ -70,11 +74,9 @@ async fn produce_partition(
             format!("acks must be -1, 0 or 1, not {acks}"),
         );
     }
-    let Some((log, leader_epoch)) = target else {
-        return fail(
-            ResponseError::UnknownTopicOrPartition,
-            "this broker does not host that topic-partition".into(),
-        );
+    let (log, leader_epoch) = match target {
+        Ok(target) => target,
+        Err(e) => return fail(e, "this broker does not host that topic-partition".into()),
     };
     let Some(records) = records.filter(|r| !r.is_empty()) else {
         return fail(

@@ -58,6 +58,14 @@ pub enum TopicError {
     Storage(String),
 }
 
+/// One change of IncrementalAlterConfigs to a topic's explicit configs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConfigOp {
+    Set(String, String),
+    /// Back to the default.
+    Delete(String),
+}
+
 /// Who this node is and where clients reach it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct NodeIdentity {
@@ -306,10 +314,18 @@ impl Broker {
         if validate_only {
             return Ok(t);
         }
-        self.add_partitions(&t, 0..partitions, &log_config)
-            .map_err(|e| TopicError::Storage(e.to_string()))?;
-        // The metadata file is the commit point: partition directories without it are ignored.
-        topic::write_meta(&self.data_dir, &meta).map_err(|e| TopicError::Storage(e.to_string()))?;
+        blocking(|| {
+            // Data of an earlier topic of this name whose removal was cut short (its metadata file
+            // is gone, so the deletion stands) must not reappear in the new topic.
+            topic::remove_leftover_dirs(&self.data_dir, name)?;
+            self.add_partitions(&t, 0..partitions, &log_config)?;
+            // The metadata file is the commit point: partition directories without it are ignored.
+            topic::write_meta(&self.data_dir, &meta).map_err(|source| BrokerError::DataDir {
+                path: self.data_dir.clone(),
+                source,
+            })
+        })
+        .map_err(|e| TopicError::Storage(e.to_string()))?;
         self.write_topics().insert(name.to_string(), t.clone());
         tracing::info!(topic = name, partitions, "created topic");
         Ok(t)
@@ -321,7 +337,8 @@ impl Broker {
             .topic(name)
             .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
         // Removing the metadata file first makes the deletion stick even if removing data fails.
-        topic::remove_meta(&self.data_dir, name).map_err(|e| TopicError::Storage(e.to_string()))?;
+        blocking(|| topic::remove_meta(&self.data_dir, name))
+            .map_err(|e| TopicError::Storage(e.to_string()))?;
         self.write_topics().remove(name);
         for replica in t.partitions() {
             if let Err(e) = replica.log.clone().delete().await {
@@ -353,7 +370,7 @@ impl Broker {
             return Ok(());
         }
         let log_config = self.topic_log_config(&t.configs());
-        self.add_partitions(&t, current..count, &log_config)
+        blocking(|| self.add_partitions(&t, current..count, &log_config))
             .map_err(|e| TopicError::Storage(e.to_string()))?;
         topic::write_meta(&self.data_dir, &t.meta())
             .map_err(|e| TopicError::Storage(e.to_string()))?;
@@ -362,23 +379,34 @@ impl Broker {
     }
 
     /// Replaces a topic's explicit configs after validating them, and applies them to its logs.
-    pub async fn set_topic_configs(
+    pub async fn alter_topic_configs(
         &self,
         name: &str,
-        configs: BTreeMap<String, String>,
+        ops: Vec<ConfigOp>,
         validate_only: bool,
     ) -> Result<(), TopicError> {
+        // Read, change and write under one lock, so concurrent alters of one topic all apply.
         let _admin = self.admin.lock().await;
         let t = self
             .topic(name)
             .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        let mut configs = t.configs();
+        for op in ops {
+            match op {
+                ConfigOp::Set(key, value) => configs.insert(key, value),
+                ConfigOp::Delete(key) => configs.remove(&key),
+            };
+        }
         let log_config = topic::log_config(&self.config.log_defaults(), &configs)?;
         if validate_only {
             return Ok(());
         }
-        *t.configs.write().unwrap_or_else(|e| e.into_inner()) = configs;
-        topic::write_meta(&self.data_dir, &t.meta())
+        let mut meta = t.meta();
+        meta.configs = configs.clone();
+        // The file first: a failed write leaves the topic as it was, in memory and on disk.
+        blocking(|| topic::write_meta(&self.data_dir, &meta))
             .map_err(|e| TopicError::Storage(e.to_string()))?;
+        *t.configs.write().unwrap_or_else(|e| e.into_inner()) = configs;
         for replica in t.partitions() {
             replica.log.set_config(log_config.clone());
         }
@@ -412,6 +440,16 @@ impl Broker {
             }
         }
         self.writer.shutdown().await;
+    }
+}
+
+/// Runs blocking file work (creating partitions, syncing metadata) without stalling the runtime's
+/// other tasks: on the multi-thread runtime the worker hands its other tasks away first.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 
@@ -460,4 +498,60 @@ fn new_cluster_id() -> String {
     (0..22)
         .map(|i| ALPHABET[((bits >> (i * 6)) & 63) as usize] as char)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::batch::test_batches;
+
+    fn open(dir: &Path) -> Broker {
+        let config = Config {
+            data_dir: dir.to_path_buf(),
+            ..Config::default()
+        };
+        let writer = DiskWriter::start(dir).unwrap();
+        Broker::open(
+            config,
+            Advertised {
+                host: "127.0.0.1".into(),
+                port: 9092,
+            },
+            writer,
+        )
+        .unwrap()
+    }
+
+    // Proves a topic deleted by name stays deleted: if the crash came after its metadata file was
+    // removed but before its data was, a new topic of the same name starts empty.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn recreated_topic_does_not_resurrect_old_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = open(dir.path());
+        let t = broker
+            .create_topic("t", 2, 1, BTreeMap::new(), false)
+            .await
+            .unwrap();
+        let log = t.partition(0).unwrap().log.clone();
+        log.append(test_batches::batch(3, 1_000, 10).into(), 0)
+            .await
+            .unwrap();
+        assert_eq!(log.log_end_offset(), 3);
+        broker.shutdown().await;
+        drop((t, log, broker));
+        topic::remove_meta(dir.path(), "t").unwrap();
+
+        let broker = open(dir.path());
+        assert!(broker.topic("t").is_none());
+        let t = broker
+            .create_topic("t", 1, 1, BTreeMap::new(), false)
+            .await
+            .unwrap();
+        assert_eq!(t.partition(0).unwrap().log.log_end_offset(), 0);
+        assert!(
+            !topic::partition_dir(dir.path(), "t", 1).exists(),
+            "stale partition 1 left behind"
+        );
+        broker.shutdown().await;
+    }
 }

@@ -22,11 +22,35 @@ pub const INTERNAL_TOPICS: &[&str] = &["__consumer_offsets", "__transaction_stat
 /// Topic configs this broker understands, with how each maps onto the log.
 pub const TOPIC_CONFIG_KEYS: &[&str] = &[
     "cleanup.policy",
+    "index.interval.bytes",
     "max.message.bytes",
     "retention.bytes",
     "retention.ms",
     "segment.bytes",
     "segment.ms",
+];
+
+/// Standard Kafka topic configs that tools and frameworks (Kafka Connect, Streams, test suites)
+/// set routinely. They are accepted, stored and reported so those clients work, but this broker
+/// does not act on them yet (replication settings arrive with the cluster, compaction settings
+/// with `cleanup.policy=compact`).
+pub const STORED_TOPIC_CONFIG_KEYS: &[&str] = &[
+    "compression.type",
+    "delete.retention.ms",
+    "file.delete.delay.ms",
+    "flush.messages",
+    "flush.ms",
+    "max.compaction.lag.ms",
+    "message.timestamp.after.max.ms",
+    "message.timestamp.before.max.ms",
+    "message.timestamp.type",
+    "min.cleanable.dirty.ratio",
+    "min.compaction.lag.ms",
+    "min.insync.replicas",
+    "preallocate",
+    "segment.index.bytes",
+    "segment.jitter.ms",
+    "unclean.leader.election.enable",
 ];
 
 /// What is persisted about a topic.
@@ -164,6 +188,13 @@ pub fn log_config(
                     .filter(|v| *v > 0)
                     .ok_or_else(|| bad("must be >= 1"))?
             }
+            "index.interval.bytes" => {
+                c.index_interval_bytes = u32::try_from(int()?)
+                    .ok()
+                    .filter(|v| *v > 0)
+                    .ok_or_else(|| bad("must be 1..=4294967295"))?
+            }
+            stored if STORED_TOPIC_CONFIG_KEYS.contains(&stored) => {}
             other => return Err(ConfigValueError::UnknownKey(other.to_string())),
         }
     }
@@ -182,23 +213,26 @@ fn non_negative_or_unlimited(v: i64) -> Result<Option<u64>, ()> {
 pub fn effective_configs(
     defaults: &LogConfig,
     explicit: &BTreeMap<String, String>,
-) -> Vec<(&'static str, String, bool)> {
+) -> Vec<(String, String, bool)> {
     let c = log_config(defaults, explicit).unwrap_or_else(|_| defaults.clone());
     let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-1".to_string());
-    TOPIC_CONFIG_KEYS
+    let enforced = TOPIC_CONFIG_KEYS.iter().map(|&key| {
+        let value = match key {
+            "cleanup.policy" => "delete".to_string(),
+            "index.interval.bytes" => c.index_interval_bytes.to_string(),
+            "max.message.bytes" => c.message_bytes_max.to_string(),
+            "retention.bytes" => opt(c.retention_bytes_max),
+            "retention.ms" => opt(c.retention_ms_max),
+            "segment.bytes" => c.segment_bytes_max.to_string(),
+            _ => c.segment_ms_max.to_string(),
+        };
+        (key.to_string(), value, !explicit.contains_key(key))
+    });
+    let stored = explicit
         .iter()
-        .map(|&key| {
-            let value = match key {
-                "cleanup.policy" => "delete".to_string(),
-                "max.message.bytes" => c.message_bytes_max.to_string(),
-                "retention.bytes" => opt(c.retention_bytes_max),
-                "retention.ms" => opt(c.retention_ms_max),
-                "segment.bytes" => c.segment_bytes_max.to_string(),
-                _ => c.segment_ms_max.to_string(),
-            };
-            (key, value, !explicit.contains_key(key))
-        })
-        .collect()
+        .filter(|(k, _)| !TOPIC_CONFIG_KEYS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone(), false));
+    enforced.chain(stored).collect()
 }
 
 pub fn validate_name(name: &str) -> Result<(), &'static str> {
@@ -237,6 +271,28 @@ pub fn write_meta(data_dir: &Path, meta: &TopicMeta) -> std::io::Result<()> {
     f.sync_all()?;
     std::fs::rename(&tmp, dir.join(format!("{}.toml", meta.name)))?;
     std::fs::File::open(&dir)?.sync_all()
+}
+
+/// Removes partition directories `<name>-<n>` left by an earlier topic of this name. A directory
+/// name splits uniquely at its last '-' (partition numbers have no '-'), so no other topic's data
+/// can match.
+pub fn remove_leftover_dirs(data_dir: &Path, name: &str) -> Result<(), super::BrokerError> {
+    let io = |source| super::BrokerError::DataDir {
+        path: data_dir.to_path_buf(),
+        source,
+    };
+    for entry in std::fs::read_dir(data_dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let file_name = entry.file_name();
+        let Some((topic, partition)) = file_name.to_str().and_then(|n| n.rsplit_once('-')) else {
+            continue;
+        };
+        if topic == name && !partition.is_empty() && partition.bytes().all(|b| b.is_ascii_digit()) {
+            tracing::warn!(dir = %entry.path().display(), "removing data left by a deleted topic of the same name");
+            std::fs::remove_dir_all(entry.path()).map_err(io)?;
+        }
+    }
+    Ok(())
 }
 
 pub fn remove_meta(data_dir: &Path, name: &str) -> std::io::Result<()> {
@@ -295,6 +351,23 @@ mod tests {
         let mut m = BTreeMap::new();
         m.insert("retention.bytes".to_string(), "-7".to_string());
         assert!(log_config(&d, &m).is_err());
+    }
+
+    // Proves standard Kafka configs are accepted and reported as set, compaction is refused by
+    // name until it exists, and index.interval.bytes reaches the log.
+    #[test]
+    fn stored_and_refused_configs() {
+        let d = LogConfig::default();
+        let mut m = BTreeMap::new();
+        m.insert("min.insync.replicas".to_string(), "2".to_string());
+        m.insert("index.interval.bytes".to_string(), "1024".to_string());
+        assert_eq!(log_config(&d, &m).unwrap().index_interval_bytes, 1024);
+        let shown = effective_configs(&d, &m);
+        assert!(shown.contains(&("min.insync.replicas".to_string(), "2".to_string(), false)));
+        assert!(shown.contains(&("retention.ms".to_string(), "604800000".to_string(), true)));
+        m.insert("cleanup.policy".to_string(), "compact".to_string());
+        let err = log_config(&d, &m).unwrap_err().to_string();
+        assert!(err.contains("cleanup.policy"), "{err}");
     }
 
     // Proves metadata files round-trip and are found again.
