@@ -41,6 +41,8 @@ pub struct Config {
     pub auto_create_topics: bool,
     /// Partition count of auto-created topics and of CreateTopics asking for the default (-1).
     pub num_partitions: i32,
+    /// Partitions this node hosts across all topics (each holds open files and index memory).
+    pub partitions_max: usize,
     /// Replication factor used when a client asks for the default (-1).
     pub default_replication_factor: i16,
     /// Largest request frame accepted; a longer length prefix closes the connection.
@@ -86,6 +88,7 @@ impl Default for Config {
             rack: None,
             auto_create_topics: true,
             num_partitions: 1,
+            partitions_max: 2_000,
             default_replication_factor: 1,
             frame_bytes_max: 16 * 1024 * 1024,
             connections_max: 512,
@@ -139,8 +142,11 @@ impl Config {
                 return invalid("advertise", "must be host:port");
             }
         }
-        if !(1..=10_000).contains(&self.num_partitions) {
-            return invalid("num_partitions", "must be 1..=10000");
+        if self.partitions_max == 0 || self.partitions_max > i32::MAX as usize {
+            return invalid("partitions_max", "must be 1..=2147483647");
+        }
+        if self.num_partitions < 1 || self.num_partitions as usize > self.partitions_max {
+            return invalid("num_partitions", "must be 1..=partitions_max");
         }
         if self.default_replication_factor < 1 {
             return invalid("default_replication_factor", "must be >= 1");
@@ -165,8 +171,8 @@ impl Config {
         if self.connections_max == 0 {
             return invalid("connections_max", "must be >= 1");
         }
-        if self.segment_bytes < 1024 {
-            return invalid("segment_bytes", "must be >= 1024");
+        if self.segment_bytes < crate::broker::topic::SEGMENT_BYTES_MIN {
+            return invalid("segment_bytes", "must be >= 1048576");
         }
         if self.segment_bytes > u32::MAX as u64 {
             return invalid("segment_bytes", "must fit the index's u32 file positions");
@@ -224,6 +230,28 @@ mod tests {
         assert!(!c.auto_create_topics);
         assert_eq!(c.listen, Config::default().listen);
         c.validate().unwrap();
+    }
+
+    // Proves every shipped board profile is a valid config file (no unknown key, limits consistent).
+    #[test]
+    fn board_profiles_validate() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("boards");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().and_then(|e| e.to_str()) == Some("toml") {
+                let c =
+                    Config::from_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                c.validate()
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                seen += 1;
+            }
+        }
+        assert!(
+            seen >= 3,
+            "expected the board profiles in {}",
+            dir.display()
+        );
     }
 
     // Proves limits are checked together at start.

@@ -130,6 +130,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    bramble::server::raise_open_files_limit(config.partitions_max, config.connections_max);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -155,6 +155,23 @@ impl Broker {
         Ok(t)
     }
 
+    /// Refuses growth past `partitions_max`: every partition holds open files and index memory, and
+    /// on a small board those run out long before disk space does. Call under the admin lock.
+    fn check_partition_budget(&self, adding: i32) -> Result<(), TopicError> {
+        let hosted: usize = self
+            .topics()
+            .iter()
+            .map(|t| t.partition_count() as usize)
+            .sum();
+        let max = self.config.partitions_max;
+        if hosted.saturating_add(adding.max(0) as usize) > max {
+            return Err(TopicError::InvalidPartitions(format!(
+                "this node hosts {hosted} partitions; {adding} more would pass partitions_max {max}"
+            )));
+        }
+        Ok(())
+    }
+
     /// Opens (creating or recovering) partitions `range` of `t` and appends them in order.
     fn add_partitions(
         &self,
@@ -276,9 +293,9 @@ impl Broker {
         } else {
             partitions
         };
-        if !(1..=10_000).contains(&partitions) {
+        if partitions < 1 {
             return Err(TopicError::InvalidPartitions(format!(
-                "{partitions}: must be 1..=10000"
+                "{partitions}: must be at least 1"
             )));
         }
         let rf = if replication_factor == -1 {
@@ -297,6 +314,7 @@ impl Broker {
         if self.topic(name).is_some() {
             return Err(TopicError::AlreadyExists(name.to_string()));
         }
+        self.check_partition_budget(partitions)?;
         let meta = TopicMeta {
             name: name.to_string(),
             id: Uuid::new_v4(),
@@ -361,11 +379,12 @@ impl Broker {
             .topic(name)
             .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
         let current = t.partition_count();
-        if count <= current || count > 10_000 {
+        if count <= current {
             return Err(TopicError::InvalidPartitions(format!(
                 "topic has {current} partitions; asked for {count}"
             )));
         }
+        self.check_partition_budget(count - current)?;
         if validate_only {
             return Ok(());
         }
@@ -506,20 +525,19 @@ mod tests {
     use crate::protocol::batch::test_batches;
 
     fn open(dir: &Path) -> Broker {
-        let config = Config {
+        open_with(Config {
             data_dir: dir.to_path_buf(),
             ..Config::default()
+        })
+    }
+
+    fn open_with(config: Config) -> Broker {
+        let writer = DiskWriter::start(&config.data_dir).unwrap();
+        let advertised = Advertised {
+            host: "127.0.0.1".into(),
+            port: 9092,
         };
-        let writer = DiskWriter::start(dir).unwrap();
-        Broker::open(
-            config,
-            Advertised {
-                host: "127.0.0.1".into(),
-                port: 9092,
-            },
-            writer,
-        )
-        .unwrap()
+        Broker::open(config, advertised, writer).unwrap()
     }
 
     // Proves a topic deleted by name stays deleted: if the crash came after its metadata file was
@@ -552,6 +570,35 @@ mod tests {
             !topic::partition_dir(dir.path(), "t", 1).exists(),
             "stale partition 1 left behind"
         );
+        broker.shutdown().await;
+    }
+
+    // Proves partitions_max bounds creation and growth together, and refusals change nothing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn partitions_max_bounds_create_and_grow() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = open_with(Config {
+            data_dir: dir.path().to_path_buf(),
+            partitions_max: 3,
+            ..Config::default()
+        });
+        broker
+            .create_topic("a", 2, 1, BTreeMap::new(), false)
+            .await
+            .unwrap();
+        let refused = broker.create_topic("b", 2, 1, BTreeMap::new(), false).await;
+        assert!(
+            matches!(refused, Err(TopicError::InvalidPartitions(_))),
+            "{:?}",
+            refused.err()
+        );
+        assert!(broker.topic("b").is_none());
+        broker.create_partitions("a", 3, false).await.unwrap();
+        assert!(matches!(
+            broker.create_partitions("a", 4, false).await,
+            Err(TopicError::InvalidPartitions(_))
+        ));
+        assert_eq!(broker.topic("a").unwrap().partition_count(), 3);
         broker.shutdown().await;
     }
 }

@@ -16,6 +16,10 @@ use crate::log::{self, LogConfig};
 /// Kafka's topic name rules: 1..=249 characters of [a-zA-Z0-9._-], not "." or "..".
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 
+/// Smallest segment (Kafka 4.0's minimum too): each segment holds three open files, so tiny
+/// segments exhaust file descriptors on a small board long before disk space.
+pub const SEGMENT_BYTES_MIN: u64 = 1024 * 1024;
+
 /// Topics Kafka flags as internal: group offsets and transaction state.
 pub const INTERNAL_TOPICS: &[&str] = &["__consumer_offsets", "__transaction_state"];
 
@@ -179,8 +183,8 @@ pub fn log_config(
             "segment.bytes" => {
                 c.segment_bytes_max = u64::try_from(int()?)
                     .ok()
-                    .filter(|v| (14..=u32::MAX as u64).contains(v))
-                    .ok_or_else(|| bad("must be 14..=4294967295"))?
+                    .filter(|v| (SEGMENT_BYTES_MIN..=u32::MAX as u64).contains(v))
+                    .ok_or_else(|| bad("must be 1048576..=4294967295"))?
             }
             "segment.ms" => {
                 c.segment_ms_max = u64::try_from(int()?)

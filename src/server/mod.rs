@@ -73,6 +73,48 @@ pub async fn run(
     tracing::info!("shutdown complete");
 }
 
+/// Files one partition keeps open at least: the active segment's log, offset index and time index.
+const FILES_PER_PARTITION_MIN: u64 = 3;
+
+/// Raises the soft open-files limit to the hard limit (shells often start at 1024) and warns when
+/// even that cannot cover `partitions_max` partitions and `connections_max` connections.
+pub fn raise_open_files_limit(partitions_max: usize, connections_max: usize) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot read the open-files limit");
+        return;
+    }
+    let before = limit.rlim_cur;
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            tracing::warn!(error = %std::io::Error::last_os_error(), "cannot raise the open-files limit");
+            limit.rlim_cur = before;
+        }
+    }
+    let needed = (partitions_max as u64)
+        .saturating_mul(FILES_PER_PARTITION_MIN)
+        .saturating_add(connections_max as u64);
+    if (limit.rlim_cur as u64) < needed {
+        tracing::warn!(
+            open_files_max = limit.rlim_cur as u64,
+            needed,
+            "open-files limit is below partitions_max x 3 + connections_max; raise LimitNOFILE or lower them"
+        );
+    } else if limit.rlim_cur != before {
+        tracing::debug!(
+            from = before as u64,
+            to = limit.rlim_cur as u64,
+            "raised the open-files limit"
+        );
+    }
+}
+
 async fn retention_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
     let period = Duration::from_millis(broker.config.retention_check_ms);
     loop {
