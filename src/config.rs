@@ -71,6 +71,13 @@ pub struct Config {
     pub index_interval_bytes: u32,
     /// fsync before answering acks=1/all (group commit keeps it cheap).
     pub fsync_on_ack: bool,
+    /// With fsync_on_ack = false: how often every log is synced anyway (bounds loss at a power cut).
+    pub flush_ms_max: u64,
+    /// Async worker threads; 0 means one per CPU core.
+    pub worker_threads: usize,
+    /// Threads for blocking file work (reads, decompression); tokio's default of 512 is far more
+    /// than a small board's memory should allow.
+    pub blocking_threads_max: usize,
     /// How often retention runs.
     pub retention_check_ms: u64,
     /// How long shutdown waits for in-flight requests before closing connections.
@@ -104,6 +111,9 @@ impl Default for Config {
             message_bytes_max: log.message_bytes_max,
             index_interval_bytes: log.index_interval_bytes,
             fsync_on_ack: true,
+            flush_ms_max: 1_000,
+            worker_threads: 0,
+            blocking_threads_max: 64,
             retention_check_ms: 60_000,
             shutdown_grace_ms: 5_000,
         }
@@ -179,6 +189,12 @@ impl Config {
         }
         if self.fetch_bytes_max == 0 {
             return invalid("fetch_bytes_max", "must be >= 1");
+        }
+        if self.flush_ms_max == 0 {
+            return invalid("flush_ms_max", "must be >= 1");
+        }
+        if self.blocking_threads_max == 0 {
+            return invalid("blocking_threads_max", "must be >= 1");
         }
         if self.retention_check_ms == 0 {
             return invalid("retention_check_ms", "must be >= 1");

@@ -131,9 +131,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     bramble::server::raise_open_files_limit(config.partitions_max, config.connections_max);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime
         .enable_all()
-        .build()?;
+        .max_blocking_threads(config.blocking_threads_max);
+    if config.worker_threads > 0 {
+        runtime.worker_threads(config.worker_threads);
+    }
+    let runtime = runtime.build()?;
     runtime.block_on(run_node(config))
 }
 

@@ -449,15 +449,20 @@ impl Broker {
         }
     }
 
-    /// Syncs every partition and stops the disk writer (clean shutdown).
-    pub async fn shutdown(&self) {
+    /// Syncs every partition's log.
+    pub async fn flush_all(&self) {
         for t in self.topics() {
             for replica in t.partitions() {
                 if let Err(e) = replica.log.flush().await {
-                    tracing::warn!(topic = %t.name, partition = replica.index, error = %e, "flush at shutdown failed");
+                    tracing::warn!(topic = %t.name, partition = replica.index, error = %e, "flush failed");
                 }
             }
         }
+    }
+
+    /// Syncs every partition and stops the disk writer (clean shutdown).
+    pub async fn shutdown(&self) {
+        self.flush_all().await;
         self.writer.shutdown().await;
     }
 }

@@ -24,6 +24,7 @@ pub async fn run(
     let inflight = Arc::new(Semaphore::new(broker.config.inflight_bytes_max));
     let (stop_tx, stop_rx) = watch::channel(false);
     let retention = tokio::spawn(retention_loop(broker.clone(), stop_rx.clone()));
+    let flusher = tokio::spawn(flush_loop(broker.clone(), stop_rx.clone()));
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -69,6 +70,7 @@ pub async fn run(
         );
     }
     retention.abort();
+    flusher.abort();
     broker.shutdown().await;
     tracing::info!("shutdown complete");
 }
@@ -112,6 +114,22 @@ pub fn raise_open_files_limit(partitions_max: usize, connections_max: usize) {
             to = limit.rlim_cur as u64,
             "raised the open-files limit"
         );
+    }
+}
+
+/// With `fsync_on_ack = false` acks do not wait for the disk, so something else must sync: every
+/// `flush_ms_max` each partition's log is synced (bounding what a power cut can take). With
+/// fsync before ack (the default) every acknowledged batch is already durable and this is idle.
+async fn flush_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+    if broker.config.fsync_on_ack {
+        return;
+    }
+    let period = Duration::from_millis(broker.config.flush_ms_max);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => broker.flush_all().await,
+            _ = stop.changed() => return,
+        }
     }
 }
 
