@@ -36,6 +36,8 @@ mod segment;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_durability;
+#[cfg(test)]
 mod tests_producers;
 
 use segment::{Segment, io_error};

@@ -3,6 +3,12 @@
 //! active segment is scanned batch by batch checking length, base offset and CRC-32C, a torn or
 //! corrupt tail is cut (with a warning giving the bytes cut), and its indexes are rebuilt.
 //!
+//! The newest sealed segment also gets its tail (the batches after its last index entry, about
+//! one index interval) CRC-checked: a roll seals before it creates the next segment, but a log
+//! written by an older build, or a disk that reorders, can leave it with unsynced bytes. A bad
+//! tail there sends the segment to a rebuild with a full CRC scan, which cuts it like an active
+//! segment's. Older sealed segments were synced before a newer one existed and are not re-read.
+//!
 //! Recovery runs before the partition submits any job to the disk writer, so its direct writes
 //! through the storage backend (truncations, index rebuilds) cannot race the writer thread.
 
@@ -36,8 +42,10 @@ pub fn open_segments(
         segments.insert(0, Segment::new(dir, 0, files, config.index_interval_bytes));
         return Ok(segments);
     };
+    let newest_sealed = sealed.last().copied();
     for &base in sealed {
-        segments.insert(base, load_sealed(storage, dir, base, config)?);
+        let check_crc = newest_sealed == Some(base);
+        segments.insert(base, load_sealed(storage, dir, base, config, check_crc)?);
     }
     segments.insert(active, recover_active(storage, dir, active, config)?);
     Ok(segments)
@@ -240,12 +248,14 @@ fn recover_active(
 }
 
 /// A sealed segment: indexes validated and trusted; the segment's max timestamp comes from the
-/// last time entry plus a header scan of the tail after the last index entry.
+/// last time entry plus a header scan of the tail after the last index entry. `check_crc` (the
+/// newest sealed segment) also CRC-checks that tail and, when it fails, the whole rebuild.
 fn load_sealed(
     storage: &dyn Storage,
     dir: &Path,
     base: i64,
     config: &LogConfig,
+    check_crc: bool,
 ) -> Result<Segment, LogError> {
     let files = SegmentFiles::open(storage, dir, base, false)?;
     let log_bytes = files.log.len().map_err(|e| io_error(files.log.path(), e))?;
@@ -255,23 +265,25 @@ fn load_sealed(
     seg.mem = None;
     seg.size_bytes = log_bytes;
     let trusted = match checked {
-        Ok(summary) => trust_sealed(&mut seg, &summary, log_bytes)?,
+        Ok(summary) => trust_sealed(&mut seg, &summary, log_bytes, check_crc)?,
         Err(why) => Err(why),
     };
     if let Err(why) = trusted {
         tracing::warn!(segment = base, dir = %dir.display(), reason = %why, "rebuilding sealed segment index");
-        rebuild_sealed(&mut seg, config)?;
+        rebuild_sealed(&mut seg, config, check_crc)?;
     }
     Ok(seg)
 }
 
 /// Fills a sealed segment's counts, next offset and max timestamp from valid index files and a
-/// header scan of the tail after the last index entry (at most about one index interval).
-/// `Ok(Err(reason))` sends the segment to a rebuild.
+/// header scan of the tail after the last index entry (at most about one index interval), with
+/// each tail batch's CRC-32C checked when `check_crc`. `Ok(Err(reason))` sends the segment to a
+/// rebuild.
 fn trust_sealed(
     seg: &mut Segment,
     summary: &index::IndexSummary,
     log_bytes: u64,
+    check_crc: bool,
 ) -> Result<Result<(), String>, LogError> {
     let mut pos = summary.last_index.map_or(0, |e| u64::from(e.position));
     let mut expected = seg.base_offset
@@ -281,11 +293,15 @@ fn trust_sealed(
     let mut max = summary.last_time.map_or((-1, -1), |t| {
         (t.timestamp, seg.base_offset + i64::from(t.relative_offset))
     });
+    let mut chunk = Vec::new();
     while pos < log_bytes {
         let header = match checked_header(&*seg.log, pos, log_bytes, expected) {
             Ok(h) => h,
             Err(why) => return Ok(Err(why)),
         };
+        if check_crc && let Err(why) = check_crc32c(&*seg.log, pos, &header, &mut chunk)? {
+            return Ok(Err(why));
+        }
         if header.max_timestamp > max.0 {
             max = (header.max_timestamp, header.base_offset);
         }
@@ -301,12 +317,14 @@ fn trust_sealed(
     Ok(Ok(()))
 }
 
-fn rebuild_sealed(seg: &mut Segment, config: &LogConfig) -> Result<(), LogError> {
+/// Rebuilds a sealed segment's indexes from its `.log`, cutting it after the last batch that
+/// checks out (headers only, plus CRC-32C when `check_crc`).
+fn rebuild_sealed(seg: &mut Segment, config: &LogConfig, check_crc: bool) -> Result<(), LogError> {
     let scan = scan_log(
         &*seg.log,
         seg.base_offset,
         config.index_interval_bytes,
-        false,
+        check_crc,
     )?;
     truncate_tail(&*seg.log, &scan, "sealed segment")?;
     let files = SegmentFiles {

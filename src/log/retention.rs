@@ -40,8 +40,9 @@ impl Partition {
     }
 
     /// Seals the active segment and opens a new one at the log end offset. Caller holds the
-    /// append lock. Waits for the seal's syncs: after it, the sealed segment's index files are
-    /// complete on disk, which is what lets lookups switch from memory to disk.
+    /// append lock. Waits for the seal's syncs before creating the new files: after it, the sealed
+    /// segment's log and index files are complete on disk, which is what lets recovery trust it
+    /// and lookups switch from memory to disk.
     pub(super) async fn roll(&self) -> Result<(), LogError> {
         let storage = self.writer.storage().clone();
         let dir = self.shared.dir.clone();
@@ -54,9 +55,10 @@ impl Partition {
             job.sync(&seg.log).sync(&seg.index).sync(&seg.timeindex);
             (job, inner.log_end_offset, inner.config.index_interval_bytes)
         };
-        let files = SegmentFiles::open(&*storage, &dir, new_base, true)?;
-        clear_leftovers(&files)?;
-        storage.sync_dir(&dir).map_err(|e| io_error(&dir, e))?;
+        // Seal before the new segment's files exist: recovery CRC-checks only the newest
+        // segment's body, so once a new file can survive a crash every byte of the old segment
+        // (appends still queued ahead of the seal included) must already be durable. The writer
+        // completes jobs in order and the append lock keeps new appends out meanwhile.
         let shared = self.shared.clone();
         seal.on_done(move |result| {
             if result.is_err() {
@@ -73,6 +75,9 @@ impl Partition {
             .wait()
             .await
             .map_err(writer_error)?;
+        let files = SegmentFiles::open(&*storage, &dir, new_base, true)?;
+        clear_leftovers(&files)?;
+        storage.sync_dir(&dir).map_err(|e| io_error(&dir, e))?;
         let mut inner = self.shared.lock();
         if let Some(sealed) = inner.segments.values_mut().next_back() {
             sealed.mem = None;
