@@ -67,20 +67,6 @@ pub enum DispatchError {
     UnsupportedApi(i16),
 }
 
-macro_rules! serve {
-    ($module:ident, $request:ty, $broker:expr, $header:expr, $body:expr) => {{
-        let version = $header.request_api_version;
-        let request: $request = codec::decode_body(&mut $body, version, stringify!($module))?;
-        let response = $module::handle($broker, &$header, request).await;
-        Ok(Some(codec::encode_response(
-            $header.correlation_id,
-            version,
-            &response,
-            stringify!($module),
-        )?))
-    }};
-}
-
 /// Handles one request frame (without its length prefix). `Ok(None)` means no response is sent
 /// (Produce with acks=0).
 pub async fn dispatch(
@@ -107,70 +93,49 @@ pub async fn dispatch(
         });
     }
     let header = codec::decode_header(&mut frame, key, prefix.api_version)?;
+    let (version, correlation_id) = (header.request_api_version, header.correlation_id);
+    // Each arm: decode the body, run the handler, encode its answer. Defined here so it can use
+    // this function's locals.
+    macro_rules! serve {
+        ($module:ident, $request:ty) => {{
+            let request: $request = codec::decode_body(&mut frame, version, stringify!($module))?;
+            let response = $module::handle(broker, &header, request).await;
+            Ok(Some(codec::encode_response(
+                correlation_id,
+                version,
+                &response,
+                stringify!($module),
+            )?))
+        }};
+    }
     match key {
         ApiKey::Produce => {
-            let version = header.request_api_version;
             let request: ProduceRequest = codec::decode_body(&mut frame, version, "produce")?;
-            match produce::handle(broker, &header, request).await {
-                Some(response) => Ok(Some(codec::encode_response(
-                    header.correlation_id,
-                    version,
-                    &response,
-                    "produce",
-                )?)),
-                None => Ok(None),
-            }
+            // acks=0: no response at all.
+            let Some(response) = produce::handle(broker, &header, request).await else {
+                return Ok(None);
+            };
+            Ok(Some(codec::encode_response(
+                correlation_id,
+                version,
+                &response,
+                "produce",
+            )?))
         }
-        ApiKey::Fetch => serve!(fetch, FetchRequest, broker, header, frame),
-        ApiKey::ListOffsets => serve!(list_offsets, ListOffsetsRequest, broker, header, frame),
-        ApiKey::Metadata => serve!(metadata, MetadataRequest, broker, header, frame),
-        ApiKey::FindCoordinator => serve!(
-            find_coordinator,
-            FindCoordinatorRequest,
-            broker,
-            header,
-            frame
-        ),
-        ApiKey::ApiVersions => serve!(api_versions, ApiVersionsRequest, broker, header, frame),
-        ApiKey::CreateTopics => serve!(create_topics, CreateTopicsRequest, broker, header, frame),
-        ApiKey::DeleteTopics => serve!(delete_topics, DeleteTopicsRequest, broker, header, frame),
-        ApiKey::DescribeConfigs => serve!(
-            describe_configs,
-            DescribeConfigsRequest,
-            broker,
-            header,
-            frame
-        ),
-        ApiKey::CreatePartitions => serve!(
-            create_partitions,
-            CreatePartitionsRequest,
-            broker,
-            header,
-            frame
-        ),
+        ApiKey::Fetch => serve!(fetch, FetchRequest),
+        ApiKey::ListOffsets => serve!(list_offsets, ListOffsetsRequest),
+        ApiKey::Metadata => serve!(metadata, MetadataRequest),
+        ApiKey::FindCoordinator => serve!(find_coordinator, FindCoordinatorRequest),
+        ApiKey::ApiVersions => serve!(api_versions, ApiVersionsRequest),
+        ApiKey::CreateTopics => serve!(create_topics, CreateTopicsRequest),
+        ApiKey::DeleteTopics => serve!(delete_topics, DeleteTopicsRequest),
+        ApiKey::DescribeConfigs => serve!(describe_configs, DescribeConfigsRequest),
+        ApiKey::CreatePartitions => serve!(create_partitions, CreatePartitionsRequest),
         ApiKey::IncrementalAlterConfigs => {
-            serve!(
-                incremental_alter_configs,
-                IncrementalAlterConfigsRequest,
-                broker,
-                header,
-                frame
-            )
+            serve!(incremental_alter_configs, IncrementalAlterConfigsRequest)
         }
-        ApiKey::DescribeCluster => serve!(
-            describe_cluster,
-            DescribeClusterRequest,
-            broker,
-            header,
-            frame
-        ),
-        ApiKey::InitProducerId => serve!(
-            init_producer_id,
-            InitProducerIdRequest,
-            broker,
-            header,
-            frame
-        ),
+        ApiKey::DescribeCluster => serve!(describe_cluster, DescribeClusterRequest),
+        ApiKey::InitProducerId => serve!(init_producer_id, InitProducerIdRequest),
         _ => Err(DispatchError::UnsupportedApi(prefix.api_key)),
     }
 }
