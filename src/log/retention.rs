@@ -8,6 +8,7 @@
 use std::path::Path;
 
 use crate::io::Job;
+use crate::protocol::batch::BatchError;
 
 use super::segment::{Segment, SegmentFiles, file_name, io_error};
 use super::{LogError, Partition, writer_error};
@@ -15,13 +16,17 @@ use super::{LogError, Partition, writer_error};
 impl Partition {
     /// Rolls the active segment when appending `bytes` (holding `offsets` offsets) at `now` would
     /// pass segment_bytes_max, when it is older than segment_ms_max, or when the new offsets would
-    /// not fit the index's u32 relative offsets. An empty active segment is never rolled.
+    /// not fit the index's u32 relative offsets. An empty active segment is never rolled. Refuses
+    /// an append whose offsets would not fit even an empty segment: no roll can make room.
     pub(super) async fn maybe_roll(
         &self,
         bytes: u64,
         offsets: i64,
         now: i64,
     ) -> Result<(), LogError> {
+        if offsets > i64::from(u32::MAX) {
+            return Err(LogError::Corrupt(BatchError::OffsetsOverflow { offsets }));
+        }
         let due = {
             let inner = self.shared.lock();
             let Some(seg) = inner.active() else {

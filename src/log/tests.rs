@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::*;
 use crate::io::{DiskWriter, WriterConfig};
-use crate::protocol::batch::test_batches::{batch, batch_with};
+use crate::protocol::batch::test_batches::{batch, batch_with, refresh_crc};
 
 pub(super) fn config() -> LogConfig {
     LogConfig {
@@ -279,6 +279,54 @@ async fn rolls_by_age() {
     assert_eq!(p.append(b(1, 1), 0).await.expect("append").base_offset, 2);
     assert_eq!(log_files(dir.path()).len(), 2);
     assert_eq!(read_all(&p).await, [(0, 0), (1, 1), (2, 2)]);
+}
+
+/// A "compressed" (lz4 bits, records left raw) batch of 2 MiB claiming i32::MAX records: the
+/// most the records-per-byte bound lets a batch that size claim, rounded down.
+fn huge_count_batch() -> Vec<u8> {
+    let mut b = batch_with(&[1], 2 << 20, 3);
+    let count = i32::MAX;
+    b[batch::RECORD_COUNT_AT..batch::RECORD_COUNT_AT + 4].copy_from_slice(&count.to_be_bytes());
+    b[batch::LAST_OFFSET_DELTA_AT..batch::LAST_OFFSET_DELTA_AT + 4]
+        .copy_from_slice(&(count - 1).to_be_bytes());
+    refresh_crc(&mut b);
+    b
+}
+
+#[tokio::test]
+async fn offsets_past_u32_roll_or_are_refused() {
+    // Proves an append whose offsets would overflow the active segment's u32 relative offsets
+    // rolls first, and one that would not fit even an empty segment is refused, writing nothing.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = open(
+        dir.path(),
+        LogConfig {
+            segment_bytes_max: 64 << 20,
+            message_bytes_max: 4 << 20,
+            ..config()
+        },
+    );
+    let huge = huge_count_batch();
+    let three = Bytes::from([huge.clone(), huge.clone(), huge.clone()].concat());
+    assert!(matches!(
+        p.append(three, 0).await,
+        Err(LogError::Corrupt(batch::BatchError::OffsetsOverflow { .. }))
+    ));
+    assert_eq!((p.log_end_offset(), p.size_bytes()), (0, 0));
+    let count = i64::from(i32::MAX);
+    let two = Bytes::from([huge.clone(), huge.clone()].concat());
+    assert_eq!(
+        p.append(two, 0).await.expect("fits").last_offset,
+        2 * count - 1
+    );
+    assert_eq!(log_files(dir.path()).len(), 1);
+    let third = p.append(Bytes::from(huge), 0).await.expect("rolls");
+    assert_eq!(third.base_offset, 2 * count);
+    assert_eq!(
+        log_files(dir.path()).len(),
+        2,
+        "the third batch starts a segment"
+    );
 }
 
 /// Writes `n` batches of one record each and returns the active log's path and batch ends.

@@ -48,6 +48,12 @@ pub const LOG_OVERHEAD_BYTES: usize = LEADER_EPOCH_AT;
 /// Smallest legal `batch_length` (a header with no record bytes).
 pub const BATCH_LENGTH_MIN: i32 = (HEADER_BYTES - LOG_OVERHEAD_BYTES) as i32;
 pub const MAGIC_V2: i8 = 2;
+/// Records a compressed batch may claim per byte of its records section. The record count
+/// decides how many offsets a batch takes, and the produce path never decompresses to count, so
+/// this bounds the lie. An uncompressed record is at least 7 bytes and each carries its own
+/// offset delta, which keeps real codecs (gzip tops out near 1000:1 on any input, lz4 near
+/// 255:1) far below 1024 records per compressed byte.
+pub const RECORDS_PER_COMPRESSED_BYTE_MAX: i64 = 1024;
 
 const CODEC_MASK: i16 = 0x07;
 const TIMESTAMP_TYPE_BIT: i16 = 0x08;
@@ -98,11 +104,24 @@ pub enum BatchError {
     Crc { stored: u32, computed: u32 },
     #[error("record count {0} is invalid")]
     RecordCount(i32),
+    #[error("record count {record_count} does not match the {found} records in the batch")]
+    RecordsMismatch { record_count: i32, found: i64 },
+    #[error("record count {record_count} is implausible for {records_bytes} compressed bytes")]
+    CompressedRecordCount {
+        record_count: i32,
+        records_bytes: usize,
+    },
     #[error("last offset delta {last_offset_delta} does not match record count {record_count}")]
     OffsetDelta {
         last_offset_delta: i32,
         record_count: i32,
     },
+    /// One append's batches claim more offsets than a segment's u32 relative offsets can hold.
+    #[error(
+        "{offsets} offsets in one append exceed a segment's {} relative offsets",
+        u32::MAX
+    )]
+    OffsetsOverflow { offsets: i64 },
     #[error("unknown compression codec {0}")]
     Codec(u8),
     #[error("malformed record at byte {at} of the batch")]
@@ -229,7 +248,9 @@ impl BatchHeader {
 
 /// Checks one whole batch (`buf` must be exactly one batch): magic 2, `batch_length` equal to
 /// `buf.len() - 12`, CRC-32C over attributes..end, `record_count >= 1`,
-/// `last_offset_delta == record_count - 1`, codec 0..=4.
+/// `last_offset_delta == record_count - 1`, codec 0..=4, and a record count that is true: exactly
+/// that many records filling the records section (uncompressed), or at most
+/// [`RECORDS_PER_COMPRESSED_BYTE_MAX`] per records byte (compressed).
 pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     let h = BatchHeader::parse(buf)?;
     let total = h.total_bytes();
@@ -250,11 +271,40 @@ pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
             computed,
         });
     }
+    if h.compression() == Some(Compression::None) {
+        check_records(buf, &h)?;
+    }
     Ok(h)
 }
 
-/// The checks of [`validate`] that need only the header (record count, last offset delta, codec),
-/// for callers that verify the CRC themselves (recovery streams it with [`Crc32c`]).
+/// Walks the record lengths of an uncompressed batch: exactly `record_count` records must fill
+/// the records section, so the offsets the batch takes are the records it holds. Bounded by the
+/// section bytes (every record consumes at least two).
+fn check_records(batch: &[u8], h: &BatchHeader) -> Result<(), BatchError> {
+    let section = batch.get(HEADER_BYTES..).unwrap_or_default();
+    let mut records = RecordTimes {
+        records: section.into(),
+        header: *h,
+        pos: 0,
+        left: h.record_count,
+    };
+    let mut found: i64 = 0;
+    for record in records.by_ref() {
+        record?;
+        found += 1;
+    }
+    if found != i64::from(h.record_count) || records.pos != section.len() {
+        return Err(BatchError::RecordsMismatch {
+            record_count: h.record_count,
+            found,
+        });
+    }
+    Ok(())
+}
+
+/// The checks of [`validate`] that need only the header (record count, last offset delta, codec,
+/// the compressed record count bound), for callers that verify the CRC themselves (recovery
+/// streams it with [`Crc32c`]; the records were walked when the batch was produced).
 pub fn check_header(h: &BatchHeader) -> Result<(), BatchError> {
     if h.record_count < 1 {
         return Err(BatchError::RecordCount(h.record_count));
@@ -265,8 +315,19 @@ pub fn check_header(h: &BatchHeader) -> Result<(), BatchError> {
             record_count: h.record_count,
         });
     }
-    if h.compression().is_none() {
-        return Err(BatchError::Codec((h.attributes & CODEC_MASK) as u8));
+    match h.compression() {
+        None => return Err(BatchError::Codec((h.attributes & CODEC_MASK) as u8)),
+        Some(Compression::None) => {}
+        Some(_) => {
+            let records_bytes = h.total_bytes().saturating_sub(HEADER_BYTES);
+            let max = RECORDS_PER_COMPRESSED_BYTE_MAX.saturating_mul(records_bytes as i64);
+            if i64::from(h.record_count) > max {
+                return Err(BatchError::CompressedRecordCount {
+                    record_count: h.record_count,
+                    records_bytes,
+                });
+            }
+        }
     }
     Ok(())
 }
@@ -737,6 +798,55 @@ mod tests {
         let mut short_len = b.clone();
         short_len[BATCH_LENGTH_AT..BATCH_LENGTH_AT + 4].copy_from_slice(&48i32.to_be_bytes());
         assert_eq!(validate(&short_len), Err(BatchError::Length(48)));
+    }
+
+    /// `b` with its record count and last offset delta set to `count` and the CRC refreshed.
+    fn claim_records(mut b: Vec<u8>, count: i32) -> Vec<u8> {
+        b[RECORD_COUNT_AT..RECORD_COUNT_AT + 4].copy_from_slice(&count.to_be_bytes());
+        b[LAST_OFFSET_DELTA_AT..LAST_OFFSET_DELTA_AT + 4]
+            .copy_from_slice(&(count - 1).to_be_bytes());
+        refresh_crc(&mut b);
+        b
+    }
+
+    #[test]
+    fn record_count_must_be_true() {
+        // Proves a batch cannot claim more (or fewer) records than it holds: a 69-byte batch
+        // claiming 2^31-1 records is refused, uncompressed by walking its records, compressed by
+        // the records-per-byte bound; valid multi-record batches of both kinds still pass.
+        let one = batch(1, 1, 1);
+        assert_eq!(one.len(), 69);
+        assert!(matches!(
+            validate(&claim_records(one.clone(), i32::MAX)),
+            Err(BatchError::RecordsMismatch { found: 1, .. })
+        ));
+        let three = batch(3, 1, 4);
+        assert_eq!(validate(&three).map(|h| h.record_count), Ok(3));
+        for wrong in [2, 4] {
+            assert!(
+                matches!(
+                    validate(&claim_records(three.clone(), wrong)),
+                    Err(BatchError::RecordsMismatch { found, .. }) if found == i64::from(wrong.min(3))
+                ),
+                "claimed {wrong} of 3 records"
+            );
+        }
+        let mut trailing = three.clone();
+        trailing.push(0);
+        let len = (trailing.len() - LOG_OVERHEAD_BYTES) as i32;
+        trailing[BATCH_LENGTH_AT..BATCH_LENGTH_AT + 4].copy_from_slice(&len.to_be_bytes());
+        refresh_crc(&mut trailing);
+        assert!(validate(&trailing).is_err(), "bytes after the last record");
+        let lz4 = batch_with(&[1], 0, 3);
+        assert!(matches!(
+            validate(&claim_records(lz4.clone(), i32::MAX)),
+            Err(BatchError::CompressedRecordCount { .. })
+        ));
+        let records_bytes = (lz4.len() - HEADER_BYTES) as i64;
+        let most = (RECORDS_PER_COMPRESSED_BYTE_MAX * records_bytes) as i32;
+        assert!(validate(&claim_records(lz4.clone(), most)).is_ok());
+        assert!(validate(&claim_records(lz4, most + 1)).is_err());
+        assert!(validate(&gzip_batch(&[1, 2, 3, 4])).is_ok());
     }
 
     #[test]
