@@ -26,6 +26,8 @@ use super::{LogConfig, LogError};
 const CRC_CHUNK_BYTES: usize = 64 * 1024;
 /// Segment files one partition directory may hold (a bound on the directory walk).
 const SEGMENTS_MAX: usize = 1 << 20;
+/// Missing directory levels created for one partition directory (a bound on the ancestor walk).
+const DIR_LEVELS_MAX: usize = 64;
 
 /// Opens every segment of `dir` (creating segment 0 in an empty one), recovering the last.
 pub fn open_segments(
@@ -33,7 +35,7 @@ pub fn open_segments(
     dir: &Path,
     config: &LogConfig,
 ) -> Result<BTreeMap<i64, Segment>, LogError> {
-    storage.create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+    create_dir_durable(storage, dir)?;
     let bases = list_bases(dir)?;
     let mut segments = BTreeMap::new();
     let Some((&active, sealed)) = bases.split_last() else {
@@ -49,6 +51,28 @@ pub fn open_segments(
     }
     segments.insert(active, recover_active(storage, dir, active, config)?);
     Ok(segments)
+}
+
+/// Creates `dir` and its missing parents, syncing each new directory's parent: on a filesystem
+/// that does not order metadata, a new directory's entry is not durable until its parent is
+/// synced, and the segment files inside would vanish with it. An existing `dir` syncs nothing
+/// (SD cards wear with every sync).
+fn create_dir_durable(storage: &dyn Storage, dir: &Path) -> Result<(), LogError> {
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .take(DIR_LEVELS_MAX)
+        .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+        .collect();
+    storage.create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+    // Outermost first, so every synced entry's own parent entry is already durable.
+    for new in missing.iter().rev() {
+        let parent = match new.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        storage.sync_dir(parent).map_err(|e| io_error(parent, e))?;
+    }
+    Ok(())
 }
 
 /// Base offsets of the `.log` files in `dir`, ascending.

@@ -161,3 +161,35 @@ async fn torn_tail_of_the_newest_sealed_segment_is_cut() {
     assert_eq!(p.log_end_offset(), 3);
     assert_eq!(super::tests::read_all(&p).await, [(0, 0), (2, 2)]);
 }
+
+#[tokio::test]
+async fn new_partition_directories_are_synced_in_their_parents() {
+    // Proves opening a partition whose directory (and its parent) do not exist yet syncs each new
+    // directory's parent, outermost first, and reopening an existing one syncs no parent again.
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = root.path().join("data");
+    let dir = data.join("t-0");
+    let (p, storage) = open_recorded(&dir, config());
+    drop(p);
+    let parent_syncs: Vec<Event> = storage
+        .events()
+        .into_iter()
+        .filter(|e| matches!(e, Event::SyncDir(d) if *d != dir))
+        .collect();
+    assert_eq!(
+        parent_syncs,
+        [
+            Event::SyncDir(root.path().to_path_buf()),
+            Event::SyncDir(data.clone())
+        ]
+    );
+    let (_p, storage) = open_recorded(&dir, config());
+    assert!(
+        !storage
+            .events()
+            .iter()
+            .any(|e| matches!(e, Event::SyncDir(_))),
+        "reopening syncs nothing: {:?}",
+        storage.events()
+    );
+}
