@@ -3,21 +3,36 @@
 //! ([`StdStorage`]: `pwrite` + `fdatasync`), and the [`DiskWriter`]: one thread per data directory
 //! that performs every log write and fsync, group-committing whatever is queued.
 //!
-//! An io_uring backend and a crash-simulating backend (one that loses unsynced writes) are meant
-//! to slot in behind the same two traits, so they stay small on purpose.
+//! A third trait, [`GroupIo`], is how the writer thread performs one group's writes and syncs: the
+//! std backend issues them one syscall at a time, the io_uring backend ([`UringStorage`], 64-bit
+//! Linux only) submits a whole wave of writes, then all the fsyncs, each as one submission. Which
+//! backend runs is chosen at start ([`Backend`]: auto probes io_uring and falls back to std).
+//! A crash-simulating backend (one that loses unsynced writes) slots in behind the same traits,
+//! so they stay small on purpose. Every backend must pass the suite in `conformance.rs`.
 //!
 //! Media assumptions: SD cards are slow at small random writes and wear with every fsync, so the
 //! writer issues one fdatasync per file per group however many appends the group holds, and the
 //! log only ever appends.
 
+mod backend;
+#[cfg(test)]
+pub(crate) mod conformance;
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+mod uring;
 mod writer;
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use bytes::Bytes;
+
+pub use backend::{Backend, BackendError, PROBE_FAIL_ENV, URING_BUILT, uring_failure_reason};
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+pub use uring::UringStorage;
 pub use writer::{Completion, DiskWriter, Job, Permit, WriterConfig, WriterError};
 
 /// A file opened through a [`Storage`]; shared between the writer thread (writes, syncs) and
@@ -36,6 +51,12 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     fn is_empty(&self) -> std::io::Result<bool> {
         Ok(self.len()? == 0)
     }
+    /// The open descriptor when this is a real kernel file, so a [`GroupIo`] can submit writes
+    /// and syncs for it directly (io_uring). Files that simulate the disk keep the default `None`
+    /// and are always written through the methods above.
+    fn as_fd(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
 }
 
 /// Shared handle to an open file.
@@ -51,6 +72,73 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn remove_dir_all(&self, path: &Path) -> std::io::Result<()>;
     /// Makes the directory entries of `dir` durable (new or removed files survive a power cut).
     fn sync_dir(&self, dir: &Path) -> std::io::Result<()>;
+    /// Name shown in the startup log, DescribeConfigs and [`DiskWriter::backend`].
+    fn backend(&self) -> &'static str {
+        "std"
+    }
+    /// Builds what performs the writer's groups. Called once, on the writer thread (an io_uring
+    /// ring belongs to the thread that made it), with the data directory a probe may write in;
+    /// an error stops the writer from starting.
+    fn group_io(&self, _data_dir: &Path) -> std::io::Result<Box<dyn GroupIo>> {
+        Ok(Box::new(StdGroupIo::default()))
+    }
+}
+
+/// One write of a group: `parts` land back to back from byte `offset` of `file`.
+#[derive(Debug)]
+pub struct GroupWrite<'a> {
+    pub file: &'a FileRef,
+    pub offset: u64,
+    pub parts: Vec<Bytes>,
+}
+
+impl GroupWrite<'_> {
+    pub fn bytes(&self) -> usize {
+        self.parts.iter().map(Bytes::len).sum()
+    }
+}
+
+/// How the disk writer thread performs a group's I/O. Each call gets at most one write per file,
+/// so a backend may run them concurrently; it returns one result per item, in the same order.
+/// Lives on the writer thread only, hence no `Send`.
+pub trait GroupIo {
+    fn write(&mut self, writes: &[GroupWrite<'_>]) -> Vec<std::io::Result<()>>;
+    /// fdatasync of each (distinct) file.
+    fn sync(&mut self, files: &[FileRef]) -> Vec<std::io::Result<()>>;
+}
+
+/// One syscall per write (the parts gathered in a reused buffer, so a run of appends is one
+/// `pwrite`) and one `fdatasync` per file, through the [`StorageFile`] methods.
+#[derive(Debug, Default)]
+pub struct StdGroupIo {
+    scratch: Vec<u8>,
+}
+
+/// The gather buffer is kept between groups up to this size; a bigger one is freed after use.
+const SCRATCH_BYTES_KEPT_MAX: usize = 4 << 20;
+
+impl GroupIo for StdGroupIo {
+    fn write(&mut self, writes: &[GroupWrite<'_>]) -> Vec<std::io::Result<()>> {
+        let results = writes
+            .iter()
+            .map(|w| match w.parts.as_slice() {
+                [one] => w.file.write_at(one, w.offset),
+                parts => {
+                    self.scratch.clear();
+                    parts.iter().for_each(|p| self.scratch.extend_from_slice(p));
+                    w.file.write_at(&self.scratch, w.offset)
+                }
+            })
+            .collect();
+        if self.scratch.capacity() > SCRATCH_BYTES_KEPT_MAX {
+            self.scratch = Vec::new();
+        }
+        results
+    }
+
+    fn sync(&mut self, files: &[FileRef]) -> Vec<std::io::Result<()>> {
+        files.iter().map(|f| f.sync_data()).collect()
+    }
 }
 
 /// Plain files: `pread`/`pwrite` through `FileExt`, `fdatasync` through `File::sync_data`.
@@ -87,19 +175,29 @@ impl StorageFile for StdFile {
     fn len(&self) -> std::io::Result<u64> {
         Ok(self.file.metadata()?.len())
     }
+
+    fn as_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.file.as_fd())
+    }
+}
+
+/// Opens a plain file (shared by the std and io_uring backends: both read and set lengths the
+/// same way; they differ only in how the writer thread writes and syncs).
+fn open_std(path: &Path, create: bool) -> std::io::Result<FileRef> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .open(path)?;
+    Ok(Arc::new(StdFile {
+        path: path.to_path_buf(),
+        file,
+    }))
 }
 
 impl Storage for StdStorage {
     fn open(&self, path: &Path, create: bool) -> std::io::Result<FileRef> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(create)
-            .open(path)?;
-        Ok(Arc::new(StdFile {
-            path: path.to_path_buf(),
-            file,
-        }))
+        open_std(path, create)
     }
 
     fn remove_file(&self, path: &Path) -> std::io::Result<()> {

@@ -1,7 +1,7 @@
 //! io::writer: the disk writer, one std thread per data directory that performs every log write
 //! and fsync. Submitters send [`Job`]s over a bounded channel; the thread blocks for one job,
 //! drains what else is queued (bounded by `group_jobs_max` / `group_bytes_max`), writes them in
-//! submission order (coalescing contiguous writes to the same file into one `pwrite`), issues one
+//! submission order (contiguous writes to one file coalesce into one write call), issues one
 //! fdatasync per distinct file that any job of the group asked to sync, then completes every job
 //! in submission order. That is group commit: one fsync covers many produce requests.
 //!
@@ -10,6 +10,7 @@
 //! later job touching it fails too, so no later write can land beyond a hole and no later sync can
 //! report durability for data the kernel may have dropped (fsync errors are not retryable).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
@@ -18,7 +19,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{FileRef, StdStorage, Storage, StorageFile};
+use super::{FileRef, GroupIo, GroupWrite, StdStorage, Storage, StorageFile};
 
 /// One writer's data directory and limits. Units last.
 #[derive(Debug, Clone, PartialEq)]
@@ -77,7 +78,7 @@ impl From<&PathBuf> for WriterConfig {
 pub enum WriterError {
     #[error("disk writer stopped")]
     Stopped,
-    #[error("cannot start the disk writer thread for {data_dir}")]
+    #[error("cannot start the disk writer for {data_dir}")]
     Start {
         data_dir: PathBuf,
         #[source]
@@ -207,25 +208,49 @@ impl DiskWriter {
         DiskWriter::start_with(config.into(), Arc::new(StdStorage))
     }
 
-    /// Starts a writer thread on the given backend.
+    /// Starts a writer thread on the given backend. The thread builds the backend's [`GroupIo`]
+    /// first (for io_uring that is the probe); if that fails, the writer does not start.
     pub fn start_with(
         config: WriterConfig,
         storage: Arc<dyn Storage>,
     ) -> Result<DiskWriter, WriterError> {
         let (tx, rx) = mpsc::channel(config.queue_depth_max.max(1));
         let data_dir = config.data_dir.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+        let thread_storage = storage.clone();
         let handle = std::thread::Builder::new()
             .name("bramble-disk-writer".into())
-            .spawn(move || run(rx, config))
+            .spawn(move || match thread_storage.group_io(&config.data_dir) {
+                Ok(io) => {
+                    let _ = ready_tx.send(Ok(()));
+                    run(rx, config, io);
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            })
             .map_err(|e| WriterError::Start {
-                data_dir,
+                data_dir: data_dir.clone(),
                 source: Arc::new(e),
             })?;
+        let ready = ready_rx
+            .recv()
+            .unwrap_or_else(|_| Err(std::io::Error::other("disk writer thread ended at start")));
+        if let Err(e) = ready {
+            let _ = handle.join();
+            let source = Arc::new(e);
+            return Err(WriterError::Start { data_dir, source });
+        }
         Ok(DiskWriter {
             tx,
             storage,
             thread: Arc::new(Mutex::new(Some(handle))),
         })
+    }
+
+    /// Which backend performs the writes: "uring" or "std" (or a test backend's name).
+    pub fn backend(&self) -> &'static str {
+        self.storage.backend()
     }
 
     /// The backend files are opened through (reads and recovery use it directly).
@@ -258,11 +283,11 @@ impl DiskWriter {
 }
 
 /// The writer thread's loop: one group per iteration until shutdown or every handle is dropped.
-fn run(mut rx: mpsc::Receiver<Msg>, config: WriterConfig) {
+fn run(mut rx: mpsc::Receiver<Msg>, config: WriterConfig, io: Box<dyn GroupIo>) {
     let mut thread = WriterThread {
         config,
         poisoned: Vec::new(),
-        scratch: Vec::new(),
+        io,
     };
     let mut stop_waiters = Vec::new();
     let mut closed = false;
@@ -302,8 +327,8 @@ struct WriterThread {
     /// Files whose write or sync failed. Weak keeps the address from being reused for another
     /// file while listed; entries whose file is gone are pruned.
     poisoned: Vec<Weak<dyn StorageFile>>,
-    /// Coalescing buffer, at most `group_bytes_max`.
-    scratch: Vec<u8>,
+    /// The backend's way of performing a group's writes and syncs.
+    io: Box<dyn GroupIo>,
 }
 
 type Reply = oneshot::Sender<Result<(), WriterError>>;
@@ -355,34 +380,57 @@ impl WriterThread {
         }
     }
 
-    /// Performs the group's writes in order, one `pwrite` per run of contiguous writes to one file.
+    /// Performs the group's writes. Contiguous writes to one file form a run (one write call);
+    /// runs go to the backend in waves holding at most one run per file, so a backend may submit
+    /// a wave at once while each file's runs still land in submission order, and a failed run
+    /// poisons its file before the file's next run is tried (no write lands beyond a hole).
     fn write_all(&mut self, group: &[(Job, Reply)], results: &mut [Result<(), WriterError>]) {
         let writes: Vec<(usize, &Write)> = group
             .iter()
             .enumerate()
             .flat_map(|(i, (job, _))| job.writes.iter().map(move |w| (i, w)))
             .collect();
+        let mut runs: Vec<&[(usize, &Write)]> = Vec::new();
         let mut start = 0;
         while start < writes.len() {
             let end = self.run_end(&writes, start);
-            let run = &writes[start..end];
-            let file = &run[0].1.file;
-            let outcome = if self.is_poisoned(file) {
-                Err(WriterError::Poisoned {
-                    path: file.path().to_path_buf(),
-                })
-            } else {
-                self.write_run(run)
-            };
-            if let Err(e) = outcome {
-                self.poison(file);
-                for (i, _) in run {
-                    if results[*i].is_ok() {
-                        results[*i] = Err(e.clone());
-                    }
-                }
-            }
+            runs.push(&writes[start..end]);
             start = end;
+        }
+        for wave in waves(&runs) {
+            self.write_wave(&wave, results);
+        }
+    }
+
+    fn write_wave(&mut self, wave: &[&[(usize, &Write)]], results: &mut [Result<(), WriterError>]) {
+        let mut ops = Vec::with_capacity(wave.len());
+        let mut sent = Vec::with_capacity(wave.len());
+        for &run in wave {
+            let file = &run[0].1.file;
+            if self.is_poisoned(file) {
+                let path = file.path().to_path_buf();
+                fail_run(run, results, WriterError::Poisoned { path });
+                continue;
+            }
+            ops.push(GroupWrite {
+                file,
+                offset: run[0].1.offset,
+                parts: run.iter().map(|(_, w)| w.data.clone()).collect(),
+            });
+            sent.push(run);
+        }
+        if ops.is_empty() {
+            return;
+        }
+        let mut outcomes = self.io.write(&ops).into_iter();
+        for (op, run) in ops.iter().zip(sent) {
+            let outcome = outcomes.next().unwrap_or_else(missing_result);
+            if let Err(e) = outcome {
+                self.poison(op.file);
+                let path = op.file.path().to_path_buf();
+                let source = Arc::new(e);
+                fail_run(run, results, WriterError::Write { path, source });
+            }
         }
     }
 
@@ -405,54 +453,74 @@ impl WriterThread {
         end
     }
 
-    fn write_run(&mut self, run: &[(usize, &Write)]) -> Result<(), WriterError> {
-        let first = run[0].1;
-        let result = if run.len() == 1 {
-            first.file.write_at(&first.data, first.offset)
-        } else {
-            self.scratch.clear();
-            for (_, w) in run {
-                self.scratch.extend_from_slice(&w.data);
-            }
-            first.file.write_at(&self.scratch, first.offset)
-        };
-        if self.scratch.capacity() > self.config.group_bytes_max {
-            self.scratch = Vec::new();
-        }
-        result.map_err(|e| WriterError::Write {
-            path: first.file.path().to_path_buf(),
-            source: Arc::new(e),
-        })
-    }
-
-    /// One fdatasync per distinct file any job asked for; a failure fails every job that asked.
+    /// One fdatasync per distinct file any job asked for, all handed to the backend together; a
+    /// failure fails every job that asked.
     fn sync_all(&mut self, group: &[(Job, Reply)], results: &mut [Result<(), WriterError>]) {
-        let mut files: Vec<&FileRef> = Vec::new();
+        let mut files: Vec<FileRef> = Vec::new();
         for (job, _) in group {
             for f in &job.syncs {
-                if !files.iter().any(|g| Arc::ptr_eq(g, f)) {
-                    files.push(f);
+                if self.is_poisoned(f) {
+                    let path = f.path().to_path_buf();
+                    fail_syncers(group, results, f, WriterError::Poisoned { path });
+                } else if !files.iter().any(|g| Arc::ptr_eq(g, f)) {
+                    files.push(f.clone());
                 }
             }
         }
-        for file in files {
-            let outcome = if self.is_poisoned(file) {
-                Err(WriterError::Poisoned {
-                    path: file.path().to_path_buf(),
-                })
-            } else {
-                file.sync_data().map_err(|e| WriterError::Sync {
-                    path: file.path().to_path_buf(),
-                    source: Arc::new(e),
-                })
+        if files.is_empty() {
+            return;
+        }
+        let mut outcomes = self.io.sync(&files).into_iter();
+        for file in &files {
+            let Err(e) = outcomes.next().unwrap_or_else(missing_result) else {
+                continue;
             };
-            let Err(e) = outcome else { continue };
             self.poison(file);
-            for (i, (job, _)) in group.iter().enumerate() {
-                if results[i].is_ok() && job.syncs.iter().any(|g| Arc::ptr_eq(g, file)) {
-                    results[i] = Err(e.clone());
-                }
-            }
+            let path = file.path().to_path_buf();
+            let source = Arc::new(e);
+            fail_syncers(group, results, file, WriterError::Sync { path, source });
+        }
+    }
+}
+
+/// Splits runs into waves: wave k holds the k-th run of every file, in submission order.
+fn waves<'r, 'w>(runs: &[&'r [(usize, &'w Write)]]) -> Vec<Vec<&'r [(usize, &'w Write)]>> {
+    let mut seen: HashMap<*const (), usize> = HashMap::new();
+    let mut waves: Vec<Vec<_>> = Vec::new();
+    for &run in runs {
+        let count = seen.entry(Arc::as_ptr(&run[0].1.file).cast()).or_insert(0);
+        if waves.len() <= *count {
+            waves.push(Vec::new());
+        }
+        waves[*count].push(run);
+        *count += 1;
+    }
+    waves
+}
+
+/// A backend that answers fewer items than it was given failed the rest.
+fn missing_result() -> std::io::Result<()> {
+    Err(std::io::Error::other("storage backend returned no result"))
+}
+
+fn fail_run(run: &[(usize, &Write)], results: &mut [Result<(), WriterError>], e: WriterError) {
+    for (i, _) in run {
+        if results[*i].is_ok() {
+            results[*i] = Err(e.clone());
+        }
+    }
+}
+
+/// Fails every still-successful job of `group` that asked to sync `file`.
+fn fail_syncers(
+    group: &[(Job, Reply)],
+    results: &mut [Result<(), WriterError>],
+    file: &FileRef,
+    e: WriterError,
+) {
+    for (i, (job, _)) in group.iter().enumerate() {
+        if results[i].is_ok() && job.syncs.iter().any(|g| Arc::ptr_eq(g, file)) {
+            results[i] = Err(e.clone());
         }
     }
 }
