@@ -82,6 +82,10 @@ pub struct Config {
     pub retention_check_ms: u64,
     /// How long shutdown waits for in-flight requests before closing connections.
     pub shutdown_grace_ms: u64,
+    /// Disk writer backend: "auto" (io_uring if the start-up probe passes, else std with one log
+    /// line naming why), "uring" (refuse to start without it) or "std". Once the writer runs,
+    /// `serve` records the backend in use here, so DescribeConfigs reports uring or std.
+    pub io_backend: crate::io::Backend,
 }
 
 impl Default for Config {
@@ -116,6 +120,7 @@ impl Default for Config {
             blocking_threads_max: 64,
             retention_check_ms: 60_000,
             shutdown_grace_ms: 5_000,
+            io_backend: crate::io::Backend::Auto,
         }
     }
 }
@@ -198,6 +203,9 @@ impl Config {
         }
         if self.retention_check_ms == 0 {
             return invalid("retention_check_ms", "must be >= 1");
+        }
+        if self.io_backend == crate::io::Backend::Uring && !crate::io::URING_BUILT {
+            return invalid("io_backend", "uring is built for 64-bit Linux only");
         }
         Ok(())
     }

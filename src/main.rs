@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use bramble::broker::{Advertised, Broker};
 use bramble::client::{Client, admin};
 use bramble::config::{Config, split_host_port};
-use bramble::io::DiskWriter;
+use bramble::io::{Backend, DiskWriter};
 
 #[derive(Parser)]
 #[command(
@@ -48,6 +48,9 @@ struct ServeArgs {
     advertise: Option<String>,
     #[arg(long)]
     node_id: Option<i32>,
+    /// Disk writer backend: auto (io_uring if available, else std), uring, or std.
+    #[arg(long, value_name = "auto|uring|std")]
+    io_backend: Option<Backend>,
 }
 
 #[derive(Args)]
@@ -121,6 +124,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(v) = args.node_id {
         config.node_id = v;
     }
+    if let Some(v) = args.io_backend {
+        config.io_backend = v;
+    }
     config.validate()?;
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -142,7 +148,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(run_node(config))
 }
 
-async fn run_node(config: Config) -> anyhow::Result<()> {
+async fn run_node(mut config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -158,7 +164,13 @@ async fn run_node(config: Config) -> anyhow::Result<()> {
         host: advertised.0,
         port: i32::from(advertised.1),
     };
-    let writer = DiskWriter::start(&config.data_dir).context("starting the disk writer")?;
+    let writer = tokio::task::block_in_place(|| {
+        DiskWriter::start_backend(&config.data_dir, config.io_backend)
+    })
+    .context("starting the disk writer")?;
+    // From here on the setting names the backend in use (DescribeConfigs shows it).
+    config.io_backend = writer.backend().parse().unwrap_or(config.io_backend);
+    let io_backend = writer.backend();
     let data_dir = config.data_dir.clone();
     let broker = tokio::task::block_in_place(|| Broker::open(config, advertised.clone(), writer))
         .with_context(|| format!("opening data directory {}", data_dir.display()))?;
@@ -168,6 +180,7 @@ async fn run_node(config: Config) -> anyhow::Result<()> {
         cluster_id = %broker.identity.cluster_id,
         data_dir = %data_dir.display(),
         advertised = %format!("{}:{}", advertised.host, advertised.port),
+        io_backend,
         "listening on {bound}"
     );
     bramble::server::run(broker, listener, shutdown_signal()).await;

@@ -199,6 +199,14 @@ fn broker_entries(broker: &Broker) -> Vec<DescribeConfigsResourceResult> {
             TYPE_STRING,
             true,
         ),
+        // bramble's own: the disk writer backend in use (uring or std; see io::backend).
+        entry(
+            "bramble.io.backend",
+            c.io_backend.to_string(),
+            s,
+            TYPE_STRING,
+            true,
+        ),
     ]
 }
 
