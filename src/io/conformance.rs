@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-use super::{DiskWriter, FileRef, GroupIo, GroupWrite, Job, Storage, StorageFile, WriterConfig};
+use super::{DiskWriter, FileRef, GroupIo, GroupWrite, Job, Storage, WriterConfig};
 
 /// Bigger than one MiB and not a multiple of the page size, so short writes would show.
 const LARGE_BYTES: usize = (3 << 20) + 17;
