@@ -71,6 +71,14 @@ pub struct Config {
     pub index_interval_bytes: u32,
     /// fsync before answering acks=1/all (group commit keeps it cheap).
     pub fsync_on_ack: bool,
+    /// Group commit window: after the first write that needs an fsync, the disk writer waits this
+    /// long for more produce requests to share it. 0 suits SSDs; SD cards want a few ms, because
+    /// one fsync there costs milliseconds and small writes wear the card.
+    pub flush_ms: u64,
+    /// Bytes of writes gathered into one group commit (one bigger batch still goes alone).
+    pub flush_bytes: usize,
+    /// Write jobs queued for the disk writer before produce requests wait (backpressure).
+    pub writer_queue_depth_max: usize,
     /// With fsync_on_ack = false: how often every log is synced anyway (bounds loss at a power cut).
     pub flush_ms_max: u64,
     /// Async worker threads; 0 means one per CPU core.
@@ -115,6 +123,9 @@ impl Default for Config {
             message_bytes_max: log.message_bytes_max,
             index_interval_bytes: log.index_interval_bytes,
             fsync_on_ack: true,
+            flush_ms: 0,
+            flush_bytes: 4 * 1024 * 1024,
+            writer_queue_depth_max: 1024,
             flush_ms_max: 1_000,
             worker_threads: 0,
             blocking_threads_max: 64,
@@ -195,6 +206,18 @@ impl Config {
         if self.fetch_bytes_max == 0 {
             return invalid("fetch_bytes_max", "must be >= 1");
         }
+        if self.flush_ms > 1_000 {
+            return invalid(
+                "flush_ms",
+                "a group commit window over 1000 ms would stall every ack",
+            );
+        }
+        if self.flush_bytes < 4096 || self.writer_queue_depth_max == 0 {
+            return invalid(
+                "flush_bytes",
+                "flush_bytes must be >= 4096 and writer_queue_depth_max >= 1",
+            );
+        }
         if self.flush_ms_max == 0 {
             return invalid("flush_ms_max", "must be >= 1");
         }
@@ -208,6 +231,17 @@ impl Config {
             return invalid("io_backend", "uring is built for 64-bit Linux only");
         }
         Ok(())
+    }
+
+    /// The disk writer's limits and group commit policy.
+    pub fn writer_config(&self) -> crate::io::WriterConfig {
+        crate::io::WriterConfig {
+            data_dir: self.data_dir.clone(),
+            queue_depth_max: self.writer_queue_depth_max,
+            group_bytes_max: self.flush_bytes,
+            group_wait_us: self.flush_ms.saturating_mul(1000),
+            ..crate::io::WriterConfig::default()
+        }
     }
 
     /// The log settings a new topic starts from.

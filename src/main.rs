@@ -165,7 +165,7 @@ async fn run_node(mut config: Config) -> anyhow::Result<()> {
         port: i32::from(advertised.1),
     };
     let writer = tokio::task::block_in_place(|| {
-        DiskWriter::start_backend(&config.data_dir, config.io_backend)
+        DiskWriter::start_backend(config.writer_config(), config.io_backend)
     })
     .context("starting the disk writer")?;
     // From here on the setting names the backend in use (DescribeConfigs shows it).
