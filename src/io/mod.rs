@@ -18,7 +18,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use writer::{Completion, DiskWriter, Job, Permit, WriterConfig, WriterError};
+pub use writer::{Completion, DiskWriter, Job, Permit, WriterConfig, WriterError, fsyncs};
 
 /// A file opened through a [`Storage`]; shared between the writer thread (writes, syncs) and
 /// readers (positional reads), so every method takes `&self`.

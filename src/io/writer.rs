@@ -11,6 +11,7 @@
 //! report durability for data the kernel may have dropped (fsync errors are not retryable).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -19,6 +20,16 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{FileRef, StdStorage, Storage, StorageFile};
+
+/// fdatasyncs issued by every disk writer of this process, for the benchmark (DescribeConfigs shows
+/// it as `bramble.fsyncs`). usize, not u64: 64-bit atomics are missing on some 32-bit ARM targets;
+/// readers take differences with `wrapping_sub`.
+static FSYNCS: AtomicUsize = AtomicUsize::new(0);
+
+/// How many fdatasyncs the disk writers have issued since the process started (wraps).
+pub fn fsyncs() -> usize {
+    FSYNCS.load(Ordering::Relaxed)
+}
 
 /// One writer's data directory and limits. Units last.
 #[derive(Debug, Clone, PartialEq)]
@@ -441,6 +452,7 @@ impl WriterThread {
                     path: file.path().to_path_buf(),
                 })
             } else {
+                FSYNCS.fetch_add(1, Ordering::Relaxed);
                 file.sync_data().map_err(|e| WriterError::Sync {
                     path: file.path().to_path_buf(),
                     source: Arc::new(e),
