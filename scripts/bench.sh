@@ -1,26 +1,26 @@
 #!/usr/bin/env bash
-# Produce benchmark against a fresh release-build node: starts target/release/bramble on a free
-# port with a temporary data dir, runs scripts/bench_produce.py (confluent-kafka, one producer),
-# then prints the broker's idle RSS, RSS after the run, peak RSS, and bytes the broker asked the
-# disk to write (/proc/PID/io write_bytes) per byte of record payload produced.
+# Produce benchmark against a fresh release-build node, then the disk probe at the same write size:
+# starts target/release/bramble on a free port with a temporary data dir, runs
+# `bramble bench produce --broker-pid PID` (records/s, MB/s, latency, the broker's peak RSS, CPU
+# seconds, fsyncs and write amplification), then `bramble bench disk` in the same filesystem with
+# --chunk-bytes set to the bytes the broker wrote per fsync, so the produce figure can be read as
+# a fraction of the disk's own ceiling.
 #
-#   scripts/bench.sh [--records N] [--record-size B] [--acks all|1|0] [--io-backend auto|uring|std]
+#   scripts/bench.sh [--io-backend auto|uring|std] [bramble bench produce flags…]
+#   e.g. scripts/bench.sh --messages 1000000 --record-size 100 --acks all --producers 8
 #
-# --io-backend is passed to `bramble serve`; BRAMBLE_SERVE_ARGS adds any other serve flags.
+# --io-backend is passed to `bramble serve`; BRAMBLE_SERVE_ARGS adds any other serve flags
+# (e.g. BRAMBLE_SERVE_ARGS="--config boards/pi4.toml").
 set -euo pipefail
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo_root"
-scripts/setup.sh >/dev/null
 cargo build --release --quiet
+bin=target/release/bramble
 
-records=200000
-record_size=100
 serve_args=()
 args=()
 while [ $# -gt 0 ]; do
   case "$1" in
-    --records) records=$2; args+=("$1" "$2"); shift 2 ;;
-    --record-size) record_size=$2; args+=("$1" "$2"); shift 2 ;;
     --io-backend) serve_args+=("$1" "$2"); shift 2 ;;
     *) args+=("$1"); shift ;;
   esac
@@ -29,24 +29,17 @@ done
 serve_args+=(${BRAMBLE_SERVE_ARGS:-})
 
 dir=$(mktemp -d)
-port=$(.venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-target/release/bramble serve --listen "127.0.0.1:$port" --data-dir "$dir/data" ${serve_args[@]+"${serve_args[@]}"} 2>"$dir/broker.log" &
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$bin" serve --listen "127.0.0.1:$port" --data-dir "$dir/data" ${serve_args[@]+"${serve_args[@]}"} 2>"$dir/broker.log" &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
 for _ in $(seq 100); do grep -q listening "$dir/broker.log" && break; sleep 0.1; done
-sleep 1
-rss() { awk -v k="$1:" '$1==k {print $2" "$3}' "/proc/$pid/status"; }
-echo "binary: $(stat -c %s target/release/bramble) bytes (target/release/bramble)"
+sleep 0.5
+
+echo "binary: $(stat -c %s "$bin") bytes ($bin)"
 echo "io:     $(grep -o 'io_backend=[^ ]*' "$dir/broker.log" | head -1)"
-echo "idle:   VmRSS $(rss VmRSS)"
-written_before=$(awk '$1=="write_bytes:" {print $2}' "/proc/$pid/io")
-.venv/bin/python scripts/bench_produce.py "127.0.0.1:$port" "${args[@]}"
-written_after=$(awk '$1=="write_bytes:" {print $2}' "/proc/$pid/io")
-echo "after:  VmRSS $(rss VmRSS), peak VmHWM $(rss VmHWM)"
-.venv/bin/python - "$written_before" "$written_after" "$records" "$record_size" <<'PY'
-import sys
-before, after, n, size = map(int, sys.argv[1:])
-payload = n * size
-print(f"disk:   {after - before} bytes written for {payload} payload bytes "
-      f"= {(after - before) / payload:.2f} x (batch, record headers and index included)")
-PY
+echo "idle:   VmRSS $(awk '$1=="VmRSS:" {print $2" "$3}' "/proc/$pid/status")"
+"$bin" bench produce -b "127.0.0.1:$port" --broker-pid "$pid" ${args[@]+"${args[@]}"} | tee "$dir/produce.txt"
+chunk=$(awk '/disk bytes per fsync/ {printf "%d", $NF}' "$dir/produce.txt")
+case "$chunk" in '' | 0) chunk=16384 ;; esac
+"$bin" bench disk --dir "$dir" --chunk-bytes "$chunk" --total-bytes 128MiB

@@ -16,9 +16,11 @@
 //! - [`broker`]: the node's view of topics and partitions (the control plane's local state).
 //! - [`log`]: per-partition append-only segment files (the data plane).
 //! - [`io`]: the one door to the disk for writes.
-//! - [`client`]: a small Kafka client used by the CLI (and later replication and benchmarks).
+//! - [`client`]: a small Kafka client used by the CLI (and later replication).
+//! - [`bench`]: `bramble bench produce|consume|disk`, built on [`client`].
 
 pub mod api;
+pub mod bench;
 pub mod broker;
 pub mod client;
 pub mod config;

@@ -1,5 +1,6 @@
 //! bramble's command line: `serve` runs a node; `topic …` administers topics over the Kafka
-//! protocol against any broker, like `kafka-topics`.
+//! protocol against any broker, like `kafka-topics`; `bench …` measures a broker or a disk
+//! (`bramble::bench`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -31,6 +32,9 @@ enum Command {
     /// Create, list, describe and delete topics.
     #[command(subcommand)]
     Topic(TopicCommand),
+    /// Benchmark a broker (produce, consume) or the disk under it; see `bramble bench --help`.
+    #[command(subcommand)]
+    Bench(bramble::bench::cli::BenchCommand),
 }
 
 #[derive(Args)]
@@ -104,6 +108,7 @@ fn main() -> anyhow::Result<()> {
                 .build()?;
             runtime.block_on(topic(cmd))
         }
+        Command::Bench(cmd) => Ok(bramble::bench::cli::run(cmd)?),
     }
 }
 

@@ -207,6 +207,14 @@ fn broker_entries(broker: &Broker) -> Vec<DescribeConfigsResourceResult> {
             TYPE_STRING,
             true,
         ),
+        // Not a setting: a live counter, read by `bramble bench produce` before and after a run.
+        entry(
+            "bramble.fsyncs",
+            crate::io::fsyncs().to_string(),
+            s,
+            TYPE_LONG,
+            true,
+        ),
     ]
 }
 

@@ -1,8 +1,10 @@
-//! client: a small Kafka client — one connection, one request at a time. The CLI's admin commands
-//! use it now; replication and the benchmark will use it later. It speaks the same codecs as the
-//! server (`protocol::codec`).
+//! client: a small Kafka client — one connection per [`Client`], requests answered in order. The
+//! CLI's admin commands ([`admin`]) and the benchmark ([`producer`], [`consumer`]) use it. It
+//! speaks the same codecs as the server (`protocol::codec`).
 
 pub mod admin;
+pub mod consumer;
+pub mod producer;
 
 use std::time::Duration;
 
@@ -39,6 +41,8 @@ pub enum ClientError {
     Correlation { want: i32, got: i32 },
     #[error("{0}")]
     Broker(String),
+    #[error("cannot encode a record batch: {0}")]
+    Encode(String),
 }
 
 pub struct Client {
@@ -71,6 +75,18 @@ impl Client {
         request: &R,
         version: i16,
     ) -> Result<R::Response, ClientError> {
+        let correlation_id = self.send(request, version).await?;
+        self.receive::<R>(correlation_id, version).await
+    }
+
+    /// Sends `request` without waiting for its response and returns its correlation id. A broker
+    /// answers one connection's requests in order, so a pipelining caller (the benchmark's
+    /// producer) sends several and then [`Client::receive`]s them oldest first.
+    pub async fn send<R: Request>(
+        &mut self,
+        request: &R,
+        version: i16,
+    ) -> Result<i32, ClientError> {
         self.correlation_id = self.correlation_id.wrapping_add(1);
         let header = RequestHeader::default()
             .with_request_api_key(R::KEY)
@@ -78,19 +94,31 @@ impl Client {
             .with_correlation_id(self.correlation_id)
             .with_client_id(Some(self.client_id.clone()));
         let frame = codec::encode_request(&header, request, std::any::type_name::<R>())?;
-        let exchange = async {
-            self.stream.write_all(&frame).await?;
-            self.read_frame().await
-        };
-        let mut body = tokio::time::timeout(Duration::from_millis(REQUEST_TIMEOUT_MS), exchange)
-            .await
-            .map_err(|_| ClientError::Timeout(REQUEST_TIMEOUT_MS))??;
-        let (correlation_id, response) =
+        tokio::time::timeout(
+            Duration::from_millis(REQUEST_TIMEOUT_MS),
+            self.stream.write_all(&frame),
+        )
+        .await
+        .map_err(|_| ClientError::Timeout(REQUEST_TIMEOUT_MS))??;
+        Ok(self.correlation_id)
+    }
+
+    /// Reads the next response, which must answer the request sent with `correlation_id`.
+    pub async fn receive<R: Request>(
+        &mut self,
+        correlation_id: i32,
+        version: i16,
+    ) -> Result<R::Response, ClientError> {
+        let mut body =
+            tokio::time::timeout(Duration::from_millis(REQUEST_TIMEOUT_MS), self.read_frame())
+                .await
+                .map_err(|_| ClientError::Timeout(REQUEST_TIMEOUT_MS))??;
+        let (got, response) =
             codec::decode_response::<R::Response>(&mut body, version, "response")?;
-        if correlation_id != self.correlation_id {
+        if got != correlation_id {
             return Err(ClientError::Correlation {
-                want: self.correlation_id,
-                got: correlation_id,
+                want: correlation_id,
+                got,
             });
         }
         Ok(response)

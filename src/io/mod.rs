@@ -33,7 +33,7 @@ use bytes::Bytes;
 pub use backend::{Backend, BackendError, PROBE_FAIL_ENV, URING_BUILT, uring_failure_reason};
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 pub use uring::UringStorage;
-pub use writer::{Completion, DiskWriter, Job, Permit, WriterConfig, WriterError};
+pub use writer::{Completion, DiskWriter, Job, Permit, WriterConfig, WriterError, fsyncs};
 
 /// A file opened through a [`Storage`]; shared between the writer thread (writes, syncs) and
 /// readers (positional reads), so every method takes `&self`.

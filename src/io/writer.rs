@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -20,6 +21,16 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{FileRef, GroupIo, GroupWrite, StdStorage, Storage, StorageFile};
+
+/// fdatasyncs issued by every disk writer of this process, for the benchmark (DescribeConfigs shows
+/// it as `bramble.fsyncs`). usize, not u64: 64-bit atomics are missing on some 32-bit ARM targets;
+/// readers take differences with `wrapping_sub`.
+static FSYNCS: AtomicUsize = AtomicUsize::new(0);
+
+/// How many fdatasyncs the disk writers have issued since the process started (wraps).
+pub fn fsyncs() -> usize {
+    FSYNCS.load(Ordering::Relaxed)
+}
 
 /// One writer's data directory and limits. Units last.
 #[derive(Debug, Clone, PartialEq)]
@@ -470,6 +481,7 @@ impl WriterThread {
         if files.is_empty() {
             return;
         }
+        FSYNCS.fetch_add(files.len(), Ordering::Relaxed);
         let mut outcomes = self.io.sync(&files).into_iter();
         for file in &files {
             let Err(e) = outcomes.next().unwrap_or_else(missing_result) else {
