@@ -80,6 +80,9 @@ pub struct Config {
     pub blocking_threads_max: usize,
     /// How often retention runs.
     pub retention_check_ms: u64,
+    /// How often the cleaner passes over topics with cleanup.policy=compact (Kafka's
+    /// log.cleaner.backoff.ms).
+    pub compaction_check_ms: u64,
     /// How long shutdown waits for in-flight requests before closing connections.
     pub shutdown_grace_ms: u64,
 }
@@ -115,6 +118,7 @@ impl Default for Config {
             worker_threads: 0,
             blocking_threads_max: 64,
             retention_check_ms: 60_000,
+            compaction_check_ms: 15_000,
             shutdown_grace_ms: 5_000,
         }
     }
@@ -198,6 +202,9 @@ impl Config {
         }
         if self.retention_check_ms == 0 {
             return invalid("retention_check_ms", "must be >= 1");
+        }
+        if self.compaction_check_ms == 0 {
+            return invalid("compaction_check_ms", "must be >= 1");
         }
         Ok(())
     }
