@@ -246,6 +246,11 @@ impl Partition {
         if inner.deleted {
             return Ok(());
         }
+        // A segment sealed with no append since holds the high watermark's byte position, which
+        // pointed into the old file: the segment is sealed, so all of the new file is readable.
+        if inner.visible.segment_base == cleaned.base {
+            inner.visible.position = cleaned.size_bytes;
+        }
         let Some(seg) = inner.segments.get_mut(&cleaned.base) else {
             return Ok(());
         };
