@@ -88,6 +88,9 @@ pub struct Config {
     pub blocking_threads_max: usize,
     /// How often retention runs.
     pub retention_check_ms: u64,
+    /// How often the cleaner passes over topics with cleanup.policy=compact (Kafka's
+    /// log.cleaner.backoff.ms).
+    pub compaction_check_ms: u64,
     /// How long shutdown waits for in-flight requests before closing connections.
     pub shutdown_grace_ms: u64,
     /// Disk writer backend: "auto" (io_uring if the start-up probe passes, else std with one log
@@ -130,6 +133,7 @@ impl Default for Config {
             worker_threads: 0,
             blocking_threads_max: 64,
             retention_check_ms: 60_000,
+            compaction_check_ms: 15_000,
             shutdown_grace_ms: 5_000,
             io_backend: crate::io::Backend::Auto,
         }
@@ -229,6 +233,9 @@ impl Config {
         }
         if self.io_backend == crate::io::Backend::Uring && !crate::io::URING_BUILT {
             return invalid("io_backend", "uring is built for 64-bit Linux only");
+        }
+        if self.compaction_check_ms == 0 {
+            return invalid("compaction_check_ms", "must be >= 1");
         }
         Ok(())
     }

@@ -179,8 +179,10 @@ impl Broker {
         range: std::ops::Range<i32>,
         log_config: &LogConfig,
     ) -> Result<(), BrokerError> {
+        let cleanup = topic::cleanup_config(&t.configs()).unwrap_or_default();
         for p in range {
             let replica = self.open_replica(&t.name, p, log_config.clone())?;
+            replica.log.set_cleanup(cleanup.clone());
             t.partitions
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
@@ -426,8 +428,10 @@ impl Broker {
         blocking(|| topic::write_meta(&self.data_dir, &meta))
             .map_err(|e| TopicError::Storage(e.to_string()))?;
         *t.configs.write().unwrap_or_else(|e| e.into_inner()) = configs;
+        let cleanup = topic::cleanup_config(&t.configs())?;
         for replica in t.partitions() {
             replica.log.set_config(log_config.clone());
+            replica.log.set_cleanup(cleanup.clone());
         }
         Ok(())
     }
@@ -443,6 +447,24 @@ impl Broker {
                     }
                     Err(e) => {
                         tracing::warn!(topic = %t.name, partition = replica.index, error = %e, "retention failed")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs one compaction pass over every partition whose cleanup.policy has `compact`, one
+    /// partition at a time (one offset map in memory at once).
+    pub async fn compact_all(&self, now_ms: i64) {
+        for t in self.topics() {
+            for replica in t.partitions() {
+                match replica.log.compact(now_ms).await {
+                    Ok(s) if s.segments_rewritten == 0 => {}
+                    Ok(s) => {
+                        tracing::info!(topic = %t.name, partition = replica.index, segments = s.segments_rewritten, records_dropped = s.records_dropped, bytes_before = s.bytes_before, bytes_after = s.bytes_after, "compacted")
+                    }
+                    Err(e) => {
+                        tracing::warn!(topic = %t.name, partition = replica.index, error = %e, "compaction failed")
                     }
                 }
             }

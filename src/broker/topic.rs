@@ -26,8 +26,10 @@ pub const INTERNAL_TOPICS: &[&str] = &["__consumer_offsets", "__transaction_stat
 /// Topic configs this broker understands, with how each maps onto the log.
 pub const TOPIC_CONFIG_KEYS: &[&str] = &[
     "cleanup.policy",
+    "delete.retention.ms",
     "index.interval.bytes",
     "max.message.bytes",
+    "min.compaction.lag.ms",
     "retention.bytes",
     "retention.ms",
     "segment.bytes",
@@ -36,11 +38,10 @@ pub const TOPIC_CONFIG_KEYS: &[&str] = &[
 
 /// Standard Kafka topic configs that tools and frameworks (Kafka Connect, Streams, test suites)
 /// set routinely. They are accepted, stored and reported so those clients work, but this broker
-/// does not act on them yet (replication settings arrive with the cluster, compaction settings
-/// with `cleanup.policy=compact`).
+/// does not act on them yet (replication settings arrive with the cluster; the cleaner cleans
+/// every pass whatever min.cleanable.dirty.ratio says, and has no max.compaction.lag.ms deadline).
 pub const STORED_TOPIC_CONFIG_KEYS: &[&str] = &[
     "compression.type",
-    "delete.retention.ms",
     "file.delete.delay.ms",
     "flush.messages",
     "flush.ms",
@@ -49,7 +50,6 @@ pub const STORED_TOPIC_CONFIG_KEYS: &[&str] = &[
     "message.timestamp.before.max.ms",
     "message.timestamp.type",
     "min.cleanable.dirty.ratio",
-    "min.compaction.lag.ms",
     "min.insync.replicas",
     "preallocate",
     "segment.index.bytes",
@@ -147,6 +147,7 @@ pub fn log_config(
     defaults: &LogConfig,
     configs: &BTreeMap<String, String>,
 ) -> Result<LogConfig, ConfigValueError> {
+    cleanup_config(configs)?;
     let mut c = defaults.clone();
     for (key, value) in configs {
         let bad = |reason| ConfigValueError::BadValue {
@@ -161,11 +162,8 @@ pub fn log_config(
                 .map_err(|_| bad("not an integer"))
         };
         match key.as_str() {
-            "cleanup.policy" => {
-                if value != "delete" {
-                    return Err(bad("only cleanup.policy=delete is supported so far"));
-                }
-            }
+            // Checked by `cleanup_config` above.
+            "cleanup.policy" | "delete.retention.ms" | "min.compaction.lag.ms" => {}
             "max.message.bytes" => {
                 c.message_bytes_max = u32::try_from(int()?)
                     .ok()
@@ -205,6 +203,53 @@ pub fn log_config(
     Ok(c)
 }
 
+/// The cleanup policy and compaction settings of a topic's explicit configs (defaults: delete
+/// only, delete.retention.ms one day, min.compaction.lag.ms 0).
+pub fn cleanup_config(
+    configs: &BTreeMap<String, String>,
+) -> Result<log::Cleanup, ConfigValueError> {
+    let mut c = log::Cleanup::default();
+    for (key, value) in configs {
+        let bad = |reason| ConfigValueError::BadValue {
+            key: key.clone(),
+            value: value.clone(),
+            reason,
+        };
+        let ms = || {
+            value
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| bad("must be an integer >= 0"))
+        };
+        match key.as_str() {
+            "cleanup.policy" => {
+                let mut parts: Vec<&str> = value.split(',').map(str::trim).collect();
+                parts.sort_unstable();
+                parts.dedup();
+                let (compact, delete) = match parts.as_slice() {
+                    ["delete"] => (false, true),
+                    ["compact"] => (true, false),
+                    ["compact", "delete"] => (true, true),
+                    _ => return Err(bad("must be delete, compact or compact,delete")),
+                };
+                (c.compact, c.delete) = (compact, delete);
+            }
+            "delete.retention.ms" => c.delete_retention_ms = ms()?,
+            "min.compaction.lag.ms" => c.compaction_lag_ms_min = ms()?,
+            _ => {}
+        }
+    }
+    Ok(c)
+}
+
+fn cleanup_policy(c: &log::Cleanup) -> &'static str {
+    match (c.compact, c.delete) {
+        (true, true) => "compact,delete",
+        (true, false) => "compact",
+        _ => "delete",
+    }
+}
+
 fn non_negative_or_unlimited(v: i64) -> Result<Option<u64>, ()> {
     match v {
         -1 => Ok(None),
@@ -219,10 +264,13 @@ pub fn effective_configs(
     explicit: &BTreeMap<String, String>,
 ) -> Vec<(String, String, bool)> {
     let c = log_config(defaults, explicit).unwrap_or_else(|_| defaults.clone());
+    let cleanup = cleanup_config(explicit).unwrap_or_default();
     let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-1".to_string());
     let enforced = TOPIC_CONFIG_KEYS.iter().map(|&key| {
         let value = match key {
-            "cleanup.policy" => "delete".to_string(),
+            "cleanup.policy" => cleanup_policy(&cleanup).to_string(),
+            "delete.retention.ms" => cleanup.delete_retention_ms.to_string(),
+            "min.compaction.lag.ms" => cleanup.compaction_lag_ms_min.to_string(),
             "index.interval.bytes" => c.index_interval_bytes.to_string(),
             "max.message.bytes" => c.message_bytes_max.to_string(),
             "retention.bytes" => opt(c.retention_bytes_max),
@@ -357,8 +405,8 @@ mod tests {
         assert!(log_config(&d, &m).is_err());
     }
 
-    // Proves standard Kafka configs are accepted and reported as set, compaction is refused by
-    // name until it exists, and index.interval.bytes reaches the log.
+    // Proves standard Kafka configs are accepted and reported as set, cleanup.policy takes
+    // delete/compact/compact,delete (any order) and nothing else, and index.interval.bytes reaches the log.
     #[test]
     fn stored_and_refused_configs() {
         let d = LogConfig::default();
@@ -369,7 +417,18 @@ mod tests {
         let shown = effective_configs(&d, &m);
         assert!(shown.contains(&("min.insync.replicas".to_string(), "2".to_string(), false)));
         assert!(shown.contains(&("retention.ms".to_string(), "604800000".to_string(), true)));
-        m.insert("cleanup.policy".to_string(), "compact".to_string());
+        m.insert("cleanup.policy".to_string(), "delete, compact".to_string());
+        m.insert("delete.retention.ms".to_string(), "1000".to_string());
+        assert!(log_config(&d, &m).is_ok());
+        let cleanup = cleanup_config(&m).unwrap();
+        assert!(cleanup.compact && cleanup.delete && cleanup.delete_retention_ms == 1000);
+        let shown = effective_configs(&d, &m);
+        assert!(shown.contains(&(
+            "cleanup.policy".to_string(),
+            "compact,delete".to_string(),
+            false
+        )));
+        m.insert("cleanup.policy".to_string(), "shred".to_string());
         let err = log_config(&d, &m).unwrap_err().to_string();
         assert!(err.contains("cleanup.policy"), "{err}");
     }

@@ -72,6 +72,12 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn remove_dir_all(&self, path: &Path) -> std::io::Result<()>;
     /// Makes the directory entries of `dir` durable (new or removed files survive a power cut).
     fn sync_dir(&self, dir: &Path) -> std::io::Result<()>;
+    /// Atomically replaces `to` with `from` (POSIX rename; durable once the directory is synced).
+    /// Open handles of the old `to` keep reading its old bytes. A crash-simulating backend must
+    /// override this to model the rename as a directory change.
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        std::fs::rename(from, to)
+    }
     /// Name shown in the startup log, DescribeConfigs and [`DiskWriter::backend`].
     fn backend(&self) -> &'static str {
         "std"

@@ -27,19 +27,24 @@ use tokio::sync::watch;
 use crate::io::{DiskWriter, Job, WriterError};
 use crate::protocol::batch::{self, BatchHeader};
 
+mod compaction;
 mod index;
 mod producers;
 mod read;
+mod records;
 mod recovery;
 mod retention;
 mod segment;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_compaction;
+#[cfg(test)]
 mod tests_durability;
 #[cfg(test)]
 mod tests_producers;
 
+pub use compaction::{Cleanup, CompactionStats};
 use segment::{Segment, io_error};
 
 /// Per-topic log settings (Kafka topic config names in brackets). Units last.
@@ -173,6 +178,8 @@ struct Inner {
     deleted: bool,
     /// Idempotent producers' epochs and last batches (checked and updated under the append lock).
     producers: producers::Producers,
+    /// cleanup.policy and the compaction settings (`compaction`); retention reads `delete`.
+    cleanup: Cleanup,
 }
 
 impl Inner {
@@ -272,6 +279,9 @@ pub struct Partition {
     /// Serialises appends, rolls, retention, flush and deletion. Held while offsets are assigned
     /// and the job is queued (so queue order is offset order), not while durability is awaited.
     append_lock: tokio::sync::Mutex<()>,
+    /// Held by a compaction pass throughout and by retention before its append lock, so
+    /// retention never deletes a segment the cleaner is swapping (`compaction`).
+    cleaner_lock: tokio::sync::Mutex<()>,
 }
 
 impl Partition {
@@ -301,6 +311,7 @@ impl Partition {
             visible,
             deleted: false,
             producers,
+            cleanup: Cleanup::default(),
         };
         let shared = Shared {
             dir: dir.to_path_buf(),
@@ -312,6 +323,7 @@ impl Partition {
             shared: Arc::new(shared),
             writer,
             append_lock: tokio::sync::Mutex::new(()),
+            cleaner_lock: tokio::sync::Mutex::new(()),
         })
     }
 

@@ -36,6 +36,7 @@ pub fn open_segments(
     config: &LogConfig,
 ) -> Result<BTreeMap<i64, Segment>, LogError> {
     create_dir_durable(storage, dir)?;
+    super::compaction::recover_swaps(storage, dir)?;
     let bases = list_bases(dir)?;
     let mut segments = BTreeMap::new();
     let Some((&active, sealed)) = bases.split_last() else {
@@ -108,11 +109,13 @@ struct Scan {
 
 /// Walks the batches of a `.log` from the start. `check_crc` streams every batch through the
 /// CRC-32C (active segment); without it only headers are read (sealed segments, trusted).
+/// `sealed` allows the offset gaps compaction leaves (`checked_header`).
 fn scan_log(
     log: &dyn StorageFile,
     base: i64,
     interval_bytes: u32,
     check_crc: bool,
+    sealed: bool,
 ) -> Result<Scan, LogError> {
     let log_bytes = log.len().map_err(|e| io_error(log.path(), e))?;
     let mut scan = Scan {
@@ -127,7 +130,7 @@ fn scan_log(
     let mut chunk = Vec::new();
     while scan.valid_bytes < log_bytes {
         let pos = scan.valid_bytes;
-        let header = match checked_header(log, pos, log_bytes, scan.next_offset) {
+        let header = match checked_header(log, pos, log_bytes, scan.next_offset, sealed) {
             Ok(h) => h,
             Err(why) => {
                 scan.stop = Some(why);
@@ -152,15 +155,28 @@ fn scan_log(
 }
 
 /// The header at `pos`, if it is whole, sane, inside the file and continues the offsets densely.
+/// In a `sealed` segment the cleaner may have removed records (`compaction`): offsets may then
+/// skip forward between batches and a batch may hold fewer records than its offset range.
 fn checked_header(
     log: &dyn StorageFile,
     pos: u64,
     log_bytes: u64,
     expected: i64,
+    sealed: bool,
 ) -> Result<BatchHeader, String> {
     let header = read_header(log, pos, log_bytes).map_err(|e| e.to_string())?;
-    batch::check_header(&header).map_err(|e| format!("batch at byte {pos}: {e}"))?;
-    if header.base_offset != expected {
+    let checked = if sealed {
+        batch::check_stored_header(&header)
+    } else {
+        batch::check_header(&header)
+    };
+    checked.map_err(|e| format!("batch at byte {pos}: {e}"))?;
+    let in_order = if sealed {
+        header.base_offset >= expected
+    } else {
+        header.base_offset == expected
+    };
+    if !in_order {
         return Err(format!(
             "batch at byte {pos} has base offset {}, expected {expected}",
             header.base_offset
@@ -247,7 +263,7 @@ fn recover_active(
     config: &LogConfig,
 ) -> Result<Segment, LogError> {
     let files = SegmentFiles::open(storage, dir, base, false)?;
-    let scan = scan_log(&*files.log, base, config.index_interval_bytes, true)?;
+    let scan = scan_log(&*files.log, base, config.index_interval_bytes, true, false)?;
     truncate_tail(&*files.log, &scan, "active segment")?;
     write_indexes(&files, &scan)?;
     let mut seg = Segment::new(dir, base, files, config.index_interval_bytes);
@@ -319,7 +335,7 @@ fn trust_sealed(
     });
     let mut chunk = Vec::new();
     while pos < log_bytes {
-        let header = match checked_header(&*seg.log, pos, log_bytes, expected) {
+        let header = match checked_header(&*seg.log, pos, log_bytes, expected, true) {
             Ok(h) => h,
             Err(why) => return Ok(Err(why)),
         };
@@ -349,6 +365,7 @@ fn rebuild_sealed(seg: &mut Segment, config: &LogConfig, check_crc: bool) -> Res
         seg.base_offset,
         config.index_interval_bytes,
         check_crc,
+        true,
     )?;
     truncate_tail(&*seg.log, &scan, "sealed segment")?;
     let files = SegmentFiles {

@@ -3,7 +3,8 @@
 //! log end offset; retention deletes whole sealed segments, oldest first, past `retention_ms_max`
 //! or while the partition is over `retention_bytes_max`. The active segment is never deleted, but
 //! an aged one is rolled first so it can age out. The log start offset is the first remaining
-//! segment's base offset.
+//! segment's base offset. With `cleanup.policy=compact` alone retention deletes nothing (it still
+//! rolls aged active segments, which lets the cleaner reach their records).
 
 use std::path::Path;
 
@@ -97,6 +98,9 @@ impl Partition {
     /// Delete whole sealed segments past retention (age and size) and roll an aged active segment;
     /// returns how many segments were deleted. Called periodically by the broker.
     pub async fn enforce_retention(&self, now_ms: i64) -> Result<usize, LogError> {
+        // Cleaner lock first (the lock order): a compaction pass never waits on appends, so
+        // this waits at most for one pass, and never deletes a segment mid-swap.
+        let _cleaner = self.cleaner_lock.lock().await;
         let _guard = self.append_lock.lock().await;
         if self.check_usable().is_err() {
             return Ok(0);
@@ -138,6 +142,10 @@ impl Partition {
     /// first one it keeps, so the log stays contiguous.
     fn take_expired(&self, now_ms: i64) -> Vec<Segment> {
         let mut inner = self.shared.lock();
+        if !inner.cleanup.delete {
+            // cleanup.policy=compact alone: the cleaner, not retention, bounds the log.
+            return Vec::new();
+        }
         let (retention_bytes, retention_ms) = (
             inner.config.retention_bytes_max,
             inner.config.retention_ms_max,
@@ -152,7 +160,10 @@ impl Partition {
             let by_size =
                 retention_bytes.is_some_and(|max| total.saturating_sub(oldest.size_bytes) >= max);
             let by_age = retention_ms.is_some_and(|ms| is_expired(oldest, ms, now_ms));
-            if !(by_size || by_age) {
+            // An empty sealed segment (the cleaner emptied it) holds nothing to keep, and would
+            // otherwise stop age retention here for good: empty segments never expire by age.
+            let empty = oldest.size_bytes == 0 && inner.cleanup.compact;
+            if !(by_size || by_age || empty) {
                 break;
             }
             let Some((_, seg)) = inner.segments.pop_first() else {

@@ -24,6 +24,7 @@ pub async fn run(
     let inflight = Arc::new(Semaphore::new(broker.config.inflight_bytes_max));
     let (stop_tx, stop_rx) = watch::channel(false);
     let retention = tokio::spawn(retention_loop(broker.clone(), stop_rx.clone()));
+    let cleaner = tokio::spawn(compaction_loop(broker.clone(), stop_rx.clone()));
     let flusher = tokio::spawn(flush_loop(broker.clone(), stop_rx.clone()));
     tokio::pin!(shutdown);
     loop {
@@ -70,6 +71,7 @@ pub async fn run(
         );
     }
     retention.abort();
+    cleaner.abort();
     flusher.abort();
     broker.shutdown().await;
     tracing::info!("shutdown complete");
@@ -138,6 +140,18 @@ async fn retention_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(period) => broker.enforce_retention(now_ms()).await,
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// The cleaner: its own task, so a long compaction pass delays neither appends nor retention's
+/// schedule (retention waits only for the partition being cleaned).
+async fn compaction_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+    let period = Duration::from_millis(broker.config.compaction_check_ms);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => broker.compact_all(now_ms()).await,
             _ = stop.changed() => return,
         }
     }
