@@ -32,6 +32,11 @@ enum Command {
     /// Create, list, describe and delete topics.
     #[command(subcommand)]
     Topic(TopicCommand),
+    /// A broker's identity, disk backend, fsync count and topic totals.
+    Status {
+        #[command(flatten)]
+        bootstrap: Bootstrap,
+    },
     /// Benchmark a broker (produce, consume) or the disk under it; see `bramble bench --help`.
     #[command(subcommand)]
     Bench(bramble::bench::cli::BenchCommand),
@@ -107,6 +112,12 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             runtime.block_on(topic(cmd))
+        }
+        Command::Status { bootstrap } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(status(&bootstrap.bootstrap_server))
         }
         Command::Bench(cmd) => Ok(bramble::bench::cli::run(cmd)?),
     }
@@ -205,6 +216,21 @@ async fn shutdown_signal() {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = int.recv() => tracing::info!("SIGINT received"),
     }
+}
+
+async fn status(bootstrap: &str) -> anyhow::Result<()> {
+    let mut client = Client::connect(bootstrap).await?;
+    let s = admin::broker_status(&mut client).await?;
+    println!(
+        "Broker: {}\tCluster: {}\tController: {}",
+        s.node_id, s.cluster_id, s.controller_id
+    );
+    println!("Advertised: {}", s.advertised);
+    for (name, value) in &s.configs {
+        println!("{name}: {value}");
+    }
+    println!("Topics: {}\tPartitions: {}", s.topics, s.partitions);
+    Ok(())
 }
 
 async fn topic(cmd: TopicCommand) -> anyhow::Result<()> {

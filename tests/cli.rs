@@ -232,3 +232,26 @@ fn serve_refuses_unknown_config_key() {
         "error should name the key:\n{err}"
     );
 }
+
+/// `bramble status` names the broker, the disk backend in use and the topic totals.
+#[test]
+fn status_shows_backend_and_totals() {
+    let broker = Broker::start();
+    assert_ok(
+        &topic(&broker, &["create", "st", "--partitions", "2"]),
+        "topic create st",
+    );
+    let out = run_cli(&["status", "-b", &broker.addr()], broker.dir.path());
+    assert_ok(&out, "status");
+    let text = stdout(&out);
+    assert!(text.starts_with("Broker: 1\t"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l == "bramble.io.backend: uring" || l == "bramble.io.backend: std"),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l == "Topics: 1\tPartitions: 2"),
+        "{text}"
+    );
+}

@@ -182,3 +182,71 @@ pub async fn describe_topic(
         configs,
     })
 }
+
+/// What `bramble status` shows about one broker.
+#[derive(Debug, Clone)]
+pub struct BrokerStatus {
+    pub node_id: i32,
+    pub cluster_id: String,
+    pub controller_id: i32,
+    pub advertised: String,
+    /// bramble's own read-only broker entries (`bramble.*`: io backend, fsync count).
+    pub configs: Vec<(String, String)>,
+    pub topics: usize,
+    pub partitions: usize,
+}
+
+/// Version of DescribeCluster the status command speaks.
+const DESCRIBE_CLUSTER_VERSION: i16 = 1;
+const RESOURCE_BROKER: i8 = 4;
+
+pub async fn broker_status(client: &mut Client) -> Result<BrokerStatus, ClientError> {
+    use kafka_protocol::messages::DescribeClusterRequest;
+    let cluster = client
+        .call(
+            &DescribeClusterRequest::default().with_endpoint_type(1),
+            DESCRIBE_CLUSTER_VERSION,
+        )
+        .await?;
+    check(cluster.error_code, cluster.error_message.as_ref())?;
+    // The broker answering; with several, the first listed.
+    let me = cluster
+        .brokers
+        .first()
+        .ok_or_else(|| ClientError::Broker("no broker listed".to_string()))?;
+    let node_id = me.broker_id.0;
+    let request = DescribeConfigsRequest::default().with_resources(vec![
+        DescribeConfigsResource::default()
+            .with_resource_type(RESOURCE_BROKER)
+            .with_resource_name(StrBytes::from_string(node_id.to_string()))
+            .with_configuration_keys(None),
+    ]);
+    let mut configs = Vec::new();
+    for r in client
+        .call(&request, DESCRIBE_CONFIGS_VERSION)
+        .await?
+        .results
+    {
+        check(r.error_code, r.error_message.as_ref())?;
+        for c in r
+            .configs
+            .into_iter()
+            .filter(|c| c.name.starts_with("bramble."))
+        {
+            configs.push((
+                c.name.to_string(),
+                c.value.map(|v| v.to_string()).unwrap_or_default(),
+            ));
+        }
+    }
+    let metadata = metadata(client, None).await?;
+    Ok(BrokerStatus {
+        node_id,
+        cluster_id: cluster.cluster_id.to_string(),
+        controller_id: cluster.controller_id.0,
+        advertised: format!("{}:{}", me.host.as_str(), me.port),
+        configs,
+        topics: metadata.topics.len(),
+        partitions: metadata.topics.iter().map(|t| t.partitions.len()).sum(),
+    })
+}
