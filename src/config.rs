@@ -54,6 +54,10 @@ pub struct Config {
     pub inflight_bytes_max: usize,
     /// A connection idle this long between requests is closed (Kafka's connections.max.idle.ms).
     pub connection_idle_ms_max: u64,
+    /// Requests one connection may have dispatched but not yet answered (pipelining, like a
+    /// client's max.in.flight). Requests still run in order; only waiting for the disk overlaps,
+    /// so a single producer's pipelined requests share fsyncs.
+    pub connection_requests_in_flight_max: usize,
     /// Once a frame's length has arrived, its body must arrive within this time.
     pub request_read_ms_max: u64,
     /// Upper bound on one Fetch response, whatever the client asks for.
@@ -116,6 +120,7 @@ impl Default for Config {
             connections_max: 512,
             inflight_bytes_max: 64 * 1024 * 1024,
             connection_idle_ms_max: 600_000,
+            connection_requests_in_flight_max: 5,
             request_read_ms_max: 30_000,
             fetch_bytes_max: 16 * 1024 * 1024,
             fetch_wait_ms_max: 30_000,
@@ -194,6 +199,9 @@ impl Config {
                 "inflight_bytes_max",
                 "must be at least frame_bytes_max and at most 4294967295",
             );
+        }
+        if !(1..=64).contains(&self.connection_requests_in_flight_max) {
+            return invalid("connection_requests_in_flight_max", "must be 1..=64");
         }
         if self.connection_idle_ms_max == 0 || self.request_read_ms_max == 0 {
             return invalid("connection_idle_ms_max", "timeouts must be >= 1 ms");

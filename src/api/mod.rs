@@ -19,6 +19,9 @@ pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
 
+use std::future::Future;
+use std::pin::Pin;
+
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::ApiKey;
@@ -67,12 +70,21 @@ pub enum DispatchError {
     UnsupportedApi(i16),
 }
 
-/// Handles one request frame (without its length prefix). `Ok(None)` means no response is sent
-/// (Produce with acks=0).
-pub async fn dispatch(
-    broker: &Broker,
-    mut frame: Bytes,
-) -> Result<Option<BytesMut>, DispatchError> {
+/// A request's encoded answer: `None` is no answer at all (Produce with acks=0).
+pub type Answer = Result<Option<BytesMut>, CodecError>;
+
+/// What [`dispatch`] hands back to the connection.
+pub enum Reply {
+    /// The answer is known.
+    Ready(Option<BytesMut>),
+    /// The request's ordered work is done (a Produce's writes are queued); the answer comes once
+    /// the disk has them. The connection may dispatch its next request meanwhile and writes
+    /// answers in request order.
+    Pending(Pin<Box<dyn Future<Output = Answer> + Send>>),
+}
+
+/// Handles one request frame (without its length prefix), in request order.
+pub async fn dispatch(broker: &Broker, mut frame: Bytes) -> Result<Reply, DispatchError> {
     use kafka_protocol::messages::*;
     let prefix = codec::peek_prefix(&frame)?;
     let key =
@@ -81,9 +93,8 @@ pub async fn dispatch(
     if !(min..=max).contains(&prefix.api_version) {
         if key == ApiKey::ApiVersions {
             // Clients open with their newest ApiVersions; the v0-format answer tells them ours.
-            return Ok(Some(api_versions::unsupported_version_response(
-                prefix.correlation_id,
-            )?));
+            let answer = api_versions::unsupported_version_response(prefix.correlation_id)?;
+            return Ok(Reply::Ready(Some(answer)));
         }
         return Err(DispatchError::UnsupportedVersion {
             key,
@@ -100,27 +111,25 @@ pub async fn dispatch(
         ($module:ident, $request:ty) => {{
             let request: $request = codec::decode_body(&mut frame, version, stringify!($module))?;
             let response = $module::handle(broker, &header, request).await;
-            Ok(Some(codec::encode_response(
-                correlation_id,
-                version,
-                &response,
-                stringify!($module),
-            )?))
+            let encoded =
+                codec::encode_response(correlation_id, version, &response, stringify!($module))?;
+            Ok(Reply::Ready(Some(encoded)))
         }};
     }
     match key {
         ApiKey::Produce => {
             let request: ProduceRequest = codec::decode_body(&mut frame, version, "produce")?;
-            // acks=0: no response at all.
-            let Some(response) = produce::handle(broker, &header, request).await else {
-                return Ok(None);
-            };
-            Ok(Some(codec::encode_response(
-                correlation_id,
-                version,
-                &response,
-                "produce",
-            )?))
+            let staged = produce::stage(broker, &header, request).await;
+            Ok(Reply::Pending(Box::pin(async move {
+                match staged.finish().await {
+                    Some(response) => {
+                        codec::encode_response(correlation_id, version, &response, "produce")
+                            .map(Some)
+                    }
+                    // acks=0: no response at all.
+                    None => Ok(None),
+                }
+            })))
         }
         ApiKey::Fetch => serve!(fetch, FetchRequest),
         ApiKey::ListOffsets => serve!(list_offsets, ListOffsetsRequest),

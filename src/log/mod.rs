@@ -135,6 +135,20 @@ pub struct AppendInfo {
     pub log_start_offset: i64,
 }
 
+/// An append whose offsets are assigned and whose write is queued; [`Staged::durable`] waits until
+/// it is on disk per the flush policy (the high watermark has then passed it).
+pub struct Staged {
+    completion: crate::io::Completion,
+    info: AppendInfo,
+}
+
+impl Staged {
+    pub async fn durable(self) -> Result<AppendInfo, LogError> {
+        self.completion.wait().await.map_err(writer_error)?;
+        Ok(self.info)
+    }
+}
+
 /// Whole batches read for a fetch.
 #[derive(Debug, Clone)]
 pub struct ReadInfo {
@@ -336,6 +350,21 @@ impl Partition {
     /// serialised; offsets are dense. The high watermark advances (and subscribers are woken) once
     /// the batch is durable.
     pub async fn append(&self, records: Bytes, leader_epoch: i32) -> Result<AppendInfo, LogError> {
+        self.append_staged(records, leader_epoch)
+            .await?
+            .durable()
+            .await
+    }
+
+    /// The ordered half of [`Partition::append`]: validates, assigns offsets and queues the write
+    /// (everything that must happen in request order), then returns without waiting for the disk.
+    /// The returned [`Staged`] owns what it needs, so a connection can stage its next request
+    /// while this one's fsync is pending — one group commit then covers both.
+    pub async fn append_staged(
+        &self,
+        records: Bytes,
+        leader_epoch: i32,
+    ) -> Result<Staged, LogError> {
         let max = self.shared.lock().config.message_bytes_max;
         let batches = batch::split(&records)?;
         if let Some((_, r)) = batches.iter().find(|(_, r)| r.len() > max as usize) {
@@ -355,6 +384,7 @@ impl Partition {
             producers::Checked::Append { updates } => updates,
             producers::Checked::Duplicate { producer_id, batch } => {
                 drop(guard);
+                // Rare (a client retry): answered here, in order, before any later request.
                 return Err(self.duplicate(producer_id, batch).await);
             }
         };
@@ -367,8 +397,7 @@ impl Partition {
         self.shared.lock().producers.commit(updates);
         let completion = permit.submit(job);
         drop(guard);
-        completion.wait().await.map_err(writer_error)?;
-        Ok(info)
+        Ok(Staged { completion, info })
     }
 
     /// The answer to a retried batch: `DuplicateSequence` with its original offsets, once they

@@ -1,23 +1,31 @@
-//! server::connection: one client connection. Reads a frame (i32 length, checked against
-//! `frame_bytes_max` before anything is allocated, and counted against the node-wide
-//! `inflight_bytes_max` budget), hands it to `api::dispatch`, writes the answer. Requests on one
-//! connection are served in order, one at a time, as Kafka does. A malformed frame closes this
-//! connection with a log line; other clients are not affected.
+//! server::connection: one client connection. A reader task reads frames (i32 length, checked
+//! against `frame_bytes_max` before anything is allocated, and counted against the node-wide
+//! `inflight_bytes_max` budget) into a bounded channel. The connection task dispatches them one
+//! at a time, in order, and writes the answers in the same order. A Produce answer may still be
+//! waiting for the disk when the next request is dispatched (`api::Reply::Pending`), up to
+//! `connection_requests_in_flight_max`, so one producer's pipelined requests share a group
+//! commit; everything that must be ordered (offsets, producer sequences) happens at dispatch. A
+//! malformed frame closes this connection with a log line; other clients are not affected.
 
+use std::collections::VecDeque;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
-use crate::api;
+use crate::api::{self, Answer, Reply};
 use crate::broker::Broker;
 use crate::protocol::frame;
 
-/// Why the read loop stopped; only the unexpected ones are logged loudly.
+/// Why the reader stopped; only the unexpected ones are logged loudly.
 enum Stop {
     Closed,
     Shutdown,
@@ -25,34 +33,118 @@ enum Stop {
     Refused(String),
 }
 
+/// A frame read off the socket, holding its bytes in the node-wide budget until answered.
+type Frame = (Bytes, OwnedSemaphorePermit);
+/// An answer in the making, in request order, with the budget its request holds.
+type Waiting = (
+    Pin<Box<dyn Future<Output = Answer> + Send>>,
+    OwnedSemaphorePermit,
+);
+
 pub async fn serve(
     broker: Arc<Broker>,
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     inflight: Arc<Semaphore>,
 ) {
     let _ = stream.set_nodelay(true);
     tracing::debug!(%peer, "connection opened");
-    let why = loop {
-        let (body, _permit) = match read_frame(&broker, &mut stream, &mut stop, &inflight).await {
-            Ok(frame) => frame,
-            Err(why) => break why,
+    let (read, mut write) = stream.into_split();
+    let in_flight_max = broker.config.connection_requests_in_flight_max;
+    let (frames_tx, mut frames) = mpsc::channel(in_flight_max);
+    let reader = tokio::spawn(read_frames(
+        broker.clone(),
+        read,
+        stop,
+        inflight,
+        frames_tx,
+        peer,
+    ));
+    let mut waiting: VecDeque<Waiting> = VecDeque::with_capacity(in_flight_max);
+    let mut reading = true;
+    while reading || !waiting.is_empty() {
+        let can_take = reading && waiting.len() < in_flight_max;
+        let event = tokio::select! {
+            biased;
+            answer = front(&mut waiting), if !waiting.is_empty() => Event::Answered(answer),
+            frame = frames.recv(), if can_take => Event::Frame(frame),
         };
-        match api::dispatch(&broker, body).await {
-            Ok(Some(response)) => {
-                if let Err(e) = stream.write_all(&response).await {
-                    break Stop::Refused(format!("write failed: {e}"));
+        match event {
+            Event::Answered(answer) => {
+                waiting.pop_front();
+                if let Err(reason) = send(&mut write, answer).await {
+                    tracing::warn!(%peer, %reason, "closing connection");
+                    break;
                 }
             }
-            Ok(None) => {}
-            Err(e) => break Stop::Refused(format!("bad request: {e}")),
+            Event::Frame(None) => reading = false,
+            Event::Frame(Some((body, permit))) => match api::dispatch(&broker, body).await {
+                Ok(Reply::Ready(answer)) => {
+                    waiting.push_back((Box::pin(std::future::ready(Ok(answer))), permit))
+                }
+                Ok(Reply::Pending(answer)) => waiting.push_back((answer, permit)),
+                Err(e) => {
+                    // Earlier requests still get their answers; this one closes the connection.
+                    tracing::warn!(%peer, reason = %format!("bad request: {e}"), "closing connection");
+                    reading = false;
+                    frames.close();
+                }
+            },
+        }
+    }
+    reader.abort();
+    tracing::debug!(%peer, "connection closed");
+}
+
+enum Event {
+    Answered(Answer),
+    Frame(Option<Frame>),
+}
+
+/// Resolves with the oldest request's answer (answers go out in request order).
+async fn front(waiting: &mut VecDeque<Waiting>) -> Answer {
+    std::future::poll_fn(|cx| match waiting.front_mut() {
+        Some((answer, _)) => answer.as_mut().poll(cx),
+        None => Poll::Pending,
+    })
+    .await
+}
+
+async fn send(write: &mut OwnedWriteHalf, answer: Answer) -> Result<(), String> {
+    match answer {
+        Ok(Some(frame)) => write
+            .write_all(&frame)
+            .await
+            .map_err(|e| format!("write failed: {e}")),
+        Ok(None) => Ok(()),
+        Err(e) => Err(format!("cannot answer: {e}")),
+    }
+}
+
+/// Reads frames until the peer closes, goes idle, sends garbage, or the node shuts down.
+async fn read_frames(
+    broker: Arc<Broker>,
+    mut read: OwnedReadHalf,
+    mut stop: watch::Receiver<bool>,
+    inflight: Arc<Semaphore>,
+    frames: mpsc::Sender<Frame>,
+    peer: SocketAddr,
+) {
+    let why = loop {
+        match read_frame(&broker, &mut read, &mut stop, &inflight).await {
+            Ok(frame) => {
+                if frames.send(frame).await.is_err() {
+                    break Stop::Closed;
+                }
+            }
+            Err(why) => break why,
         }
     };
     match why {
         Stop::Refused(reason) => tracing::warn!(%peer, %reason, "closing connection"),
         Stop::Idle => tracing::debug!(%peer, "closing idle connection"),
-        Stop::Closed | Stop::Shutdown => tracing::debug!(%peer, "connection closed"),
+        Stop::Closed | Stop::Shutdown => {}
     }
 }
 
@@ -60,10 +152,10 @@ pub async fn serve(
 /// until the request has been answered.
 async fn read_frame(
     broker: &Broker,
-    stream: &mut TcpStream,
+    stream: &mut OwnedReadHalf,
     stop: &mut watch::Receiver<bool>,
     inflight: &Arc<Semaphore>,
-) -> Result<(Bytes, OwnedSemaphorePermit), Stop> {
+) -> Result<Frame, Stop> {
     let config = &broker.config;
     let mut prefix = [0u8; 4];
     let idle = Duration::from_millis(config.connection_idle_ms_max);
