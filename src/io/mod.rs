@@ -10,6 +10,8 @@
 //! writer issues one fdatasync per file per group however many appends the group holds, and the
 //! log only ever appends.
 
+#[cfg(test)]
+pub(crate) mod crash;
 mod writer;
 
 use std::fmt;
