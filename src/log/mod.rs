@@ -38,6 +38,8 @@ mod tests;
 #[cfg(test)]
 mod tests_durability;
 #[cfg(test)]
+mod tests_power_cut;
+#[cfg(test)]
 mod tests_producers;
 
 use segment::{Segment, io_error};
