@@ -33,13 +33,22 @@ pub(crate) enum CutMode {
     /// full length exists but from a random byte on it holds zeros or garbage (size updated,
     /// data not). A random prefix of the directory journal was committed.
     TearLast,
+    /// Per file, the page cache wrote back in any order: each sector holds either its durable
+    /// bytes or its latest ones, drawn independently, and the size is the durable or the latest
+    /// one (sectors past the durable end that were not written back read as zeros). A random
+    /// prefix of the directory journal was committed.
+    Scramble,
 }
 
+/// The unit a disk writes whole (a torn sector is [`CutMode::TearLast`]'s business).
+const SECTOR_BYTES: usize = 512;
+
 impl CutMode {
-    pub(crate) const ALL: [CutMode; 3] = [
+    pub(crate) const ALL: [CutMode; 4] = [
         CutMode::DropUnsynced,
         CutMode::KeepPrefix,
         CutMode::TearLast,
+        CutMode::Scramble,
     ];
 }
 
@@ -148,6 +157,19 @@ impl Inode {
                     write_into(&mut out, *offset, &torn);
                 }
             }
+            CutMode::Scramble if n > 0 => {
+                let latest = &self.current;
+                let len = if rng.coin() { latest.len() } else { out.len() };
+                out.resize(len, 0);
+                for (i, sector) in out.chunks_mut(SECTOR_BYTES).enumerate() {
+                    let start = i * SECTOR_BYTES;
+                    let end = (start + sector.len()).min(latest.len());
+                    if start < end && rng.coin() {
+                        sector[..end - start].copy_from_slice(&latest[start..end]);
+                    }
+                }
+            }
+            CutMode::Scramble => {}
         }
         out
     }
@@ -301,27 +323,31 @@ impl State {
             }
         }
         self.inodes = inodes;
-        self.durable_tree = tree.clone();
-        self.tree = tree;
+        let before = std::mem::replace(&mut self.tree, tree.clone());
+        self.durable_tree = tree;
         self.journal.clear();
         self.generation += 1;
         self.powered = false;
         self.armed = None;
-        self.remirror()
+        self.remirror(&before)
     }
 
-    /// Rebuilds the real root's entries from the tree (parents sort before their children).
-    fn remirror(&self) -> std::io::Result<()> {
-        for entry in std::fs::read_dir(&self.root)? {
-            let path = entry?.path();
-            if path.is_dir() {
-                std::fs::remove_dir_all(&path)?;
-            } else {
-                std::fs::remove_file(&path)?;
+    /// Brings the real root from mirroring `before` to mirroring the tree: removals first, then
+    /// creations (parents sort before their children in both).
+    fn remirror(&self, before: &BTreeMap<PathBuf, Node>) -> std::io::Result<()> {
+        for (path, node) in before {
+            let same = self
+                .tree
+                .get(path)
+                .map(|n| matches!(n, Node::Dir) == (*node == Node::Dir));
+            if same != Some(true) && path.exists() {
+                mirror(&DirOp::Unlink(path.clone()))?;
             }
         }
         for (path, node) in &self.tree {
-            mirror(&DirOp::Link(path.clone(), *node))?;
+            if !path.exists() {
+                mirror(&DirOp::Link(path.clone(), *node))?;
+            }
         }
         Ok(())
     }
@@ -594,6 +620,7 @@ impl Storage for CrashStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     fn fixture() -> (tempfile::TempDir, CrashStorage) {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -722,6 +749,44 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn scramble_mixes_whole_sectors_of_old_and_new() {
+        // Proves Scramble leaves every sector as either its synced or its latest content (never
+        // a mix inside a sector), at the synced or the latest length, and that across seeds both
+        // kinds of sector and both lengths occur.
+        const SEEDS: u64 = 100;
+        const SECTORS: usize = 4;
+        let old = vec![1u8; SECTOR_BYTES * 2];
+        let new = vec![2u8; SECTOR_BYTES * SECTORS];
+        let (mut saw_old, mut saw_new, mut lengths) = (false, false, HashSet::new());
+        for seed in 0..SEEDS {
+            let (dir, s) = fixture();
+            let path = dir.path().join("f");
+            let f = s.open(&path, true).expect("create");
+            s.sync_dir(dir.path()).expect("sync dir");
+            f.write_at(&old, 0).expect("write");
+            f.sync_data().expect("sync");
+            f.write_at(&new, 0).expect("write");
+            s.pull_plug(CutMode::Scramble, seed).expect("cut");
+            s.power_on();
+            let got = content(&s, &path).expect("file survives");
+            assert!(
+                got.len() == old.len() || got.len() == new.len(),
+                "seed {seed}"
+            );
+            lengths.insert(got.len());
+            for (i, sector) in got.chunks(SECTOR_BYTES).enumerate() {
+                let was = old.get(i * SECTOR_BYTES).copied().unwrap_or(0);
+                let is_old = sector.iter().all(|&b| b == was);
+                let is_new = sector.iter().all(|&b| b == 2);
+                assert!(is_old || is_new, "seed {seed}: sector {i} is mixed");
+                saw_old |= is_old;
+                saw_new |= is_new;
+            }
+        }
+        assert!(saw_old && saw_new && lengths.len() == 2);
     }
 
     #[test]

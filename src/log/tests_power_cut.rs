@@ -12,7 +12,8 @@
 //! batch sizes, whether size retention runs, whether acks wait for fsync), the mutating storage
 //! call the power dies at (rolls, retention deletions and the first open included), the
 //! [`CutMode`], and sometimes a second cut in the middle of recovery. A failure panics with its
-//! seed; `POWER_CUT_SEED=<seed> cargo test power_cut` runs that seed alone. With one producer
+//! seed; `POWER_CUT_SEED=<seed> cargo test power_cut` runs that seed alone, and
+//! `POWER_CUT_POINTS=<n>` runs a longer sweep. With one producer
 //! the run is deterministic and replays exactly; with several, the writer's grouping depends on
 //! timing, so a replay draws the same workload and cut call number but may interleave otherwise.
 
@@ -334,9 +335,16 @@ async fn cut_point(root: &Path, sc: Scenario) -> Result<usize, String> {
 async fn power_cuts_lose_no_acknowledged_batch_and_serve_no_corrupt_one() {
     // Proves the durability contract above at CUT_POINTS randomized cut points (or at the one
     // seed in POWER_CUT_SEED), and that the cuts really land mid-workload in every mode.
-    let seeds: Vec<u64> = match std::env::var("POWER_CUT_SEED") {
-        Ok(s) => vec![s.parse().expect("POWER_CUT_SEED is a u64")],
-        Err(_) => (0..CUT_POINTS).map(|i| BASE_SEED + i).collect(),
+    let env = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .map(|v| v.parse::<u64>().expect(name))
+    };
+    let seeds: Vec<u64> = match (env("POWER_CUT_SEED"), env("POWER_CUT_POINTS")) {
+        (Some(seed), _) => vec![seed],
+        (None, points) => (0..points.unwrap_or(CUT_POINTS))
+            .map(|i| BASE_SEED + i)
+            .collect(),
     };
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut ops_total: HashMap<(u64, bool, bool), u64> = HashMap::new();
@@ -379,5 +387,6 @@ fn mode_name(mode: CutMode) -> &'static str {
         CutMode::DropUnsynced => "drop",
         CutMode::KeepPrefix => "prefix",
         CutMode::TearLast => "tear",
+        CutMode::Scramble => "scramble",
     }
 }
