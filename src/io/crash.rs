@@ -229,6 +229,8 @@ struct State {
     powered: bool,
     ops: u64,
     armed: Option<Armed>,
+    /// The call an armed cut replaced, for tests to tally where cuts land.
+    cut_call: Option<&'static str>,
 }
 
 fn power_off() -> std::io::Error {
@@ -245,12 +247,13 @@ fn not_found(path: &Path) -> std::io::Error {
 impl State {
     /// Checks the machine is up (and `generation` current, for a file handle), counts one
     /// mutating call, and fires an armed cut instead of letting the call happen.
-    fn begin(&mut self, generation: Option<u64>) -> std::io::Result<()> {
+    fn begin(&mut self, generation: Option<u64>, call: &'static str) -> std::io::Result<()> {
         self.check_alive(generation)?;
         if let Some(armed) = self.armed
             && self.ops >= armed.at_op
         {
             self.cut(armed.mode, armed.seed)?;
+            self.cut_call = Some(call);
             return Err(power_off());
         }
         self.ops += 1;
@@ -383,6 +386,7 @@ impl CrashStorage {
             powered: true,
             ops: 0,
             armed: None,
+            cut_call: None,
         };
         CrashStorage {
             state: Arc::new(Mutex::new(state)),
@@ -408,6 +412,7 @@ impl CrashStorage {
         let mut state = self.lock();
         let at_op = state.ops + ops;
         state.armed = Some(Armed { at_op, mode, seed });
+        state.cut_call = None;
     }
 
     /// Cancels an armed cut that has not fired.
@@ -424,6 +429,13 @@ impl CrashStorage {
     /// once everything that used the old handles has stopped.
     pub(crate) fn power_on(&self) {
         self.lock().powered = true;
+    }
+
+    /// The mutating call the last armed cut fired at instead of performing ("write_at",
+    /// "sync_data", "set_len", "create", "remove_file", "create_dir", "remove_dir_all",
+    /// "sync_dir"); None if the last armed cut has not fired.
+    pub(crate) fn cut_call(&self) -> Option<&'static str> {
+        self.lock().cut_call
     }
 
     /// Mutating calls performed so far (writes, set_len, syncs, creations, removals).
@@ -453,7 +465,7 @@ impl StorageFile for CrashFile {
 
     fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
         let mut state = self.lock();
-        state.begin(Some(self.generation))?;
+        state.begin(Some(self.generation), "write_at")?;
         let inode = state.inode(self.ino);
         write_into(&mut inode.current, offset, buf);
         inode.pending.push(DataOp::Write {
@@ -482,7 +494,7 @@ impl StorageFile for CrashFile {
 
     fn sync_data(&self) -> std::io::Result<()> {
         let mut state = self.lock();
-        state.begin(Some(self.generation))?;
+        state.begin(Some(self.generation), "sync_data")?;
         let inode = state.inode(self.ino);
         inode.durable = inode.current.clone();
         inode.pending.clear();
@@ -491,7 +503,7 @@ impl StorageFile for CrashFile {
 
     fn set_len(&self, len: u64) -> std::io::Result<()> {
         let mut state = self.lock();
-        state.begin(Some(self.generation))?;
+        state.begin(Some(self.generation), "set_len")?;
         let inode = state.inode(self.ino);
         let op = DataOp::SetLen(len);
         op.apply(&mut inode.current);
@@ -525,7 +537,7 @@ impl Storage for CrashStorage {
                 if !state.is_dir(parent) {
                     return Err(not_found(parent));
                 }
-                state.begin(None)?;
+                state.begin(None, "create")?;
                 state.inodes.push(Inode::default());
                 let ino = state.inodes.len() - 1;
                 state.change(DirOp::Link(path.to_path_buf(), Node::File(ino)))?;
@@ -546,7 +558,7 @@ impl Storage for CrashStorage {
         state.inside(path)?;
         match state.tree.get(path) {
             Some(Node::File(_)) => {
-                state.begin(None)?;
+                state.begin(None, "remove_file")?;
                 state.change(DirOp::Unlink(path.to_path_buf()))
             }
             Some(Node::Dir) => Err(std::io::Error::new(
@@ -577,7 +589,7 @@ impl Storage for CrashStorage {
                     ));
                 }
                 None => {
-                    state.begin(None)?;
+                    state.begin(None, "create_dir")?;
                     state.change(DirOp::Link(dir.to_path_buf(), Node::Dir))?;
                 }
             }
@@ -592,7 +604,7 @@ impl Storage for CrashStorage {
         if state.tree.get(path) != Some(&Node::Dir) {
             return Err(not_found(path));
         }
-        state.begin(None)?;
+        state.begin(None, "remove_dir_all")?;
         state.change(DirOp::Unlink(path.to_path_buf()))
     }
 
@@ -605,7 +617,7 @@ impl Storage for CrashStorage {
         if !state.is_dir(dir) {
             return Err(not_found(dir));
         }
-        state.begin(None)?;
+        state.begin(None, "sync_dir")?;
         let (synced, rest): (Vec<DirOp>, Vec<DirOp>) = std::mem::take(&mut state.journal)
             .into_iter()
             .partition(|op| op.path().parent() == Some(dir));
@@ -804,6 +816,7 @@ mod tests {
         assert_eq!(s.ops(), 4);
         assert!(s.sync_dir(&sub).is_err(), "op 5 meets the cut");
         assert!(s.is_off());
+        assert_eq!(s.cut_call(), Some("sync_dir"));
         s.power_on();
         assert!(!sub.exists());
         assert_eq!(content(&s, &sub.join("f")), None);

@@ -1,21 +1,22 @@
 //! log::tests_power_cut: randomized power cuts through the crash-simulating backend
 //! (`io::crash`), the acceptance test of the log's durability contract.
 //!
-//! The contract at the moment of the ack (fsync_on_ack on): the batch is durable. So after any
-//! power cut and a reopen, (1) every acknowledged batch not deleted by retention is served at
-//! its offsets with its exact bytes, (2) every batch served validates (length, CRC-32C, record
-//! count) and is one a producer really sent (unacknowledged but durable is allowed, torn is
-//! not), (3) offsets are dense from the log start to the log end, the high watermark is the
-//! log end, and the next append gets the log end offset.
+//! The contract: a batch is durable once acknowledged (fsync_on_ack on) or once a flush that
+//! started after its ack returns (fsync_on_ack off). So after any power cut and a reopen,
+//! (1) every such batch not deleted by retention is served at its offsets with its exact bytes,
+//! (2) every batch served validates (length, CRC-32C, record count) and is one a producer really
+//! sent (unacknowledged but durable is allowed, torn is not), (3) offsets are dense from the log
+//! start to the log end, the high watermark is the log end, and the next append gets the log
+//! end offset.
 //!
 //! Each cut point is one seed: the seed draws the workload (how many concurrent producers,
 //! batch sizes, whether size retention runs, whether acks wait for fsync), the mutating storage
 //! call the power dies at (rolls, retention deletions and the first open included), the
 //! [`CutMode`], and sometimes a second cut in the middle of recovery. A failure panics with its
 //! seed; `POWER_CUT_SEED=<seed> cargo test power_cut` runs that seed alone, and
-//! `POWER_CUT_POINTS=<n>` runs a longer sweep. With one producer
-//! the run is deterministic and replays exactly; with several, the writer's grouping depends on
-//! timing, so a replay draws the same workload and cut call number but may interleave otherwise.
+//! `POWER_CUT_POINTS=<n>` runs a longer sweep. With one producer the run is deterministic and
+//! replays exactly; with several, the writer's grouping depends on timing, so a replay draws the
+//! same workload and cut call number but may interleave otherwise.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -43,7 +44,7 @@ const VALUE_BYTES_MAX: u64 = 120;
 const SEGMENT_BYTES_MAX: u64 = 1024;
 const RETENTION_BYTES_MAX: u64 = 2048;
 /// A second cut during recovery lands within this many mutating calls of the reopen.
-const RECOVERY_CUT_OPS_MAX: u64 = 24;
+const RECOVERY_CUT_OPS_MAX: u64 = 8;
 /// One in this many cut points also cuts during recovery.
 const RECOVERY_CUT_ONE_IN: u64 = 4;
 const LEADER_EPOCH: i32 = 3;
@@ -52,6 +53,8 @@ const BUILT_LEADER_EPOCH: i32 = -1;
 const READ_BYTES_MAX: usize = 4096;
 /// Bounds the read loop of the check (each read returns at least one batch).
 const READS_MAX: usize = 10_000;
+/// With fsync_on_ack off, producer 0 flushes every this many appends (acks before it then count).
+const FLUSH_EVERY_APPENDS: usize = 3;
 
 /// What one seed draws.
 #[derive(Debug, Clone, Copy)]
@@ -107,11 +110,20 @@ struct Acked {
     bytes: Vec<u8>,
 }
 
-/// What the producers sent (as built, base offset 0) and what was acknowledged.
+/// What the producers sent (as built, base offset 0) and what was acknowledged, in ack order.
 #[derive(Default)]
 struct Sent {
     built: HashSet<Vec<u8>>,
     acked: Vec<Acked>,
+    /// `acked[..durable]` must survive: acked with fsync_on_ack, or acked before a flush that
+    /// succeeded.
+    durable: usize,
+}
+
+type Ledger = Arc<std::sync::Mutex<Sent>>;
+
+fn ledger(l: &Ledger) -> std::sync::MutexGuard<'_, Sent> {
+    l.lock().expect("ledger")
 }
 
 /// A batch as the builders made it: base offset 0 and leader epoch -1, as sent by a producer.
@@ -126,18 +138,46 @@ fn start_writer(dir: &Path, storage: &CrashStorage) -> DiskWriter {
     DiskWriter::start_with(WriterConfig::new(dir), Arc::new(storage.clone())).expect("writer")
 }
 
+/// Records the batches of an acknowledged append at the offsets it was given, as the log must
+/// now hold them (offset and leader epoch patched).
+fn record_ack(
+    sent: &Ledger,
+    base_offset: i64,
+    batches: Vec<Vec<u8>>,
+    durable: bool,
+) -> Result<(), String> {
+    let mut sent = ledger(sent);
+    let mut offset = base_offset;
+    for mut b in batches {
+        batch::patch_base_offset(&mut b, offset);
+        batch::patch_leader_epoch(&mut b, LEADER_EPOCH);
+        let h = batch::BatchHeader::parse(&b).map_err(|e| e.to_string())?;
+        sent.acked.push(Acked {
+            base_offset: offset,
+            last_offset: h.last_offset(),
+            bytes: b,
+        });
+        offset = h.last_offset() + 1;
+    }
+    if durable {
+        sent.durable = sent.acked.len();
+    }
+    Ok(())
+}
+
 /// One producer: `appends` appends of 1..=3 batches each, unique by their timestamps. Stops at
-/// the first failure, which must come from the power cut. Producer 0 also runs retention.
+/// the first failure, which must come from the power cut. Producer 0 also runs retention and,
+/// when acks do not wait for fsync, flushes.
 async fn produce(
     p: Arc<Partition>,
     storage: CrashStorage,
     sc: Scenario,
     producer: u64,
     appends: usize,
-) -> Result<Sent, String> {
+    sent: Ledger,
+) -> Result<(), String> {
     let mut rng = XorShift::new(sc.seed ^ (producer + 1).wrapping_mul(0x9E37_79B9));
     let ts_base = now_ms() + (producer as i64) * 1_000_000;
-    let mut sent = Sent::default();
     for i in 0..appends {
         let batches: Vec<Vec<u8>> = (0..1 + rng.below(BATCHES_PER_APPEND_MAX))
             .map(|j| {
@@ -146,33 +186,33 @@ async fn produce(
                 batch(records, ts0, rng.below(VALUE_BYTES_MAX + 1) as usize)
             })
             .collect();
-        sent.built.extend(batches.iter().cloned());
+        ledger(&sent).built.extend(batches.iter().cloned());
         let result = p.append(Bytes::from(batches.concat()), LEADER_EPOCH).await;
         let info = match result {
             Ok(info) => info,
-            Err(_) if storage.is_off() => return Ok(sent),
+            Err(_) if storage.is_off() => return Ok(()),
             Err(e) => return Err(format!("append failed with the power on: {e}")),
         };
-        let mut offset = info.base_offset;
-        for mut b in batches {
-            batch::patch_base_offset(&mut b, offset);
-            batch::patch_leader_epoch(&mut b, LEADER_EPOCH);
-            let h = batch::BatchHeader::parse(&b).map_err(|e| e.to_string())?;
-            sent.acked.push(Acked {
-                base_offset: offset,
-                last_offset: h.last_offset(),
-                bytes: b,
-            });
-            offset = h.last_offset() + 1;
-        }
+        record_ack(&sent, info.base_offset, batches, sc.fsync_on_ack)?;
         if producer == 0 && sc.retention && i % 2 == 1 {
             match p.enforce_retention(now_ms()).await {
                 Err(e) if !storage.is_off() => return Err(format!("retention failed: {e}")),
                 _ => {}
             }
         }
+        if producer == 0 && !sc.fsync_on_ack && i % FLUSH_EVERY_APPENDS == 0 {
+            let acked_before = ledger(&sent).acked.len();
+            match p.flush().await {
+                Ok(()) => {
+                    let mut sent_now = ledger(&sent);
+                    sent_now.durable = sent_now.durable.max(acked_before);
+                }
+                Err(_) if storage.is_off() => return Ok(()),
+                Err(e) => return Err(format!("flush failed with the power on: {e}")),
+            }
+        }
     }
-    Ok(sent)
+    Ok(())
 }
 
 /// Runs the producers concurrently to the end (or the cut) and merges what they sent. Also
@@ -184,16 +224,18 @@ async fn workload(
     sc: Scenario,
 ) -> Result<(Sent, i64), String> {
     let per = APPENDS_TOTAL / sc.producers as usize;
+    let sent = Ledger::default();
     let tasks: Vec<_> = (0..sc.producers)
-        .map(|i| tokio::spawn(produce(p.clone(), storage.clone(), sc, i, per)))
+        .map(|i| {
+            let producer = produce(p.clone(), storage.clone(), sc, i, per, sent.clone());
+            tokio::spawn(producer)
+        })
         .collect();
-    let mut all = Sent::default();
     for t in tasks {
-        let sent = t.await.map_err(|e| format!("producer panicked: {e}"))??;
-        all.built.extend(sent.built);
-        all.acked.extend(sent.acked);
+        t.await.map_err(|e| format!("producer panicked: {e}"))??;
     }
-    Ok((all, p.log_start_offset()))
+    let sent = std::mem::take(&mut *ledger(&sent));
+    Ok((sent, p.log_start_offset()))
 }
 
 /// Mutating calls a whole uncut workload of this variant makes (cut points are drawn below it,
@@ -209,12 +251,7 @@ async fn calibrate(root: &Path, sc: Scenario) -> u64 {
 }
 
 /// Reads the whole log and checks the contract (see the module comment).
-async fn check(
-    p: &Partition,
-    sent: &Sent,
-    start_max: i64,
-    acks_durable: bool,
-) -> Result<usize, String> {
+async fn check(p: &Partition, sent: &Sent, start_max: i64) -> Result<usize, String> {
     let (start, end) = (p.log_start_offset(), p.log_end_offset());
     if p.high_watermark() != end {
         return Err(format!(
@@ -257,7 +294,7 @@ async fn check(
     if next != end {
         return Err(format!("reads stopped at {next}, log end is {end}"));
     }
-    for a in sent.acked.iter().filter(|_| acks_durable) {
+    for a in &sent.acked[..sent.durable] {
         if a.last_offset < start {
             continue; // Deleted by retention before the cut.
         }
@@ -309,8 +346,16 @@ async fn recover(
     Ok((p, writer))
 }
 
-/// One cut point: workload, cut, recovery, check. Returns the batches served after recovery.
-async fn cut_point(root: &Path, sc: Scenario) -> Result<usize, String> {
+/// What one cut point saw: batches served after recovery, and the storage calls the cut and the
+/// recovery cut fired at (None: the workload ended first, or recovery finished first).
+struct Outcome {
+    batches: usize,
+    cut_call: Option<&'static str>,
+    recovery_cut_call: Option<&'static str>,
+}
+
+/// One cut point: workload, cut, recovery, check.
+async fn cut_point(root: &Path, sc: Scenario) -> Result<Outcome, String> {
     let storage = CrashStorage::new(root);
     let dir = root.join("t-0");
     storage.pull_plug_after(sc.cut_at_op, sc.mode, sc.seed);
@@ -321,14 +366,20 @@ async fn cut_point(root: &Path, sc: Scenario) -> Result<usize, String> {
         Err(e) => return Err(format!("first open failed with the power on: {e}")),
     };
     writer.shutdown().await;
+    let cut_call = storage.cut_call();
     storage
         .pull_plug(sc.mode, sc.seed)
         .map_err(|e| e.to_string())?;
     storage.power_on();
     let (p, writer) = recover(root, &storage, sc).await?;
-    let served = check(&p, &sent, start_max, sc.fsync_on_ack).await;
+    let recovery_cut_call = sc.recovery_cut.and(storage.cut_call());
+    let served = check(&p, &sent, start_max).await;
     writer.shutdown().await;
-    served
+    Ok(Outcome {
+        batches: served?,
+        cut_call,
+        recovery_cut_call,
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -348,8 +399,10 @@ async fn power_cuts_lose_no_acknowledged_batch_and_serve_no_corrupt_one() {
     };
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut ops_total: HashMap<(u64, bool, bool), u64> = HashMap::new();
-    let (mut mid_workload, mut batches_checked) = (0u64, 0usize);
+    let mut batches_checked = 0usize;
     let mut modes: HashMap<&str, u64> = HashMap::new();
+    let mut calls: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut recovery_calls: BTreeMap<&str, u64> = BTreeMap::new();
     for (i, &seed) in seeds.iter().enumerate() {
         let mut sc = Scenario::draw(seed);
         if !ops_total.contains_key(&sc.variant()) {
@@ -359,26 +412,38 @@ async fn power_cuts_lose_no_acknowledged_batch_and_serve_no_corrupt_one() {
         }
         let total = ops_total[&sc.variant()];
         sc.cut_at_op %= total;
-        mid_workload += u64::from(sc.cut_at_op < total * 10 / 11);
         *modes.entry(mode_name(sc.mode)).or_default() += 1;
         let root = tmp.path().join(format!("cut-{i}"));
         std::fs::create_dir(&root).expect("mkdir");
         match cut_point(&root, sc).await {
-            Ok(n) => batches_checked += n,
+            Ok(o) => {
+                batches_checked += o.batches;
+                *calls.entry(o.cut_call.unwrap_or("none")).or_default() += 1;
+                if let Some(call) = o.recovery_cut_call {
+                    *recovery_calls.entry(call).or_default() += 1;
+                }
+            }
             Err(why) => panic!("power cut seed {seed} ({sc:?}): {why}"),
         }
         std::fs::remove_dir_all(&root).expect("clean up");
     }
+    let fired: u64 = calls
+        .iter()
+        .filter(|(c, _)| **c != "none")
+        .map(|(_, n)| n)
+        .sum();
     eprintln!(
-        "power cuts: {} cut points ({mid_workload} mid-workload), modes {modes:?}, {batches_checked} batches checked",
+        "power cuts: {} cut points, {fired} fired mid-workload, modes {modes:?}, cut at \
+         {calls:?}, recovery cut at {recovery_calls:?}, {batches_checked} batches checked",
         seeds.len()
     );
     if seeds.len() as u64 == CUT_POINTS {
-        assert!(
-            mid_workload > CUT_POINTS / 2,
-            "most cuts must land mid-workload"
-        );
+        assert!(fired > CUT_POINTS / 2, "most cuts must land mid-workload");
         assert_eq!(modes.len(), CutMode::ALL.len(), "every mode drawn");
+        // Appends (write, fsync), rolls (create, sync_dir) and retention (remove_file) all cut.
+        for call in ["write_at", "sync_data", "create", "sync_dir", "remove_file"] {
+            assert!(calls.contains_key(call), "no cut at {call}: {calls:?}");
+        }
     }
 }
 
