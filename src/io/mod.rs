@@ -10,9 +10,10 @@
 //! writer issues one fdatasync per file per group however many appends the group holds, and the
 //! log only ever appends.
 
+mod writer;
+// The crash-simulating backend, for the log's power-cut tests.
 #[cfg(test)]
 pub(crate) mod crash;
-mod writer;
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
