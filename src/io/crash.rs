@@ -9,7 +9,7 @@
 //!
 //! [`CrashStorage::pull_plug`] turns that into the state a power cut could leave, drawn from a
 //! seeded RNG ([`CutMode`] says how), mirrors it onto the root, and kills every handle opened
-//! before: from then on the old partition's writes, syncs and reads fail, as on a dead machine,
+//! before: their writes, syncs and reads fail for good, as on a dead machine, and new calls fail
 //! until [`CrashStorage::power_on`]. [`CrashStorage::pull_plug_after`] arms the cut at a count of
 //! mutating calls instead, so it lands inside whatever the log was doing (an append, a roll, a
 //! retention pass, a recovery).
