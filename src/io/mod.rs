@@ -20,6 +20,9 @@ pub(crate) mod conformance;
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 mod uring;
 mod writer;
+// The crash-simulating backend, for the log's power-cut tests.
+#[cfg(test)]
+pub(crate) mod crash;
 
 use std::fmt;
 use std::fs::{File, OpenOptions};

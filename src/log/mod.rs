@@ -42,6 +42,8 @@ mod tests_compaction;
 #[cfg(test)]
 mod tests_durability;
 #[cfg(test)]
+mod tests_power_cut;
+#[cfg(test)]
 mod tests_producers;
 
 pub use compaction::{Cleanup, CompactionStats};
