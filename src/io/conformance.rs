@@ -301,6 +301,12 @@ async fn std_storage_conforms() {
     check(Arc::new(super::StdStorage), dir.path()).await;
 }
 
+#[tokio::test]
+async fn crash_storage_conforms() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    check(Arc::new(super::crash::CrashStorage::new(dir.path())), dir.path()).await;
+}
+
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 #[tokio::test]
 async fn uring_storage_conforms() {
