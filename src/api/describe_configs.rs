@@ -107,7 +107,9 @@ fn topic_entries(
             let config_type = match name.as_str() {
                 "cleanup.policy" => TYPE_LIST,
                 "compression.type" | "message.timestamp.type" => TYPE_STRING,
-                "unclean.leader.election.enable" | "preallocate" => TYPE_BOOLEAN,
+                "unclean.leader.election.enable" | "preallocate" | "bramble.fsync.on.ack" => {
+                    TYPE_BOOLEAN
+                }
                 "min.cleanable.dirty.ratio" => TYPE_DOUBLE,
                 "max.message.bytes"
                 | "segment.bytes"

@@ -473,8 +473,17 @@ impl Broker {
 
     /// Syncs every partition's log.
     pub async fn flush_all(&self) {
+        self.flush_where(|_| true).await
+    }
+
+    /// Syncs the logs whose acks do not wait for fsync (the others are durable at every ack).
+    pub async fn flush_unsynced(&self) {
+        self.flush_where(|log| !log.config().fsync_on_ack).await
+    }
+
+    async fn flush_where(&self, wanted: impl Fn(&log::Partition) -> bool) {
         for t in self.topics() {
-            for replica in t.partitions() {
+            for replica in t.partitions().into_iter().filter(|r| wanted(&r.log)) {
                 if let Err(e) = replica.log.flush().await {
                     tracing::warn!(topic = %t.name, partition = replica.index, error = %e, "flush failed");
                 }

@@ -25,6 +25,10 @@ pub const INTERNAL_TOPICS: &[&str] = &["__consumer_offsets", "__transaction_stat
 
 /// Topic configs this broker understands, with how each maps onto the log.
 pub const TOPIC_CONFIG_KEYS: &[&str] = &[
+    // bramble's own: answer acks=1/all only after fsync (true, the node default) or once the
+    // write reached the page cache (false; the node's flush_ms_max bounds what a power cut
+    // takes). The group commit window itself is per disk (flush_ms): one fsync serves every topic.
+    "bramble.fsync.on.ack",
     "cleanup.policy",
     "delete.retention.ms",
     "index.interval.bytes",
@@ -190,6 +194,12 @@ pub fn log_config(
                     .filter(|v| *v > 0)
                     .ok_or_else(|| bad("must be >= 1"))?
             }
+            "bramble.fsync.on.ack" => {
+                c.fsync_on_ack = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad("must be true or false"))?
+            }
             "index.interval.bytes" => {
                 c.index_interval_bytes = u32::try_from(int()?)
                     .ok()
@@ -268,6 +278,7 @@ pub fn effective_configs(
     let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-1".to_string());
     let enforced = TOPIC_CONFIG_KEYS.iter().map(|&key| {
         let value = match key {
+            "bramble.fsync.on.ack" => c.fsync_on_ack.to_string(),
             "cleanup.policy" => cleanup_policy(&cleanup).to_string(),
             "delete.retention.ms" => cleanup.delete_retention_ms.to_string(),
             "min.compaction.lag.ms" => cleanup.compaction_lag_ms_min.to_string(),
@@ -431,6 +442,22 @@ mod tests {
         m.insert("cleanup.policy".to_string(), "shred".to_string());
         let err = log_config(&d, &m).unwrap_err().to_string();
         assert!(err.contains("cleanup.policy"), "{err}");
+    }
+
+    // Proves fsync-before-ack can be turned off per topic, and only with a boolean.
+    #[test]
+    fn fsync_on_ack_per_topic() {
+        let d = LogConfig::default();
+        let mut m = BTreeMap::new();
+        m.insert("bramble.fsync.on.ack".to_string(), "false".to_string());
+        assert!(!log_config(&d, &m).unwrap().fsync_on_ack);
+        assert!(effective_configs(&d, &m).contains(&(
+            "bramble.fsync.on.ack".to_string(),
+            "false".to_string(),
+            false
+        )));
+        m.insert("bramble.fsync.on.ack".to_string(), "sometimes".to_string());
+        assert!(log_config(&d, &m).is_err());
     }
 
     // Proves metadata files round-trip and are found again.

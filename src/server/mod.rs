@@ -119,17 +119,14 @@ pub fn raise_open_files_limit(partitions_max: usize, connections_max: usize) {
     }
 }
 
-/// With `fsync_on_ack = false` acks do not wait for the disk, so something else must sync: every
-/// `flush_ms_max` each partition's log is synced (bounding what a power cut can take). With
-/// fsync before ack (the default) every acknowledged batch is already durable and this is idle.
+/// Partitions whose acks do not wait for fsync (`fsync_on_ack = false` on the node or
+/// `bramble.fsync.on.ack = false` on the topic) need something else to sync them: every
+/// `flush_ms_max` their logs are synced, bounding what a power cut can take.
 async fn flush_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
-    if broker.config.fsync_on_ack {
-        return;
-    }
     let period = Duration::from_millis(broker.config.flush_ms_max);
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(period) => broker.flush_all().await,
+            _ = tokio::time::sleep(period) => broker.flush_unsynced().await,
             _ = stop.changed() => return,
         }
     }
