@@ -101,7 +101,7 @@ impl Partition {
         // Cleaner lock first (the lock order): a compaction pass never waits on appends, so
         // this waits at most for one pass, and never deletes a segment mid-swap.
         let _cleaner = self.cleaner_lock.lock().await;
-        let _guard = self.append_lock.lock().await;
+        let guard = self.append_lock.lock().await;
         if self.check_usable().is_err() {
             return Ok(0);
         }
@@ -119,6 +119,9 @@ impl Partition {
             self.roll().await?;
         }
         let victims = self.take_expired(now_ms);
+        // The victims are out of the segment map (readers already in flight keep their handles),
+        // so appends need not wait while their files are unlinked — slow on an SD card.
+        drop(guard);
         let storage = self.writer.storage().clone();
         for seg in &victims {
             for path in seg.paths() {
