@@ -46,6 +46,8 @@ mod tests_durability;
 mod tests_power_cut;
 #[cfg(test)]
 mod tests_producers;
+#[cfg(test)]
+mod tests_snapshot;
 
 pub use compaction::{Cleanup, CompactionStats};
 use segment::{Segment, io_error};
