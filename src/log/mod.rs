@@ -35,6 +35,7 @@ mod records;
 mod recovery;
 mod retention;
 mod segment;
+mod snapshot;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -45,6 +46,8 @@ mod tests_durability;
 mod tests_power_cut;
 #[cfg(test)]
 mod tests_producers;
+#[cfg(test)]
+mod tests_snapshot;
 
 pub use compaction::{Cleanup, CompactionStats};
 use segment::{Segment, io_error};
@@ -298,6 +301,9 @@ pub struct Partition {
     /// Held by a compaction pass throughout and by retention before its append lock, so
     /// retention never deletes a segment the cleaner is swapping (`compaction`).
     cleaner_lock: tokio::sync::Mutex<()>,
+    /// How `producers::restore` rebuilt the producer state on open (snapshot used, headers read).
+    #[cfg_attr(not(test), allow(dead_code))]
+    rebuilt: producers::Rebuilt,
 }
 
 impl Partition {
@@ -305,7 +311,8 @@ impl Partition {
     /// batch checking length and CRC-32C, truncate a torn tail (logging how many bytes were cut),
     /// rebuild its index. `writer` is the data directory's disk writer.
     pub fn open(dir: &Path, config: LogConfig, writer: DiskWriter) -> Result<Partition, LogError> {
-        let segments = recovery::open_segments(&**writer.storage(), dir, &config)?;
+        let recovered = recovery::open_segments(&**writer.storage(), dir, &config)?;
+        let segments = recovered.segments;
         let Some(active) = segments.last_key_value().map(|(_, s)| s) else {
             return Err(segment::corrupt(
                 dir,
@@ -313,7 +320,12 @@ impl Partition {
             ));
         };
         let log_end_offset = active.next_offset;
-        let producers = producers::rebuild(segments.values())?;
+        // Snapshots above a cut describe batches that are no longer in the log.
+        let valid_end = recovered
+            .cut_at
+            .map_or(log_end_offset, |c| c.min(log_end_offset));
+        let (producers, rebuilt) =
+            producers::restore(&**writer.storage(), dir, &segments, valid_end)?;
         let visible = Visible {
             offset: log_end_offset,
             segment_base: active.base_offset,
@@ -340,7 +352,14 @@ impl Partition {
             writer,
             append_lock: tokio::sync::Mutex::new(()),
             cleaner_lock: tokio::sync::Mutex::new(()),
+            rebuilt,
         })
+    }
+
+    /// How the producer state was rebuilt when this partition opened.
+    #[cfg(test)]
+    pub(crate) fn producers_rebuilt(&self) -> producers::Rebuilt {
+        self.rebuilt
     }
 
     /// Validate every batch in `records` (one or more v2 batches, as a client sent them), assign

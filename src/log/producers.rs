@@ -13,18 +13,21 @@
 //!   below did not reach back far enough), and refusing with UNKNOWN_PRODUCER_ID would make the
 //!   client reset its sequences and reorder what it had in flight.
 //!
-//! The state lives in memory and is rebuilt on open from the 61-byte headers of the newest
-//! `REBUILD_SEGMENTS_MAX` segments (`rebuild`). Periodic snapshot files, so a restart does not
-//! rescan, are issue 3's later work.
+//! The state lives in memory. Every roll writes it to a snapshot file (`snapshot`: the complete
+//! state as of the new segment's base offset); on open `restore` loads the newest snapshot that
+//! reads back and replays the 61-byte batch headers after it. With no usable snapshot it falls
+//! back to the headers of the newest `REBUILD_SEGMENTS_MAX` segments.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Range;
+use std::path::Path;
 
-use crate::io::StorageFile;
+use crate::io::{Storage, StorageFile};
 use crate::protocol::batch::BatchHeader;
 
 use super::LogError;
 use super::segment::{Segment, read_header};
+use super::snapshot;
 
 /// Batches remembered per producer: Kafka's limit, matching the client's
 /// `max.in.flight.requests.per.connection` ceiling of 5 for idempotence.
@@ -59,7 +62,7 @@ impl Entry {
         self.batches.back().map(|b| b.last_seq)
     }
 
-    fn last_offset(&self) -> i64 {
+    pub fn last_offset(&self) -> i64 {
         self.batches.back().map_or(-1, |b| b.last_offset)
     }
 
@@ -120,6 +123,22 @@ impl Producers {
 
     pub fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// Every producer's entry, in no particular order (`snapshot::encode` sorts them).
+    pub fn iter(&self) -> impl Iterator<Item = (i64, &Entry)> {
+        self.entries.iter().map(|(&id, e)| (id, e))
+    }
+
+    /// Adds an entry read back from a snapshot; false if `producer_id` is already there.
+    pub fn insert_loaded(&mut self, producer_id: i64, entry: Entry) -> bool {
+        match self.entries.entry(producer_id) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(entry);
+                true
+            }
+        }
     }
 
     /// Checks `batches` in order as if each earlier one had been appended, the first landing at
@@ -231,31 +250,68 @@ fn check_one(known: Option<&Entry>, h: &BatchHeader) -> Result<Option<BatchMeta>
     }
 }
 
-/// Rebuilds the state from the batch headers of the newest REBUILD_SEGMENTS_MAX segments,
-/// oldest first, reading only the 61-byte header of each batch (positional reads). Runs after
-/// recovery, so every segment's `size_bytes` covers whole, checked batches.
-pub fn rebuild<'a>(
-    segments: impl DoubleEndedIterator<Item = &'a Segment>,
-) -> Result<Producers, LogError> {
-    let mut newest: Vec<&Segment> = segments.rev().take(REBUILD_SEGMENTS_MAX).collect();
-    newest.reverse();
-    let mut producers = Producers::default();
-    let mut headers = 0u64;
-    for seg in newest {
-        headers += replay_segment(&mut producers, &*seg.log, seg.size_bytes)?;
-    }
-    if producers.len() > 0 {
-        tracing::info!(
-            producers = producers.len(),
-            headers,
-            "rebuilt idempotent producer state from the log"
-        );
-    }
-    producers.commit(HashMap::new());
-    Ok(producers)
+/// How `restore` rebuilt the state on open: from which snapshot, and how many batch headers it
+/// read after it (logged; tests use it to prove a reopen does not rescan the whole log).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rebuilt {
+    pub snapshot_offset: Option<i64>,
+    pub headers_read: u64,
 }
 
-/// Replays the headers of one `.log` up to `end_bytes`; returns how many it read. A header that
+/// Rebuilds the state on open, after recovery. `valid_end` is the offset below which the log is
+/// as it was when the snapshots were written (the log end offset, or lower where recovery cut a
+/// segment): snapshots above it are deleted. Producers whose last batch is below the log start
+/// offset are dropped (retention deleted their batches; Kafka drops them too).
+pub fn restore(
+    storage: &dyn Storage,
+    dir: &Path,
+    segments: &BTreeMap<i64, Segment>,
+    valid_end: i64,
+) -> Result<(Producers, Rebuilt), LogError> {
+    let log_start = segments.keys().next().copied().unwrap_or(valid_end);
+    let loaded = snapshot::load_newest(storage, dir, valid_end)?;
+    let (mut producers, from, snapshot_offset) = match loaded {
+        Some((offset, producers)) => {
+            // Every segment holding an offset at or after the snapshot's.
+            let from: Vec<&Segment> = segments
+                .values()
+                .filter(|s| s.next_offset > offset)
+                .collect();
+            (producers, from, Some(offset))
+        }
+        None => {
+            let mut newest: Vec<&Segment> =
+                segments.values().rev().take(REBUILD_SEGMENTS_MAX).collect();
+            newest.reverse();
+            (Producers::default(), newest, None)
+        }
+    };
+    let after = snapshot_offset.unwrap_or(i64::MIN);
+    let mut headers_read = 0u64;
+    for seg in from {
+        headers_read += replay_segment(&mut producers, &*seg.log, seg.size_bytes, after)?;
+    }
+    producers
+        .entries
+        .retain(|_, e| e.last_offset() >= log_start);
+    producers.commit(HashMap::new());
+    let rebuilt = Rebuilt {
+        snapshot_offset,
+        headers_read,
+    };
+    if producers.len() > 0 || snapshot_offset.is_some() {
+        tracing::info!(
+            producers = producers.len(),
+            snapshot_offset,
+            headers_read,
+            "rebuilt idempotent producer state"
+        );
+    }
+    Ok((producers, rebuilt))
+}
+
+/// Replays the headers of one `.log` up to `end_bytes`, skipping batches that start below
+/// `from_offset` (a snapshot holds them already); returns how many headers it read. A header that
 /// does not read back (a sealed segment is trusted, not rescanned, by recovery) ends the replay
 /// of that segment with a warning rather than failing the open: the producers it would have
 /// shown are then unknown, which costs only duplicate detection for their next batch.
@@ -263,6 +319,7 @@ fn replay_segment(
     producers: &mut Producers,
     log: &dyn StorageFile,
     end_bytes: u64,
+    from_offset: i64,
 ) -> Result<u64, LogError> {
     let (mut pos, mut count) = (0u64, 0u64);
     while pos < end_bytes {
@@ -276,7 +333,9 @@ fn replay_segment(
             }
             Err(e) => return Err(e),
         };
-        producers.replay(&h);
+        if h.base_offset >= from_offset {
+            producers.replay(&h);
+        }
         pos += h.total_bytes() as u64;
         count += 1;
     }

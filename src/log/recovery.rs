@@ -29,12 +29,20 @@ const SEGMENTS_MAX: usize = 1 << 20;
 /// Missing directory levels created for one partition directory (a bound on the ancestor walk).
 const DIR_LEVELS_MAX: usize = 64;
 
+/// What recovery leaves for `Partition::open`.
+pub struct Recovered {
+    pub segments: BTreeMap<i64, Segment>,
+    /// The lowest offset at which recovery cut a segment's tail (its new next offset), if it cut
+    /// one: what was written from there on is gone, so producer snapshots above it are stale.
+    pub cut_at: Option<i64>,
+}
+
 /// Opens every segment of `dir` (creating segment 0 in an empty one), recovering the last.
 pub fn open_segments(
     storage: &dyn Storage,
     dir: &Path,
     config: &LogConfig,
-) -> Result<BTreeMap<i64, Segment>, LogError> {
+) -> Result<Recovered, LogError> {
     create_dir_durable(storage, dir)?;
     super::compaction::recover_swaps(storage, dir)?;
     let bases = list_bases(dir)?;
@@ -43,15 +51,28 @@ pub fn open_segments(
         let files = SegmentFiles::open(storage, dir, 0, true)?;
         storage.sync_dir(dir).map_err(|e| io_error(dir, e))?;
         segments.insert(0, Segment::new(dir, 0, files, config.index_interval_bytes));
-        return Ok(segments);
+        return Ok(Recovered {
+            segments,
+            cut_at: None,
+        });
     };
     let newest_sealed = sealed.last().copied();
+    let mut cut_at: Option<i64> = None;
+    let mut note_cut = |seg: &Segment, cut: bool| {
+        if cut {
+            cut_at = Some(cut_at.map_or(seg.next_offset, |c| c.min(seg.next_offset)));
+        }
+    };
     for &base in sealed {
         let check_crc = newest_sealed == Some(base);
-        segments.insert(base, load_sealed(storage, dir, base, config, check_crc)?);
+        let (seg, cut) = load_sealed(storage, dir, base, config, check_crc)?;
+        note_cut(&seg, cut);
+        segments.insert(base, seg);
     }
-    segments.insert(active, recover_active(storage, dir, active, config)?);
-    Ok(segments)
+    let (seg, cut) = recover_active(storage, dir, active, config)?;
+    note_cut(&seg, cut);
+    segments.insert(active, seg);
+    Ok(Recovered { segments, cut_at })
 }
 
 /// Creates `dir` and its missing parents, syncing each new directory's parent: on a filesystem
@@ -210,11 +231,11 @@ fn check_crc32c(
     Ok(Ok(()))
 }
 
-/// Cuts `.log` after the valid prefix, warning with the bytes cut.
-fn truncate_tail(log: &dyn StorageFile, scan: &Scan, what: &str) -> Result<(), LogError> {
+/// Cuts `.log` after the valid prefix, warning with the bytes cut; returns whether it cut.
+fn truncate_tail(log: &dyn StorageFile, scan: &Scan, what: &str) -> Result<bool, LogError> {
     let log_bytes = log.len().map_err(|e| io_error(log.path(), e))?;
     if scan.valid_bytes >= log_bytes {
-        return Ok(());
+        return Ok(false);
     }
     let cut_bytes = log_bytes - scan.valid_bytes;
     tracing::warn!(
@@ -226,7 +247,8 @@ fn truncate_tail(log: &dyn StorageFile, scan: &Scan, what: &str) -> Result<(), L
     );
     log.set_len(scan.valid_bytes)
         .map_err(|e| io_error(log.path(), e))?;
-    log.sync_data().map_err(|e| io_error(log.path(), e))
+    log.sync_data().map_err(|e| io_error(log.path(), e))?;
+    Ok(true)
 }
 
 /// Replaces `file`'s content with `bytes` unless it already holds exactly that (a clean restart
@@ -255,16 +277,17 @@ fn write_indexes(files: &SegmentFiles, scan: &Scan) -> Result<(), LogError> {
     rewrite_if_different(&*files.timeindex, &time_bytes)
 }
 
-/// The active segment: full CRC scan, torn tail cut, indexes rebuilt and kept in memory.
+/// The active segment: full CRC scan, torn tail cut, indexes rebuilt and kept in memory. Also
+/// returns whether a tail was cut.
 fn recover_active(
     storage: &dyn Storage,
     dir: &Path,
     base: i64,
     config: &LogConfig,
-) -> Result<Segment, LogError> {
+) -> Result<(Segment, bool), LogError> {
     let files = SegmentFiles::open(storage, dir, base, false)?;
     let scan = scan_log(&*files.log, base, config.index_interval_bytes, true, false)?;
-    truncate_tail(&*files.log, &scan, "active segment")?;
+    let cut = truncate_tail(&*files.log, &scan, "active segment")?;
     write_indexes(&files, &scan)?;
     let mut seg = Segment::new(dir, base, files, config.index_interval_bytes);
     seg.size_bytes = scan.valid_bytes;
@@ -284,19 +307,20 @@ fn recover_active(
         index: scan.index,
         time: scan.time,
     });
-    Ok(seg)
+    Ok((seg, cut))
 }
 
 /// A sealed segment: indexes validated and trusted; the segment's max timestamp comes from the
 /// last time entry plus a header scan of the tail after the last index entry. `check_crc` (the
-/// newest sealed segment) also CRC-checks that tail and, when it fails, the whole rebuild.
+/// newest sealed segment) also CRC-checks that tail and, when it fails, the whole rebuild. Also
+/// returns whether the rebuild cut a tail.
 fn load_sealed(
     storage: &dyn Storage,
     dir: &Path,
     base: i64,
     config: &LogConfig,
     check_crc: bool,
-) -> Result<Segment, LogError> {
+) -> Result<(Segment, bool), LogError> {
     let files = SegmentFiles::open(storage, dir, base, false)?;
     let log_bytes = files.log.len().map_err(|e| io_error(files.log.path(), e))?;
     let checked = index::validate(&*files.index, &*files.timeindex, log_bytes)
@@ -308,11 +332,12 @@ fn load_sealed(
         Ok(summary) => trust_sealed(&mut seg, &summary, log_bytes, check_crc)?,
         Err(why) => Err(why),
     };
+    let mut cut = false;
     if let Err(why) = trusted {
         tracing::warn!(segment = base, dir = %dir.display(), reason = %why, "rebuilding sealed segment index");
-        rebuild_sealed(&mut seg, config, check_crc)?;
+        cut = rebuild_sealed(&mut seg, config, check_crc)?;
     }
-    Ok(seg)
+    Ok((seg, cut))
 }
 
 /// Fills a sealed segment's counts, next offset and max timestamp from valid index files and a
@@ -358,8 +383,12 @@ fn trust_sealed(
 }
 
 /// Rebuilds a sealed segment's indexes from its `.log`, cutting it after the last batch that
-/// checks out (headers only, plus CRC-32C when `check_crc`).
-fn rebuild_sealed(seg: &mut Segment, config: &LogConfig, check_crc: bool) -> Result<(), LogError> {
+/// checks out (headers only, plus CRC-32C when `check_crc`); returns whether it cut.
+fn rebuild_sealed(
+    seg: &mut Segment,
+    config: &LogConfig,
+    check_crc: bool,
+) -> Result<bool, LogError> {
     let scan = scan_log(
         &*seg.log,
         seg.base_offset,
@@ -367,7 +396,7 @@ fn rebuild_sealed(seg: &mut Segment, config: &LogConfig, check_crc: bool) -> Res
         check_crc,
         true,
     )?;
-    truncate_tail(&*seg.log, &scan, "sealed segment")?;
+    let cut = truncate_tail(&*seg.log, &scan, "sealed segment")?;
     let files = SegmentFiles {
         log: seg.log.clone(),
         index: seg.index.clone(),
@@ -383,5 +412,5 @@ fn rebuild_sealed(seg: &mut Segment, config: &LogConfig, check_crc: bool) -> Res
         scan.builder.max_timestamp_offset,
     );
     seg.builder = scan.builder;
-    Ok(())
+    Ok(cut)
 }

@@ -4,7 +4,9 @@
 //! or while the partition is over `retention_bytes_max`. The active segment is never deleted, but
 //! an aged one is rolled first so it can age out. The log start offset is the first remaining
 //! segment's base offset. With `cleanup.policy=compact` alone retention deletes nothing (it still
-//! rolls aged active segments, which lets the cleaner reach their records).
+//! rolls aged active segments, which lets the cleaner reach their records). Each roll also writes
+//! a producer-state snapshot at the new segment's base (`snapshot`), and retention deletes the
+//! snapshots below the new log start offset.
 
 use std::path::Path;
 
@@ -12,7 +14,7 @@ use crate::io::Job;
 use crate::protocol::batch::BatchError;
 
 use super::segment::{Segment, SegmentFiles, file_name, io_error};
-use super::{LogError, Partition, writer_error};
+use super::{LogError, Partition, snapshot, writer_error};
 
 impl Partition {
     /// Rolls the active segment when appending `bytes` (holding `offsets` offsets) at `now` would
@@ -52,14 +54,19 @@ impl Partition {
     pub(super) async fn roll(&self) -> Result<(), LogError> {
         let storage = self.writer.storage().clone();
         let dir = self.shared.dir.clone();
-        let (mut seal, new_base, interval) = {
+        let (mut seal, new_base, interval, state) = {
             let inner = self.shared.lock();
             let Some(seg) = inner.active() else {
                 return Ok(());
             };
             let mut job = Job::new();
             job.sync(&seg.log).sync(&seg.index).sync(&seg.timeindex);
-            (job, inner.log_end_offset, inner.config.index_interval_bytes)
+            let new_base = inner.log_end_offset;
+            // Under the append lock the producer state describes exactly the batches below
+            // the log end offset, which is the new segment's base (`snapshot`).
+            let state = snapshot::encode(new_base, &inner.producers);
+            let interval = inner.config.index_interval_bytes;
+            (job, new_base, interval, state)
         };
         // Seal before the new segment's files exist: recovery CRC-checks only the newest
         // segment's body, so once a new file can survive a crash every byte of the old segment
@@ -74,16 +81,21 @@ impl Partition {
             }
             result
         });
-        self.writer
-            .submit(seal)
-            .await
-            .map_err(writer_error)?
-            .wait()
-            .await
-            .map_err(writer_error)?;
+        let sealed = self.writer.submit(seal).await.map_err(writer_error)?;
+        // Queued behind the seal, so one group commit syncs both; its failure only loses it.
+        let pending = self.snapshot_queue(new_base, state).await;
+        sealed.wait().await.map_err(writer_error)?;
         let files = SegmentFiles::open(&*storage, &dir, new_base, true)?;
         clear_leftovers(&files)?;
+        let published = match pending {
+            Some(pending) => self.snapshot_publish(pending).await,
+            None => false,
+        };
+        // Makes the new segment's files and the snapshot's rename durable together.
         storage.sync_dir(&dir).map_err(|e| io_error(&dir, e))?;
+        if published {
+            snapshot::prune(&*storage, &dir, self.log_start_offset());
+        }
         let mut inner = self.shared.lock();
         if let Some(sealed) = inner.segments.values_mut().next_back() {
             sealed.mem = None;
@@ -137,6 +149,9 @@ impl Partition {
         if !victims.is_empty() {
             let dir = &self.shared.dir;
             storage.sync_dir(dir).map_err(|e| io_error(dir, e))?;
+            // Snapshots below the new log start describe batches that are gone (Kafka deletes
+            // them too); the newest snapshot, at a later segment's base, stays.
+            snapshot::prune(&*storage, dir, self.log_start_offset());
         }
         Ok(victims.len())
     }

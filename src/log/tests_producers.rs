@@ -10,7 +10,7 @@ use crate::protocol::batch::test_batches::{batch, refresh_crc};
 use crate::protocol::batch::{BASE_SEQUENCE_AT, PRODUCER_EPOCH_AT, PRODUCER_ID_AT};
 
 /// One batch of `n` records from producer `pid` at `epoch`, first sequence `seq`.
-fn idem(n: usize, pid: i64, epoch: i16, seq: i32) -> Bytes {
+pub(super) fn idem(n: usize, pid: i64, epoch: i16, seq: i32) -> Bytes {
     let mut b = batch(n, 1000, 10);
     b[PRODUCER_ID_AT..PRODUCER_ID_AT + 8].copy_from_slice(&pid.to_be_bytes());
     b[PRODUCER_EPOCH_AT..PRODUCER_EPOCH_AT + 2].copy_from_slice(&epoch.to_be_bytes());
@@ -20,13 +20,13 @@ fn idem(n: usize, pid: i64, epoch: i16, seq: i32) -> Bytes {
 }
 
 /// (base offset, last offset) an append got, or panics.
-async fn ok(p: &Partition, records: Bytes) -> (i64, i64) {
+pub(super) async fn ok(p: &Partition, records: Bytes) -> (i64, i64) {
     let a = p.append(records, 0).await.expect("append");
     (a.base_offset, a.last_offset)
 }
 
 /// The original offsets a duplicate was answered with, or panics.
-async fn dup(p: &Partition, records: Bytes) -> (i64, i64) {
+pub(super) async fn dup(p: &Partition, records: Bytes) -> (i64, i64) {
     match p.append(records, 0).await {
         Err(LogError::DuplicateSequence { original, .. }) => {
             (original.base_offset, original.last_offset)
