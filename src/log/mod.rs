@@ -44,6 +44,8 @@ mod tests_durability;
 #[cfg(test)]
 mod tests_power_cut;
 #[cfg(test)]
+mod tests_power_cut_compaction;
+#[cfg(test)]
 mod tests_producers;
 
 pub use compaction::{Cleanup, CompactionStats};
