@@ -46,6 +46,8 @@ mod tests_power_cut;
 #[cfg(test)]
 mod tests_power_cut_compaction;
 #[cfg(test)]
+mod tests_power_cut_producers;
+#[cfg(test)]
 mod tests_producers;
 
 pub use compaction::{Cleanup, CompactionStats};
