@@ -9,9 +9,10 @@
 //! offsets it is served at if it reached the disk, and is appended at the log end if it did not;
 //! (2) its last acknowledged batch, sent again, is a duplicate answered with its original offsets
 //! and adds nothing to the log (or is refused as a fenced epoch when the in-flight batch opened
-//! a newer one), whenever that batch lies in the segments the state is rebuilt from (`producers::REBUILD_SEGMENTS_MAX`; older ones are forgotten by design, as in Kafka
-//! without a snapshot, and the test counts how often that happens); (3) its next sequence is
-//! accepted at the log end. `PRODUCER_CUT_SEED=<seed>` runs one seed, `PRODUCER_CUT_POINTS=<n>`
+//! a newer one), whenever that batch lies in the segments the state is rebuilt from
+//! (`producers::REBUILD_SEGMENTS_MAX`; older ones are forgotten by design, as in Kafka without
+//! a snapshot, and the test counts how often that happens); (3) its next sequence is accepted
+//! at the log end. `PRODUCER_CUT_SEED=<seed>` runs one seed, `PRODUCER_CUT_POINTS=<n>`
 //! a longer sweep.
 
 use std::collections::{BTreeMap, HashMap};
