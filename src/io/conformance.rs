@@ -2,7 +2,7 @@
 //! `StdStorage` and `UringStorage` below; any other backend (the crash-simulating one) adds one
 //! call to [`check`]. It covers the file operations the log relies on (positional writes and
 //! reads, sparse and overlapping writes, truncate and extend, syncs, open vs create, removal,
-//! errors on missing files, writes over 1 MiB) and, through a [`DiskWriter`] on the backend, the
+//! errors on missing files, writes over 1 MiB, rename over an existing file) and, through a [`DiskWriter`] on the backend, the
 //! group path: many small and overlapping writes in one group keep their order, waiters complete
 //! in submission order, and one group asks for fewer fsyncs than it has jobs.
 
@@ -30,6 +30,7 @@ pub(crate) async fn check(storage: Arc<dyn Storage>, dir: &Path) {
     remove_and_missing_files(s, dir);
     directories(s, dir);
     large_write(s, dir);
+    rename_replaces_and_content_follows_the_name(s, dir);
     writer_group_keeps_order(storage.clone(), dir).await;
     writer_group_commit(storage.clone(), dir).await;
 }
@@ -128,6 +129,41 @@ fn directories(s: &dyn Storage, dir: &Path) {
     s.sync_dir(&nested).expect("sync_dir");
     s.remove_dir_all(&dir.join("a")).expect("remove_dir_all");
     assert!(s.open(&nested.join("f"), false).is_err());
+}
+
+/// What compaction's segment swap relies on: rename replaces an existing `to` atomically, the
+/// content follows the name, `from` is gone, handles opened before keep their own file (the
+/// replaced one its old bytes), and renaming a missing file fails with NotFound.
+fn rename_replaces_and_content_follows_the_name(s: &dyn Storage, dir: &Path) {
+    let (from, to) = (dir.join("mv-from"), dir.join("mv-to"));
+    let f = s.open(&from, true).expect("create from");
+    f.write_at(b"fresh", 0).expect("write");
+    f.sync_data().expect("sync");
+    let t = s.open(&to, true).expect("create to");
+    t.write_at(b"stale!", 0).expect("write");
+    t.sync_data().expect("sync");
+    s.rename(&from, &to).expect("rename over an existing file");
+    let err = s.open(&from, false).expect_err("from is gone");
+    assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+    let reopened = s.open(&to, false).expect("open to");
+    assert_eq!(reopened.len().expect("len"), 5);
+    assert_eq!(read(&reopened, 0, 5), b"fresh", "content follows the name");
+    assert_eq!(
+        read(&t, 0, 6),
+        b"stale!",
+        "the replaced file's handle keeps it"
+    );
+    f.write_at(b"F", 0).expect("write through the moved handle");
+    assert_eq!(
+        read(&reopened, 0, 5),
+        b"Fresh",
+        "the moved handle is the same file"
+    );
+    let err = s
+        .rename(&from, &dir.join("mv-else"))
+        .expect_err("rename of a missing file");
+    assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+    s.sync_dir(dir).expect("sync_dir after rename");
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
@@ -284,6 +320,9 @@ impl Storage for Counted {
     fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
         self.inner.sync_dir(dir)
     }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        self.inner.rename(from, to)
+    }
     fn backend(&self) -> &'static str {
         self.inner.backend()
     }
@@ -304,7 +343,11 @@ async fn std_storage_conforms() {
 #[tokio::test]
 async fn crash_storage_conforms() {
     let dir = tempfile::tempdir().expect("tempdir");
-    check(Arc::new(super::crash::CrashStorage::new(dir.path())), dir.path()).await;
+    check(
+        Arc::new(super::crash::CrashStorage::new(dir.path())),
+        dir.path(),
+    )
+    .await;
 }
 
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]

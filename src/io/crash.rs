@@ -4,8 +4,10 @@
 //!
 //! The model, per file (an inode): the *current* bytes (what reads see), the *durable* bytes (as
 //! of its last `sync_data`), and the ordered writes and `set_len`s since then. Per directory
-//! entry: creations and removals are *pending* until `sync_dir` of their parent makes them
-//! durable; pending entry changes form one ordered journal (as ext4/xfs commit metadata in order).
+//! entry: creations, removals and renames are *pending* until `sync_dir` of their parent makes
+//! them durable; pending entry changes form one ordered journal (as ext4/xfs commit metadata in
+//! order). A rename is one journal entry, so a cut leaves it whole or not at all (POSIX: `to`
+//! names the old or the new file, never nothing); handles keep their inode across it.
 //!
 //! [`CrashStorage::pull_plug`] turns that into the state a power cut could leave, drawn from a
 //! seeded RNG ([`CutMode`] says how), mirrors it onto the root, and kills every handle opened
@@ -187,12 +189,25 @@ enum DirOp {
     Link(PathBuf, Node),
     /// Removes the entry and, for a directory, everything under it.
     Unlink(PathBuf),
+    /// Moves `from` (and, for a directory, everything under it) to `to`, replacing what `to`
+    /// named. `node` is what `from` named when renamed, for a tree where `from` is not yet
+    /// durable (a rename committed by syncing the target's directory only).
+    Rename {
+        from: PathBuf,
+        to: PathBuf,
+        node: Node,
+    },
 }
 
 impl DirOp {
-    fn path(&self) -> &Path {
+    /// Whether syncing directory `dir` makes this change durable. A rename is committed by a
+    /// sync of either directory it touches (one journal transaction, as on ext4).
+    fn synced_by(&self, dir: &Path) -> bool {
         match self {
-            DirOp::Link(p, _) | DirOp::Unlink(p) => p,
+            DirOp::Link(p, _) | DirOp::Unlink(p) => p.parent() == Some(dir),
+            DirOp::Rename { from, to, .. } => {
+                from.parent() == Some(dir) || to.parent() == Some(dir)
+            }
         }
     }
 
@@ -202,6 +217,16 @@ impl DirOp {
                 tree.insert(p.clone(), *node);
             }
             DirOp::Unlink(p) => tree.retain(|q, _| !q.starts_with(p)),
+            DirOp::Rename { from, to, node } => {
+                let moved: Vec<(PathBuf, Node)> = tree
+                    .iter()
+                    .filter(|(q, _)| q.starts_with(from) && *q != from)
+                    .filter_map(|(q, n)| Some((to.join(q.strip_prefix(from).ok()?), *n)))
+                    .collect();
+                tree.retain(|q, _| !q.starts_with(from) && !q.starts_with(to));
+                tree.insert(to.clone(), *node);
+                tree.extend(moved);
+            }
         }
     }
 }
@@ -286,6 +311,34 @@ impl State {
         path == self.root || self.tree.get(path) == Some(&Node::Dir)
     }
 
+    /// The errors rename(2) gives for what `to` names: a file may not replace a directory, a
+    /// directory may replace only an empty directory, and never one inside itself.
+    fn check_rename_target(&self, from: &Path, to: &Path, node: Node) -> std::io::Result<()> {
+        let err = |kind, what: &str| {
+            Err(std::io::Error::new(
+                kind,
+                format!("rename {} to {}: {what}", from.display(), to.display()),
+            ))
+        };
+        match (node, self.tree.get(to)) {
+            (Node::File(_), Some(Node::Dir)) => {
+                err(std::io::ErrorKind::IsADirectory, "target is a directory")
+            }
+            (Node::Dir, Some(Node::File(_))) => {
+                err(std::io::ErrorKind::NotADirectory, "target is a file")
+            }
+            (Node::Dir, _) if to.starts_with(from) => {
+                err(std::io::ErrorKind::InvalidInput, "target inside source")
+            }
+            (Node::Dir, Some(Node::Dir))
+                if self.tree.keys().any(|q| q.starts_with(to) && q != to) =>
+            {
+                err(std::io::ErrorKind::DirectoryNotEmpty, "target not empty")
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn change(&mut self, op: DirOp) -> std::io::Result<()> {
         mirror(&op)?;
         op.apply(&mut self.tree);
@@ -363,6 +416,7 @@ fn mirror(op: &DirOp) -> std::io::Result<()> {
         DirOp::Link(p, Node::File(_)) => std::fs::File::create(p).map(drop),
         DirOp::Unlink(p) if p.is_dir() => std::fs::remove_dir_all(p),
         DirOp::Unlink(p) => std::fs::remove_file(p),
+        DirOp::Rename { from, to, .. } => std::fs::rename(from, to),
     }
 }
 
@@ -433,12 +487,12 @@ impl CrashStorage {
 
     /// The mutating call the last armed cut fired at instead of performing ("write_at",
     /// "sync_data", "set_len", "create", "remove_file", "create_dir", "remove_dir_all",
-    /// "sync_dir"); None if the last armed cut has not fired.
+    /// "rename", "sync_dir"); None if the last armed cut has not fired.
     pub(crate) fn cut_call(&self) -> Option<&'static str> {
         self.lock().cut_call
     }
 
-    /// Mutating calls performed so far (writes, set_len, syncs, creations, removals).
+    /// Mutating calls performed so far (writes, set_len, syncs, creations, removals, renames).
     pub(crate) fn ops(&self) -> u64 {
         self.lock().ops
     }
@@ -608,6 +662,33 @@ impl Storage for CrashStorage {
         state.change(DirOp::Unlink(path.to_path_buf()))
     }
 
+    /// POSIX rename as one pending directory change (see the module doc): `to` is replaced at
+    /// once, open handles of the old `to` keep its bytes, handles of `from` keep working, and a
+    /// cut before `sync_dir` of the directory may leave the names as they were.
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        let mut state = self.lock();
+        state.check_alive(None)?;
+        state.inside(from)?;
+        state.inside(to)?;
+        let Some(&node) = state.tree.get(from) else {
+            return Err(not_found(from));
+        };
+        let parent = to.parent().unwrap_or(to);
+        if !state.is_dir(parent) {
+            return Err(not_found(parent));
+        }
+        if from == to {
+            return Ok(());
+        }
+        state.check_rename_target(from, to, node)?;
+        state.begin(None, "rename")?;
+        state.change(DirOp::Rename {
+            from: from.to_path_buf(),
+            to: to.to_path_buf(),
+            node,
+        })
+    }
+
     fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
         let mut state = self.lock();
         state.check_alive(None)?;
@@ -620,7 +701,7 @@ impl Storage for CrashStorage {
         state.begin(None, "sync_dir")?;
         let (synced, rest): (Vec<DirOp>, Vec<DirOp>) = std::mem::take(&mut state.journal)
             .into_iter()
-            .partition(|op| op.path().parent() == Some(dir));
+            .partition(|op| op.synced_by(dir));
         synced
             .iter()
             .for_each(|op| op.apply(&mut state.durable_tree));

@@ -45,6 +45,10 @@ mod tests_durability;
 #[cfg(test)]
 mod tests_power_cut;
 #[cfg(test)]
+mod tests_power_cut_compaction;
+#[cfg(test)]
+mod tests_power_cut_producers;
+#[cfg(test)]
 mod tests_producers;
 #[cfg(test)]
 mod tests_snapshot;

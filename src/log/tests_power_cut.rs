@@ -134,7 +134,7 @@ fn as_built(served: &[u8]) -> Vec<u8> {
     b
 }
 
-fn start_writer(dir: &Path, storage: &CrashStorage) -> DiskWriter {
+pub(super) fn start_writer(dir: &Path, storage: &CrashStorage) -> DiskWriter {
     DiskWriter::start_with(WriterConfig::new(dir), Arc::new(storage.clone())).expect("writer")
 }
 

@@ -603,14 +603,29 @@ pub(crate) mod test_batches {
         }
     }
 
-    /// One record: attributes 0, the given timestamp delta and offset delta, no key, value, no headers.
-    fn record(ts_delta: i64, offset_delta: i64, value: &[u8]) -> Vec<u8> {
+    fn put_nullable(out: &mut Vec<u8>, field: Option<&[u8]>) {
+        match field {
+            None => put_zigzag(out, -1),
+            Some(f) => {
+                put_zigzag(out, f.len() as i64);
+                out.extend_from_slice(f);
+            }
+        }
+    }
+
+    /// One record: attributes 0, the given timestamp and offset deltas, key and value (None:
+    /// null), no headers.
+    fn record_kv(
+        ts_delta: i64,
+        offset_delta: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+    ) -> Vec<u8> {
         let mut body = vec![0u8];
         put_zigzag(&mut body, ts_delta);
         put_zigzag(&mut body, offset_delta);
-        put_zigzag(&mut body, -1); // null key
-        put_zigzag(&mut body, value.len() as i64);
-        body.extend_from_slice(value);
+        put_nullable(&mut body, key);
+        put_nullable(&mut body, value);
         put_zigzag(&mut body, 0); // no headers
         let mut out = Vec::new();
         put_zigzag(&mut out, body.len() as i64);
@@ -618,16 +633,27 @@ pub(crate) mod test_batches {
         out
     }
 
+    /// One record without a key.
+    fn record(ts_delta: i64, offset_delta: i64, value: &[u8]) -> Vec<u8> {
+        record_kv(ts_delta, offset_delta, None, Some(value))
+    }
+
     /// A valid batch with one record per timestamp (base offset 0), values of `value_bytes` bytes.
     /// `attributes` lets a test set codec bits (records are then left as they are: a "compressed"
     /// batch whose bytes the broker never looks into).
     pub(crate) fn batch_with(timestamps: &[i64], value_bytes: usize, attributes: i16) -> Vec<u8> {
         let base_ts = timestamps.first().copied().unwrap_or(0);
-        let max_ts = timestamps.iter().copied().max().unwrap_or(0);
         let mut records = Vec::new();
         for (i, ts) in timestamps.iter().enumerate() {
             records.extend(record(ts - base_ts, i as i64, &vec![b'v'; value_bytes]));
         }
+        assemble(&records, timestamps, attributes)
+    }
+
+    /// Header (base offset 0, no producer) + `records`, one per timestamp, CRC filled in.
+    fn assemble(records: &[u8], timestamps: &[i64], attributes: i16) -> Vec<u8> {
+        let base_ts = timestamps.first().copied().unwrap_or(0);
+        let max_ts = timestamps.iter().copied().max().unwrap_or(0);
         let mut b = Vec::with_capacity(HEADER_BYTES + records.len());
         b.extend_from_slice(&0i64.to_be_bytes());
         b.extend_from_slice(
@@ -644,7 +670,33 @@ pub(crate) mod test_batches {
         b.extend_from_slice(&(-1i16).to_be_bytes());
         b.extend_from_slice(&(-1i32).to_be_bytes());
         b.extend_from_slice(&(timestamps.len() as i32).to_be_bytes());
-        b.extend_from_slice(&records);
+        b.extend_from_slice(records);
+        refresh_crc(&mut b);
+        b
+    }
+
+    /// An uncompressed batch of (key, value) records (None: a null key or a tombstone), record
+    /// `i` at timestamp `ts0 + i`.
+    pub(crate) fn keyed(records: &[(Option<&[u8]>, Option<&[u8]>)], ts0: i64) -> Vec<u8> {
+        let timestamps: Vec<i64> = (0..records.len() as i64).map(|i| ts0 + i).collect();
+        let mut body = Vec::new();
+        for (i, (key, value)) in records.iter().enumerate() {
+            body.extend(record_kv(i as i64, i as i64, *key, *value));
+        }
+        assemble(&body, &timestamps, 0)
+    }
+
+    /// `b` as an idempotent producer sends it: producer id, epoch and base sequence set, CRC
+    /// refreshed (all three fields are inside the CRC range).
+    pub(crate) fn with_producer(
+        mut b: Vec<u8>,
+        producer_id: i64,
+        epoch: i16,
+        base_sequence: i32,
+    ) -> Vec<u8> {
+        b[PRODUCER_ID_AT..PRODUCER_ID_AT + 8].copy_from_slice(&producer_id.to_be_bytes());
+        b[PRODUCER_EPOCH_AT..PRODUCER_EPOCH_AT + 2].copy_from_slice(&epoch.to_be_bytes());
+        b[BASE_SEQUENCE_AT..BASE_SEQUENCE_AT + 4].copy_from_slice(&base_sequence.to_be_bytes());
         refresh_crc(&mut b);
         b
     }
