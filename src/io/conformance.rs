@@ -304,7 +304,11 @@ async fn std_storage_conforms() {
 #[tokio::test]
 async fn crash_storage_conforms() {
     let dir = tempfile::tempdir().expect("tempdir");
-    check(Arc::new(super::crash::CrashStorage::new(dir.path())), dir.path()).await;
+    check(
+        Arc::new(super::crash::CrashStorage::new(dir.path())),
+        dir.path(),
+    )
+    .await;
 }
 
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
