@@ -430,6 +430,22 @@ pub async fn describe_group(
         })
         .collect();
     let committed = committed_offsets(client, group).await?;
+    let partitions = partition_lags(client, &committed, &members).await?;
+    Ok(GroupDescription {
+        group: group.to_string(),
+        state: g.group_state.to_string(),
+        protocol: g.protocol_data.to_string(),
+        members,
+        partitions,
+    })
+}
+
+/// Committed offset, log end and lag of every partition the group committed or is assigned.
+async fn partition_lags(
+    client: &mut Client,
+    committed: &BTreeMap<(String, i32), i64>,
+    members: &[GroupMember],
+) -> Result<Vec<PartitionLag>, ClientError> {
     let mut topics: Vec<String> = committed.keys().map(|(t, _)| t.clone()).collect();
     topics.extend(
         members
@@ -474,13 +490,7 @@ pub async fn describe_group(
             });
         }
     }
-    Ok(GroupDescription {
-        group: group.to_string(),
-        state: g.group_state.to_string(),
-        protocol: g.protocol_data.to_string(),
-        members,
-        partitions,
-    })
+    Ok(partitions)
 }
 
 pub async fn delete_group(client: &mut Client, group: &str) -> Result<(), ClientError> {
