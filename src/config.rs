@@ -101,6 +101,18 @@ pub struct Config {
     /// line naming why), "uring" (refuse to start without it) or "std". Once the writer runs,
     /// `serve` records the backend in use here, so DescribeConfigs reports uring or std.
     pub io_backend: crate::io::Backend,
+    /// Consumer groups this node coordinates (each holds members and committed offsets in memory).
+    pub groups_max: usize,
+    /// Members of one group, pending member ids included (Kafka's group.max.size).
+    pub members_per_group_max: usize,
+    /// Partitions of `__consumer_offsets` when it is created (Kafka's offsets.topic.num.partitions).
+    pub offsets_topic_num_partitions: i32,
+    /// Session timeouts a member may ask for (Kafka's group.min/max.session.timeout.ms).
+    pub group_min_session_timeout_ms: u64,
+    pub group_max_session_timeout_ms: u64,
+    /// How long the first rebalance of an empty group waits for more members
+    /// (Kafka's group.initial.rebalance.delay.ms).
+    pub group_initial_rebalance_delay_ms: u64,
 }
 
 impl Default for Config {
@@ -141,6 +153,12 @@ impl Default for Config {
             compaction_check_ms: 15_000,
             shutdown_grace_ms: 5_000,
             io_backend: crate::io::Backend::Auto,
+            groups_max: 10_000,
+            members_per_group_max: 1_000,
+            offsets_topic_num_partitions: 10,
+            group_min_session_timeout_ms: 6_000,
+            group_max_session_timeout_ms: 1_800_000,
+            group_initial_rebalance_delay_ms: 3_000,
         }
     }
 }
@@ -182,6 +200,23 @@ impl Config {
         }
         if self.num_partitions < 1 || self.num_partitions as usize > self.partitions_max {
             return invalid("num_partitions", "must be 1..=partitions_max");
+        }
+        if self.groups_max == 0 || self.members_per_group_max == 0 {
+            return invalid(
+                "groups_max",
+                "groups_max and members_per_group_max must be >= 1",
+            );
+        }
+        if self.offsets_topic_num_partitions < 1
+            || self.offsets_topic_num_partitions as usize > self.partitions_max
+        {
+            return invalid("offsets_topic_num_partitions", "must be 1..=partitions_max");
+        }
+        if self.group_min_session_timeout_ms > self.group_max_session_timeout_ms {
+            return invalid(
+                "group_min_session_timeout_ms",
+                "must not exceed group_max_session_timeout_ms",
+            );
         }
         if self.default_replication_factor < 1 {
             return invalid("default_replication_factor", "must be >= 1");

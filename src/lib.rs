@@ -14,6 +14,7 @@
 //! - [`server`]: TCP listener, per-connection tasks, shutdown.
 //! - [`api`]: Kafka API handlers, one file per API key, each decode → handle → encode.
 //! - [`broker`]: the node's view of topics and partitions (the control plane's local state).
+//! - [`group`]: the consumer group coordinator; its state lives in `__consumer_offsets`.
 //! - [`log`]: per-partition append-only segment files (the data plane).
 //! - [`io`]: the one door to the disk for writes.
 //! - [`client`]: a small Kafka client used by the CLI (and later replication).
@@ -24,6 +25,7 @@ pub mod bench;
 pub mod broker;
 pub mod client;
 pub mod config;
+pub mod group;
 pub mod io;
 pub mod log;
 pub mod protocol;

@@ -1,6 +1,6 @@
-//! bramble's command line: `serve` runs a node; `topic …` administers topics over the Kafka
-//! protocol against any broker, like `kafka-topics`; `bench …` measures a broker or a disk
-//! (`bramble::bench`).
+//! bramble's command line: `serve` runs a node; `topic …` and `group …` administer topics and
+//! consumer groups over the Kafka protocol against any broker, like `kafka-topics` and
+//! `kafka-consumer-groups`; `bench …` measures a broker or a disk (`bramble::bench`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -32,6 +32,9 @@ enum Command {
     /// Create, list, describe and delete topics.
     #[command(subcommand)]
     Topic(TopicCommand),
+    /// List, describe (members, committed offsets, lag), delete consumer groups; reset offsets.
+    #[command(subcommand)]
+    Group(GroupCommand),
     /// A broker's identity, disk backend, fsync count and topic totals.
     Status {
         #[command(flatten)]
@@ -103,6 +106,39 @@ enum TopicCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum GroupCommand {
+    List {
+        #[command(flatten)]
+        bootstrap: Bootstrap,
+    },
+    Describe {
+        name: String,
+        #[command(flatten)]
+        bootstrap: Bootstrap,
+    },
+    Delete {
+        name: String,
+        #[command(flatten)]
+        bootstrap: Bootstrap,
+    },
+    /// Move an empty group's committed offsets for every partition of a topic.
+    #[command(group(clap::ArgGroup::new("to").required(true)))]
+    ResetOffsets {
+        name: String,
+        #[arg(long)]
+        topic: String,
+        #[arg(long, group = "to")]
+        to_earliest: bool,
+        #[arg(long, group = "to")]
+        to_latest: bool,
+        #[arg(long, group = "to", value_name = "N")]
+        to_offset: Option<i64>,
+        #[command(flatten)]
+        bootstrap: Bootstrap,
+    },
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -112,6 +148,12 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             runtime.block_on(topic(cmd))
+        }
+        Command::Group(cmd) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(group(cmd))
         }
         Command::Status { bootstrap } => {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -293,4 +335,87 @@ async fn topic(cmd: TopicCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+async fn group(cmd: GroupCommand) -> anyhow::Result<()> {
+    match cmd {
+        GroupCommand::List { bootstrap } => {
+            let mut client = Client::connect(&bootstrap.bootstrap_server).await?;
+            for (id, state, protocol_type) in admin::list_groups(&mut client).await? {
+                println!("{id}\t{state}\t{protocol_type}");
+            }
+        }
+        GroupCommand::Describe { name, bootstrap } => {
+            let mut client = Client::connect(&bootstrap.bootstrap_server).await?;
+            let d = admin::describe_group(&mut client, &name).await?;
+            print_group(&d);
+        }
+        GroupCommand::Delete { name, bootstrap } => {
+            let mut client = Client::connect(&bootstrap.bootstrap_server).await?;
+            admin::delete_group(&mut client, &name).await?;
+            println!("Deleted group {name}.");
+        }
+        GroupCommand::ResetOffsets {
+            name,
+            topic,
+            to_earliest,
+            to_latest,
+            to_offset,
+            bootstrap,
+        } => {
+            let to = match (to_earliest, to_latest, to_offset) {
+                (true, _, _) => admin::ResetTo::Earliest,
+                (_, true, _) => admin::ResetTo::Latest,
+                (_, _, Some(n)) => admin::ResetTo::Offset(n),
+                _ => bail!("one of --to-earliest, --to-latest, --to-offset N is required"),
+            };
+            let mut client = Client::connect(&bootstrap.bootstrap_server).await?;
+            for (p, offset) in admin::reset_offsets(&mut client, &name, &topic, to).await? {
+                println!("{name}\t{topic}\t{p}\t{offset}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_group(d: &admin::GroupDescription) {
+    println!(
+        "Group: {}\tState: {}\tProtocol: {}\tMembers: {}",
+        d.group,
+        d.state,
+        d.protocol,
+        d.members.len()
+    );
+    for m in &d.members {
+        let assigned: Vec<String> = m
+            .assignment
+            .iter()
+            .map(|(t, p)| format!("{t}-{p}"))
+            .collect();
+        println!(
+            "\tMember: {}\tInstance: {}\tClient: {}\tHost: {}\tAssigned: {}",
+            m.member_id,
+            m.instance_id.as_deref().unwrap_or("-"),
+            m.client_id,
+            m.host,
+            assigned.join(",")
+        );
+    }
+    println!("TOPIC\tPARTITION\tCOMMITTED\tLOG-END\tLAG\tMEMBER");
+    for p in &d.partitions {
+        let committed = if p.committed < 0 {
+            "-".to_string()
+        } else {
+            p.committed.to_string()
+        };
+        println!(
+            "{}\t{}\t{}\t{}\t{}\t{}",
+            p.topic,
+            p.partition,
+            committed,
+            p.log_end,
+            p.lag,
+            p.member_id.as_deref().unwrap_or("-")
+        );
+    }
 }

@@ -8,16 +8,26 @@
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_groups;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
+pub mod describe_groups;
 pub mod fetch;
 pub mod find_coordinator;
+pub mod heartbeat;
 pub mod incremental_alter_configs;
 pub mod init_producer_id;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_delete;
+pub mod offset_fetch;
 pub mod produce;
+pub mod sync_group;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -45,6 +55,16 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 2),
     (ApiKey::InitProducerId, 0, 5),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
 ];
 
 pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
@@ -145,6 +165,16 @@ pub async fn dispatch(broker: &Broker, mut frame: Bytes) -> Result<Reply, Dispat
         }
         ApiKey::DescribeCluster => serve!(describe_cluster, DescribeClusterRequest),
         ApiKey::InitProducerId => serve!(init_producer_id, InitProducerIdRequest),
+        ApiKey::OffsetCommit => serve!(offset_commit, OffsetCommitRequest),
+        ApiKey::OffsetFetch => serve!(offset_fetch, OffsetFetchRequest),
+        ApiKey::JoinGroup => serve!(join_group, JoinGroupRequest),
+        ApiKey::Heartbeat => serve!(heartbeat, HeartbeatRequest),
+        ApiKey::LeaveGroup => serve!(leave_group, LeaveGroupRequest),
+        ApiKey::SyncGroup => serve!(sync_group, SyncGroupRequest),
+        ApiKey::DescribeGroups => serve!(describe_groups, DescribeGroupsRequest),
+        ApiKey::ListGroups => serve!(list_groups, ListGroupsRequest),
+        ApiKey::DeleteGroups => serve!(delete_groups, DeleteGroupsRequest),
+        ApiKey::OffsetDelete => serve!(offset_delete, OffsetDeleteRequest),
         _ => Err(DispatchError::UnsupportedApi(prefix.api_key)),
     }
 }

@@ -91,6 +91,8 @@ pub struct Broker {
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     /// Serialises topic creation, deletion and partition growth (rare, and they touch files).
     admin: tokio::sync::Mutex<()>,
+    /// The consumer group coordinator (its state lives in `__consumer_offsets`).
+    pub groups: crate::group::Coordinator,
 }
 
 impl Broker {
@@ -107,6 +109,7 @@ impl Broker {
         })?;
         let identity = load_identity(&data_dir, config.node_id)?;
         let producer_ids = ProducerIds::open(&data_dir)?;
+        let groups = crate::group::Coordinator::new(&config);
         let broker = Broker {
             config,
             identity,
@@ -116,6 +119,7 @@ impl Broker {
             producer_ids,
             topics: RwLock::new(BTreeMap::new()),
             admin: tokio::sync::Mutex::new(()),
+            groups,
         };
         broker.load_topics()?;
         Ok(broker)

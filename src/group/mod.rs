@@ -1,0 +1,329 @@
+//! group: the consumer group coordinator (Kafka's classic protocol). The handlers in `api/`
+//! (join_group, sync_group, heartbeat, leave_group, offset_commit, offset_fetch, …) call the
+//! [`Coordinator`] on `Broker::groups`; it keeps every group in memory (`state`), runs the
+//! membership transitions (`membership`) and persists committed offsets and group metadata as
+//! records in `__consumer_offsets` (`store`, layout in `records`). Control plane only: it never
+//! touches the record path of other topics.
+//!
+//! Loading is lazy: the first group request replays `__consumer_offsets` and starts the timer task
+//! (session expiry, rebalance timeouts), so opening a broker stays synchronous.
+//!
+//! Limits: `groups_max` groups, `members_per_group_max` members (plus pending member ids) per
+//! group, group ids of at most [`GROUP_ID_BYTES_MAX`] bytes.
+
+pub mod membership;
+pub mod offsets;
+pub mod records;
+pub mod state;
+pub mod store;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::ResponseError;
+use tokio::time::Instant;
+
+use crate::broker::Broker;
+use crate::config::Config;
+pub use membership::{Join, JoinOutcome, Limits, Step};
+pub use state::{Group, GroupState, JoinAnswer, JoinResult, SyncResult};
+
+/// Longest group id accepted (Kafka has no limit; the record layout and the memory bound want one).
+pub const GROUP_ID_BYTES_MAX: usize = 255;
+/// How often the timer looks for expired sessions and ended rebalances.
+pub const TICK_MS: u64 = 100;
+/// A JoinGroup or SyncGroup waits at most its rebalance timeout plus this for its answer.
+const WAIT_SLACK_MS: u64 = 5_000;
+
+type Groups = BTreeMap<String, Group>;
+
+pub struct Coordinator {
+    groups: Arc<Mutex<Groups>>,
+    limits: Limits,
+    groups_max: usize,
+    /// Set once `__consumer_offsets` has been replayed and the timer started.
+    loaded: tokio::sync::OnceCell<()>,
+    /// Serialises appends to `__consumer_offsets`, so a group's records land in decision order.
+    store_lock: tokio::sync::Mutex<()>,
+}
+
+impl Coordinator {
+    pub fn new(config: &Config) -> Coordinator {
+        Coordinator {
+            groups: Arc::new(Mutex::new(BTreeMap::new())),
+            limits: Limits {
+                members_per_group_max: config.members_per_group_max,
+                session_timeout_min: Duration::from_millis(config.group_min_session_timeout_ms),
+                session_timeout_max: Duration::from_millis(config.group_max_session_timeout_ms),
+                initial_rebalance_delay: Duration::from_millis(
+                    config.group_initial_rebalance_delay_ms,
+                ),
+            },
+            groups_max: config.groups_max,
+            loaded: tokio::sync::OnceCell::new(),
+            store_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Groups> {
+        self.groups.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replays `__consumer_offsets` (once) and starts the timer.
+    pub async fn ensure_loaded(&self, broker: &Broker) {
+        self.loaded
+            .get_or_init(|| async {
+                match store::replay(broker).await {
+                    Ok(entries) => self.restore(entries),
+                    Err(e) => tracing::error!(error = %e, "cannot replay {}; groups start empty", store::OFFSETS_TOPIC),
+                }
+                tokio::spawn(tick_loop(Arc::downgrade(&self.groups), self.limits));
+            })
+            .await;
+    }
+
+    fn restore(&self, entries: Vec<(records::Key, Option<Bytes>)>) {
+        let now = Instant::now();
+        let mut groups = self.lock();
+        for (key, value) in entries {
+            let id = key.group().to_string();
+            if !groups.contains_key(&id) && groups.len() >= self.groups_max {
+                tracing::warn!(group = %id, "groups_max reached while loading; group skipped");
+                continue;
+            }
+            let g = groups.entry(id.clone()).or_insert_with(|| Group::new(&id));
+            match (key, value) {
+                (
+                    records::Key::Offset {
+                        topic, partition, ..
+                    },
+                    Some(v),
+                ) => match records::decode_offset(v) {
+                    Ok(o) => {
+                        g.offsets.insert((topic, partition), o);
+                    }
+                    Err(e) => {
+                        tracing::warn!(group = %id, error = %e, "skipping unreadable offset record")
+                    }
+                },
+                (
+                    records::Key::Offset {
+                        topic, partition, ..
+                    },
+                    None,
+                ) => {
+                    g.offsets.remove(&(topic, partition));
+                }
+                (records::Key::Group(_), Some(v)) => match records::decode_group(v) {
+                    Ok(value) => g.restore(value, now),
+                    Err(e) => {
+                        tracing::warn!(group = %id, error = %e, "skipping unreadable group record")
+                    }
+                },
+                (records::Key::Group(_), None) => *g = Group::new(&id),
+            }
+        }
+        // A group with neither members nor offsets was deleted (tombstones) or never used.
+        groups.retain(|_, g| !g.members.is_empty() || !g.offsets.is_empty());
+        tracing::info!(groups = groups.len(), "consumer groups loaded");
+    }
+
+    /// Runs `f` on the group, creating it (Empty) if `create` and there is room.
+    fn with_group<T>(
+        &self,
+        id: &str,
+        create: bool,
+        f: impl FnOnce(&mut Group) -> T,
+    ) -> Result<T, ResponseError> {
+        validate_group_id(id)?;
+        let mut groups = self.lock();
+        if !groups.contains_key(id) {
+            if !create {
+                return Err(ResponseError::UnknownMemberId);
+            }
+            if groups.len() >= self.groups_max {
+                tracing::warn!(
+                    group = id,
+                    groups_max = self.groups_max,
+                    "groups_max reached; group refused"
+                );
+                return Err(ResponseError::CoordinatorNotAvailable);
+            }
+            groups.insert(id.to_string(), Group::new(id));
+        }
+        let g = groups.get_mut(id).ok_or(ResponseError::UnknownMemberId)?;
+        let out = f(g);
+        if g.state == GroupState::Dead {
+            groups.remove(id);
+        }
+        Ok(out)
+    }
+
+    /// JoinGroup: answers once the rebalance completes (or at once for errors and quiet rejoins).
+    pub async fn join(
+        &self,
+        broker: &Broker,
+        group_id: &str,
+        j: Join,
+    ) -> Result<JoinAnswer, JoinError> {
+        self.ensure_loaded(broker).await;
+        let wait = j.rebalance_timeout + Duration::from_millis(WAIT_SLACK_MS);
+        let outcome = self
+            .with_group(group_id, true, |g| g.join(j, &self.limits, Instant::now()))
+            .map_err(JoinError::Error)?;
+        let step = match outcome {
+            JoinOutcome::MemberIdRequired(id) => return Err(JoinError::MemberIdRequired(id)),
+            JoinOutcome::Step(step) => step,
+        };
+        let result = settle(step, wait, ResponseError::RebalanceInProgress).await;
+        self.persist_dirty(broker).await;
+        result.map_err(JoinError::Error)
+    }
+
+    pub async fn sync(
+        &self,
+        broker: &Broker,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        assignments: Vec<(String, Bytes)>,
+    ) -> SyncResult {
+        self.ensure_loaded(broker).await;
+        let mut wait = Duration::from_millis(WAIT_SLACK_MS);
+        let step = self.with_group(group_id, false, |g| {
+            wait += g.rebalance_timeout();
+            g.sync(
+                member_id,
+                instance_id,
+                generation,
+                assignments,
+                Instant::now(),
+            )
+        })?;
+        let result = settle(step, wait, ResponseError::RebalanceInProgress).await;
+        self.persist_dirty(broker).await;
+        result
+    }
+
+    pub async fn heartbeat(
+        &self,
+        broker: &Broker,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> Result<(), ResponseError> {
+        self.ensure_loaded(broker).await;
+        self.with_group(group_id, false, |g| {
+            g.heartbeat(member_id, instance_id, generation, Instant::now())
+        })?
+    }
+
+    /// LeaveGroup of several members; one result per member, in order.
+    pub async fn leave(
+        &self,
+        broker: &Broker,
+        group_id: &str,
+        members: &[(String, Option<String>)],
+    ) -> Result<Vec<Result<(), ResponseError>>, ResponseError> {
+        self.ensure_loaded(broker).await;
+        let results = self.with_group(group_id, false, |g| {
+            let now = Instant::now();
+            members
+                .iter()
+                .map(|(id, instance)| g.leave(id, instance.as_deref(), &self.limits, now))
+                .collect()
+        })?;
+        self.persist_dirty(broker).await;
+        Ok(results)
+    }
+
+    /// Writes the metadata record of every group whose membership changed.
+    pub async fn persist_dirty(&self, broker: &Broker) {
+        let _store = self.store_lock.lock().await;
+        let dirty: Vec<(String, Bytes)> = {
+            let mut groups = self.lock();
+            groups
+                .values_mut()
+                .filter(|g| g.dirty)
+                .map(|g| {
+                    g.dirty = false;
+                    (g.id.clone(), records::encode_group(&g.to_value()))
+                })
+                .collect()
+        };
+        for (id, value) in dirty {
+            let key = records::Key::Group(id.clone());
+            if let Err(e) = store::append(broker, &id, vec![(key, Some(value))]).await {
+                tracing::warn!(group = %id, error = %e, "cannot persist group metadata");
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn state_of(&self, id: &str) -> Option<(GroupState, i32, usize)> {
+        let groups = self.lock();
+        groups
+            .get(id)
+            .map(|g| (g.state, g.generation, g.members.len()))
+    }
+}
+
+/// Why a JoinGroup was not answered with a generation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JoinError {
+    /// v4+: join again with this member id.
+    MemberIdRequired(String),
+    Error(ResponseError),
+}
+
+/// Waits for a step's answer, at most `wait`; a dropped sender or the time running out answer
+/// `otherwise` (a retriable error: the client joins again).
+async fn settle<T>(
+    step: Step<Result<T, ResponseError>>,
+    wait: Duration,
+    otherwise: ResponseError,
+) -> Result<T, ResponseError> {
+    match step {
+        Step::Now(r) => r,
+        Step::Wait(rx) => match tokio::time::timeout(wait, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) | Err(_) => Err(otherwise),
+        },
+    }
+}
+
+pub fn validate_group_id(id: &str) -> Result<(), ResponseError> {
+    if id.is_empty() || id.len() > GROUP_ID_BYTES_MAX {
+        return Err(ResponseError::InvalidGroupId);
+    }
+    Ok(())
+}
+
+/// The timer task: every [`TICK_MS`], expires sessions and ends timed-out rebalances. Ends when
+/// the coordinator is dropped.
+async fn tick_loop(groups: Weak<Mutex<Groups>>, limits: Limits) {
+    let mut interval = tokio::time::interval(Duration::from_millis(TICK_MS));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let Some(groups) = groups.upgrade() else {
+            return;
+        };
+        let now = Instant::now();
+        let mut groups = groups.lock().unwrap_or_else(|e| e.into_inner());
+        for g in groups.values_mut() {
+            g.tick(&limits, now);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
