@@ -3,6 +3,12 @@
 //! one whole batch of the first non-empty partition even when it is larger (KIP-74), so a large
 //! record never stalls a consumer. With fewer than min_bytes available it long-polls: it waits on
 //! the partitions' high-watermark notifiers until data arrives or max_wait_ms passes.
+//!
+//! Memory: each read round first reserves twice its byte cap from the node's fetch budget
+//! (`fetch_inflight_bytes_max`: the batches read, then the encoded answer); a round that ends in
+//! waiting gives it back, so a parked long poll holds nothing. The answer leaves with its
+//! reservation, which `api::dispatch` trims to the encoded size and the connection keeps until
+//! the answer is written.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -13,6 +19,7 @@ use futures_util::future::select_all;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, RequestHeader, TopicName};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -31,11 +38,12 @@ struct Wanted {
     max_bytes: usize,
 }
 
+/// Answers a Fetch; the permit is the answer's share of the node's fetch budget.
 pub async fn handle(
     broker: &Broker,
     header: &RequestHeader,
     request: FetchRequest,
-) -> FetchResponse {
+) -> (FetchResponse, Option<OwnedSemaphorePermit>) {
     let version = header.request_api_version;
     let (topics, wanted) = resolve(broker, version, &request);
     let max_bytes = usize::try_from(request.max_bytes)
@@ -56,11 +64,13 @@ pub async fn handle(
         .map(|r| r.log.subscribe())
         .collect();
     loop {
+        let budget = reserve(broker, max_bytes).await;
         let (partitions, bytes, any_error) = read_all(&wanted, max_bytes).await;
         let waited_enough = Instant::now() >= deadline;
         if bytes >= min_bytes || any_error || waited_enough || watchers.is_empty() {
-            return respond(topics, partitions);
+            return (respond(topics, partitions), budget);
         }
+        drop(budget);
         let woke = {
             let changed = select_all(watchers.iter_mut().map(|w| Box::pin(w.changed())));
             match tokio::time::timeout_at(deadline, changed).await {
@@ -71,8 +81,9 @@ pub async fn handle(
         match woke {
             None => {
                 // Deadline passed: answer with whatever is there now.
+                let budget = reserve(broker, max_bytes).await;
                 let (partitions, _, _) = read_all(&wanted, max_bytes).await;
-                return respond(topics, partitions);
+                return (respond(topics, partitions), budget);
             }
             // A closed notifier (partition deleted) would wake us forever: stop watching it.
             Some((true, index)) => {
@@ -81,6 +92,23 @@ pub async fn handle(
             Some((false, _)) => {}
         }
     }
+}
+
+/// Waits for one read round's share of the fetch budget: twice the round's byte cap (read
+/// buffers, then the encoded answer). Validation keeps the budget at least that large for any
+/// cap, so the wait always ends; a first batch larger than the cap (KIP-74) is the one
+/// overshoot, bounded by max.message.bytes.
+/// `None` only if the budget was closed, which the broker never does.
+async fn reserve(broker: &Broker, max_bytes: usize) -> Option<OwnedSemaphorePermit> {
+    let capacity = broker.config.fetch_inflight_bytes_max;
+    let want = max_bytes.saturating_mul(2).clamp(1, capacity);
+    let want = u32::try_from(want).unwrap_or(u32::MAX);
+    broker
+        .fetch_budget
+        .clone()
+        .acquire_many_owned(want)
+        .await
+        .ok()
 }
 
 /// Resolves topics (by name, or by id from v13) and partitions once per request.
@@ -216,4 +244,160 @@ fn respond(
         }
     }
     FetchResponse::default().with_responses(responses)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The node-wide fetch budget: a parked long poll holds none of it, an answer holds exactly
+    //! its encoded size until the connection drops it, and a budget of one round's worth still
+    //! serves every consumer in turn.
+
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{FetchRequest, RequestHeader, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+
+    use crate::api::{self, Reply};
+    use crate::broker::{Advertised, Broker};
+    use crate::config::Config;
+    use crate::io::DiskWriter;
+    use crate::protocol::batch::test_batches;
+    use crate::protocol::codec;
+
+    const FETCH_BYTES_MAX: usize = 64 * 1024;
+    /// Exactly one read round's reservation: the smallest budget validation allows.
+    const BUDGET_BYTES: usize = 2 * FETCH_BYTES_MAX;
+    /// Bound on how long a fetch that must not wait for the long poll may take.
+    const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+    /// The long poll's wait: far longer than ANSWER_TIMEOUT.
+    const LONG_POLL_MS: i32 = 60_000;
+
+    fn open(dir: &std::path::Path) -> Arc<Broker> {
+        let config = Config {
+            data_dir: dir.to_path_buf(),
+            fetch_bytes_max: FETCH_BYTES_MAX,
+            message_bytes_max: 32 * 1024,
+            fetch_inflight_bytes_max: BUDGET_BYTES,
+            fetch_wait_ms_max: LONG_POLL_MS as u64,
+            ..Config::default()
+        };
+        let writer = DiskWriter::start(&config.data_dir).unwrap();
+        let advertised = Advertised {
+            host: "127.0.0.1".into(),
+            port: 9092,
+        };
+        Arc::new(Broker::open(config, advertised, writer).unwrap())
+    }
+
+    /// A Fetch v12 frame body (no length prefix) for partition 0 of `topic` from offset 0.
+    fn fetch_frame(topic: &str, min_bytes: i32, max_wait_ms: i32) -> Bytes {
+        let header = RequestHeader::default()
+            .with_request_api_key(1)
+            .with_request_api_version(12)
+            .with_correlation_id(7)
+            .with_client_id(Some(StrBytes::from_static_str("budget-test")));
+        let request = FetchRequest::default()
+            .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+            .with_max_wait_ms(max_wait_ms)
+            .with_min_bytes(min_bytes)
+            .with_max_bytes(i32::MAX)
+            .with_topics(vec![
+                FetchTopic::default()
+                    .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+                    .with_partitions(vec![
+                        FetchPartition::default()
+                            .with_partition(0)
+                            .with_fetch_offset(0)
+                            .with_partition_max_bytes(i32::MAX),
+                    ]),
+            ]);
+        let mut frame = codec::encode_request(&header, &request, "fetch").unwrap();
+        Bytes::from(frame.split_off(4))
+    }
+
+    async fn topic_with_data(broker: &Broker, name: &str) {
+        let t = broker
+            .create_topic(name, 1, 1, BTreeMap::new(), false)
+            .await
+            .unwrap();
+        let log = t.partition(0).unwrap().log.clone();
+        log.append(test_batches::batch(20, 1_000, 10).into(), 0)
+            .await
+            .unwrap();
+    }
+
+    // Proves the answer keeps exactly its encoded size of the budget, and gives it back on drop.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn answer_holds_its_size_until_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = open(dir.path());
+        topic_with_data(&broker, "t").await;
+        let reply = api::dispatch(&broker, fetch_frame("t", 0, 0))
+            .await
+            .unwrap();
+        let Reply::Held(answer, held) = reply else {
+            panic!("a Fetch answer holds budget");
+        };
+        assert!(answer.len() > 100, "the answer carries the batch");
+        assert_eq!(held.num_permits(), answer.len());
+        assert_eq!(
+            broker.fetch_budget.available_permits(),
+            BUDGET_BYTES - answer.len()
+        );
+        drop(held);
+        assert_eq!(broker.fetch_budget.available_permits(), BUDGET_BYTES);
+        broker.shutdown().await;
+    }
+
+    // Proves a long poll parked on an empty partition holds no budget: with a budget of one
+    // round, another consumer's fetch is answered while the long poll still waits.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn parked_long_poll_holds_no_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = open(dir.path());
+        topic_with_data(&broker, "t").await;
+        broker
+            .create_topic("empty", 1, 1, BTreeMap::new(), false)
+            .await
+            .unwrap();
+        let parked = {
+            let broker = broker.clone();
+            tokio::spawn(async move {
+                api::dispatch(&broker, fetch_frame("empty", 1, LONG_POLL_MS))
+                    .await
+                    .map(|_| ())
+            })
+        };
+        // Wait until the long poll has read once and parked (its round's budget returned).
+        tokio::time::timeout(ANSWER_TIMEOUT, async {
+            while broker.fetch_budget.available_permits() != BUDGET_BYTES
+                || broker
+                    .topic("empty")
+                    .unwrap()
+                    .partition(0)
+                    .unwrap()
+                    .log
+                    .watchers()
+                    == 0
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the long poll parks");
+        let other = tokio::time::timeout(
+            ANSWER_TIMEOUT,
+            api::dispatch(&broker, fetch_frame("t", 0, 0)),
+        )
+        .await
+        .expect("answered while the long poll waits");
+        assert!(matches!(other, Ok(Reply::Held(..))));
+        assert!(!parked.is_finished(), "the long poll is still waiting");
+        parked.abort();
+        broker.shutdown().await;
+    }
 }

@@ -36,6 +36,7 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::StrBytes;
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::broker::Broker;
 use crate::protocol::codec::{self, CodecError};
@@ -97,6 +98,8 @@ pub type Answer = Result<Option<BytesMut>, CodecError>;
 pub enum Reply {
     /// The answer is known.
     Ready(Option<BytesMut>),
+    /// The answer is known and holds its size in the node's fetch budget until it is written.
+    Held(BytesMut, OwnedSemaphorePermit),
     /// The request's ordered work is done (a Produce's writes are queued); the answer comes once
     /// the disk has them. The connection may dispatch its next request meanwhile and writes
     /// answers in request order.
@@ -151,7 +154,17 @@ pub async fn dispatch(broker: &Broker, mut frame: Bytes) -> Result<Reply, Dispat
                 }
             })))
         }
-        ApiKey::Fetch => serve!(fetch, FetchRequest),
+        ApiKey::Fetch => {
+            let request: FetchRequest = codec::decode_body(&mut frame, version, "fetch")?;
+            let (response, budget) = fetch::handle(broker, &header, request).await;
+            let encoded = codec::encode_response(correlation_id, version, &response, "fetch")?;
+            drop(response);
+            // From here until it is written, the answer holds only its own size.
+            match budget.and_then(|mut b| b.split(encoded.len().min(b.num_permits()))) {
+                Some(held) => Ok(Reply::Held(encoded, held)),
+                None => Ok(Reply::Ready(Some(encoded))),
+            }
+        }
         ApiKey::ListOffsets => serve!(list_offsets, ListOffsetsRequest),
         ApiKey::Metadata => serve!(metadata, MetadataRequest),
         ApiKey::FindCoordinator => serve!(find_coordinator, FindCoordinatorRequest),

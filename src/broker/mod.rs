@@ -93,6 +93,8 @@ pub struct Broker {
     admin: tokio::sync::Mutex<()>,
     /// The consumer group coordinator (its state lives in `__consumer_offsets`).
     pub groups: crate::group::Coordinator,
+    /// Bytes of Fetch answers being read, encoded or written (`fetch_inflight_bytes_max`).
+    pub fetch_budget: Arc<tokio::sync::Semaphore>,
 }
 
 impl Broker {
@@ -110,7 +112,9 @@ impl Broker {
         let identity = load_identity(&data_dir, config.node_id)?;
         let producer_ids = ProducerIds::open(&data_dir)?;
         let groups = crate::group::Coordinator::new(&config);
+        let fetch_budget = Arc::new(tokio::sync::Semaphore::new(config.fetch_inflight_bytes_max));
         let broker = Broker {
+            fetch_budget,
             config,
             identity,
             advertised,

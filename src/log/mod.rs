@@ -576,6 +576,11 @@ impl Partition {
         self.shared.hw_tx.subscribe()
     }
 
+    /// How many receivers from [`Partition::subscribe`] are alive (parked long polls, in tests).
+    pub fn watchers(&self) -> usize {
+        self.shared.hw_tx.receiver_count()
+    }
+
     pub fn config(&self) -> LogConfig {
         self.shared.lock().config.clone()
     }

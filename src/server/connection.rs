@@ -35,10 +35,12 @@ enum Stop {
 
 /// A frame read off the socket, holding its bytes in the node-wide budget until answered.
 type Frame = (Bytes, OwnedSemaphorePermit);
-/// An answer in the making, in request order, with the budget its request holds.
+/// An answer in the making, in request order, with the budget its request holds and, for a
+/// Fetch, the budget its answer holds; both are released once the answer is written.
 type Waiting = (
     Pin<Box<dyn Future<Output = Answer> + Send>>,
     OwnedSemaphorePermit,
+    Option<OwnedSemaphorePermit>,
 );
 
 pub async fn serve(
@@ -72,8 +74,9 @@ pub async fn serve(
         };
         match event {
             Event::Answered(answer) => {
-                waiting.pop_front();
-                if let Err(reason) = send(&mut write, answer).await {
+                let sent = send(&mut write, answer).await;
+                drop(waiting.pop_front());
+                if let Err(reason) = sent {
                     tracing::warn!(%peer, %reason, "closing connection");
                     break;
                 }
@@ -81,9 +84,14 @@ pub async fn serve(
             Event::Frame(None) => reading = false,
             Event::Frame(Some((body, permit))) => match api::dispatch(&broker, body).await {
                 Ok(Reply::Ready(answer)) => {
-                    waiting.push_back((Box::pin(std::future::ready(Ok(answer))), permit))
+                    waiting.push_back((Box::pin(std::future::ready(Ok(answer))), permit, None))
                 }
-                Ok(Reply::Pending(answer)) => waiting.push_back((answer, permit)),
+                Ok(Reply::Held(answer, held)) => waiting.push_back((
+                    Box::pin(std::future::ready(Ok(Some(answer)))),
+                    permit,
+                    Some(held),
+                )),
+                Ok(Reply::Pending(answer)) => waiting.push_back((answer, permit, None)),
                 Err(e) => {
                     // Earlier requests still get their answers; this one closes the connection.
                     tracing::warn!(%peer, reason = %format!("bad request: {e}"), "closing connection");
@@ -105,7 +113,7 @@ enum Event {
 /// Resolves with the oldest request's answer (answers go out in request order).
 async fn front(waiting: &mut VecDeque<Waiting>) -> Answer {
     std::future::poll_fn(|cx| match waiting.front_mut() {
-        Some((answer, _)) => answer.as_mut().poll(cx),
+        Some((answer, _, _)) => answer.as_mut().poll(cx),
         None => Poll::Pending,
     })
     .await
