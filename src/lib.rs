@@ -10,6 +10,8 @@
 //! ```
 //!
 //! - [`config`]: node settings from TOML and flags, with named limits.
+//! - [`board`]: board profiles (Pi Zero 2 W … x86-64): settings layered under the config file,
+//!   detection from the device tree, and the memory model every profile must fit.
 //! - [`protocol`]: framing, request/response codecs, the v2 record batch header. No I/O.
 //! - [`server`]: TCP listener, per-connection tasks, shutdown.
 //! - [`api`]: Kafka API handlers, one file per API key, each decode → handle → encode.
@@ -22,6 +24,7 @@
 
 pub mod api;
 pub mod bench;
+pub mod board;
 pub mod broker;
 pub mod client;
 pub mod config;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
+use bramble::board::{self, Medium};
 use bramble::broker::{Advertised, Broker};
 use bramble::client::{Client, admin};
 use bramble::config::{Config, split_host_port};
@@ -43,6 +44,22 @@ enum Command {
     /// Benchmark a broker (produce, consume) or the disk under it; see `bramble bench --help`.
     #[command(subcommand)]
     Bench(bramble::bench::cli::BenchCommand),
+    /// Board profiles: list them, or show one's settings and memory budgets.
+    #[command(subcommand)]
+    Board(BoardCommand),
+}
+
+#[derive(Subcommand)]
+enum BoardCommand {
+    /// The built-in profiles.
+    List,
+    /// A profile's settings on a medium, and its memory model against memory_max_bytes.
+    Show {
+        /// Profile name, profile file, or auto.
+        name: String,
+        #[arg(long, value_name = "sd|usb-ssd|nvme")]
+        medium: Option<Medium>,
+    },
 }
 
 #[derive(Args)]
@@ -63,6 +80,13 @@ struct ServeArgs {
     /// Disk writer backend: auto (io_uring if available, else std), uring, or std.
     #[arg(long, value_name = "auto|uring|std")]
     io_backend: Option<Backend>,
+    /// Board profile (see `bramble board list`), a profile file, or `auto` (from
+    /// /proc/device-tree/model). The config file and flags override it.
+    #[arg(long, value_name = "NAME|auto|FILE")]
+    board: Option<String>,
+    /// The medium under the data directory; picks the board's flush policy.
+    #[arg(long, value_name = "sd|usb-ssd|nvme")]
+    medium: Option<Medium>,
 }
 
 #[derive(Args)]
@@ -162,14 +186,21 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(status(&bootstrap.bootstrap_server))
         }
         Command::Bench(cmd) => Ok(bramble::bench::cli::run(cmd)?),
+        Command::Board(cmd) => board(cmd),
     }
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let mut config = match &args.config {
-        Some(path) => Config::from_file(path)?,
-        None => Config::default(),
-    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let mut resolved = board::resolve(args.board.as_deref(), args.medium, args.config.as_deref())?;
+    let config = &mut resolved.config;
     if let Some(v) = args.data_dir {
         config.data_dir = v;
     }
@@ -185,15 +216,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(v) = args.io_backend {
         config.io_backend = v;
     }
-    config.validate()?;
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    resolved.check()?;
+    if let Some(b) = &resolved.board {
+        tracing::info!(
+            board = %b.info.name,
+            medium = %b.medium,
+            budgets_mib = b.budgets_bytes >> 20,
+            memory_max_mib = b.info.memory_max_bytes >> 20,
+            "board profile applied"
+        );
+    }
+    let config = resolved.config;
     bramble::server::raise_open_files_limit(config.partitions_max, config.connections_max);
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime
@@ -242,6 +275,39 @@ async fn run_node(mut config: Config) -> anyhow::Result<()> {
         "listening on {bound}"
     );
     bramble::server::run(broker, listener, shutdown_signal()).await;
+    Ok(())
+}
+
+/// `bramble board list|show`: what the profiles set, and whether their budgets fit.
+fn board(cmd: BoardCommand) -> anyhow::Result<()> {
+    match cmd {
+        BoardCommand::List => {
+            for (name, text) in board::BUILT_IN {
+                let p = board::Profile::parse(name, text)?;
+                println!("{name:<16} {}", p.info.description);
+            }
+        }
+        BoardCommand::Show { name, medium } => {
+            let mut r = board::resolve(Some(&name), medium, None)?;
+            r.check()?;
+            let b = r.board.context("a board was named")?;
+            println!(
+                "board = {:?}\nmedium = {:?}",
+                b.info.name,
+                b.medium.as_str()
+            );
+            println!("memory_bytes = {}", b.info.memory_bytes);
+            println!("memory_max_bytes = {}", b.info.memory_max_bytes);
+            println!(
+                "# memory model (worst case, bytes): total {}",
+                b.budgets_bytes
+            );
+            for (field, bytes) in board::memory_model(&r.config) {
+                println!("#   {field:<26} {bytes:>12}");
+            }
+            print!("{}", toml::to_string(&r.config)?);
+        }
+    }
     Ok(())
 }
 

@@ -209,6 +209,14 @@ fn broker_entries(broker: &Broker) -> Vec<DescribeConfigsResourceResult> {
             TYPE_STRING,
             true,
         ),
+        // The board profile and medium the node runs as (see board), or none.
+        entry(
+            "bramble.board",
+            c.board.clone().unwrap_or_else(|| "none".to_string()),
+            s,
+            TYPE_STRING,
+            true,
+        ),
         // Not a setting: a live counter, read by `bramble bench produce` before and after a run.
         entry(
             "bramble.fsyncs",

@@ -23,7 +23,7 @@ pub const PROBE_FAIL_ENV: &str = "BRAMBLE_IO_URING_PROBE_FAIL";
 pub const URING_BUILT: bool = cfg!(all(target_os = "linux", target_pointer_width = "64"));
 
 /// The `io_backend` setting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     /// io_uring when the probe succeeds, else std.

@@ -62,6 +62,11 @@ impl Broker {
 
     /// `config_toml` (may be empty) goes into a file passed with `--config`.
     pub fn start_with_config(config_toml: &str) -> Broker {
+        Broker::start_with(config_toml, &[])
+    }
+
+    /// Like [`Broker::start_with_config`], with extra environment variables for the broker.
+    pub fn start_with(config_toml: &str, env: &[(&str, &str)]) -> Broker {
         let dir = tempfile::tempdir().expect("tempdir");
         let log_path = dir.path().join("broker.log");
         let mut failure = String::new();
@@ -81,6 +86,7 @@ impl Broker {
                 cmd.arg("--config").arg(config_path);
             }
             let log = File::create(&log_path).unwrap();
+            cmd.envs(env.iter().copied());
             let mut child = cmd
                 .env(
                     "RUST_LOG",
