@@ -10,7 +10,7 @@
 #   e.g. scripts/bench.sh --messages 1000000 --record-size 100 --acks all --producers 8
 #
 # --io-backend is passed to `bramble serve`; BRAMBLE_SERVE_ARGS adds any other serve flags
-# (e.g. BRAMBLE_SERVE_ARGS="--config boards/pi4.toml").
+# (e.g. BRAMBLE_SERVE_ARGS="--board pi4").
 set -euo pipefail
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo_root"
