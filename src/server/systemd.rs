@@ -153,15 +153,27 @@ async fn watchdog_loop(broker: Arc<Broker>, period: Duration) {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        match tokio::time::timeout(period, broker.ping_disk_writer()).await {
-            Ok(Ok(())) => notify("WATCHDOG=1"),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "disk writer unavailable; withholding the watchdog ping")
-            }
-            Err(_) => tracing::warn!(
+        if healthy(&broker, period).await {
+            notify("WATCHDOG=1");
+        }
+    }
+}
+
+/// Whether the node deserves a ping: its disk writer thread answered a no-op job within
+/// `period`. (That this runs at all shows the runtime is alive.)
+async fn healthy(broker: &Broker, period: Duration) -> bool {
+    match tokio::time::timeout(period, broker.ping_disk_writer()).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "disk writer unavailable; withholding the watchdog ping");
+            false
+        }
+        Err(_) => {
+            tracing::warn!(
                 period_ms = period.as_millis() as u64,
                 "disk writer did not answer within the watchdog period; withholding the ping"
-            ),
+            );
+            false
         }
     }
 }
@@ -224,6 +236,33 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let missing = NotifyAddr::Path(dir.path().join("gone.sock"));
         assert!(send(&missing, "READY=1").is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn healthy_only_while_the_disk_writer_answers() {
+        // Proves the watchdog's health check passes on an open node and fails once its disk
+        // writer has stopped, so a node whose writer is gone gets no WATCHDOG=1.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = crate::config::Config {
+            data_dir: dir.path().to_path_buf(),
+            ..crate::config::Config::default()
+        };
+        let writer = crate::io::DiskWriter::start(dir.path()).expect("writer");
+        let advertised = crate::broker::Advertised {
+            host: "127.0.0.1".into(),
+            port: 9092,
+        };
+        let broker = Broker::open(config, advertised, writer).expect("open broker");
+        let period = Duration::from_secs(30);
+        assert!(
+            healthy(&broker, period).await,
+            "open node reported unhealthy"
+        );
+        broker.shutdown().await;
+        assert!(
+            !healthy(&broker, period).await,
+            "stopped writer reported healthy"
+        );
     }
 
     #[test]
