@@ -3,7 +3,8 @@
 #   - kcat from Debian (1.7.1 on librdkafka 2.0.2). Deliberately the distro build: it is old and
 #     strict, and it is what people on a Raspberry Pi will actually run against bramble.
 #   - a Python venv at .venv/ with the pinned clients of tests/compat/requirements.txt.
-# Idempotent: apt runs only when kcat is missing; pip runs only when the requirements file
+#   - systemd's command-line tools (systemd-analyze, systemd-sysusers, systemd-tmpfiles).
+# Idempotent: apt runs only when kcat or systemd-analyze is missing; pip runs only when the requirements file
 # changed since the last successful install (stamp file inside the venv).
 set -euo pipefail
 
@@ -37,6 +38,15 @@ if ! command -v kcat >/dev/null 2>&1; then
   apt_install kcat
 fi
 echo "setup: $(kcat -V 2>&1 | grep -m1 '^Version' || echo 'kcat version unknown')"
+
+# --- systemd's tools ------------------------------------------------------------------------
+# tests/systemd.rs runs `systemd-analyze verify` on the unit; tests/install.rs applies the
+# sysusers and tmpfiles snippets with `systemd-sysusers --root` and `systemd-tmpfiles --root`.
+# Only the tools are needed: systemd need not be running (containers have no systemd PID 1).
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+  echo "setup: installing systemd (for systemd-analyze, systemd-sysusers, systemd-tmpfiles)"
+  apt_install systemd
+fi
 
 # --- Python venv ----------------------------------------------------------------------------
 python_bin=${PYTHON:-python3}

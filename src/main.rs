@@ -14,6 +14,7 @@ use bramble::broker::{Advertised, Broker};
 use bramble::client::{Client, admin};
 use bramble::config::{Config, split_host_port};
 use bramble::io::{Backend, DiskWriter};
+use bramble::server::systemd;
 
 #[derive(Parser)]
 #[command(
@@ -87,6 +88,9 @@ struct ServeArgs {
     /// The medium under the data directory; picks the board's flush policy.
     #[arg(long, value_name = "sd|usb-ssd|nvme")]
     medium: Option<Medium>,
+    /// Check the settings (profile, file, flags, memory budgets) and exit without serving.
+    #[arg(long)]
+    check: bool,
 }
 
 #[derive(Args)]
@@ -226,6 +230,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "board profile applied"
         );
     }
+    if args.check {
+        let board = resolved.config.board.as_deref().unwrap_or("none");
+        println!("settings ok (board {board})");
+        return Ok(());
+    }
     let config = resolved.config;
     bramble::server::raise_open_files_limit(config.partitions_max, config.connections_max);
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
@@ -274,7 +283,19 @@ async fn run_node(mut config: Config) -> anyhow::Result<()> {
         io_backend,
         "listening on {bound}"
     );
-    bramble::server::run(broker, listener, shutdown_signal()).await;
+    // Ready only now: the socket is bound (clients queue in its backlog until the accept loop
+    // runs) and Broker::open has recovered every log.
+    systemd::notify_ready(&ready_status(&broker, bound));
+    let watchdog = systemd::spawn_watchdog(broker.clone());
+    let shutdown = async move {
+        shutdown_signal().await;
+        systemd::notify_stopping();
+        // systemd stops enforcing the watchdog at STOPPING=1; the writer is about to stop.
+        if let Some(task) = watchdog {
+            task.abort();
+        }
+    };
+    bramble::server::run(broker, listener, shutdown).await;
     Ok(())
 }
 
@@ -309,6 +330,16 @@ fn board(cmd: BoardCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The one-line STATUS= systemd shows for a ready node (`systemctl status bramble`).
+fn ready_status(broker: &Broker, bound: std::net::SocketAddr) -> String {
+    let topics = broker.topics();
+    let partitions: i64 = topics.iter().map(|t| i64::from(t.partition_count())).sum();
+    format!(
+        "serving on {bound}; {} topics, {partitions} partitions recovered",
+        topics.len()
+    )
 }
 
 async fn shutdown_signal() {

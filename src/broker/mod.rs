@@ -499,6 +499,12 @@ impl Broker {
         }
     }
 
+    /// Round-trips a no-op job through the disk writer thread: Ok means the thread is alive and
+    /// working through its queue (the systemd watchdog pings only then).
+    pub async fn ping_disk_writer(&self) -> Result<(), crate::io::WriterError> {
+        self.writer.ping().await
+    }
+
     /// Syncs every partition and stops the disk writer (clean shutdown).
     pub async fn shutdown(&self) {
         self.flush_all().await;

@@ -1,8 +1,10 @@
 //! server: the Kafka listener. Accepts connections up to `connections_max` (a semaphore; further
 //! clients wait in the listen backlog), runs one task per connection, and on shutdown stops
 //! accepting, lets each connection finish the request it is serving, then syncs the logs.
+//! `systemd` tells systemd (when it runs the node) that the node is ready, stopping, and alive.
 
 pub mod connection;
+pub mod systemd;
 
 use std::sync::Arc;
 use std::time::Duration;
