@@ -115,16 +115,7 @@ if [ -e "$config" ]; then
 else
   cfg_tmp=$(mktemp)
   trap 'rm -f "${tmp:-}" "$cfg_tmp"' EXIT
-  cat > "$cfg_tmp" <<EOF
-# This node's settings (README.md, Settings). Written once by scripts/install.sh, never
-# overwritten by it. The board profile sets every budget (bramble board show $board);
-# keys here override it.
-board = "$board"
-# medium = "sd"                  # sd, usb-ssd or nvme: the group commit window for the disk
-# node_id = 1
-# listen = "0.0.0.0:9092"
-# advertise = "pi1.local:9092"   # required when listening on 0.0.0.0
-EOF
+  sed "s/^board = .*/board = \"$board\"/" "$repo_root/packaging/bramble.toml" > "$cfg_tmp"
   install_file "$cfg_tmp" "$config" 0644
 fi
 

@@ -4,8 +4,12 @@
 #     strict, and it is what people on a Raspberry Pi will actually run against bramble.
 #   - a Python venv at .venv/ with the pinned clients of tests/compat/requirements.txt.
 #   - systemd's command-line tools (systemd-analyze, systemd-sysusers, systemd-tmpfiles).
-# Idempotent: apt runs only when kcat or systemd-analyze is missing; pip runs only when the requirements file
-# changed since the last successful install (stamp file inside the venv).
+#   - for the Pi smoke test (tests/compat/test_qemu_aarch64.py): the rustup target
+#     aarch64-unknown-linux-gnu, Debian's gcc-aarch64-linux-gnu (linker and aarch64 glibc) and
+#     qemu-user. Not fatal: if they cannot be installed, a line says so and that test skips.
+# Idempotent: apt runs only when kcat, systemd-analyze or an aarch64 tool is missing, rustup
+# only when the target is; pip runs only when the requirements file changed since the last
+# successful install (stamp file inside the venv).
 set -euo pipefail
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -46,6 +50,29 @@ echo "setup: $(kcat -V 2>&1 | grep -m1 '^Version' || echo 'kcat version unknown'
 if ! command -v systemd-analyze >/dev/null 2>&1; then
   echo "setup: installing systemd (for systemd-analyze, systemd-sysusers, systemd-tmpfiles)"
   apt_install systemd
+fi
+
+# --- aarch64 cross build and qemu-user (Pi smoke test; optional) -----------------------------
+aarch64_target=aarch64-unknown-linux-gnu
+aarch64_problems=()
+if [ ! -d "$(rustc --print sysroot)/lib/rustlib/$aarch64_target" ]; then
+  echo "setup: adding rustup target $aarch64_target"
+  rustup target add "$aarch64_target" || aarch64_problems+=("rustup target add $aarch64_target failed")
+fi
+aarch64_packages=()
+command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || aarch64_packages+=(gcc-aarch64-linux-gnu)
+command -v qemu-aarch64 >/dev/null 2>&1 || aarch64_packages+=(qemu-user)
+if [ "${#aarch64_packages[@]}" -gt 0 ]; then
+  echo "setup: installing ${aarch64_packages[*]} from Debian"
+  apt_install "${aarch64_packages[@]}" ||
+    aarch64_problems+=("apt-get install ${aarch64_packages[*]} failed")
+fi
+if [ "${#aarch64_problems[@]}" -gt 0 ]; then
+  echo "setup: WARNING: aarch64 toolchain incomplete (${aarch64_problems[*]});" \
+    "the qemu smoke test will skip"
+else
+  echo "setup: aarch64: target $aarch64_target, $(aarch64-linux-gnu-gcc -dumpversion 2>/dev/null |
+    sed 's/^/aarch64-linux-gnu-gcc /'), $(qemu-aarch64 --version | head -n1)"
 fi
 
 # --- Python venv ----------------------------------------------------------------------------

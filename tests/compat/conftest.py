@@ -62,7 +62,17 @@ def _toml_value(value) -> str:
 
 
 class Broker:
-    """One `bramble serve` process with a fixed port and data dir across restarts."""
+    """One `bramble serve` process with a fixed port and data dir across restarts.
+
+    A subclass may run another binary under a wrapper (test_qemu_aarch64.py: the aarch64 build
+    under qemu-user) by overriding the class attributes below."""
+
+    # The binary, the command it runs under (e.g. ["qemu-aarch64", "-L", sysroot]), and how long
+    # start-up and SIGTERM may take for it.
+    binary: Path = BRAMBLE_BIN
+    command_prefix: list[str] = []
+    startup_timeout_s: float = STARTUP_TIMEOUT_S
+    shutdown_timeout_s: float = SHUTDOWN_TIMEOUT_S
 
     def __init__(self, workdir: Path, config: dict | None = None):
         self.workdir = workdir
@@ -80,7 +90,7 @@ class Broker:
 
     def _command(self) -> list[str]:
         cmd = [
-            str(BRAMBLE_BIN), "serve",
+            *self.command_prefix, str(self.binary), "serve",
             "--listen", self.bootstrap,
             "--data-dir", str(self.data_dir),
             "--node-id", str(NODE_ID),
@@ -94,8 +104,8 @@ class Broker:
 
     def start(self) -> "Broker":
         assert self.proc is None or self.proc.poll() is not None, "broker already running"
-        if not BRAMBLE_BIN.exists():
-            raise BrokerError(f"{BRAMBLE_BIN} does not exist: run `cargo build` first")
+        if not self.binary.exists():
+            raise BrokerError(f"{self.binary} does not exist: run `cargo build` first")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         # Only the first start may move to another port; restarts must reuse the same one.
         attempts = PORT_PICK_ATTEMPTS if self.port is None else 1
@@ -126,7 +136,7 @@ class Broker:
             self.proc = subprocess.Popen(
                 self._command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env=env, cwd=self.workdir)
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
             code = self.proc.poll()
             if code is not None:
@@ -140,7 +150,7 @@ class Broker:
         self.proc.kill()
         self.proc.wait(KILL_TIMEOUT_S)
         raise BrokerError(
-            f"bramble did not accept on {self.bootstrap} within {STARTUP_TIMEOUT_S}s\n"
+            f"bramble did not accept on {self.bootstrap} within {self.startup_timeout_s}s\n"
             f"{self.log_tail()}")
 
     def is_running(self) -> bool:
@@ -152,12 +162,12 @@ class Broker:
         assert self.is_running(), "broker is not running"
         self.proc.send_signal(signal.SIGTERM)
         try:
-            return self.proc.wait(SHUTDOWN_TIMEOUT_S)
+            return self.proc.wait(self.shutdown_timeout_s)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(KILL_TIMEOUT_S)
             raise BrokerError(
-                f"bramble ignored SIGTERM for {SHUTDOWN_TIMEOUT_S}s\n{self.log_tail()}")
+                f"bramble ignored SIGTERM for {self.shutdown_timeout_s}s\n{self.log_tail()}")
 
     def _record_memory(self) -> None:
         """Appends the broker's current and peak RSS to $BRAMBLE_RSS_LOG, when set (for the
@@ -249,4 +259,7 @@ def broker(broker_factory) -> Broker:
 
 
 def pytest_report_header(config):
-    return f"bramble binary: {BRAMBLE_BIN}"
+    lines = [f"bramble binary: {BRAMBLE_BIN}"]
+    if os.environ.get("BRAMBLE_AARCH64_BIN"):
+        lines.append(f"aarch64 binary (under qemu-user): {os.environ['BRAMBLE_AARCH64_BIN']}")
+    return lines
