@@ -6,6 +6,8 @@
 #   --bin PATH          binary to push [target/aarch64-unknown-linux-gnu/release/bramble,
 #                       from scripts/build-pi.sh aarch64]
 #   --config FILE       config to install as /etc/bramble/bramble.toml [none: keep the node's]
+#   --config-dir DIR    per-node configs instead: DIR/HOST.toml for each HOST (node_id and
+#                       advertise differ per node); every file must exist before anything runs
 #   --user USER         ssh user [none: ~/.ssh/config or the current user]
 #   --kafka-addr ADDR   address the node's broker answers on, checked from the node itself
 #                       [127.0.0.1:9092: a node listening on 0.0.0.0 or loopback]
@@ -35,6 +37,7 @@ STATUS_PROBE_TIMEOUT_S=10
 
 bin=$repo_root/target/aarch64-unknown-linux-gnu/release/bramble
 config=
+config_dir=
 user=
 kafka_addr=127.0.0.1:9092
 wait_s=120
@@ -50,6 +53,7 @@ while [ "$#" -gt 0 ]; do
   case "$1" in
     --bin) bin=${2:?--bin needs a path}; shift 2 ;;
     --config) config=${2:?--config needs a file}; shift 2 ;;
+    --config-dir) config_dir=${2:?--config-dir needs a directory}; shift 2 ;;
     --user) user=${2:?--user needs a name}; shift 2 ;;
     --kafka-addr) kafka_addr=${2:?--kafka-addr needs host:port}; shift 2 ;;
     --wait-s) wait_s=${2:?--wait-s needs seconds}; shift 2 ;;
@@ -65,10 +69,21 @@ done
 case "$wait_s" in '' | *[!0-9]*) echo "deploy: --wait-s must be whole seconds" >&2; exit 2 ;; esac
 # Checked even on a dry run: a plan built on a missing file is not a plan.
 [ -f "$bin" ] || { echo "deploy: binary $bin not found (scripts/build-pi.sh aarch64)" >&2; exit 1; }
-if [ -n "$config" ] && [ ! -f "$config" ]; then
-  echo "deploy: config $config not found" >&2
-  exit 1
+if [ -n "$config" ] && [ -n "$config_dir" ]; then
+  echo "deploy: --config and --config-dir exclude each other" >&2
+  exit 2
 fi
+# The config for one host: --config, DIR/HOST.toml with --config-dir, or none.
+config_for() {
+  if [ -n "$config_dir" ]; then echo "$config_dir/$1.toml"; else echo "$config"; fi
+}
+for host in "${hosts[@]}"; do
+  cfg=$(config_for "$host")
+  if [ -n "$cfg" ] && [ ! -f "$cfg" ]; then
+    echo "deploy: config $cfg not found" >&2
+    exit 1
+  fi
+done
 
 ssh_opts=(-o BatchMode=yes -o ConnectTimeout="$SSH_CONNECT_TIMEOUT_S")
 # Staging names in the ssh user's home directory on the node (not /tmp: no shared directory).
@@ -109,16 +124,18 @@ wait_for() {
 deploy_one() {
   local host=$1
   local dest=$host
+  local cfg
+  cfg=$(config_for "$host")
   [ -z "$user" ] || dest=$user@$host
 
   run scp -q "${ssh_opts[@]}" "$bin" "$dest:$staged_bin" || return 1
-  if [ -n "$config" ]; then
-    run scp -q "${ssh_opts[@]}" "$config" "$dest:$staged_config" || return 1
+  if [ -n "$cfg" ]; then
+    run scp -q "${ssh_opts[@]}" "$cfg" "$dest:$staged_config" || return 1
   fi
 
   local install="sudo -n install -D -m 0755 $staged_bin /usr/bin/bramble.new"
   install+=" && sudo -n mv -f /usr/bin/bramble.new /usr/bin/bramble && rm -f $staged_bin"
-  if [ -n "$config" ]; then
+  if [ -n "$cfg" ]; then
     install+=" && sudo -n install -D -m 0644 $staged_config /etc/bramble/bramble.toml"
     install+=" && rm -f $staged_config"
   fi
@@ -133,7 +150,7 @@ deploy_one() {
     return 1
 }
 
-echo "deploy: $bin -> ${hosts[*]}${config:+ (config $config)}$([ "$dry_run" -eq 1 ] && echo ' [dry run: nothing is executed]')"
+echo "deploy: $bin -> ${hosts[*]}${config:+ (config $config)}${config_dir:+ (configs $config_dir/HOST.toml)}$([ "$dry_run" -eq 1 ] && echo ' [dry run: nothing is executed]')"
 done_hosts=()
 for i in "${!hosts[@]}"; do
   host=${hosts[$i]}

@@ -126,3 +126,31 @@ def test_missing_binary_fails_before_any_command(env):
         res = deploy(env, *args, *HOSTS)
         assert res.returncode != 0 and "not found" in res.stderr, res.stderr
     assert calls(env) == []
+
+
+def test_config_dir_gives_each_node_its_own_config(env, tmp_path):
+    """--config-dir DIR copies DIR/HOST.toml to each host (node ids and advertised names differ
+    per node), and a host without its file stops the deploy before any command runs."""
+    configs = tmp_path / "nodes"
+    configs.mkdir()
+    for i, host in enumerate(HOSTS, start=1):
+        (configs / f"{host}.toml").write_text(f'node_id = {i}\nadvertise = "{host}:9092"\n')
+    res = subprocess.run(
+        [str(DEPLOY), "--bin", str(env["bin"]), "--config-dir", str(configs), "--user", "pi",
+         *HOSTS], env=env["env"], capture_output=True, text=True, timeout=DEPLOY_TIMEOUT_S)
+    assert res.returncode == 0, res.stderr
+    recorded = calls(env)
+    assert_rolling_order(recorded, HOSTS)
+    copied = [c for c in recorded if c.startswith("scp ") and ".bramble-deploy.toml" in c]
+    assert len(copied) == len(HOSTS)
+    for host, cmd in zip(HOSTS, copied):
+        assert f"{configs}/{host}.toml" in cmd and f"pi@{host}:" in cmd, cmd
+
+    env["log"].unlink()
+    (configs / "host3.toml").unlink()
+    res = subprocess.run(
+        [str(DEPLOY), "--bin", str(env["bin"]), "--config-dir", str(configs), *HOSTS],
+        env=env["env"], capture_output=True, text=True, timeout=DEPLOY_TIMEOUT_S)
+    assert res.returncode != 0
+    assert "host3.toml not found" in res.stderr, res.stderr
+    assert calls(env) == [], "commands ran before every config was checked"
