@@ -137,7 +137,10 @@ fn install_twice_changes_nothing_and_keeps_an_edited_config() {
         assert_eq!(reported(&first, &path), "installed", "{installed}");
     }
     let dropin = fs::read_to_string(prefix.join(DROPIN)).expect("memory drop-in");
-    assert!(dropin.contains("[Service]\nMemoryMax=201326592\n"), "{dropin}");
+    assert!(
+        dropin.contains("[Service]\nMemoryMax=201326592\n"),
+        "{dropin}"
+    );
     let config = fs::read_to_string(prefix.join(CONFIG)).expect("config");
     assert!(config.contains("\nboard = \"pi-zero-2w\"\n"), "{config}");
     assert_eq!(reported(&first, &prefix.join(CONFIG)), "installed");
@@ -186,7 +189,10 @@ fn default_board_is_auto_and_its_memory_max_is_detected() {
     assert_ok(&install(&prefix, &[]), "install");
     let config = fs::read_to_string(prefix.join(CONFIG)).expect("config");
     assert!(config.contains("\nboard = \"auto\"\n"), "{config}");
-    let show = run(Command::new(BIN).args(["board", "show", "auto"]), dir.path());
+    let show = run(
+        Command::new(BIN).args(["board", "show", "auto"]),
+        dir.path(),
+    );
     assert_ok(&show, "board show auto");
     let want = String::from_utf8_lossy(&show.stdout)
         .lines()
