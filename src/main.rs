@@ -190,7 +190,16 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(status(&bootstrap.bootstrap_server))
         }
         Command::Bench(cmd) => Ok(bramble::bench::cli::run(cmd)?),
-        Command::Board(cmd) => board(cmd),
+        Command::Board(cmd) => {
+            // Its output is meant for pipes (`bramble board show pi4 | grep …`): a reader that
+            // stops early ends the process quietly, as for any Unix tool, instead of a panic.
+            // Only here: the commands that hold sockets need EPIPE as an error, not a signal.
+            // SAFETY: called before any other thread exists; SIG_DFL is a valid disposition.
+            unsafe {
+                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            }
+            board(cmd)
+        }
     }
 }
 
