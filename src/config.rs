@@ -60,6 +60,10 @@ pub struct Config {
     pub connection_requests_in_flight_max: usize,
     /// Once a frame's length has arrived, its body must arrive within this time.
     pub request_read_ms_max: u64,
+    /// An answer must be taken by the client within this time, or the connection closes: a
+    /// client that stops reading would otherwise keep its answers' memory (fetch budget,
+    /// in-flight request bytes) for as long as it stays connected.
+    pub response_write_ms_max: u64,
     /// Upper bound on one Fetch response, whatever the client asks for.
     pub fetch_bytes_max: usize,
     /// Longest long-poll a Fetch may ask for.
@@ -143,6 +147,7 @@ impl Default for Config {
             connection_idle_ms_max: 600_000,
             connection_requests_in_flight_max: 5,
             request_read_ms_max: 30_000,
+            response_write_ms_max: 30_000,
             fetch_bytes_max: 16 * 1024 * 1024,
             fetch_wait_ms_max: 30_000,
             fetch_inflight_bytes_max: 64 * 1024 * 1024,
@@ -249,8 +254,14 @@ impl Config {
         if !(1..=64).contains(&self.connection_requests_in_flight_max) {
             return invalid("connection_requests_in_flight_max", "must be 1..=64");
         }
-        if self.connection_idle_ms_max == 0 || self.request_read_ms_max == 0 {
-            return invalid("connection_idle_ms_max", "timeouts must be >= 1 ms");
+        for (key, ms) in [
+            ("connection_idle_ms_max", self.connection_idle_ms_max),
+            ("request_read_ms_max", self.request_read_ms_max),
+            ("response_write_ms_max", self.response_write_ms_max),
+        ] {
+            if ms == 0 {
+                return invalid(key, "must be >= 1 ms");
+            }
         }
         if self.connections_max == 0 {
             return invalid("connections_max", "must be >= 1");
@@ -264,13 +275,25 @@ impl Config {
         if self.fetch_bytes_max == 0 || self.fetch_bytes_max > i32::MAX as usize {
             return invalid("fetch_bytes_max", "must be 1..=2147483647");
         }
-        let fetch_round_bytes = 2 * self.fetch_bytes_max.max(self.message_bytes_max as usize);
+        // The budgets are semaphores: tokio's limit is smaller than u32 on 32-bit targets.
+        let budget_max = (u32::MAX as usize).min(tokio::sync::Semaphore::MAX_PERMITS);
+        if self.inflight_bytes_max > budget_max {
+            return invalid(
+                "inflight_bytes_max",
+                &format!("must be at most {budget_max}"),
+            );
+        }
+        // A Fetch round may bring one batch as large as a whole frame (KIP-74), twice over
+        // (read, then encoded): the budget must hold that, or such a round would wait forever.
+        let fetch_round_bytes = 2 * self.fetch_bytes_max.max(self.frame_bytes_max);
         if self.fetch_inflight_bytes_max < fetch_round_bytes
-            || self.fetch_inflight_bytes_max > u32::MAX as usize
+            || self.fetch_inflight_bytes_max > budget_max
         {
             return invalid(
                 "fetch_inflight_bytes_max",
-                "must be at least 2 x max(fetch_bytes_max, message_bytes_max) and at most 4294967295",
+                &format!(
+                    "must be at least 2 x max(fetch_bytes_max, frame_bytes_max) and at most {budget_max}"
+                ),
             );
         }
         if self.flush_ms > 1_000 {

@@ -34,12 +34,11 @@ fn header(key: i16, version: i16, correlation_id: i32) -> RequestHeader {
 }
 
 fn produce(topic: &str, correlation_id: i32) -> Vec<u8> {
-    let batch = encode_batch(
-        &Bytes::from_static(b"value"),
-        RECORDS_PER_BATCH,
-        1_700_000_000_000,
-    )
-    .unwrap();
+    produce_value(topic, correlation_id, Bytes::from_static(b"value"))
+}
+
+fn produce_value(topic: &str, correlation_id: i32, value: Bytes) -> Vec<u8> {
+    let batch = encode_batch(&value, RECORDS_PER_BATCH, 1_700_000_000_000).unwrap();
     let request = ProduceRequest::default()
         .with_acks(-1)
         .with_timeout_ms(30_000)
@@ -119,4 +118,175 @@ fn pipelined_requests_are_answered_in_order() {
         }
         assert_eq!(body.remaining(), 0);
     }
+}
+
+/// Fetch v12 for partition 0 of `topic` from offset 0, asking for up to `max_bytes`.
+fn fetch(topic: &str, correlation_id: i32, max_bytes: i32) -> Vec<u8> {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{BrokerId, FetchRequest};
+    let request = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_min_bytes(0)
+        .with_max_bytes(max_bytes)
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partitions(vec![
+                    FetchPartition::default()
+                        .with_partition(0)
+                        .with_fetch_offset(0)
+                        .with_partition_max_bytes(max_bytes),
+                ]),
+        ]);
+    codec::encode_request(&header(1, FETCH_VERSION, correlation_id), &request, "fetch")
+        .unwrap()
+        .to_vec()
+}
+
+const FETCH_VERSION: i16 = 12;
+
+/// A Fetch answer holds part of the node's fetch budget until it is written. Here one answer
+/// waits behind a Produce whose fsync the group commit window delays, while the next Fetch
+/// needs the whole budget (the smallest validation allows): the connection must keep writing
+/// answers while it dispatches, or it wedges itself — and, through the shared budget, every
+/// other consumer. All three answers arrive, in order, and another connection's Fetch too.
+#[test]
+fn pipelined_fetches_behind_a_slow_produce_do_not_wedge_the_fetch_budget() {
+    let broker = Broker::start_with_config(
+        "frame_bytes_max = 1048576\nmessage_bytes_max = 1048576\nfetch_bytes_max = 1048576\n\
+         inflight_bytes_max = 16777216\nfetch_inflight_bytes_max = 2097152\nflush_ms = 1000\n",
+    );
+    let created = run_cli(
+        &["topic", "create", "budget", "-b", &broker.addr()],
+        broker.dir.path(),
+    );
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let mut stream = connect(&broker.addr());
+    let mut all = produce("budget", 0);
+    all.extend(fetch("budget", 1, 1_048_576));
+    all.extend(fetch("budget", 2, 1_048_576));
+    stream.write_all(&all).unwrap();
+    // The other consumer asks while the first connection's requests are in flight.
+    let mut other = connect(&broker.addr());
+    other.write_all(&fetch("budget", 9, 1_048_576)).unwrap();
+    let mut body = read_answer(&mut other);
+    let (corr, _): (i32, kafka_protocol::messages::FetchResponse) =
+        codec::decode_response(&mut body, FETCH_VERSION, "fetch").unwrap();
+    assert_eq!(corr, 9);
+    for id in 0..3 {
+        let mut body = read_answer(&mut stream);
+        let corr = if id == 0 {
+            let (corr, r): (i32, ProduceResponse) =
+                codec::decode_response(&mut body, PRODUCE_VERSION, "produce").unwrap();
+            assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+            corr
+        } else {
+            let (corr, r): (i32, kafka_protocol::messages::FetchResponse) =
+                codec::decode_response(&mut body, FETCH_VERSION, "fetch").unwrap();
+            assert_eq!(r.responses[0].partitions[0].error_code, 0);
+            corr
+        };
+        assert_eq!(corr, id, "answers out of order");
+    }
+}
+
+/// Connects with a 4 KiB receive buffer, set before the handshake so the window stays small: a
+/// client that does not read stops a large answer after a few KiB.
+fn connect_small_window(addr: &str) -> std::net::TcpStream {
+    use std::os::fd::FromRawFd;
+    let addr: std::net::SocketAddrV4 = addr.parse().unwrap();
+    // SAFETY: plain socket calls on a descriptor this function owns until from_raw_fd takes it.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0, "socket");
+        let size: libc::c_int = 4096;
+        let set = libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        assert_eq!(set, 0, "SO_RCVBUF");
+        let sin = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: addr.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*addr.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let connected = libc::connect(
+            fd,
+            (&sin as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert_eq!(connected, 0, "connect");
+        std::net::TcpStream::from_raw_fd(fd)
+    }
+}
+
+/// A consumer that asks for a large answer and never reads it would keep that answer's share of
+/// the fetch budget for as long as it stays connected, and with the budget gone every other
+/// consumer waits. `response_write_ms_max` closes such a connection: another consumer's Fetch,
+/// which needs the whole budget, is answered, and the log says why the stuck one was closed.
+#[test]
+fn a_client_that_stops_reading_is_cut_off_and_frees_the_fetch_budget() {
+    const ANSWER_BYTES: usize = 12 * 1024 * 1024;
+    const VALUE_BYTES: usize = 256 * 1024;
+    let broker = Broker::start_with_config(
+        "fetch_bytes_max = 16777216\nfetch_inflight_bytes_max = 33554432\n\
+         response_write_ms_max = 500\n",
+    );
+    let created = run_cli(
+        &["topic", "create", "stuck", "-b", &broker.addr()],
+        broker.dir.path(),
+    );
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let mut producer = connect(&broker.addr());
+    let value = Bytes::from(vec![b'x'; VALUE_BYTES]);
+    let batches = ANSWER_BYTES / (VALUE_BYTES * RECORDS_PER_BATCH) + 1;
+    for id in 0..batches as i32 {
+        producer
+            .write_all(&produce_value("stuck", id, value.clone()))
+            .unwrap();
+        let mut body = read_answer(&mut producer);
+        let (_, r): (i32, ProduceResponse) =
+            codec::decode_response(&mut body, PRODUCE_VERSION, "produce").unwrap();
+        assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    }
+    // Asks for everything, never reads.
+    let mut stuck = connect_small_window(&broker.addr());
+    stuck
+        .write_all(&fetch("stuck", 1, 16 * 1024 * 1024))
+        .unwrap();
+    // Needs the whole budget (2 x 16 MiB): only there once the stuck answer is let go.
+    let mut other = connect(&broker.addr());
+    other
+        .write_all(&fetch("stuck", 2, 16 * 1024 * 1024))
+        .unwrap();
+    let mut body = read_answer(&mut other);
+    let (corr, r): (i32, kafka_protocol::messages::FetchResponse) =
+        codec::decode_response(&mut body, FETCH_VERSION, "fetch").unwrap();
+    assert_eq!(corr, 2);
+    let records = r.responses[0].partitions[0]
+        .records
+        .as_ref()
+        .map_or(0, |b| b.len());
+    assert!(
+        records >= ANSWER_BYTES,
+        "the whole topic came back: {records} bytes"
+    );
+    let log = std::fs::read_to_string(&broker.log_path).unwrap();
+    assert!(log.contains("did not read"), "{log}");
+    drop(stuck);
 }

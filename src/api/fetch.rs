@@ -64,8 +64,7 @@ pub async fn handle(
         .map(|r| r.log.subscribe())
         .collect();
     loop {
-        let budget = reserve(broker, max_bytes).await;
-        let (partitions, bytes, any_error) = read_all(&wanted, max_bytes).await;
+        let (partitions, bytes, any_error, budget) = read_round(broker, &wanted, max_bytes).await;
         let waited_enough = Instant::now() >= deadline;
         if bytes >= min_bytes || any_error || waited_enough || watchers.is_empty() {
             return (respond(topics, partitions), budget);
@@ -81,8 +80,7 @@ pub async fn handle(
         match woke {
             None => {
                 // Deadline passed: answer with whatever is there now.
-                let budget = reserve(broker, max_bytes).await;
-                let (partitions, _, _) = read_all(&wanted, max_bytes).await;
+                let (partitions, _, _, budget) = read_round(broker, &wanted, max_bytes).await;
                 return (respond(topics, partitions), budget);
             }
             // A closed notifier (partition deleted) would wake us forever: stop watching it.
@@ -94,15 +92,65 @@ pub async fn handle(
     }
 }
 
-/// Waits for one read round's share of the fetch budget: twice the round's byte cap (read
-/// buffers, then the encoded answer). Validation keeps the budget at least that large for any
-/// cap, so the wait always ends; a first batch larger than the cap (KIP-74) is the one
-/// overshoot, bounded by max.message.bytes.
-/// `None` only if the budget was closed, which the broker never does.
-async fn reserve(broker: &Broker, max_bytes: usize) -> Option<OwnedSemaphorePermit> {
+/// Room in an answer for one partition's fields around its records (index, error, watermarks,
+/// lengths, tagged fields), so an answer of many empty partitions is counted too.
+const ANSWER_BYTES_PER_PARTITION: usize = 64;
+/// Read attempts of one round: the second reads under the larger reservation the first found
+/// it needed; a third would only chase a log that keeps growing.
+const READ_ATTEMPTS_MAX: usize = 2;
+
+/// What one read round returns: the partitions' data, its record bytes, whether any partition
+/// failed, and the answer's share of the fetch budget.
+type Round = (
+    Vec<(usize, PartitionData)>,
+    usize,
+    bool,
+    Option<OwnedSemaphorePermit>,
+);
+
+/// One read round under the node's fetch budget: reserves twice the round's byte cap (read
+/// buffers, then the encoded answer) plus room for per-partition fields, then reads. A first
+/// batch larger than the cap (KIP-74; at most frame_bytes_max) needs more: taken at once if
+/// free, otherwise the round lets go of everything — never waiting while holding part of the
+/// budget, which could deadlock two such rounds — and reads again under the larger reservation.
+async fn read_round(broker: &Broker, wanted: &[Wanted], max_bytes: usize) -> Round {
+    let overhead = ANSWER_BYTES_PER_PARTITION.saturating_mul(wanted.len());
     let capacity = broker.config.fetch_inflight_bytes_max;
-    let want = max_bytes.saturating_mul(2).clamp(1, capacity);
-    let want = u32::try_from(want).unwrap_or(u32::MAX);
+    let mut want = max_bytes.saturating_mul(2).saturating_add(overhead);
+    let mut attempt = 1;
+    loop {
+        let mut budget = reserve(broker, want).await;
+        let (partitions, total, any_error) = read_all(wanted, max_bytes).await;
+        let need = total
+            .saturating_mul(2)
+            .saturating_add(overhead)
+            .min(capacity);
+        let have = budget
+            .as_ref()
+            .map_or(need, OwnedSemaphorePermit::num_permits);
+        if need <= have || attempt == READ_ATTEMPTS_MAX {
+            return (partitions, total, any_error, budget);
+        }
+        let extra = u32::try_from(need - have).unwrap_or(u32::MAX);
+        if let (Some(held), Ok(more)) = (
+            budget.as_mut(),
+            broker.fetch_budget.clone().try_acquire_many_owned(extra),
+        ) {
+            held.merge(more);
+            return (partitions, total, any_error, budget);
+        }
+        drop((partitions, budget));
+        want = need;
+        attempt += 1;
+    }
+}
+
+/// Waits for `bytes` of the fetch budget (at least 1, at most all of it; validation keeps the
+/// budget at least twice the largest frame, so any round fits and the wait ends).
+/// `None` only if the budget was closed, which the broker never does.
+async fn reserve(broker: &Broker, bytes: usize) -> Option<OwnedSemaphorePermit> {
+    let capacity = broker.config.fetch_inflight_bytes_max;
+    let want = u32::try_from(bytes.clamp(1, capacity)).unwrap_or(u32::MAX);
     broker
         .fetch_budget
         .clone()
@@ -295,6 +343,10 @@ mod tests {
 
     /// A Fetch v12 frame body (no length prefix) for partition 0 of `topic` from offset 0.
     fn fetch_frame(topic: &str, min_bytes: i32, max_wait_ms: i32) -> Bytes {
+        fetch_frame_capped(topic, min_bytes, max_wait_ms, i32::MAX)
+    }
+
+    fn fetch_frame_capped(topic: &str, min_bytes: i32, max_wait_ms: i32, max_bytes: i32) -> Bytes {
         let header = RequestHeader::default()
             .with_request_api_key(1)
             .with_request_api_version(12)
@@ -304,7 +356,7 @@ mod tests {
             .with_replica_id(kafka_protocol::messages::BrokerId(-1))
             .with_max_wait_ms(max_wait_ms)
             .with_min_bytes(min_bytes)
-            .with_max_bytes(i32::MAX)
+            .with_max_bytes(max_bytes)
             .with_topics(vec![
                 FetchTopic::default()
                     .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
@@ -312,7 +364,7 @@ mod tests {
                         FetchPartition::default()
                             .with_partition(0)
                             .with_fetch_offset(0)
-                            .with_partition_max_bytes(i32::MAX),
+                            .with_partition_max_bytes(max_bytes),
                     ]),
             ]);
         let mut frame = codec::encode_request(&header, &request, "fetch").unwrap();
@@ -348,6 +400,28 @@ mod tests {
             broker.fetch_budget.available_permits(),
             BUDGET_BYTES - answer.len()
         );
+        drop(held);
+        assert_eq!(broker.fetch_budget.available_permits(), BUDGET_BYTES);
+        broker.shutdown().await;
+    }
+
+    // Proves a first batch larger than the request's cap (KIP-74) is counted in full: the
+    // answer holds its whole encoded size, not just twice the tiny cap it asked for.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn oversized_first_batch_is_held_in_full() {
+        const TINY_MAX_BYTES: i32 = 16;
+        let dir = tempfile::tempdir().unwrap();
+        let broker = open(dir.path());
+        topic_with_data(&broker, "t").await;
+        let frame = fetch_frame_capped("t", 0, 0, TINY_MAX_BYTES);
+        let Reply::Held(answer, held) = api::dispatch(&broker, frame).await.unwrap() else {
+            panic!("a Fetch answer holds budget");
+        };
+        assert!(
+            answer.len() > 4 * TINY_MAX_BYTES as usize,
+            "KIP-74: one whole batch"
+        );
+        assert_eq!(held.num_permits(), answer.len());
         drop(held);
         assert_eq!(broker.fetch_budget.available_permits(), BUDGET_BYTES);
         broker.shutdown().await;

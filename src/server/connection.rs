@@ -74,31 +74,38 @@ pub async fn serve(
         };
         match event {
             Event::Answered(answer) => {
-                let sent = send(&mut write, answer).await;
-                drop(waiting.pop_front());
-                if let Err(reason) = sent {
+                if let Err(reason) = send_front(&mut write, &mut waiting, answer, &broker).await {
                     tracing::warn!(%peer, %reason, "closing connection");
                     break;
                 }
             }
             Event::Frame(None) => reading = false,
-            Event::Frame(Some((body, permit))) => match api::dispatch(&broker, body).await {
-                Ok(Reply::Ready(answer)) => {
-                    waiting.push_back((Box::pin(std::future::ready(Ok(answer))), permit, None))
+            Event::Frame(Some((body, permit))) => {
+                let reply = match dispatch_writing(&broker, body, &mut write, &mut waiting).await {
+                    Ok(reply) => reply,
+                    Err(reason) => {
+                        tracing::warn!(%peer, %reason, "closing connection");
+                        break;
+                    }
+                };
+                match reply {
+                    Ok(Reply::Ready(answer)) => {
+                        waiting.push_back((Box::pin(std::future::ready(Ok(answer))), permit, None))
+                    }
+                    Ok(Reply::Held(answer, held)) => waiting.push_back((
+                        Box::pin(std::future::ready(Ok(Some(answer)))),
+                        permit,
+                        Some(held),
+                    )),
+                    Ok(Reply::Pending(answer)) => waiting.push_back((answer, permit, None)),
+                    Err(e) => {
+                        // Earlier requests still get their answers; this one closes the connection.
+                        tracing::warn!(%peer, reason = %format!("bad request: {e}"), "closing connection");
+                        reading = false;
+                        frames.close();
+                    }
                 }
-                Ok(Reply::Held(answer, held)) => waiting.push_back((
-                    Box::pin(std::future::ready(Ok(Some(answer)))),
-                    permit,
-                    Some(held),
-                )),
-                Ok(Reply::Pending(answer)) => waiting.push_back((answer, permit, None)),
-                Err(e) => {
-                    // Earlier requests still get their answers; this one closes the connection.
-                    tracing::warn!(%peer, reason = %format!("bad request: {e}"), "closing connection");
-                    reading = false;
-                    frames.close();
-                }
-            },
+            }
         }
     }
     reader.abort();
@@ -119,14 +126,58 @@ async fn front(waiting: &mut VecDeque<Waiting>) -> Answer {
     .await
 }
 
-async fn send(write: &mut OwnedWriteHalf, answer: Answer) -> Result<(), String> {
-    match answer {
-        Ok(Some(frame)) => write
-            .write_all(&frame)
-            .await
-            .map_err(|e| format!("write failed: {e}")),
-        Ok(None) => Ok(()),
-        Err(e) => Err(format!("cannot answer: {e}")),
+/// Dispatches one request while still writing the answers queued before it. A Fetch may wait
+/// for the node's fetch budget and a Produce for room in the disk writer's queue, and the
+/// answers ahead of it may hold exactly what it waits for (a Fetch answer queued behind a
+/// Produce still waiting for its fsync holds fetch budget): writing them meanwhile keeps one
+/// connection from wedging itself and, through the shared budget, every other consumer.
+/// `Err` is a failed write: the connection closes.
+async fn dispatch_writing(
+    broker: &Broker,
+    body: Bytes,
+    write: &mut OwnedWriteHalf,
+    waiting: &mut VecDeque<Waiting>,
+) -> Result<Result<Reply, api::DispatchError>, String> {
+    let dispatch = api::dispatch(broker, body);
+    tokio::pin!(dispatch);
+    loop {
+        let answer = tokio::select! {
+            biased;
+            reply = &mut dispatch => return Ok(reply),
+            answer = front(waiting), if !waiting.is_empty() => answer,
+        };
+        send_front(write, waiting, answer, broker).await?;
+    }
+}
+
+/// Writes the oldest answer, then releases what it held (its request's bytes in the node's
+/// in-flight budget, a Fetch answer's share of the fetch budget).
+async fn send_front(
+    write: &mut OwnedWriteHalf,
+    waiting: &mut VecDeque<Waiting>,
+    answer: Answer,
+    broker: &Broker,
+) -> Result<(), String> {
+    let sent = send(write, answer, broker.config.response_write_ms_max).await;
+    drop(waiting.pop_front());
+    sent
+}
+
+/// A client that stops reading would otherwise hold its answer's budget for as long as it keeps
+/// the connection open; `response_write_ms_max` bounds that.
+async fn send(write: &mut OwnedWriteHalf, answer: Answer, write_ms_max: u64) -> Result<(), String> {
+    let frame = match answer {
+        Ok(Some(frame)) => frame,
+        Ok(None) => return Ok(()),
+        Err(e) => return Err(format!("cannot answer: {e}")),
+    };
+    match tokio::time::timeout(Duration::from_millis(write_ms_max), write.write_all(&frame)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("write failed: {e}")),
+        Err(_) => Err(format!(
+            "client did not read a {} byte answer within {write_ms_max} ms",
+            frame.len()
+        )),
     }
 }
 
