@@ -45,8 +45,14 @@ pub const BUILT_IN: &[(&str, &str)] = &[
     ),
 ];
 
-/// The profile `--board auto` falls back to when the model is unknown or unreadable.
-pub const FALLBACK: &str = "generic-x86-64";
+/// The profile `--board auto` falls back to when the model is unknown or unreadable: on ARM the
+/// smallest profile (an unknown ARM board — a Pi 2, a Zero W, a CM3 — may be small), elsewhere
+/// the generic x86-64 one.
+pub const FALLBACK: &str = if cfg!(any(target_arch = "arm", target_arch = "aarch64")) {
+    "pi-zero-2w"
+} else {
+    "generic-x86-64"
+};
 
 /// Where the kernel names the board (device-tree platforms: every Raspberry Pi).
 pub const MODEL_PATH: &str = "/proc/device-tree/model";
@@ -186,7 +192,7 @@ impl Profile {
 
     /// A built-in profile by name, or a profile file when the name looks like a path.
     pub fn load(name: &str) -> Result<Profile, BoardError> {
-        if name.ends_with(".toml") || name.contains('/') {
+        if is_path(name) {
             let path = PathBuf::from(name);
             let text = std::fs::read_to_string(&path)
                 .map_err(|source| BoardError::Read { path, source })?;
@@ -215,6 +221,11 @@ impl Profile {
                 message: e.message().to_string(),
             })
     }
+}
+
+/// `--board` takes a profile file when the value looks like a path.
+fn is_path(board: &str) -> bool {
+    board.ends_with(".toml") || board.contains('/')
 }
 
 pub fn built_in_names() -> String {
@@ -270,7 +281,7 @@ pub fn detect_from_system() -> &'static str {
         }
         Err(e) => {
             tracing::info!(path = %path.display(), error = %e, fallback = FALLBACK,
-                "no device-tree model; using the generic profile");
+                "no device-tree model; using the fallback profile");
             FALLBACK
         }
     }
@@ -285,21 +296,30 @@ pub fn memory_model(c: &Config) -> Vec<(&'static str, u64)> {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    let index_entries = c.segment_bytes / u64::from(c.index_interval_bytes.max(1)) + 1;
-    let per_partition = PARTITION_BYTES + index_entries * INDEX_ENTRY_PAIR_BYTES;
-    let n = |v: usize| v as u64;
+    let index_entries =
+        (c.segment_bytes / u64::from(c.index_interval_bytes.max(1))).saturating_add(1);
+    let per_partition =
+        PARTITION_BYTES.saturating_add(index_entries.saturating_mul(INDEX_ENTRY_PAIR_BYTES));
+    // Saturating: absurd settings must come out as "does not fit", never wrap around to a fit.
+    let times = |count: usize, each: u64| (count as u64).saturating_mul(each);
     vec![
         ("base", BASE_BYTES),
-        ("worker_threads", n(workers) * THREAD_BYTES),
+        ("worker_threads", times(workers, THREAD_BYTES)),
         (
             "blocking_threads_max",
-            n(c.blocking_threads_max) * THREAD_BYTES,
+            times(c.blocking_threads_max, THREAD_BYTES),
         ),
-        ("connections_max", n(c.connections_max) * CONNECTION_BYTES),
-        ("inflight_bytes_max", n(c.inflight_bytes_max)),
-        ("fetch_inflight_bytes_max", n(c.fetch_inflight_bytes_max)),
-        ("partitions_max", n(c.partitions_max) * per_partition),
-        ("groups_max", n(c.groups_max) * GROUP_BYTES),
+        (
+            "connections_max",
+            times(c.connections_max, CONNECTION_BYTES),
+        ),
+        ("inflight_bytes_max", c.inflight_bytes_max as u64),
+        (
+            "fetch_inflight_bytes_max",
+            c.fetch_inflight_bytes_max as u64,
+        ),
+        ("partitions_max", times(c.partitions_max, per_partition)),
+        ("groups_max", times(c.groups_max, GROUP_BYTES)),
     ]
 }
 
@@ -318,7 +338,9 @@ pub fn check_fits(c: &Config, board: &BoardInfo) -> Result<u64, BoardError> {
         });
     }
     let terms = memory_model(c);
-    let total: u64 = terms.iter().map(|(_, b)| b).sum();
+    let total = terms
+        .iter()
+        .fold(0u64, |sum, (_, b)| sum.saturating_add(*b));
     if total <= board.memory_max_bytes {
         return Ok(total);
     }
@@ -375,7 +397,16 @@ pub fn resolve(
         Some(path) => read_table(path)?,
         None => toml::Table::new(),
     };
-    let file_board = take_string(&mut table, "board", config_file)?;
+    // A profile file named by the config file is relative to that file, not to the working
+    // directory (which is / under systemd).
+    let file_board = take_string(&mut table, "board", config_file)?.map(|b| {
+        match config_file.and_then(Path::parent) {
+            Some(dir) if is_path(&b) && Path::new(&b).is_relative() => {
+                dir.join(b).to_string_lossy().into_owned()
+            }
+            _ => b,
+        }
+    });
     let file_medium = take_string(&mut table, "medium", config_file)?;
     let board = board.map(str::to_string).or(file_board);
     let Some(board) = board else {
@@ -410,7 +441,16 @@ pub fn resolve(
         })?,
         (None, None) => profile.info.medium,
     };
-    let mut config = profile.layer(medium, table)?;
+    // The built-in profiles are checked in tests, so a bad key here is the file's.
+    let mut config = profile
+        .layer(medium, table)
+        .map_err(|e| match (e, config_file) {
+            (BoardError::Parse { name, message }, Some(path)) => BoardError::ConfigFile {
+                path: path.to_path_buf(),
+                message: format!("{message} (layered over board profile {name})"),
+            },
+            (e, _) => e,
+        })?;
     config.board = Some(format!("{}/{medium}", profile.info.name));
     Ok(Resolved {
         config,
@@ -431,6 +471,31 @@ impl Resolved {
         }
         Ok(())
     }
+}
+
+/// RAM this machine reports (`MemTotal` of /proc/meminfo), if it can be read.
+pub fn machine_memory_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib.saturating_mul(1024))
+}
+
+/// A profile sized for more RAM than this machine has (a Pi 4 profile on a 1 GB Pi 4): the
+/// budgets fit the profile but maybe not the machine. A warning, not an error: containers and
+/// cgroups can report RAM that differs from the board's.
+pub fn machine_fit_warning(board: &BoardInfo, machine_bytes: u64) -> Option<String> {
+    let needed = board.memory_max_bytes / MEMORY_SHARE_NUMERATOR * MEMORY_SHARE_DENOMINATOR;
+    (machine_bytes < needed).then(|| {
+        format!(
+            "this machine has {} MiB of RAM; board {} gives bramble {} MiB, which wants {} MiB: \
+             pick a smaller board or lower its budgets",
+            machine_bytes >> 20,
+            board.name,
+            board.memory_max_bytes >> 20,
+            needed >> 20
+        )
+    })
 }
 
 fn read_table(path: &Path) -> Result<toml::Table, BoardError> {

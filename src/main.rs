@@ -231,6 +231,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     resolved.check()?;
     if let Some(b) = &resolved.board {
+        if let Some(warning) =
+            board::machine_memory_bytes().and_then(|m| board::machine_fit_warning(&b.info, m))
+        {
+            tracing::warn!("{warning}");
+        }
         tracing::info!(
             board = %b.info.name,
             medium = %b.medium,

@@ -108,6 +108,21 @@ fn config_file_layers_over_profile() {
         (board.info.name.as_str(), board.medium),
         ("pi4", Medium::UsbSsd)
     );
+    // A bad key in the file is reported against the file, not the profile.
+    let typo = dir.path().join("typo.toml");
+    std::fs::write(&typo, "board = \"pi4\"\nconections_max = 1\n").unwrap();
+    let err = resolve(None, None, Some(&typo)).unwrap_err().to_string();
+    assert!(
+        err.contains("typo.toml") && err.contains("conections_max"),
+        "{err}"
+    );
+    // A profile file named in the config file is found next to it, whatever the working dir.
+    let own = dir.path().join("own.toml");
+    std::fs::write(&own, BUILT_IN[0].1.replace("pi-zero-2w", "own-board")).unwrap();
+    let cfg = dir.path().join("uses-own.toml");
+    std::fs::write(&cfg, "board = \"own.toml\"\n").unwrap();
+    let r = resolve(None, None, Some(&cfg)).unwrap();
+    assert_eq!(r.board.unwrap().info.name, "own-board");
     // A flag's board and medium win over the file's.
     let r = resolve(Some("pi-zero-2w"), Some(Medium::Sd), Some(&path)).unwrap();
     assert_eq!(r.board.unwrap().info.name, "pi-zero-2w");
@@ -147,6 +162,18 @@ fn a_budget_that_cannot_fit_names_its_field() {
         Err(BoardError::DoesNotFit { field, .. }) => assert_eq!(field, "partitions_max"),
         other => panic!("expected DoesNotFit, got {other:?}"),
     }
+    // Absurd values saturate into "does not fit" instead of wrapping around into a fit.
+    let absurd = table(
+        "partitions_max = 2000000000\nsegment_bytes = 4000000000\nindex_interval_bytes = 1\n",
+    );
+    let c = p.layer(Medium::Sd, absurd).unwrap();
+    assert!(matches!(
+        check_fits(&c, &p.info),
+        Err(BoardError::DoesNotFit {
+            field: "partitions_max",
+            ..
+        })
+    ));
     let mut greedy = p.info.clone();
     greedy.memory_max_bytes = greedy.memory_bytes;
     match check_fits(&p.layer(Medium::Sd, toml::Table::new()).unwrap(), &greedy) {
@@ -169,4 +196,22 @@ fn unknown_board_medium_and_key_are_named() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("bogus_key"), "{err}");
+}
+
+// Proves a profile sized for more RAM than the machine has is flagged (a 1 GB Pi 4 reports about
+// 900 MiB), and one that fits is not (a Zero 2 W reports about 430 MiB after the GPU's share).
+#[test]
+fn profile_bigger_than_the_machine_is_flagged() {
+    let pi4 = Profile::load("pi4").unwrap().info;
+    let warning = machine_fit_warning(&pi4, 900 << 20).expect("1 GB is too small for pi4");
+    assert!(
+        warning.contains("pi4") && warning.contains("900 MiB"),
+        "{warning}"
+    );
+    assert!(machine_fit_warning(&pi4, 4 << 30).is_none());
+    let zero = Profile::load("pi-zero-2w").unwrap().info;
+    assert!(
+        machine_fit_warning(&zero, 430 << 20).is_none(),
+        "the Zero 2 W profile fits its board"
+    );
 }
