@@ -72,8 +72,10 @@ bin=$repo_root/target/$target/release/bramble
 # --- report and glibc ceiling ---------------------------------------------------------------
 # readelf reads any ELF whatever the host; prefer the cross binutils' one (installed with gcc).
 readelf_bin=$(command -v "$triple-readelf" || command -v readelf)
-glibc_needed=$("$readelf_bin" -V --wide "$bin" | grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/^GLIBC_//' |
-  sort -uV | tail -n1)
+# `|| true`: with pipefail, a binary without GLIBC versions would end the script here, before
+# the message below that says so.
+glibc_needed=$("$readelf_bin" -V --wide "$bin" | { grep -o 'GLIBC_[0-9][0-9.]*' || true; } |
+  sed 's/^GLIBC_//' | sort -uV | tail -n1)
 size_bytes=$(stat -c %s "$bin")
 
 echo "build-pi: binary:      $bin"

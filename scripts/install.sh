@@ -49,7 +49,13 @@ done
 # binary detects the board here (when it can run on this machine); otherwise the unit's
 # default (the Pi 4 value) stays.
 if [ "$board" = auto ]; then
-  profile=$("$bin" board show auto 2>/dev/null || true)
+  if [ -z "$memory_max" ]; then
+    # Detection describes the machine the binary runs on: with --prefix (an image for another
+    # machine) that is the wrong one, and a binary for another architecture may not run here.
+    [ -z "$prefix" ] || die "--board auto with --prefix: detection would describe this machine, not the target; pass --board NAME or --memory-max"
+    profile=$("$bin" board show auto 2>/dev/null) ||
+      die "cannot run $bin here to detect the board; pass --board NAME or --memory-max"
+  fi
 else
   if [ ! -f "$repo_root/boards/$board.toml" ]; then
     known=$(cd "$repo_root/boards" && ls -- *.toml | sed 's/\.toml$//' | paste -sd' ')
@@ -59,7 +65,7 @@ else
 fi
 if [ -z "$memory_max" ]; then
   memory_max=$(awk '$1 == "memory_max_bytes" && $2 == "=" { print $3; exit }' <<<"$profile")
-  memory_max=${memory_max:-none}
+  [ -n "$memory_max" ] || die "no memory_max_bytes in the $board profile; pass --memory-max"
 fi
 [[ "$memory_max" =~ ^([0-9]+[KMGT]?|[0-9]+%|infinity|none)$ ]] \
   || die "--memory-max $memory_max: expected e.g. 512M, 2G, 50%, infinity or none"

@@ -180,26 +180,29 @@ fn install_twice_changes_nothing_and_keeps_an_edited_config() {
 }
 
 #[test]
-fn default_board_is_auto_and_its_memory_max_is_detected() {
-    // Proves a plain install writes `board = "auto"` and the MemoryMax of the board the binary
-    // detects on this machine (`bramble board show auto`), and that the config it writes is one
-    // `bramble serve` accepts.
+fn auto_board_under_a_prefix_needs_a_memory_max() {
+    // Proves `--board auto` (the default) is refused under --prefix, where detection would
+    // describe this machine rather than the target, unless MemoryMax is given; given it, the
+    // config says `board = "auto"` and is one `bramble serve --check` accepts.
     let dir = tempfile::tempdir().expect("tempdir");
     let prefix = dir.path().join("root");
-    assert_ok(&install(&prefix, &[]), "install");
+    let refused = install(&prefix, &[]);
+    assert!(!refused.status.success(), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("--board NAME"),
+        "{}",
+        text(&refused)
+    );
+    assert!(
+        !prefix.join("usr").exists(),
+        "installed something before refusing"
+    );
+
+    assert_ok(&install(&prefix, &["--memory-max", "300M"]), "install");
     let config = fs::read_to_string(prefix.join(CONFIG)).expect("config");
     assert!(config.contains("\nboard = \"auto\"\n"), "{config}");
-    let show = run(
-        Command::new(BIN).args(["board", "show", "auto"]),
-        dir.path(),
-    );
-    assert_ok(&show, "board show auto");
-    let want = String::from_utf8_lossy(&show.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("memory_max_bytes = ").map(str::to_string))
-        .expect("memory_max_bytes in board show");
     let dropin = fs::read_to_string(prefix.join(DROPIN)).expect("memory drop-in");
-    assert!(dropin.contains(&format!("MemoryMax={want}\n")), "{dropin}");
+    assert!(dropin.contains("MemoryMax=300M\n"), "{dropin}");
     let check = run(
         Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:1", "--config"])
@@ -218,7 +221,7 @@ fn installed_snippets_create_the_user_and_directories() {
     // by it, and /etc/bramble.
     let dir = tempfile::tempdir().expect("tempdir");
     let prefix = dir.path().join("root");
-    assert_ok(&install(&prefix, &[]), "install");
+    assert_ok(&install(&prefix, &["--board", "pi4"]), "install");
     let root = format!("--root={}", prefix.display());
     let sysusers = run(Command::new("systemd-sysusers").arg(&root), dir.path());
     assert_ok(&sysusers, "systemd-sysusers --root");

@@ -153,16 +153,18 @@ async fn watchdog_loop(broker: Arc<Broker>, period: Duration) {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        if healthy(&broker, period).await {
+        // Half the period: a check that takes long still leaves the ping time to reach systemd
+        // before WatchdogSec (= 2 periods) runs out, counting the tick's own delay.
+        if healthy(&broker, period / 2).await {
             notify("WATCHDOG=1");
         }
     }
 }
 
 /// Whether the node deserves a ping: its disk writer thread answered a no-op job within
-/// `period`. (That this runs at all shows the runtime is alive.)
-async fn healthy(broker: &Broker, period: Duration) -> bool {
-    match tokio::time::timeout(period, broker.ping_disk_writer()).await {
+/// `answer_within`. (That this runs at all shows the runtime is alive.)
+async fn healthy(broker: &Broker, answer_within: Duration) -> bool {
+    match tokio::time::timeout(answer_within, broker.ping_disk_writer()).await {
         Ok(Ok(())) => true,
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "disk writer unavailable; withholding the watchdog ping");
@@ -170,8 +172,8 @@ async fn healthy(broker: &Broker, period: Duration) -> bool {
         }
         Err(_) => {
             tracing::warn!(
-                period_ms = period.as_millis() as u64,
-                "disk writer did not answer within the watchdog period; withholding the ping"
+                answer_within_ms = answer_within.as_millis() as u64,
+                "disk writer did not answer in time; withholding the watchdog ping"
             );
             false
         }
