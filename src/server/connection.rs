@@ -131,7 +131,8 @@ async fn front(waiting: &mut VecDeque<Waiting>) -> Answer {
 /// answers ahead of it may hold exactly what it waits for (a Fetch answer queued behind a
 /// Produce still waiting for its fsync holds fetch budget): writing them meanwhile keeps one
 /// connection from wedging itself and, through the shared budget, every other consumer.
-/// `Err` is a failed write: the connection closes.
+/// `Err` is a failed write: the connection closes, once the request has finished its ordered
+/// work (a Produce may be part-way through an append; it is never cancelled half-way).
 async fn dispatch_writing(
     broker: &Broker,
     body: Bytes,
@@ -146,7 +147,10 @@ async fn dispatch_writing(
             reply = &mut dispatch => return Ok(reply),
             answer = front(waiting), if !waiting.is_empty() => answer,
         };
-        send_front(write, waiting, answer, broker).await?;
+        if let Err(reason) = send_front(write, waiting, answer, broker).await {
+            let _ = dispatch.await;
+            return Err(reason);
+        }
     }
 }
 
