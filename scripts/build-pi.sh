@@ -42,13 +42,8 @@ case "$arch" in
     ;;
 esac
 
-if [ "$(id -u)" -eq 0 ]; then
-  as_root=()
-elif command -v sudo >/dev/null 2>&1; then
-  as_root=(sudo)
-else
-  as_root=()
-fi
+# shellcheck source=scripts/lib/apt.sh
+source "$repo_root/scripts/lib/apt.sh"
 
 # --- prerequisites (each only when missing) -------------------------------------------------
 if ! rustup target list --installed | grep -qx "$target"; then
@@ -58,8 +53,7 @@ fi
 
 if ! command -v "$triple-gcc" >/dev/null 2>&1; then
   echo "build-pi: installing $gcc_package from Debian"
-  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
-  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$gcc_package"
+  apt_install "$gcc_package"
 fi
 
 # --- build ----------------------------------------------------------------------------------

@@ -19,22 +19,8 @@ requirements=tests/compat/requirements.txt
 venv_dir=.venv
 stamp="$venv_dir/.requirements.sha256"
 
-if [ "$(id -u)" -eq 0 ]; then
-  as_root=()
-elif command -v sudo >/dev/null 2>&1; then
-  as_root=(sudo)
-else
-  as_root=()
-fi
-
-apt_updated=0
-apt_install() {
-  if [ "$apt_updated" -eq 0 ]; then
-    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
-    apt_updated=1
-  fi
-  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@"
-}
+# shellcheck source=scripts/lib/apt.sh
+source scripts/lib/apt.sh
 
 # --- kcat -----------------------------------------------------------------------------------
 if ! command -v kcat >/dev/null 2>&1; then

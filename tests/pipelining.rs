@@ -60,6 +60,18 @@ fn produce_value(topic: &str, correlation_id: i32, value: Bytes) -> Vec<u8> {
     .to_vec()
 }
 
+fn create_topic(broker: &Broker, name: &str) {
+    let created = run_cli(
+        &["topic", "create", name, "-b", &broker.addr()],
+        broker.dir.path(),
+    );
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+}
+
 fn read_answer(stream: &mut std::net::TcpStream) -> Bytes {
     let mut len = [0u8; 4];
     stream.read_exact(&mut len).unwrap();
@@ -73,15 +85,7 @@ fn read_answer(stream: &mut std::net::TcpStream) -> Bytes {
 #[test]
 fn pipelined_requests_are_answered_in_order() {
     let broker = Broker::start();
-    let created = run_cli(
-        &["topic", "create", "pipe", "-b", &broker.addr()],
-        broker.dir.path(),
-    );
-    assert!(
-        created.status.success(),
-        "{}",
-        String::from_utf8_lossy(&created.stderr)
-    );
+    create_topic(&broker, "pipe");
     let mut stream = connect(&broker.addr());
     let mut all = Vec::new();
     for id in 0..REQUESTS {
@@ -157,15 +161,7 @@ fn pipelined_fetches_behind_a_slow_produce_do_not_wedge_the_fetch_budget() {
         "frame_bytes_max = 1048576\nmessage_bytes_max = 1048576\nfetch_bytes_max = 1048576\n\
          inflight_bytes_max = 16777216\nfetch_inflight_bytes_max = 2097152\nflush_ms = 1000\n",
     );
-    let created = run_cli(
-        &["topic", "create", "budget", "-b", &broker.addr()],
-        broker.dir.path(),
-    );
-    assert!(
-        created.status.success(),
-        "{}",
-        String::from_utf8_lossy(&created.stderr)
-    );
+    create_topic(&broker, "budget");
     let mut stream = connect(&broker.addr());
     let mut all = produce("budget", 0);
     all.extend(fetch("budget", 1, 1_048_576));
@@ -243,15 +239,7 @@ fn a_client_that_stops_reading_is_cut_off_and_frees_the_fetch_budget() {
         "fetch_bytes_max = 16777216\nfetch_inflight_bytes_max = 33554432\n\
          response_write_ms_max = 500\n",
     );
-    let created = run_cli(
-        &["topic", "create", "stuck", "-b", &broker.addr()],
-        broker.dir.path(),
-    );
-    assert!(
-        created.status.success(),
-        "{}",
-        String::from_utf8_lossy(&created.stderr)
-    );
+    create_topic(&broker, "stuck");
     let mut producer = connect(&broker.addr());
     let value = Bytes::from(vec![b'x'; VALUE_BYTES]);
     let batches = ANSWER_BYTES / (VALUE_BYTES * RECORDS_PER_BATCH) + 1;
