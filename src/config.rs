@@ -206,10 +206,10 @@ impl Config {
         if self.listen.parse::<SocketAddr>().is_err() {
             return invalid("listen", "must be an IP:port such as 127.0.0.1:9092");
         }
-        if let Some(adv) = &self.advertise {
-            if split_host_port(adv).is_none() {
-                return invalid("advertise", "must be host:port");
-            }
+        if let Some(adv) = &self.advertise
+            && split_host_port(adv).is_none()
+        {
+            return invalid("advertise", "must be host:port");
         }
         if self.partitions_max == 0 || self.partitions_max > i32::MAX as usize {
             return invalid("partitions_max", "must be 1..=2147483647");

@@ -72,14 +72,13 @@ impl Group {
         if j.member_id.is_empty() {
             return self.join_new(j, limits, now);
         }
-        if let Some(instance) = &j.instance_id {
-            if self
+        if let Some(instance) = &j.instance_id
+            && self
                 .static_members
                 .get(instance)
                 .is_some_and(|id| *id != j.member_id)
-            {
-                return fail(ResponseError::FencedInstanceId);
-            }
+        {
+            return fail(ResponseError::FencedInstanceId);
         }
         if self.pending_members.remove(&j.member_id).is_some() {
             return JoinOutcome::Step(self.add_member(j.member_id.clone(), j, limits, now));
@@ -92,10 +91,10 @@ impl Group {
 
     /// A JoinGroup without a member id: a new member, or a static member coming back.
     fn join_new(&mut self, j: Join, limits: &Limits, now: Instant) -> JoinOutcome {
-        if let Some(instance) = j.instance_id.clone() {
-            if let Some(old) = self.static_members.get(&instance).cloned() {
-                return JoinOutcome::Step(self.replace_static(old, j, limits, now));
-            }
+        if let Some(instance) = j.instance_id.clone()
+            && let Some(old) = self.static_members.get(&instance).cloned()
+        {
+            return JoinOutcome::Step(self.replace_static(old, j, limits, now));
         }
         if self.members.len() + self.pending_members.len() >= limits.members_per_group_max {
             return JoinOutcome::Step(Step::Now(Err(ResponseError::GroupMaxSizeReached)));
@@ -272,7 +271,8 @@ impl Group {
             && self.members.values().all(|m| m.join_waiter.is_some());
         let delay_over = self.join_not_before.is_none_or(|t| now >= t);
         let timed_out = self.rebalance_deadline.is_some_and(|t| now >= t);
-        if !(all_joined && delay_over) && !timed_out {
+        let ready = timed_out || (all_joined && delay_over);
+        if !ready {
             return;
         }
         let stragglers: Vec<String> = self
@@ -321,10 +321,10 @@ impl Group {
         if let Some(mut m) = self.members.remove(id) {
             m.answer_join(Err(ResponseError::UnknownMemberId));
             m.answer_sync(Err(ResponseError::UnknownMemberId));
-            if let Some(i) = &m.instance_id {
-                if self.static_members.get(i).is_some_and(|cur| cur == id) {
-                    self.static_members.remove(i);
-                }
+            if let Some(i) = &m.instance_id
+                && self.static_members.get(i).is_some_and(|cur| cur == id)
+            {
+                self.static_members.remove(i);
             }
         }
         self.join_order.retain(|o| o != id);

@@ -52,13 +52,12 @@ impl Coordinator {
             if simple && g.state == GroupState::Empty {
                 return Ok(());
             }
-            if let Some(instance) = who.instance_id {
-                if g.static_members
+            if let Some(instance) = who.instance_id
+                && g.static_members
                     .get(instance)
                     .is_some_and(|id| id != who.member_id)
-                {
-                    return Err(ResponseError::FencedInstanceId);
-                }
+            {
+                return Err(ResponseError::FencedInstanceId);
             }
             if !g.members.contains_key(who.member_id) {
                 return Err(ResponseError::UnknownMemberId);

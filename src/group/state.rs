@@ -174,10 +174,10 @@ impl Group {
         let common = self.common_protocols();
         let mut votes: Vec<(String, usize)> = common.iter().map(|p| (p.clone(), 0)).collect();
         for m in self.members.values() {
-            if let Some((name, _)) = m.protocols.iter().find(|(n, _)| common.contains(n)) {
-                if let Some(v) = votes.iter_mut().find(|(p, _)| p == name) {
-                    v.1 += 1;
-                }
+            if let Some((name, _)) = m.protocols.iter().find(|(n, _)| common.contains(n))
+                && let Some(v) = votes.iter_mut().find(|(p, _)| p == name)
+            {
+                v.1 += 1;
             }
         }
         let best = votes.iter().map(|(_, n)| *n).max()?;

@@ -182,16 +182,17 @@ impl UringIo {
     }
 
     fn recycle(&mut self, buf: Buf) {
-        if let Buf::Owned(v) = buf {
-            if self.pool.len() < POOL_BUFFERS_MAX && v.capacity() <= POOL_BUFFER_BYTES_MAX {
-                self.pool.push(v);
-            }
+        if let Buf::Owned(v) = buf
+            && self.pool.len() < POOL_BUFFERS_MAX
+            && v.capacity() <= POOL_BUFFER_BYTES_MAX
+        {
+            self.pool.push(v);
         }
     }
 
     fn tick(&mut self) {
         self.calls += 1;
-        if self.calls % CACHE_PRUNE_EVERY_CALLS == 0 {
+        if self.calls.is_multiple_of(CACHE_PRUNE_EVERY_CALLS) {
             let calls = self.calls;
             self.files.retain(|_, c| {
                 c.owner.strong_count() > 0 && calls - c.used_call <= CACHE_IDLE_CALLS_MAX

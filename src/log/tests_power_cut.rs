@@ -405,10 +405,10 @@ async fn power_cuts_lose_no_acknowledged_batch_and_serve_no_corrupt_one() {
     let mut recovery_calls: BTreeMap<&str, u64> = BTreeMap::new();
     for (i, &seed) in seeds.iter().enumerate() {
         let mut sc = Scenario::draw(seed);
-        if !ops_total.contains_key(&sc.variant()) {
+        if let std::collections::hash_map::Entry::Vacant(e) = ops_total.entry(sc.variant()) {
             let root = tmp.path().join(format!("calibrate-{i}"));
             std::fs::create_dir(&root).expect("mkdir");
-            ops_total.insert(sc.variant(), calibrate(&root, sc).await);
+            e.insert(calibrate(&root, sc).await);
         }
         let total = ops_total[&sc.variant()];
         sc.cut_at_op %= total;

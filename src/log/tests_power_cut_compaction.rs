@@ -197,23 +197,26 @@ async fn produce(
     let ts0 = now_ms();
     for i in 0..APPENDS {
         let (bytes, sent) = draw_batch(&mut rng, &mut version, ts0 + (i as i64) * 10);
-        let mut l = ledger.lock().expect("ledger");
-        l.sent.extend(sent.iter().map(|s| (s.key, s.version)));
-        drop(l);
+        ledger
+            .lock()
+            .expect("ledger")
+            .sent
+            .extend(sent.iter().map(|s| (s.key, s.version)));
         let info = match p.append(Bytes::from(bytes), LEADER_EPOCH).await {
             Ok(info) => info,
             Err(_) if storage.is_off() => return Ok(()),
             Err(e) => return Err(format!("append failed with the power on: {e}")),
         };
-        let mut l = ledger.lock().expect("ledger");
-        for (offset, s) in (info.base_offset..).zip(sent) {
-            l.acked.insert(offset, s);
-        }
-        drop(l);
-        if !sc.concurrent && i % CLEAN_EVERY_APPENDS == CLEAN_EVERY_APPENDS - 1 {
-            if !clean_once(p, storage).await? {
-                return Ok(());
-            }
+        ledger
+            .lock()
+            .expect("ledger")
+            .acked
+            .extend((info.base_offset..).zip(sent));
+        if !sc.concurrent
+            && i % CLEAN_EVERY_APPENDS == CLEAN_EVERY_APPENDS - 1
+            && !clean_once(p, storage).await?
+        {
+            return Ok(());
         }
     }
     Ok(())
@@ -496,10 +499,10 @@ async fn power_cuts_during_compaction_lose_no_latest_value_and_reuse_no_offset()
     let mut calls: BTreeMap<&str, u64> = BTreeMap::new();
     for (i, &seed) in seeds.iter().enumerate() {
         let mut sc = Scenario::draw(seed);
-        if !ops_total.contains_key(&sc.variant()) {
+        if let std::collections::hash_map::Entry::Vacant(e) = ops_total.entry(sc.variant()) {
             let root = tmp.path().join(format!("calibrate-{i}"));
             std::fs::create_dir(&root).expect("mkdir");
-            ops_total.insert(sc.variant(), calibrate(&root, sc).await);
+            e.insert(calibrate(&root, sc).await);
         }
         sc.cut_at_op %= ops_total[&sc.variant()];
         let root = tmp.path().join(format!("cut-{i}"));

@@ -374,10 +374,10 @@ async fn power_cuts_keep_idempotent_producer_state() {
     let mut modes: BTreeMap<String, u64> = BTreeMap::new();
     for (i, &seed) in seeds.iter().enumerate() {
         let mut sc = Scenario::draw(seed);
-        if !ops_total.contains_key(&sc.variant()) {
+        if let std::collections::hash_map::Entry::Vacant(e) = ops_total.entry(sc.variant()) {
             let root = tmp.path().join(format!("calibrate-{i}"));
             std::fs::create_dir(&root).expect("mkdir");
-            ops_total.insert(sc.variant(), calibrate(&root, sc).await);
+            e.insert(calibrate(&root, sc).await);
         }
         sc.cut_at_op %= ops_total[&sc.variant()];
         *modes.entry(format!("{:?}", sc.mode)).or_default() += 1;

@@ -84,6 +84,8 @@ const FILES_PER_PARTITION_MIN: u64 = 3;
 
 /// Raises the soft open-files limit to the hard limit (shells often start at 1024) and warns when
 /// even that cannot cover `partitions_max` partitions and `connections_max` connections.
+// rlim_t is u64 on 64-bit targets but u32 on armv7: the casts are needed there.
+#[allow(clippy::unnecessary_cast)]
 pub fn raise_open_files_limit(partitions_max: usize, connections_max: usize) {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
