@@ -43,6 +43,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 
+[[ "$board" =~ ^[a-z0-9-]+$ ]] || die "--board $board: a profile name such as pi4, or auto"
 [ -f "$bin" ] && [ -x "$bin" ] || die "no executable at $bin (build it: cargo build --release, or pass --bin)"
 # The profile (boards/NAME.toml, built into the binary too) gives MemoryMax: its
 # memory_max_bytes, which bramble checks its own budgets against at start. For auto, the

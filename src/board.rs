@@ -1,7 +1,7 @@
 //! board: board profiles — what a Raspberry Pi (or a generic x86-64 box) can give a node. The
 //! profiles live in `boards/*.toml` and are built into the binary, so `bramble serve --board
 //! pi4` works wherever the binary is copied; `--board FILE.toml` reads one from disk, and
-//! `--board auto` picks one from `/proc/device-tree/model` (generic-x86-64 otherwise, logged).
+//! `--board auto` picks one from `/proc/device-tree/model` (otherwise, logged, [`FALLBACK`]).
 //!
 //! Settings are layered, later layers winning: built-in defaults < the profile's `[settings]` <
 //! its `[media.<medium>]` table (flush policy for sd, usb-ssd or nvme) < the `--config` file <

@@ -60,10 +60,10 @@ pub struct Config {
     pub connection_requests_in_flight_max: usize,
     /// Once a frame's length has arrived, its body must arrive within this time.
     pub request_read_ms_max: u64,
-    /// An answer must be taken by the client within this time, or the connection closes: a
-    /// client that stops reading would otherwise keep its answers' memory (fetch budget,
-    /// in-flight request bytes) for as long as it stays connected.
-    pub response_write_ms_max: u64,
+    /// A client that takes no bytes of an answer for this long is disconnected: one that stops
+    /// reading would otherwise keep its answers' memory (fetch budget, in-flight request bytes)
+    /// for as long as it stays connected. Slow readers that make progress are never cut off.
+    pub response_stall_ms_max: u64,
     /// Upper bound on one Fetch response, whatever the client asks for.
     pub fetch_bytes_max: usize,
     /// Longest long-poll a Fetch may ask for.
@@ -147,7 +147,7 @@ impl Default for Config {
             connection_idle_ms_max: 600_000,
             connection_requests_in_flight_max: 5,
             request_read_ms_max: 30_000,
-            response_write_ms_max: 30_000,
+            response_stall_ms_max: 30_000,
             fetch_bytes_max: 16 * 1024 * 1024,
             fetch_wait_ms_max: 30_000,
             fetch_inflight_bytes_max: 64 * 1024 * 1024,
@@ -257,7 +257,7 @@ impl Config {
         for (key, ms) in [
             ("connection_idle_ms_max", self.connection_idle_ms_max),
             ("request_read_ms_max", self.request_read_ms_max),
-            ("response_write_ms_max", self.response_write_ms_max),
+            ("response_stall_ms_max", self.response_stall_ms_max),
         ] {
             if ms == 0 {
                 return invalid(key, "must be >= 1 ms");

@@ -71,7 +71,8 @@ fn auto_detects_the_pi_zero_2w() {
     assert!(log.contains("refusing frame"), "{log}");
 }
 
-// Proves an unknown model falls back to the generic profile and says so.
+// Proves an unknown model falls back to the fallback profile (generic on x86-64, the smallest
+// on ARM) and says so.
 #[test]
 fn unknown_model_falls_back_to_generic_with_a_log_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -85,7 +86,10 @@ fn unknown_model_falls_back_to_generic_with_a_log_line() {
         log.contains("no board profile for this model") && log.contains("Acme Widget Board v2"),
         "{log}"
     );
-    assert!(log.contains("board=generic-x86-64"), "{log}");
+    assert!(
+        log.contains(&format!("board={}", bramble::board::FALLBACK)),
+        "{log}"
+    );
 }
 
 // Proves a budget over the board's memory stops `serve` with the setting's name, before

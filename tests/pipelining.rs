@@ -229,7 +229,7 @@ fn connect_small_window(addr: &str) -> std::net::TcpStream {
 
 /// A consumer that asks for a large answer and never reads it would keep that answer's share of
 /// the fetch budget for as long as it stays connected, and with the budget gone every other
-/// consumer waits. `response_write_ms_max` closes such a connection: another consumer's Fetch,
+/// consumer waits. `response_stall_ms_max` closes such a connection: another consumer's Fetch,
 /// which needs the whole budget, is answered, and the log says why the stuck one was closed.
 #[test]
 fn a_client_that_stops_reading_is_cut_off_and_frees_the_fetch_budget() {
@@ -237,7 +237,7 @@ fn a_client_that_stops_reading_is_cut_off_and_frees_the_fetch_budget() {
     const VALUE_BYTES: usize = 256 * 1024;
     let broker = Broker::start_with_config(
         "fetch_bytes_max = 16777216\nfetch_inflight_bytes_max = 33554432\n\
-         response_write_ms_max = 500\n",
+         response_stall_ms_max = 500\n",
     );
     create_topic(&broker, "stuck");
     let mut producer = connect(&broker.addr());
@@ -275,6 +275,6 @@ fn a_client_that_stops_reading_is_cut_off_and_frees_the_fetch_budget() {
         "the whole topic came back: {records} bytes"
     );
     let log = std::fs::read_to_string(&broker.log_path).unwrap();
-    assert!(log.contains("did not read"), "{log}");
+    assert!(log.contains("client read nothing"), "{log}");
     drop(stuck);
 }

@@ -130,25 +130,47 @@ async fn front(waiting: &mut VecDeque<Waiting>) -> Answer {
 /// for the node's fetch budget and a Produce for room in the disk writer's queue, and the
 /// answers ahead of it may hold exactly what it waits for (a Fetch answer queued behind a
 /// Produce still waiting for its fsync holds fetch budget): writing them meanwhile keeps one
-/// connection from wedging itself and, through the shared budget, every other consumer.
-/// `Err` is a failed write: the connection closes, once the request has finished its ordered
-/// work (a Produce may be part-way through an append; it is never cancelled half-way).
+/// connection from wedging itself and, through the shared budget, every other consumer. The
+/// dispatch keeps being polled while an answer is written, so a slow reader never parks a
+/// request that holds a partition's append lock or a read round's budget. A write once begun
+/// always finishes (or fails) before this returns: a half-written frame would corrupt the
+/// stream. `Err` is a failed write: the queued answers are dropped, releasing what they hold,
+/// and the request finishes its ordered work (a Produce may be part-way through an append; it
+/// is never cancelled half-way) before the connection closes.
 async fn dispatch_writing(
     broker: &Broker,
     body: Bytes,
     write: &mut OwnedWriteHalf,
     waiting: &mut VecDeque<Waiting>,
 ) -> Result<Result<Reply, api::DispatchError>, String> {
+    let stall_ms_max = broker.config.response_stall_ms_max;
     let dispatch = api::dispatch(broker, body);
     tokio::pin!(dispatch);
+    let mut reply = None;
     loop {
+        if let Some(reply) = reply.take() {
+            return Ok(reply);
+        }
         let answer = tokio::select! {
             biased;
-            reply = &mut dispatch => return Ok(reply),
+            r = &mut dispatch => return Ok(r),
             answer = front(waiting), if !waiting.is_empty() => answer,
         };
-        if let Err(reason) = send_front(write, waiting, answer, broker).await {
-            let _ = dispatch.await;
+        let sending = send(write, answer, stall_ms_max);
+        tokio::pin!(sending);
+        let sent = loop {
+            tokio::select! {
+                biased;
+                sent = &mut sending => break sent,
+                r = &mut dispatch, if reply.is_none() => reply = Some(r),
+            }
+        };
+        drop(waiting.pop_front());
+        if let Err(reason) = sent {
+            waiting.clear();
+            if reply.is_none() {
+                let _ = dispatch.await;
+            }
             return Err(reason);
         }
     }
@@ -162,27 +184,37 @@ async fn send_front(
     answer: Answer,
     broker: &Broker,
 ) -> Result<(), String> {
-    let sent = send(write, answer, broker.config.response_write_ms_max).await;
+    let sent = send(write, answer, broker.config.response_stall_ms_max).await;
     drop(waiting.pop_front());
     sent
 }
 
-/// A client that stops reading would otherwise hold its answer's budget for as long as it keeps
-/// the connection open; `response_write_ms_max` bounds that.
-async fn send(write: &mut OwnedWriteHalf, answer: Answer, write_ms_max: u64) -> Result<(), String> {
+/// A client that stops reading would otherwise hold its answer's memory for as long as it keeps
+/// the connection open: `response_stall_ms_max` bounds how long the client may take no bytes at
+/// all. A slow but moving reader (a Pi on busy Wi-Fi) is never cut off.
+async fn send(write: &mut OwnedWriteHalf, answer: Answer, stall_ms_max: u64) -> Result<(), String> {
     let frame = match answer {
         Ok(Some(frame)) => frame,
         Ok(None) => return Ok(()),
         Err(e) => return Err(format!("cannot answer: {e}")),
     };
-    match tokio::time::timeout(Duration::from_millis(write_ms_max), write.write_all(&frame)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(format!("write failed: {e}")),
-        Err(_) => Err(format!(
-            "client did not read a {} byte answer within {write_ms_max} ms",
-            frame.len()
-        )),
+    let stall = Duration::from_millis(stall_ms_max);
+    let mut rest: &[u8] = &frame;
+    while !rest.is_empty() {
+        match tokio::time::timeout(stall, write.write(rest)).await {
+            Ok(Ok(0)) => return Err("write failed: the socket took no bytes".to_string()),
+            Ok(Ok(n)) => rest = &rest[n..],
+            Ok(Err(e)) => return Err(format!("write failed: {e}")),
+            Err(_) => {
+                return Err(format!(
+                    "client read nothing for {stall_ms_max} ms; {} of a {} byte answer unsent",
+                    rest.len(),
+                    frame.len()
+                ));
+            }
+        }
     }
+    Ok(())
 }
 
 /// Reads frames until the peer closes, goes idle, sends garbage, or the node shuts down.

@@ -96,8 +96,13 @@ pub fn notify_stopping() {
     notify("STOPPING=1\nSTATUS=shutting down");
 }
 
-/// How often to send WATCHDOG=1: half of `WATCHDOG_USEC` (systemd's advice), or None when no
-/// watchdog is asked for us — unset, zero, or `WATCHDOG_PID` naming another process.
+/// Checks (and pings) per WatchdogSec.
+const WATCHDOG_CHECKS_PER_INTERVAL: u64 = 4;
+
+/// How often to check the node and send WATCHDOG=1: a quarter of `WATCHDOG_USEC`, or None when
+/// no watchdog is asked for us — unset, zero, or `WATCHDOG_PID` naming another process. A
+/// quarter, not systemd's suggested half: each check may take up to one period, and one slow
+/// check (an SD card's fsync queue under load) must not by itself let WatchdogSec run out.
 pub fn watchdog_period(
     usec: Option<&OsStr>,
     pid: Option<&OsStr>,
@@ -120,7 +125,7 @@ pub fn watchdog_period(
         .parse()
         .map_err(|_| SystemdError::WatchdogUsec(text.clone().into_owned()))?;
     // At least 1 µs: a zero period would make no sense (and tokio's interval refuses it).
-    Ok((usec > 0).then(|| Duration::from_micros((usec / 2).max(1))))
+    Ok((usec > 0).then(|| Duration::from_micros((usec / WATCHDOG_CHECKS_PER_INTERVAL).max(1))))
 }
 
 /// Starts the watchdog task if systemd asked for one (`WATCHDOG_USEC`). Each period it sends
@@ -153,9 +158,9 @@ async fn watchdog_loop(broker: Arc<Broker>, period: Duration) {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        // Half the period: a check that takes long still leaves the ping time to reach systemd
-        // before WatchdogSec (= 2 periods) runs out, counting the tick's own delay.
-        if healthy(&broker, period / 2).await {
+        // A check answers within one period, so while healthy the pings are at most two
+        // periods (half of WatchdogSec) apart; a stuck writer withholds them all.
+        if healthy(&broker, period).await {
             notify("WATCHDOG=1");
         }
     }
@@ -268,17 +273,17 @@ mod tests {
     }
 
     #[test]
-    fn watchdog_period_is_half_the_interval_for_our_pid_only() {
-        // Proves the ping period is half WATCHDOG_USEC, and that WATCHDOG_PID for another
+    fn watchdog_period_is_a_quarter_of_the_interval_for_our_pid_only() {
+        // Proves the ping period is a quarter of WATCHDOG_USEC, and that WATCHDOG_PID for another
         // process, zero or unset mean no watchdog, while garbage is reported.
         let os = |s: &'static str| Some(OsStr::new(s));
         assert_eq!(
             watchdog_period(os("30000000"), None, 7),
-            Ok(Some(Duration::from_secs(15)))
+            Ok(Some(Duration::from_millis(7_500)))
         );
         assert_eq!(
             watchdog_period(os("200000"), os("7"), 7),
-            Ok(Some(Duration::from_millis(100)))
+            Ok(Some(Duration::from_millis(50)))
         );
         assert_eq!(watchdog_period(os("200000"), os("8"), 7), Ok(None));
         assert_eq!(watchdog_period(os("0"), None, 7), Ok(None));
