@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use bramble::client::producer::encode_batch;
 use bramble::protocol::codec;
 use bytes::{Buf, Bytes};
-use common::{Broker, connect, run_cli};
+use common::{Broker, IO_TIMEOUT, connect, run_cli};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiVersionsRequest, ApiVersionsResponse, ProduceRequest, ProduceResponse, RequestHeader,
@@ -274,7 +274,16 @@ fn a_client_that_stops_reading_is_cut_off_and_frees_the_fetch_budget() {
         records >= ANSWER_BYTES,
         "the whole topic came back: {records} bytes"
     );
-    let log = std::fs::read_to_string(&broker.log_path).unwrap();
+    // The budget comes back as the stuck connection is dropped, just before its log line.
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    let mut log = String::new();
+    while std::time::Instant::now() < deadline {
+        log = std::fs::read_to_string(&broker.log_path).unwrap();
+        if log.contains("client read nothing") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     assert!(log.contains("client read nothing"), "{log}");
     drop(stuck);
 }
