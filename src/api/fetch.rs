@@ -5,10 +5,11 @@
 //! the partitions' high-watermark notifiers until data arrives or max_wait_ms passes.
 //!
 //! Memory: each read round first reserves twice its byte cap from the node's fetch budget
-//! (`fetch_inflight_bytes_max`: the batches read, then the encoded answer); a round that ends in
-//! waiting gives it back, so a parked long poll holds nothing. The answer leaves with its
-//! reservation, which `api::dispatch` trims to the encoded size and the connection keeps until
-//! the answer is written.
+//! (`fetch_inflight_bytes_max`: the batches read, then the encoded answer), more when a KIP-74
+//! batch overshoots the cap (`read_round`); a round that ends in waiting gives it back, so a
+//! parked long poll holds nothing. The answer leaves with its reservation, which
+//! `api::dispatch` trims to the encoded size and the connection keeps until the answer is
+//! written.
 
 use std::collections::HashSet;
 use std::sync::Arc;
