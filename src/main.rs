@@ -169,6 +169,12 @@ enum GroupCommand {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Command::Topic(_) | Command::Group(_) | Command::Status { .. } | Command::Board(_)
+    ) {
+        print_to_pipes_quietly();
+    }
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Topic(cmd) => {
@@ -190,16 +196,19 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(status(&bootstrap.bootstrap_server))
         }
         Command::Bench(cmd) => Ok(bramble::bench::cli::run(cmd)?),
-        Command::Board(cmd) => {
-            // Its output is meant for pipes (`bramble board show pi4 | grep …`): a reader that
-            // stops early ends the process quietly, as for any Unix tool, instead of a panic.
-            // Only here: the commands that hold sockets need EPIPE as an error, not a signal.
-            // SAFETY: called before any other thread exists; SIG_DFL is a valid disposition.
-            unsafe {
-                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-            }
-            board(cmd)
-        }
+        Command::Board(cmd) => board(cmd),
+    }
+}
+
+/// The admin commands' output is meant for pipes (`bramble topic list | head`): a reader that
+/// stops early ends the process quietly, as for any Unix tool, instead of a panic in println!.
+/// Their sockets are unaffected: Rust writes to TCP with MSG_NOSIGNAL, so a closed connection
+/// is still an error, not a signal. `serve` and `bench` keep ignoring SIGPIPE (their logs and
+/// progress go to stderr, which must not kill a node when a pipe closes).
+fn print_to_pipes_quietly() {
+    // SAFETY: called before any other thread exists; SIG_DFL is a valid disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
