@@ -7,6 +7,7 @@ mod common;
 
 use std::io::{Read, Write};
 
+use bramble::client::consumer::fetch_request;
 use bramble::client::producer::encode_batch;
 use bramble::protocol::codec;
 use bytes::{Buf, Bytes};
@@ -126,23 +127,8 @@ fn pipelined_requests_are_answered_in_order() {
 
 /// Fetch v12 for partition 0 of `topic` from offset 0, asking for up to `max_bytes`.
 fn fetch(topic: &str, correlation_id: i32, max_bytes: i32) -> Vec<u8> {
-    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-    use kafka_protocol::messages::{BrokerId, FetchRequest};
-    let request = FetchRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_max_wait_ms(0)
-        .with_min_bytes(0)
-        .with_max_bytes(max_bytes)
-        .with_topics(vec![
-            FetchTopic::default()
-                .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
-                .with_partitions(vec![
-                    FetchPartition::default()
-                        .with_partition(0)
-                        .with_fetch_offset(0)
-                        .with_partition_max_bytes(max_bytes),
-                ]),
-        ]);
+    let topic = TopicName(StrBytes::from_string(topic.to_string()));
+    let request = fetch_request(topic, &[0], max_bytes, max_bytes, 0, 0);
     codec::encode_request(&header(1, FETCH_VERSION, correlation_id), &request, "fetch")
         .unwrap()
         .to_vec()

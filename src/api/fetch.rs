@@ -306,12 +306,12 @@ mod tests {
     use std::time::Duration;
 
     use bytes::Bytes;
-    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-    use kafka_protocol::messages::{FetchRequest, RequestHeader, TopicName};
+    use kafka_protocol::messages::{RequestHeader, TopicName};
     use kafka_protocol::protocol::StrBytes;
 
     use crate::api::{self, Reply};
     use crate::broker::{Advertised, Broker};
+    use crate::client::consumer::fetch_request;
     use crate::config::Config;
     use crate::io::DiskWriter;
     use crate::protocol::batch::test_batches;
@@ -353,21 +353,8 @@ mod tests {
             .with_request_api_version(12)
             .with_correlation_id(7)
             .with_client_id(Some(StrBytes::from_static_str("budget-test")));
-        let request = FetchRequest::default()
-            .with_replica_id(kafka_protocol::messages::BrokerId(-1))
-            .with_max_wait_ms(max_wait_ms)
-            .with_min_bytes(min_bytes)
-            .with_max_bytes(max_bytes)
-            .with_topics(vec![
-                FetchTopic::default()
-                    .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
-                    .with_partitions(vec![
-                        FetchPartition::default()
-                            .with_partition(0)
-                            .with_fetch_offset(0)
-                            .with_partition_max_bytes(max_bytes),
-                    ]),
-            ]);
+        let topic = TopicName(StrBytes::from_string(topic.to_string()));
+        let request = fetch_request(topic, &[0], max_bytes, max_bytes, max_wait_ms, min_bytes);
         let mut frame = codec::encode_request(&header, &request, "fetch").unwrap();
         Bytes::from(frame.split_off(4))
     }

@@ -26,6 +26,39 @@ pub struct Fetched {
     pub batch_bytes: u64,
 }
 
+/// A consumer's Fetch of `topic` from per-partition offsets (index = partition), outside any
+/// fetch session. Also what tests send to the broker.
+pub fn fetch_request(
+    topic: TopicName,
+    offsets: &[i64],
+    partition_max_bytes: i32,
+    max_bytes: i32,
+    max_wait_ms: i32,
+    min_bytes: i32,
+) -> FetchRequest {
+    let partitions = offsets
+        .iter()
+        .enumerate()
+        .map(|(p, &offset)| {
+            FetchPartition::default()
+                .with_partition(p as i32)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(partition_max_bytes)
+        })
+        .collect();
+    FetchRequest::default()
+        .with_replica_id(BrokerId(CONSUMER_REPLICA_ID))
+        .with_max_wait_ms(max_wait_ms)
+        .with_min_bytes(min_bytes)
+        .with_max_bytes(max_bytes)
+        .with_session_epoch(-1)
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic(topic)
+                .with_partitions(partitions),
+        ])
+}
+
 /// Reads `topic` from per-partition offsets (index = partition), advancing them.
 pub struct Consumer {
     client: Client,
@@ -48,28 +81,14 @@ impl Consumer {
 
     /// One Fetch of every partition at its current offset.
     pub async fn fetch(&mut self) -> Result<Fetched, ClientError> {
-        let partitions = self
-            .offsets
-            .iter()
-            .enumerate()
-            .map(|(p, &offset)| {
-                FetchPartition::default()
-                    .with_partition(p as i32)
-                    .with_fetch_offset(offset)
-                    .with_partition_max_bytes(PARTITION_FETCH_BYTES_MAX)
-            })
-            .collect();
-        let request = FetchRequest::default()
-            .with_replica_id(BrokerId(CONSUMER_REPLICA_ID))
-            .with_max_wait_ms(FETCH_WAIT_MS_MAX)
-            .with_min_bytes(1)
-            .with_max_bytes(FETCH_BYTES_MAX)
-            .with_session_epoch(-1)
-            .with_topics(vec![
-                FetchTopic::default()
-                    .with_topic(self.topic.clone())
-                    .with_partitions(partitions),
-            ]);
+        let request = fetch_request(
+            self.topic.clone(),
+            &self.offsets,
+            PARTITION_FETCH_BYTES_MAX,
+            FETCH_BYTES_MAX,
+            FETCH_WAIT_MS_MAX,
+            1,
+        );
         let response = self.client.call(&request, FETCH_VERSION).await?;
         if let Some(e) = ResponseError::try_from_code(response.error_code) {
             return Err(ClientError::Broker(format!("fetch failed: {e:?}")));

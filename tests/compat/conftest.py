@@ -227,6 +227,23 @@ class BrokerFactory:
         return broker.start() if start else broker
 
 
+def finish_broker(broker: Broker, test_failed: bool) -> list[str]:
+    """Teardown of one broker: prints its log tail if the test failed, SIGTERMs it if running;
+    returns what went wrong (no clean exit 0, or it had died on its own)."""
+    if test_failed:
+        print(f"----- broker log tail ({broker.log_path}) -----\n{broker.log_tail()}")
+    if broker.is_running():
+        try:
+            code = broker.stop()
+        except BrokerError as e:
+            return [str(e)]
+        if code != 0:
+            return [f"bramble exited {code} on SIGTERM\n{broker.log_tail()}"]
+    elif broker.proc is not None and broker.proc.returncode not in (0, -signal.SIGKILL):
+        return [f"bramble died on its own with {broker.proc.returncode}\n{broker.log_tail()}"]
+    return []
+
+
 @pytest.fixture
 def broker_factory(request, tmp_path):
     """Makes brokers (optionally with a TOML config); each is SIGTERMed at teardown and must
@@ -234,21 +251,7 @@ def broker_factory(request, tmp_path):
     factory = BrokerFactory(tmp_path)
     yield factory
     failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
-    problems = []
-    for broker in factory.brokers:
-        if failed:
-            print(f"----- broker log tail ({broker.log_path}) -----\n{broker.log_tail()}")
-        if broker.is_running():
-            try:
-                code = broker.stop()
-            except BrokerError as e:
-                problems.append(str(e))
-                continue
-            if code != 0:
-                problems.append(f"bramble exited {code} on SIGTERM\n{broker.log_tail()}")
-        elif broker.proc is not None and broker.proc.returncode not in (0, -signal.SIGKILL):
-            problems.append(
-                f"bramble died on its own with {broker.proc.returncode}\n{broker.log_tail()}")
+    problems = [p for broker in factory.brokers for p in finish_broker(broker, failed)]
     assert not problems, "\n".join(problems)
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from conftest import Broker, BrokerError
+from conftest import Broker, finish_broker
 from helpers import create_topic, produce_confluent
 
 # qemu-user runs an unoptimised aarch64 build instruction by instruction: far slower than native,
@@ -101,14 +101,8 @@ def qemu_broker(request, tmp_path, monkeypatch):
     broker = QemuBroker(workdir)
     yield broker
     failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
-    if failed:
-        print(f"----- broker log tail ({broker.log_path}) -----\n{broker.log_tail()}")
-    if broker.is_running():
-        try:
-            code = broker.stop()
-        except BrokerError as e:
-            pytest.fail(str(e))
-        assert code == 0, f"bramble under qemu exited {code} on SIGTERM\n{broker.log_tail()}"
+    problems = finish_broker(broker, failed)
+    assert not problems, "bramble under qemu: " + "\n".join(problems)
 
 
 def kcat(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
