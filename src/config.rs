@@ -27,8 +27,10 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// This node's broker id, unique in the cluster.
-    pub node_id: i32,
+    /// This node's broker id, unique in the cluster. Unset: the id in `node.toml`, or 1 on a first
+    /// start. Only an explicit id pins the data directory to that id; a directory first started
+    /// without one (as a freshly installed package does) takes the first id it is given later.
+    pub node_id: Option<i32>,
     /// Address the Kafka listener binds to.
     pub listen: String,
     /// host:port clients are told to connect to (Metadata). Defaults to the bound listen address.
@@ -132,7 +134,7 @@ impl Default for Config {
     fn default() -> Self {
         let log = LogConfig::default();
         Config {
-            node_id: 1,
+            node_id: None,
             listen: "127.0.0.1:9092".to_string(),
             advertise: None,
             data_dir: PathBuf::from("bramble-data"),
@@ -200,7 +202,7 @@ impl Config {
                 reason: reason.to_string(),
             })
         };
-        if self.node_id < 0 {
+        if self.node_id.is_some_and(|id| id < 0) {
             return invalid("node_id", "must be >= 0");
         }
         if self.listen.parse::<SocketAddr>().is_err() {

@@ -233,7 +233,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         config.advertise = Some(v);
     }
     if let Some(v) = args.node_id {
-        config.node_id = v;
+        config.node_id = Some(v);
     }
     if let Some(v) = args.io_backend {
         config.io_backend = v;

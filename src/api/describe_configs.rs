@@ -137,7 +137,13 @@ fn broker_entries(broker: &Broker) -> Vec<DescribeConfigsResourceResult> {
     let c = &broker.config;
     let s = SOURCE_STATIC_BROKER;
     vec![
-        entry("broker.id", c.node_id.to_string(), s, TYPE_INT, true),
+        entry(
+            "broker.id",
+            broker.identity.node_id.to_string(),
+            s,
+            TYPE_INT,
+            true,
+        ),
         entry(
             "auto.create.topics.enable",
             c.auto_create_topics.to_string(),

@@ -2,19 +2,20 @@
 //! Handlers in `api/` ask it for topics and partitions and ask it to create, delete and alter
 //! them. This is the control plane's local state; record data flows through `log` only.
 
+pub mod identity;
 pub mod producer_ids;
 pub mod topic;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::config::Config;
 use crate::io::DiskWriter;
 use crate::log::{self, LogConfig};
+pub use identity::NodeIdentity;
 pub use producer_ids::{ProducerIdError, ProducerIds};
 pub use topic::{Replica, Topic, TopicMeta};
 
@@ -66,13 +67,6 @@ pub enum ConfigOp {
     Delete(String),
 }
 
-/// Who this node is and where clients reach it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct NodeIdentity {
-    pub node_id: i32,
-    pub cluster_id: String,
-}
-
 /// The host:port advertised in Metadata.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Advertised {
@@ -109,7 +103,7 @@ impl Broker {
             path: data_dir.clone(),
             source,
         })?;
-        let identity = load_identity(&data_dir, config.node_id)?;
+        let identity = identity::load(&data_dir, config.node_id)?;
         let producer_ids = ProducerIds::open(&data_dir)?;
         let groups = crate::group::Coordinator::new(&config);
         let fetch_budget = Arc::new(tokio::sync::Semaphore::new(config.fetch_inflight_bytes_max));
@@ -522,57 +516,11 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
-/// Reads node.toml, or writes it on first start. A node id that differs from the one on disk is an
-/// error: the data belongs to another node.
-fn load_identity(data_dir: &Path, node_id: i32) -> Result<NodeIdentity, BrokerError> {
-    let path = data_dir.join("node.toml");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let id: NodeIdentity =
-                toml::from_str(&text).map_err(|e| BrokerError::NodeFile(e.to_string()))?;
-            if id.node_id != node_id {
-                return Err(BrokerError::NodeFile(format!(
-                    "data directory belongs to node {} but this node is configured as {node_id}",
-                    id.node_id
-                )));
-            }
-            Ok(id)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let id = NodeIdentity {
-                node_id,
-                cluster_id: new_cluster_id(),
-            };
-            let text = toml::to_string(&id).map_err(|e| BrokerError::NodeFile(e.to_string()))?;
-            let io = |source| BrokerError::DataDir {
-                path: path.clone(),
-                source,
-            };
-            let tmp = data_dir.join("node.toml.tmp");
-            std::fs::write(&tmp, text).map_err(io)?;
-            std::fs::File::open(&tmp)
-                .and_then(|f| f.sync_all())
-                .map_err(io)?;
-            std::fs::rename(&tmp, &path).map_err(io)?;
-            Ok(id)
-        }
-        Err(source) => Err(BrokerError::DataDir { path, source }),
-    }
-}
-
-/// Kafka cluster ids are 22-character URL-safe base64 of a UUID.
-fn new_cluster_id() -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let bits = Uuid::new_v4().as_u128();
-    (0..22)
-        .map(|i| ALPHABET[((bits >> (i * 6)) & 63) as usize] as char)
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::protocol::batch::test_batches;
+    use std::path::Path;
 
     fn open(dir: &Path) -> Broker {
         open_with(Config {

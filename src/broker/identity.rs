@@ -1,0 +1,145 @@
+//! broker::identity: who this node is, kept in `<data_dir>/node.toml` (node id, cluster id).
+//!
+//! A data directory belongs to one node. An id given explicitly (config `node_id` or
+//! `--node-id`) pins it: a later start with another id is refused, since the data would then
+//! claim to be another broker's. A first start without an id (a freshly installed package
+//! starts its service before the operator has written the node's config) writes id 1 unpinned,
+//! and the first explicit id given later takes its place and pins it.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::BrokerError;
+
+/// Who this node is and where it belongs. The TOML form is `node.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NodeIdentity {
+    pub node_id: i32,
+    pub cluster_id: String,
+    /// Whether `node_id` was given explicitly. Files written before this field existed are
+    /// treated as pinned: an id that may have been chosen is never silently replaced.
+    #[serde(default = "pinned_by_default")]
+    pub pinned: bool,
+}
+
+fn pinned_by_default() -> bool {
+    true
+}
+
+/// The id a node takes when none is configured and its data directory has none yet.
+pub const NODE_ID_DEFAULT: i32 = 1;
+
+/// Reads node.toml, or writes it on first start; pins an unpinned id to the configured one.
+pub fn load(data_dir: &Path, configured: Option<i32>) -> Result<NodeIdentity, BrokerError> {
+    let path = data_dir.join("node.toml");
+    let on_disk = match std::fs::read_to_string(&path) {
+        Ok(text) => Some(
+            toml::from_str::<NodeIdentity>(&text)
+                .map_err(|e| BrokerError::NodeFile(format!("{}: {e}", path.display())))?,
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(source) => return Err(BrokerError::DataDir { path, source }),
+    };
+    let Some(mut id) = on_disk else {
+        let id = NodeIdentity {
+            node_id: configured.unwrap_or(NODE_ID_DEFAULT),
+            cluster_id: new_cluster_id(),
+            pinned: configured.is_some(),
+        };
+        write(&path, &id)?;
+        return Ok(id);
+    };
+    match configured {
+        None => Ok(id),
+        Some(wanted) if wanted == id.node_id && id.pinned => Ok(id),
+        Some(wanted) if id.pinned => Err(BrokerError::NodeFile(format!(
+            "data directory belongs to node {} but this node is configured as {wanted}",
+            id.node_id
+        ))),
+        Some(wanted) => {
+            if wanted != id.node_id {
+                tracing::info!(
+                    from = id.node_id,
+                    to = wanted,
+                    "data directory was first started without a node id: taking the configured one"
+                );
+            }
+            id.node_id = wanted;
+            id.pinned = true;
+            write(&path, &id)?;
+            Ok(id)
+        }
+    }
+}
+
+/// Replaces node.toml atomically: a temporary file, synced, renamed over it, directory synced.
+fn write(path: &Path, id: &NodeIdentity) -> Result<(), BrokerError> {
+    let text = toml::to_string(id).map_err(|e| BrokerError::NodeFile(e.to_string()))?;
+    let io = |source| BrokerError::DataDir {
+        path: path.to_path_buf(),
+        source,
+    };
+    let tmp: PathBuf = path.with_extension("toml.tmp");
+    std::fs::write(&tmp, text).map_err(io)?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)
+            .and_then(|f| f.sync_all())
+            .map_err(io)?;
+    }
+    Ok(())
+}
+
+/// Kafka cluster ids are 22-character URL-safe base64 of a UUID.
+fn new_cluster_id() -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bits = Uuid::new_v4().as_u128();
+    (0..22)
+        .map(|i| ALPHABET[((bits >> (i * 6)) & 63) as usize] as char)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    //! The pinning rules, on a real directory: what a package's first start writes, what an
+    //! operator's config then does, and what stays refused.
+    use super::*;
+
+    #[test]
+    fn first_start_without_id_does_not_pin() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = load(dir.path(), None).unwrap();
+        assert_eq!((first.node_id, first.pinned), (NODE_ID_DEFAULT, false));
+        // The operator's config names node 2: the directory takes it and keeps the cluster id.
+        let second = load(dir.path(), Some(2)).unwrap();
+        assert_eq!((second.node_id, second.pinned), (2, true));
+        assert_eq!(second.cluster_id, first.cluster_id);
+        // From now on node 2 it is: another id is refused, no id keeps 2.
+        assert!(load(dir.path(), Some(3)).is_err());
+        assert_eq!(load(dir.path(), None).unwrap().node_id, 2);
+    }
+
+    #[test]
+    fn explicit_id_pins_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(load(dir.path(), Some(1)).unwrap().pinned);
+        assert!(load(dir.path(), Some(2)).is_err());
+    }
+
+    #[test]
+    fn files_without_the_flag_stay_pinned() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("node.toml"),
+            "node_id = 1\ncluster_id = \"abc\"\n",
+        )
+        .unwrap();
+        assert!(load(dir.path(), Some(2)).is_err());
+        assert_eq!(load(dir.path(), Some(1)).unwrap().cluster_id, "abc");
+    }
+}
