@@ -44,7 +44,7 @@ BRAMBLE_IO_URING_PROBE_FAIL=ENOSYS .venv/bin/python -m pytest tests/compat -p no
   --timeout "$PYTEST_TEST_TIMEOUT_S" -rfEsxX -k "io_backend or kcat or codec or durability or idempotence" \
   || failed+=("pytest tests/compat on the std backend")
 
-# DESIGN.md §6: the binary a Pi runs, smoke-tested under qemu-user (no io_uring there, so this
+# The binary a Pi runs, smoke-tested under qemu-user (no io_uring there, so this
 # also takes the real ENOSYS fallback). A debug build: its dependencies build in about a minute
 # on a 2-core box, a release build takes several. Skipped, with the reason in the pytest summary,
 # only when scripts/setup.sh could not install the target, the cross gcc or qemu-user.

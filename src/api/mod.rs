@@ -3,7 +3,7 @@
 //! that version, decodes it, calls the handler and encodes the answer.
 //!
 //! The advertised ranges are Apache Kafka 4.0's for every API implemented, so clients that infer
-//! the broker's release from ApiVersions land on one real release (COMPAT-NOTES.md).
+//! the broker's release from ApiVersions land on one real release (docs/COMPAT.md).
 
 pub mod api_versions;
 pub mod create_partitions;

@@ -1,4 +1,4 @@
-//! io::conformance: the one suite every storage backend must pass (STYLE.md rule 10), run for
+//! io::conformance: the one suite every storage backend must pass (docs/CONVENTIONS.md rule 10), run for
 //! `StdStorage` and `UringStorage` below; any other backend (the crash-simulating one) adds one
 //! call to [`check`]. It covers the file operations the log relies on (positional writes and
 //! reads, sparse and overlapping writes, truncate and extend, syncs, open vs create, removal,

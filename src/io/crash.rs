@@ -1,4 +1,4 @@
-//! io::crash: the crash-simulating [`Storage`] for tests (STYLE.md rule 7). File contents live in
+//! io::crash: the crash-simulating [`Storage`] for tests (docs/CONVENTIONS.md rule 7). File contents live in
 //! memory; the directory tree is mirrored as empty files under a real root directory, because the
 //! log lists directories and checks existence through `std::fs` (see [`Storage`]).
 //!

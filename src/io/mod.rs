@@ -1,4 +1,4 @@
-//! io: the one door between the log and the disk (STYLE.md rule 7). A small storage trait
+//! io: the one door between the log and the disk (docs/CONVENTIONS.md rule 7). A small storage trait
 //! ([`Storage`] opens files, [`StorageFile`] does positional I/O) with a plain-file backend
 //! ([`StdStorage`]: `pwrite` + `fdatasync`), and the [`DiskWriter`]: one thread per data directory
 //! that performs every log write and fsync, group-committing whatever is queued.

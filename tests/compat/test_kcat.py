@@ -1,7 +1,7 @@
 """kcat (Debian bookworm: kcat 1.7.1 on librdkafka 2.0.2) against bramble.
 
 This old librdkafka is strict about ApiVersions and Metadata encodings (see
-shared/COMPAT-NOTES.md), so "kcat works at all" is itself a compatibility check."""
+docs/COMPAT.md), so "kcat works at all" is itself a compatibility check."""
 
 from __future__ import annotations
 

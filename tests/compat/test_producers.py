@@ -2,7 +2,7 @@
 
 kafka-python 3.x (like the Java client since 3.0 and franz-go) is idempotent by default
 (KIP-679): it calls InitProducerId before its first Produce and gives up if the broker does not
-offer it (shared/COMPAT-NOTES.md). A broker that advertises a post-0.11 Produce range must
+offer it (docs/COMPAT.md). A broker that advertises a post-0.11 Produce range must
 therefore implement InitProducerId, or every default kafka-python producer fails."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The aarch64 build, run under qemu-user on the x86-64 test machine, is a working broker for real
 clients, keeps its records across a clean restart, and takes the std disk backend by itself.
 
-This is the Pi smoke test of DESIGN.md §6: the binary is the one a Pi would run (built by
+This is the Pi smoke test: the binary is the one a Pi would run (built by
 scripts/test.sh with `cargo build --target aarch64-unknown-linux-gnu`, path in
 $BRAMBLE_AARCH64_BIN), started as `qemu-aarch64 -L /usr/aarch64-linux-gnu bramble serve` with the
 compat harness (free port, temp data dir, SIGTERM). qemu-user does not emulate io_uring, so the
