@@ -302,6 +302,15 @@ impl GroupIo for CountedIo {
         self.syncs.fetch_add(files.len(), Ordering::SeqCst);
         self.inner.sync(files)
     }
+
+    fn write_and_sync(
+        &mut self,
+        writes: &[GroupWrite<'_>],
+        files: &[FileRef],
+    ) -> (Vec<std::io::Result<()>>, Vec<std::io::Result<()>>) {
+        self.syncs.fetch_add(files.len(), Ordering::SeqCst);
+        self.inner.write_and_sync(writes, files)
+    }
 }
 
 impl Storage for Counted {

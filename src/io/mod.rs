@@ -114,6 +114,26 @@ pub trait GroupIo {
     fn write(&mut self, writes: &[GroupWrite<'_>]) -> Vec<std::io::Result<()>>;
     /// fdatasync of each (distinct) file.
     fn sync(&mut self, files: &[FileRef]) -> Vec<std::io::Result<()>>;
+    /// The writes, then the syncs, in one go where the backend can (io_uring: one submission,
+    /// each file's sync linked behind its write). A file's sync must not report success when
+    /// its write here failed; the writer treats such a file as poisoned either way.
+    fn write_and_sync(
+        &mut self,
+        writes: &[GroupWrite<'_>],
+        files: &[FileRef],
+    ) -> (Vec<std::io::Result<()>>, Vec<std::io::Result<()>>) {
+        let written = if writes.is_empty() {
+            Vec::new()
+        } else {
+            self.write(writes)
+        };
+        let synced = if files.is_empty() {
+            Vec::new()
+        } else {
+            self.sync(files)
+        };
+        (written, synced)
+    }
 }
 
 /// One syscall per write (the parts gathered in a reused buffer, so a run of appends is one
