@@ -56,6 +56,12 @@ pub enum TopicError {
     InvalidConfig(#[from] topic::ConfigValueError),
     #[error("storage: {0}")]
     Storage(String),
+    /// A manual replica assignment that does not fit (Kafka's INVALID_REPLICA_ASSIGNMENT).
+    #[error("{0}")]
+    InvalidReplicaAssignment(String),
+    /// A request Kafka refuses outright, such as deleting or growing an internal topic.
+    #[error("{0}")]
+    InvalidRequest(String),
 }
 
 /// One change of IncrementalAlterConfigs to a topic's explicit configs.
@@ -176,6 +182,50 @@ impl Broker {
             return Err(TopicError::InvalidPartitions(format!(
                 "this node hosts {hosted} partitions; {adding} more would pass partitions_max {max}"
             )));
+        }
+        Ok(())
+    }
+
+    /// Kafka's checks of a manual assignment for `adding` new partitions: one replica list per new
+    /// partition, each as long as the topic's replication factor, naming known brokers once.
+    fn check_assignments(
+        &self,
+        t: &Topic,
+        adding: i32,
+        assignments: &[Vec<i32>],
+    ) -> Result<(), TopicError> {
+        let bad = |m: String| Err(TopicError::InvalidReplicaAssignment(m));
+        if assignments.len() != adding.max(0) as usize {
+            return bad(format!(
+                "attempted to add {adding} partition(s), but {} assignment(s) were specified",
+                assignments.len()
+            ));
+        }
+        for replicas in assignments {
+            if replicas.is_empty() {
+                return bad(
+                    "the manual partition assignment includes an empty replica list".into(),
+                );
+            }
+            if replicas.len() != t.replication_factor.max(0) as usize {
+                return bad(format!(
+                    "the manual partition assignment includes a partition with {} replica(s), but the topic's partitions have {}",
+                    replicas.len(),
+                    t.replication_factor
+                ));
+            }
+            for (i, broker) in replicas.iter().enumerate() {
+                if replicas[..i].contains(broker) {
+                    return bad(format!(
+                        "the manual partition assignment includes broker {broker} more than once"
+                    ));
+                }
+                if *broker != self.identity.node_id {
+                    return bad(format!(
+                        "the manual partition assignment includes broker {broker}, but no such broker is registered"
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -364,6 +414,13 @@ impl Broker {
         let t = self
             .topic(name)
             .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        // Deleting `__consumer_offsets` would drop every group's committed offsets. Kafka's own
+        // tools refuse it ("a kafka internal topic ... not allowed to be marked for deletion").
+        if t.is_internal() {
+            return Err(TopicError::InvalidRequest(format!(
+                "topic {name} is an internal topic and cannot be deleted"
+            )));
+        }
         // Removing the metadata file first makes the deletion stick even if removing data fails.
         blocking(|| topic::remove_meta(&self.data_dir, name))
             .map_err(|e| TopicError::Storage(e.to_string()))?;
@@ -377,22 +434,34 @@ impl Broker {
         Ok(t.id)
     }
 
-    /// Grows a topic to `count` partitions (Kafka never shrinks them).
+    /// Grows a topic to `count` partitions (Kafka never shrinks them). `assignments`, when given,
+    /// names the replicas of each new partition and is checked as Kafka checks it.
     pub async fn create_partitions(
         &self,
         name: &str,
         count: i32,
+        assignments: Option<&[Vec<i32>]>,
         validate_only: bool,
     ) -> Result<(), TopicError> {
         let _admin = self.admin.lock().await;
         let t = self
             .topic(name)
             .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        // Growing `__consumer_offsets` remaps groups to partitions and strands their committed
+        // offsets; Kafka's tools refuse it ("cannot be changed").
+        if t.is_internal() {
+            return Err(TopicError::InvalidRequest(format!(
+                "the number of partitions of internal topic {name} cannot be changed"
+            )));
+        }
         let current = t.partition_count();
         if count <= current {
             return Err(TopicError::InvalidPartitions(format!(
                 "topic has {current} partitions; asked for {count}"
             )));
+        }
+        if let Some(assignments) = assignments {
+            self.check_assignments(&t, count - current, assignments)?;
         }
         self.check_partition_budget(count - current)?;
         if validate_only {
@@ -643,9 +712,9 @@ mod tests {
             refused.err()
         );
         assert!(broker.topic("b").is_none());
-        broker.create_partitions("a", 3, false).await.unwrap();
+        broker.create_partitions("a", 3, None, false).await.unwrap();
         assert!(matches!(
-            broker.create_partitions("a", 4, false).await,
+            broker.create_partitions("a", 4, None, false).await,
             Err(TopicError::InvalidPartitions(_))
         ));
         assert_eq!(broker.topic("a").unwrap().partition_count(), 3);
