@@ -193,6 +193,12 @@ async fn orphan_partition_directories_are_removed_or_adopted() {
     // An empty directory (no partition.metadata) of a growth cut even earlier.
     let stray = topic::partition_dir(dir.path(), "grown", 5);
     std::fs::create_dir(&stray).unwrap();
+    // A creation by an earlier version cut short: no partition.metadata, an empty first segment.
+    let ghost = topic::partition_dir(dir.path(), "ghost", 0);
+    std::fs::create_dir(&ghost).unwrap();
+    for ext in ["log", "index", "timeindex"] {
+        std::fs::write(ghost.join(format!("00000000000000000000.{ext}")), b"").unwrap();
+    }
 
     let broker = open(dir.path());
     assert!(broker.topic("empty").is_none());
@@ -202,6 +208,7 @@ async fn orphan_partition_directories_are_removed_or_adopted() {
     assert_eq!(broker.topic("grown").unwrap().partition_count(), 3);
     assert_eq!(log_end(&broker, "grown", 2), 1);
     assert!(!stray.exists());
+    assert!(!ghost.exists() && broker.topic("ghost").is_none());
     broker.shutdown().await;
 }
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import by_partition, consume_all, create_topic, produce_confluent
+from confluent_kafka.admin import AdminClient
+
+from helpers import ADMIN_TIMEOUT_S, by_partition, consume_all, create_topic, produce_confluent
 
 TOPIC = "precious"
 PARTITIONS = 2
@@ -48,3 +50,21 @@ def test_lost_topic_metadata_keeps_every_record(broker, damage):
     if damage == "corrupt":
         aside = meta.with_name(f"{TOPIC}.toml.corrupt")
         assert aside.read_bytes() == b"\x00\xffnot toml [[["
+
+
+def test_deleted_topic_stays_deleted(broker):
+    """DeleteTopics (confluent-kafka's AdminClient) then CreateTopics of the same name gives an
+    empty topic, across a restart too, and no partition directory of the old topic remains."""
+    create_topic(broker.bootstrap, TOPIC, PARTITIONS)
+    run = produce_confluent(broker.bootstrap, TOPIC, [{"value": b"old"}] * 5)
+    assert not run.errors
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.delete_topics([TOPIC], request_timeout=ADMIN_TIMEOUT_S)[TOPIC].result(
+        timeout=ADMIN_TIMEOUT_S)
+    assert not [d for d in broker.data_dir.iterdir() if d.name.startswith(f"{TOPIC}-")]
+
+    create_topic(broker.bootstrap, TOPIC, 1)
+    broker.restart()
+    run = produce_confluent(broker.bootstrap, TOPIC, [{"value": b"new"}])
+    assert not run.errors
+    assert [m.value for m in consume_all(broker.bootstrap, TOPIC, 1, 1)] == [b"new"]
