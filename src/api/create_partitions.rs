@@ -14,9 +14,20 @@ pub async fn handle(
     let mut results = Vec::with_capacity(request.topics.len());
     for t in request.topics {
         let result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+        // Null means "let the broker place them"; a list is checked against the cluster.
+        let assignments: Option<Vec<Vec<i32>>> = t.assignments.as_ref().map(|a| {
+            a.iter()
+                .map(|p| p.broker_ids.iter().map(|b| b.0).collect())
+                .collect()
+        });
         results.push(
             match broker
-                .create_partitions(&t.name, t.count, request.validate_only)
+                .create_partitions(
+                    &t.name,
+                    t.count,
+                    assignments.as_deref(),
+                    request.validate_only,
+                )
                 .await
             {
                 Ok(()) => result,

@@ -214,6 +214,8 @@ pub fn topic_error(e: &crate::broker::TopicError) -> (i16, Option<StrBytes>) {
         E::InvalidReplicationFactor { .. } => ResponseError::InvalidReplicationFactor,
         E::InvalidConfig(_) => ResponseError::InvalidConfig,
         E::Storage(_) => ResponseError::KafkaStorageError,
+        E::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
+        E::InvalidRequest(_) => ResponseError::InvalidRequest,
     };
     (err.code(), Some(str_bytes(e.to_string())))
 }

@@ -2,8 +2,10 @@
 //! Handlers in `api/` ask it for topics and partitions and ask it to create, delete and alter
 //! them. This is the control plane's local state; record data flows through `log` only.
 
+pub mod dirs;
 pub mod identity;
 pub mod producer_ids;
+mod startup;
 pub mod topic;
 
 use std::collections::BTreeMap;
@@ -38,6 +40,20 @@ pub enum BrokerError {
     },
     #[error(transparent)]
     ProducerIds(#[from] ProducerIdError),
+    /// A partition directory whose `partition.metadata` names another topic: never reused.
+    #[error(
+        "partition directory {path} belongs to topic id {found}, not {expected}; move it away to use this topic name"
+    )]
+    ForeignPartition {
+        path: PathBuf,
+        found: Uuid,
+        expected: Uuid,
+    },
+    /// A directory of this topic name that holds records when a new topic of the name is created.
+    #[error(
+        "partition directory {path} holds records of another topic (id {id}); not removed: move it away, or restart the node to recover that topic"
+    )]
+    StaleData { path: PathBuf, id: String },
 }
 
 /// Why a topic operation was refused; each maps to one Kafka error code at the handler edge.
@@ -57,6 +73,12 @@ pub enum TopicError {
     InvalidConfig(#[from] topic::ConfigValueError),
     #[error("storage: {0}")]
     Storage(String),
+    /// A manual replica assignment that does not fit (Kafka's INVALID_REPLICA_ASSIGNMENT).
+    #[error("{0}")]
+    InvalidReplicaAssignment(String),
+    /// A request Kafka refuses outright, such as deleting or growing an internal topic.
+    #[error("{0}")]
+    InvalidRequest(String),
 }
 
 /// One change of IncrementalAlterConfigs to a topic's explicit configs.
@@ -83,6 +105,9 @@ pub struct Broker {
     /// Idempotent producer ids (InitProducerId); never reused across restarts.
     pub producer_ids: ProducerIds,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    /// Topic names start-up refused to serve (their directories contradict their metadata), with
+    /// why; CreateTopics of such a name is refused too (`startup`).
+    refused: RwLock<BTreeMap<String, String>>,
     /// Serialises topic creation, deletion and partition growth (rare, and they touch files).
     admin: tokio::sync::Mutex<()>,
     /// The consumer group coordinator (its state lives in `__consumer_offsets`).
@@ -116,32 +141,12 @@ impl Broker {
             writer,
             producer_ids,
             topics: RwLock::new(BTreeMap::new()),
+            refused: RwLock::new(BTreeMap::new()),
             admin: tokio::sync::Mutex::new(()),
             groups,
         };
         broker.load_topics()?;
         Ok(broker)
-    }
-
-    fn load_topics(&self) -> Result<(), BrokerError> {
-        let metas =
-            topic::read_all_meta(&self.data_dir).map_err(|source| BrokerError::DataDir {
-                path: self.data_dir.clone(),
-                source,
-            })?;
-        for meta in metas {
-            let meta = match meta {
-                Ok(m) => m,
-                Err((path, why)) => {
-                    tracing::error!(path = %path.display(), %why, "skipping unreadable topic metadata");
-                    continue;
-                }
-            };
-            let t = self.open_topic(&meta)?;
-            tracing::info!(topic = %meta.name, partitions = meta.partitions, "loaded topic");
-            self.write_topics().insert(meta.name.clone(), t);
-        }
-        Ok(())
     }
 
     fn open_topic(&self, meta: &TopicMeta) -> Result<Arc<Topic>, BrokerError> {
@@ -174,6 +179,50 @@ impl Broker {
         Ok(())
     }
 
+    /// Kafka's checks of a manual assignment for `adding` new partitions: one replica list per new
+    /// partition, each as long as the topic's replication factor, naming known brokers once.
+    fn check_assignments(
+        &self,
+        t: &Topic,
+        adding: i32,
+        assignments: &[Vec<i32>],
+    ) -> Result<(), TopicError> {
+        let bad = |m: String| Err(TopicError::InvalidReplicaAssignment(m));
+        if assignments.len() != adding.max(0) as usize {
+            return bad(format!(
+                "attempted to add {adding} partition(s), but {} assignment(s) were specified",
+                assignments.len()
+            ));
+        }
+        for replicas in assignments {
+            if replicas.is_empty() {
+                return bad(
+                    "the manual partition assignment includes an empty replica list".into(),
+                );
+            }
+            if replicas.len() != t.replication_factor.max(0) as usize {
+                return bad(format!(
+                    "the manual partition assignment includes a partition with {} replica(s), but the topic's partitions have {}",
+                    replicas.len(),
+                    t.replication_factor
+                ));
+            }
+            for (i, broker) in replicas.iter().enumerate() {
+                if replicas[..i].contains(broker) {
+                    return bad(format!(
+                        "the manual partition assignment includes broker {broker} more than once"
+                    ));
+                }
+                if *broker != self.identity.node_id {
+                    return bad(format!(
+                        "the manual partition assignment includes broker {broker}, but no such broker is registered"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Opens (creating or recovering) partitions `range` of `t` and appends them in order.
     fn add_partitions(
         &self,
@@ -183,7 +232,7 @@ impl Broker {
     ) -> Result<(), BrokerError> {
         let cleanup = topic::cleanup_config(&t.configs()).unwrap_or_default();
         for p in range {
-            let replica = self.open_replica(&t.name, p, log_config.clone())?;
+            let replica = self.open_replica(t, p, log_config.clone())?;
             replica.log.set_cleanup(cleanup.clone());
             t.partitions
                 .write()
@@ -193,13 +242,36 @@ impl Broker {
         Ok(())
     }
 
+    /// Opens one partition and ties its directory to the topic id (writing `partition.metadata`
+    /// into a new directory, or one from before the file existed); a directory of another topic
+    /// id is refused, never reused.
     fn open_replica(
         &self,
-        topic: &str,
+        t: &Topic,
         partition: i32,
         log_config: LogConfig,
     ) -> Result<Arc<Replica>, BrokerError> {
+        let topic = t.name.as_str();
         let dir = topic::partition_dir(&self.data_dir, topic, partition);
+        let existed = dir.exists();
+        let meta_error = |source| BrokerError::DataDir {
+            path: dir.join(dirs::PARTITION_METADATA),
+            source,
+        };
+        let on_disk = match dirs::read_topic_id(&dir) {
+            Ok(Some(found)) if found != t.id => {
+                return Err(BrokerError::ForeignPartition {
+                    path: dir,
+                    found,
+                    expected: t.id,
+                });
+            }
+            Ok(id) => id,
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "unreadable partition.metadata; rewriting it with the topic's id");
+                None
+            }
+        };
         let log =
             log::Partition::open(&dir, log_config, self.writer.clone()).map_err(|source| {
                 BrokerError::Partition {
@@ -208,6 +280,12 @@ impl Broker {
                     source,
                 }
             })?;
+        if on_disk.is_none() {
+            dirs::write_topic_id(&dir, t.id).map_err(meta_error)?;
+            if existed {
+                tracing::info!(dir = %dir.display(), topic_id = %t.id, "wrote partition.metadata into a partition directory from an earlier version");
+            }
+        }
         Ok(Arc::new(Replica {
             index: partition,
             leader_epoch: 0,
@@ -263,7 +341,10 @@ impl Broker {
         if let Some(t) = self.topic(name) {
             return Some(t);
         }
-        if !self.config.auto_create_topics || topic::validate_name(name).is_err() {
+        if !self.config.auto_create_topics
+            || topic::validate_name(name).is_err()
+            || self.refused(name).is_some()
+        {
             return None;
         }
         match self
@@ -282,16 +363,13 @@ impl Broker {
         }
     }
 
-    /// Creates a topic. `partitions`/`replication_factor` of -1 mean the node defaults.
-    pub async fn create_topic(
+    /// The partition count and replication factor a CreateTopics asks for, -1 meaning the node
+    /// defaults, checked.
+    fn resolve_counts(
         &self,
-        name: &str,
         partitions: i32,
         replication_factor: i16,
-        configs: BTreeMap<String, String>,
-        validate_only: bool,
-    ) -> Result<Arc<Topic>, TopicError> {
-        topic::validate_name(name).map_err(TopicError::InvalidName)?;
+    ) -> Result<(i32, i16), TopicError> {
         let partitions = if partitions == -1 {
             self.config.num_partitions
         } else {
@@ -313,10 +391,27 @@ impl Broker {
                 brokers: self.broker_count(),
             });
         }
+        Ok((partitions, rf))
+    }
+
+    /// Creates a topic. `partitions`/`replication_factor` of -1 mean the node defaults.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<Arc<Topic>, TopicError> {
+        topic::validate_name(name).map_err(TopicError::InvalidName)?;
+        let (partitions, rf) = self.resolve_counts(partitions, replication_factor)?;
         let log_config = topic::log_config(&self.config.log_defaults(), &configs)?;
         let _admin = self.admin.lock().await;
         if self.topic(name).is_some() {
             return Err(TopicError::AlreadyExists(name.to_string()));
+        }
+        if let Some(why) = self.refused(name) {
+            return Err(TopicError::Storage(why));
         }
         self.check_partition_budget(partitions)?;
         let meta = TopicMeta {
@@ -337,11 +432,10 @@ impl Broker {
             return Ok(t);
         }
         blocking(|| {
-            // Data of an earlier topic of this name whose removal was cut short (its metadata file
-            // is gone, so the deletion stands) must not reappear in the new topic.
-            topic::remove_leftover_dirs(&self.data_dir, name)?;
+            self.clear_unused_dirs(name)?;
             self.add_partitions(&t, 0..partitions, &log_config)?;
-            // The metadata file is the commit point: partition directories without it are ignored.
+            // The metadata file is the commit point: partition directories without it and without
+            // records are removed on start (`startup`).
             topic::write_meta(&self.data_dir, &meta).map_err(|source| BrokerError::DataDir {
                 path: self.data_dir.clone(),
                 source,
@@ -358,35 +452,108 @@ impl Broker {
         let t = self
             .topic(name)
             .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
-        // Removing the metadata file first makes the deletion stick even if removing data fails.
-        blocking(|| topic::remove_meta(&self.data_dir, name))
+        // Deleting `__consumer_offsets` would drop every group's committed offsets. Kafka's own
+        // tools refuse it ("a kafka internal topic ... not allowed to be marked for deletion").
+        if t.is_internal() {
+            return Err(TopicError::InvalidRequest(format!(
+                "topic {name} is an internal topic and cannot be deleted"
+            )));
+        }
+        let marked = blocking(|| self.mark_for_deletion(&t))
             .map_err(|e| TopicError::Storage(e.to_string()))?;
         self.write_topics().remove(name);
         for replica in t.partitions() {
+            // Waits for the partition's queued writes; its directory is already renamed.
             if let Err(e) = replica.log.clone().delete().await {
-                tracing::warn!(topic = name, partition = replica.index, error = %e, "could not remove partition data");
+                tracing::warn!(topic = name, partition = replica.index, error = %e, "could not stop partition");
             }
         }
+        blocking(|| {
+            for dir in marked {
+                if let Err(e) = std::fs::remove_dir_all(&dir) {
+                    tracing::warn!(dir = %dir.display(), error = %e, "could not remove partition data; removed on next start");
+                }
+            }
+        });
         tracing::info!(topic = name, "deleted topic");
         Ok(t.id)
     }
 
-    /// Grows a topic to `count` partitions (Kafka never shrinks them).
+    /// Renames each partition directory of `t` to `<name>-<p>.<id>-delete` (as Kafka does), then
+    /// removes the metadata file. The first rename commits the deletion: start-up finishes any
+    /// deletion cut short, and removes no directory of a topic it did not mark.
+    fn mark_for_deletion(&self, t: &Topic) -> std::io::Result<Vec<PathBuf>> {
+        let mut marked = Vec::new();
+        for replica in t.partitions() {
+            let from = topic::partition_dir(&self.data_dir, &t.name, replica.index);
+            let to = dirs::delete_dir(&self.data_dir, &t.name, replica.index, t.id);
+            match std::fs::rename(&from, &to) {
+                Ok(()) => marked.push(to),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) if marked.is_empty() => return Err(e),
+                Err(e) => {
+                    tracing::warn!(dir = %from.display(), error = %e, "could not mark partition directory for deletion; the deletion is finished on next start")
+                }
+            }
+        }
+        dirs::sync_dir(&self.data_dir)?;
+        topic::remove_meta(&self.data_dir, &t.name)?;
+        Ok(marked)
+    }
+
+    /// Before a topic named `name` is created: its name's directories that hold no records (a
+    /// creation cut short) are removed; one that holds records is refused, never removed.
+    fn clear_unused_dirs(&self, name: &str) -> Result<(), BrokerError> {
+        let io = |path: &std::path::Path| {
+            let path = path.to_path_buf();
+            move |source| BrokerError::DataDir { path, source }
+        };
+        let found = dirs::topic_dirs(&self.data_dir, name).map_err(io(&self.data_dir))?;
+        for dir in found.values() {
+            if dirs::holds_records(dir).map_err(io(dir))? {
+                let id = match dirs::read_topic_id(dir) {
+                    Ok(Some(id)) => id.to_string(),
+                    _ => "unknown".to_string(),
+                };
+                return Err(BrokerError::StaleData {
+                    path: dir.clone(),
+                    id,
+                });
+            }
+            std::fs::remove_dir_all(dir).map_err(io(dir))?;
+            tracing::info!(dir = %dir.display(), "removed unused partition directory before creating the topic");
+        }
+        Ok(())
+    }
+
+    /// Grows a topic to `count` partitions (Kafka never shrinks them). `assignments`, when given,
+    /// names the replicas of each new partition and is checked as Kafka checks it.
     pub async fn create_partitions(
         &self,
         name: &str,
         count: i32,
+        assignments: Option<&[Vec<i32>]>,
         validate_only: bool,
     ) -> Result<(), TopicError> {
         let _admin = self.admin.lock().await;
         let t = self
             .topic(name)
             .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        // Growing `__consumer_offsets` remaps groups to partitions and strands their committed
+        // offsets; Kafka's tools refuse it ("cannot be changed").
+        if t.is_internal() {
+            return Err(TopicError::InvalidRequest(format!(
+                "the number of partitions of internal topic {name} cannot be changed"
+            )));
+        }
         let current = t.partition_count();
         if count <= current {
             return Err(TopicError::InvalidPartitions(format!(
                 "topic has {current} partitions; asked for {count}"
             )));
+        }
+        if let Some(assignments) = assignments {
+            self.check_assignments(&t, count - current, assignments)?;
         }
         self.check_partition_budget(count - current)?;
         if validate_only {
@@ -517,86 +684,4 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::protocol::batch::test_batches;
-    use std::path::Path;
-
-    fn open(dir: &Path) -> Broker {
-        open_with(Config {
-            data_dir: dir.to_path_buf(),
-            ..Config::default()
-        })
-    }
-
-    fn open_with(config: Config) -> Broker {
-        let writer = DiskWriter::start(&config.data_dir).unwrap();
-        let advertised = Advertised {
-            host: "127.0.0.1".into(),
-            port: 9092,
-        };
-        Broker::open(config, advertised, writer).unwrap()
-    }
-
-    // Proves a topic deleted by name stays deleted: if the crash came after its metadata file was
-    // removed but before its data was, a new topic of the same name starts empty.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn recreated_topic_does_not_resurrect_old_data() {
-        let dir = tempfile::tempdir().unwrap();
-        let broker = open(dir.path());
-        let t = broker
-            .create_topic("t", 2, 1, BTreeMap::new(), false)
-            .await
-            .unwrap();
-        let log = t.partition(0).unwrap().log.clone();
-        log.append(test_batches::batch(3, 1_000, 10).into(), 0)
-            .await
-            .unwrap();
-        assert_eq!(log.log_end_offset(), 3);
-        broker.shutdown().await;
-        drop((t, log, broker));
-        topic::remove_meta(dir.path(), "t").unwrap();
-
-        let broker = open(dir.path());
-        assert!(broker.topic("t").is_none());
-        let t = broker
-            .create_topic("t", 1, 1, BTreeMap::new(), false)
-            .await
-            .unwrap();
-        assert_eq!(t.partition(0).unwrap().log.log_end_offset(), 0);
-        assert!(
-            !topic::partition_dir(dir.path(), "t", 1).exists(),
-            "stale partition 1 left behind"
-        );
-        broker.shutdown().await;
-    }
-
-    // Proves partitions_max bounds creation and growth together, and refusals change nothing.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn partitions_max_bounds_create_and_grow() {
-        let dir = tempfile::tempdir().unwrap();
-        let broker = open_with(Config {
-            data_dir: dir.path().to_path_buf(),
-            partitions_max: 3,
-            ..Config::default()
-        });
-        broker
-            .create_topic("a", 2, 1, BTreeMap::new(), false)
-            .await
-            .unwrap();
-        let refused = broker.create_topic("b", 2, 1, BTreeMap::new(), false).await;
-        assert!(
-            matches!(refused, Err(TopicError::InvalidPartitions(_))),
-            "{:?}",
-            refused.err()
-        );
-        assert!(broker.topic("b").is_none());
-        broker.create_partitions("a", 3, false).await.unwrap();
-        assert!(matches!(
-            broker.create_partitions("a", 4, false).await,
-            Err(TopicError::InvalidPartitions(_))
-        ));
-        assert_eq!(broker.topic("a").unwrap().partition_count(), 3);
-        broker.shutdown().await;
-    }
-}
+mod tests;

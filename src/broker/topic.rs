@@ -2,7 +2,8 @@
 //!
 //! Until the metadata quorum exists, each topic's metadata is one small TOML file,
 //! `<data_dir>/meta/topics/<name>.toml`, written to a temporary name, synced and renamed, so a
-//! power cut leaves either the old or the new file. Partition logs live in `<data_dir>/<name>-<p>/`.
+//! power cut leaves either the old or the new file. Partition logs live in `<data_dir>/<name>-<p>/`
+//! (`broker::dirs`), each tied to its topic id by its `partition.metadata`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -336,26 +337,30 @@ pub fn write_meta(data_dir: &Path, meta: &TopicMeta) -> std::io::Result<()> {
     std::fs::File::open(&dir)?.sync_all()
 }
 
-/// Removes partition directories `<name>-<n>` left by an earlier topic of this name. A directory
-/// name splits uniquely at its last '-' (partition numbers have no '-'), so no other topic's data
-/// can match.
-pub fn remove_leftover_dirs(data_dir: &Path, name: &str) -> Result<(), super::BrokerError> {
-    let io = |source| super::BrokerError::DataDir {
-        path: data_dir.to_path_buf(),
-        source,
-    };
-    for entry in std::fs::read_dir(data_dir).map_err(io)? {
-        let entry = entry.map_err(io)?;
-        let file_name = entry.file_name();
-        let Some((topic, partition)) = file_name.to_str().and_then(|n| n.rsplit_once('-')) else {
-            continue;
-        };
-        if topic == name && !partition.is_empty() && partition.bytes().all(|b| b.is_ascii_digit()) {
-            tracing::warn!(dir = %entry.path().display(), "removing data left by a deleted topic of the same name");
-            std::fs::remove_dir_all(entry.path()).map_err(io)?;
-        }
+/// Moves an unreadable metadata file aside to `<name>.toml.corrupt` (never over an earlier one),
+/// so the operator can still inspect it and start-up does not read it again; returns where.
+pub fn set_aside_meta(path: &Path) -> std::io::Result<PathBuf> {
+    let mut aside = path.with_extension("toml.corrupt");
+    let mut n = 1;
+    while aside.exists() {
+        aside = path.with_extension(format!("toml.corrupt.{n}"));
+        n += 1;
     }
-    Ok(())
+    std::fs::rename(path, &aside)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(aside)
+}
+
+/// The configs an internal topic is created with (Kafka's are compacted): what recovery gives
+/// such a topic back when its metadata file is lost, so its records are not retained away.
+pub fn internal_topic_configs(name: &str) -> BTreeMap<String, String> {
+    let mut configs = BTreeMap::new();
+    if INTERNAL_TOPICS.contains(&name) {
+        configs.insert("cleanup.policy".to_string(), "compact".to_string());
+    }
+    configs
 }
 
 pub fn remove_meta(data_dir: &Path, name: &str) -> std::io::Result<()> {

@@ -1,0 +1,179 @@
+//! broker::dirs: the partition directories in the data directory — their names, the
+//! `partition.metadata` file that ties each one to its topic id, marking a deleted topic's
+//! directories for removal, and telling a directory that holds records from an unused one.
+//!
+//! Layout: `<data_dir>/<topic>-<p>/` holds partition `p` of `<topic>`; its `partition.metadata`
+//! (as Kafka's) says which topic id the data belongs to. DeleteTopics first renames each directory
+//! to `<topic>-<p>.<id>-delete` (as Kafka does): that rename is the point after which the data is
+//! gone, and start-up finishes removing what such a rename marked. Nothing else removes a
+//! directory that holds records.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use uuid::Uuid;
+
+/// The file in each partition directory naming the topic id its data belongs to.
+pub const PARTITION_METADATA: &str = "partition.metadata";
+/// Version of the `partition.metadata` format written here (Kafka's is 0 too).
+const PARTITION_METADATA_VERSION: u32 = 0;
+/// Suffix of a directory marked for deletion: `<topic>-<p>.<id>-delete`.
+const DELETE_SUFFIX: &str = "-delete";
+
+/// What the data directory holds, by name.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Partition directories `<topic>-<p>`, by topic then partition.
+    pub partitions: BTreeMap<String, BTreeMap<i32, PathBuf>>,
+    /// Directories marked for deletion, with the topic id in their name.
+    pub deleting: Vec<(PathBuf, Uuid)>,
+}
+
+/// `<topic>-<p>` → (topic, p). A name splits uniquely at its last '-' (partition numbers have no
+/// '-'), so no other topic's directory can match.
+pub fn parse_partition_dir(name: &str) -> Option<(&str, i32)> {
+    let (topic, partition) = name.rsplit_once('-')?;
+    if partition.is_empty() || !partition.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    super::topic::validate_name(topic).ok()?;
+    Some((topic, partition.parse().ok()?))
+}
+
+/// `<topic>-<p>.<id>-delete` → the topic id.
+fn parse_delete_dir(name: &str) -> Option<Uuid> {
+    let (_, id) = name.strip_suffix(DELETE_SUFFIX)?.rsplit_once('.')?;
+    Uuid::try_parse(id).ok()
+}
+
+/// Where DeleteTopics moves partition `p` of topic `topic` (id `id`) before removing it.
+pub fn delete_dir(data_dir: &Path, topic: &str, p: i32, id: Uuid) -> PathBuf {
+    data_dir.join(format!("{topic}-{p}.{}{DELETE_SUFFIX}", id.simple()))
+}
+
+/// Lists the partition directories and the ones marked for deletion.
+pub fn scan(data_dir: &Path) -> std::io::Result<Scan> {
+    let mut out = Scan::default();
+    for entry in std::fs::read_dir(data_dir)? {
+        let entry = entry?;
+        if !entry.file_type()?.is_dir() {
+            continue;
+        }
+        let file_name = entry.file_name();
+        let Some(name) = file_name.to_str() else {
+            continue;
+        };
+        if let Some(id) = parse_delete_dir(name) {
+            out.deleting.push((entry.path(), id));
+        } else if let Some((topic, p)) = parse_partition_dir(name) {
+            out.partitions
+                .entry(topic.to_string())
+                .or_default()
+                .insert(p, entry.path());
+        }
+    }
+    Ok(out)
+}
+
+/// The partition directories of one topic name (for CreateTopics, which must not reuse them).
+pub fn topic_dirs(data_dir: &Path, topic: &str) -> std::io::Result<BTreeMap<i32, PathBuf>> {
+    Ok(scan(data_dir)?.partitions.remove(topic).unwrap_or_default())
+}
+
+/// The topic id in `dir`'s `partition.metadata`: None when the file is absent (a directory
+/// written before the file existed, or cut before it was written). A file that does not parse is
+/// an `InvalidData` error.
+pub fn read_topic_id(dir: &Path) -> std::io::Result<Option<Uuid>> {
+    let text = match std::fs::read_to_string(dir.join(PARTITION_METADATA)) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let invalid = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_string());
+    let mut version = None;
+    let mut id = None;
+    for line in text.lines() {
+        match line.split_once(':').map(|(k, v)| (k.trim(), v.trim())) {
+            Some(("version", v)) => version = v.parse::<u32>().ok(),
+            Some(("topic_id", v)) => id = Uuid::try_parse(v).ok(),
+            _ => {}
+        }
+    }
+    if version != Some(PARTITION_METADATA_VERSION) {
+        return Err(invalid("partition.metadata: missing or unknown version"));
+    }
+    id.map(Some)
+        .ok_or_else(|| invalid("partition.metadata: missing or bad topic_id"))
+}
+
+/// Writes `dir`'s `partition.metadata` durably: temp file, fsync, rename, fsync the directory,
+/// so after a power cut the directory has either no file or a whole one.
+pub fn write_topic_id(dir: &Path, id: Uuid) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{PARTITION_METADATA}.tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    write!(
+        f,
+        "version: {PARTITION_METADATA_VERSION}\ntopic_id: {}\n",
+        id.hyphenated()
+    )?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join(PARTITION_METADATA))?;
+    sync_dir(dir)
+}
+
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Whether `dir` may hold records. Only a directory exactly as a new partition leaves it (its
+/// first segment's files, empty log, plus `partition.metadata`) counts as unused; anything else
+/// (a longer log, a later segment, a snapshot, a file this code does not know) counts as data.
+pub fn holds_records(dir: &Path) -> std::io::Result<bool> {
+    const FIRST_SEGMENT: &str = "00000000000000000000";
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let file_name = entry.file_name();
+        let name = file_name.to_string_lossy();
+        let unused = match name.split_once('.') {
+            Some((FIRST_SEGMENT, "log")) => entry.metadata()?.len() == 0,
+            Some((FIRST_SEGMENT, "index" | "timeindex")) => true,
+            _ => name.starts_with(PARTITION_METADATA),
+        };
+        if !unused {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves partition and deletion directory names parse only as written, and other names not.
+    #[test]
+    fn directory_names() {
+        assert_eq!(parse_partition_dir("a-b-12"), Some(("a-b", 12)));
+        for other in ["meta", "t-", "t-x", "-1", "t-1.tmp", "a b-1"] {
+            assert_eq!(parse_partition_dir(other), None, "{other}");
+        }
+        let id = Uuid::new_v4();
+        let d = delete_dir(Path::new("/d"), "t-1", 3, id);
+        let name = d.file_name().unwrap().to_str().unwrap();
+        assert_eq!(parse_partition_dir(name), None);
+        assert_eq!(parse_delete_dir(name), Some(id));
+    }
+
+    // Proves partition.metadata round-trips, is absent as None, and a damaged one is an error.
+    #[test]
+    fn partition_metadata_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read_topic_id(dir.path()).unwrap(), None);
+        let id = Uuid::new_v4();
+        write_topic_id(dir.path(), id).unwrap();
+        assert_eq!(read_topic_id(dir.path()).unwrap(), Some(id));
+        std::fs::write(dir.path().join(PARTITION_METADATA), "garbage").unwrap();
+        assert!(read_topic_id(dir.path()).is_err());
+    }
+}

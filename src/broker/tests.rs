@@ -1,0 +1,270 @@
+//! broker tests: topics as the node keeps them on disk — creation, deletion, growth, and what
+//! start-up makes of missing, damaged or leftover metadata and partition directories.
+
+use super::*;
+use std::path::Path;
+use crate::protocol::batch::test_batches;
+
+fn open(dir: &Path) -> Broker {
+    open_with(Config {
+        data_dir: dir.to_path_buf(),
+        ..Config::default()
+    })
+}
+
+fn open_with(config: Config) -> Broker {
+    let writer = DiskWriter::start(&config.data_dir).unwrap();
+    let advertised = Advertised {
+        host: "127.0.0.1".into(),
+        port: 9092,
+    };
+    Broker::open(config, advertised, writer).unwrap()
+}
+
+/// Creates topic `name` with `partitions` partitions and appends `records` to partition 0.
+async fn topic_with_records(broker: &Broker, name: &str, partitions: i32, records: usize) -> Uuid {
+    let t = broker
+        .create_topic(name, partitions, 1, BTreeMap::new(), false)
+        .await
+        .unwrap();
+    if records > 0 {
+        let log = t.partition(0).unwrap().log.clone();
+        log.append(test_batches::batch(records, 1_000, 10).into(), 0)
+            .await
+            .unwrap();
+    }
+    t.id
+}
+
+fn log_end(broker: &Broker, name: &str, p: i32) -> i64 {
+    broker
+        .topic(name)
+        .unwrap()
+        .partition(p)
+        .unwrap()
+        .log
+        .log_end_offset()
+}
+
+fn meta_file(dir: &Path, name: &str) -> PathBuf {
+    topic::meta_dir(dir).join(format!("{name}.toml"))
+}
+
+// Proves a deleted topic stays deleted: DeleteTopics then CreateTopics of the name starts empty,
+// and so does one after a stop cut the deletion short (directory marked `-delete`, metadata file
+// and another partition's directory still there): start-up finishes the deletion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recreated_topic_does_not_resurrect_old_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open(dir.path());
+    topic_with_records(&broker, "live", 1, 3).await;
+    broker.delete_topic("live").await.unwrap();
+    topic_with_records(&broker, "live", 1, 0).await;
+    assert_eq!(log_end(&broker, "live", 0), 0);
+
+    let id = topic_with_records(&broker, "t", 2, 3).await;
+    broker.shutdown().await;
+    drop(broker);
+    // The stop came after the first rename of DeleteTopics.
+    std::fs::rename(
+        topic::partition_dir(dir.path(), "t", 0),
+        dirs::delete_dir(dir.path(), "t", 0, id),
+    )
+    .unwrap();
+
+    let broker = open(dir.path());
+    assert!(broker.topic("t").is_none());
+    assert!(!meta_file(dir.path(), "t").exists());
+    assert!(dirs::scan(dir.path()).unwrap().deleting.is_empty());
+    topic_with_records(&broker, "t", 1, 0).await;
+    assert_eq!(log_end(&broker, "t", 0), 0);
+    assert!(
+        !topic::partition_dir(dir.path(), "t", 1).exists(),
+        "stale partition 1 left behind"
+    );
+    broker.shutdown().await;
+}
+
+// Proves a missing topic metadata file loses nothing: the topic comes back from its partition
+// directories with its id, partition count and records (configs reset to the defaults), and an
+// auto-create of the name finds it rather than replacing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_topic_metadata_recovers_the_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open(dir.path());
+    let configs = BTreeMap::from([("retention.ms".to_string(), "1000".to_string())]);
+    let id = broker
+        .create_topic("t", 3, 1, configs, false)
+        .await
+        .unwrap()
+        .id;
+    let log = broker.topic("t").unwrap().partition(0).unwrap().log.clone();
+    log.append(test_batches::batch(5, 1_000, 10).into(), 0)
+        .await
+        .unwrap();
+    broker.shutdown().await;
+    drop((log, broker));
+    std::fs::remove_file(meta_file(dir.path(), "t")).unwrap();
+
+    let broker = open(dir.path());
+    let t = broker.topic_or_auto_create("t").await.unwrap();
+    assert_eq!((t.id, t.partition_count()), (id, 3));
+    assert!(
+        t.configs().is_empty(),
+        "configs are reset: {:?}",
+        t.configs()
+    );
+    assert_eq!(log_end(&broker, "t", 0), 5);
+    assert!(
+        meta_file(dir.path(), "t").exists(),
+        "recovered metadata not written"
+    );
+    broker.shutdown().await;
+}
+
+// Proves an unreadable metadata file is kept aside (not deleted) and the topic recovered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_topic_metadata_is_set_aside_and_recovered() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open(dir.path());
+    let id = topic_with_records(&broker, "t", 1, 4).await;
+    broker.shutdown().await;
+    drop(broker);
+    std::fs::write(meta_file(dir.path(), "t"), b"\x00garbage = [").unwrap();
+
+    let broker = open(dir.path());
+    assert_eq!(broker.topic("t").unwrap().id, id);
+    assert_eq!(log_end(&broker, "t", 0), 4);
+    let aside = topic::meta_dir(dir.path()).join("t.toml.corrupt");
+    assert_eq!(std::fs::read(aside).unwrap(), b"\x00garbage = [");
+    broker.shutdown().await;
+}
+
+// Proves a data directory from before `partition.metadata` existed upgrades in place: the file is
+// written with the topic's id and the records stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_metadata_is_written_into_older_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open(dir.path());
+    let id = topic_with_records(&broker, "t", 1, 2).await;
+    broker.shutdown().await;
+    drop(broker);
+    let p0 = topic::partition_dir(dir.path(), "t", 0);
+    std::fs::remove_file(p0.join(dirs::PARTITION_METADATA)).unwrap();
+
+    let broker = open(dir.path());
+    assert_eq!(log_end(&broker, "t", 0), 2);
+    assert_eq!(dirs::read_topic_id(&p0).unwrap(), Some(id));
+    broker.shutdown().await;
+}
+
+// Proves orphan partition directories (a creation or growth cut short by a stop) are removed when
+// they hold no records and adopted when they do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphan_partition_directories_are_removed_or_adopted() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open(dir.path());
+    topic_with_records(&broker, "empty", 2, 0).await;
+    topic_with_records(&broker, "full", 1, 3).await;
+    topic_with_records(&broker, "grown", 1, 0).await;
+    broker
+        .create_partitions("grown", 3, None, false)
+        .await
+        .unwrap();
+    let log = broker
+        .topic("grown")
+        .unwrap()
+        .partition(2)
+        .unwrap()
+        .log
+        .clone();
+    log.append(test_batches::batch(1, 1_000, 10).into(), 0)
+        .await
+        .unwrap();
+    broker.shutdown().await;
+    drop((log, broker));
+    // Creations cut before their metadata file; a growth cut before its rewrite.
+    std::fs::remove_file(meta_file(dir.path(), "empty")).unwrap();
+    std::fs::remove_file(meta_file(dir.path(), "full")).unwrap();
+    let grown_meta = TopicMeta {
+        partitions: 1,
+        ..toml::from_str(&std::fs::read_to_string(meta_file(dir.path(), "grown")).unwrap()).unwrap()
+    };
+    topic::write_meta(dir.path(), &grown_meta).unwrap();
+    // An empty directory (no partition.metadata) of a growth cut even earlier.
+    let stray = topic::partition_dir(dir.path(), "grown", 5);
+    std::fs::create_dir(&stray).unwrap();
+    // A creation by an earlier version cut short: no partition.metadata, an empty first segment.
+    let ghost = topic::partition_dir(dir.path(), "ghost", 0);
+    std::fs::create_dir(&ghost).unwrap();
+    for ext in ["log", "index", "timeindex"] {
+        std::fs::write(ghost.join(format!("00000000000000000000.{ext}")), b"").unwrap();
+    }
+
+    let broker = open(dir.path());
+    assert!(broker.topic("empty").is_none());
+    assert!(!topic::partition_dir(dir.path(), "empty", 0).exists());
+    assert!(!topic::partition_dir(dir.path(), "empty", 1).exists());
+    assert_eq!(log_end(&broker, "full", 0), 3);
+    assert_eq!(broker.topic("grown").unwrap().partition_count(), 3);
+    assert_eq!(log_end(&broker, "grown", 2), 1);
+    assert!(!stray.exists());
+    assert!(!ghost.exists() && broker.topic("ghost").is_none());
+    broker.shutdown().await;
+}
+
+// Proves a partition directory of another topic id is never reused nor removed: its topic is
+// refused with a clear error, and CreateTopics of the name is refused too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_partition_directory_refuses_the_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open(dir.path());
+    topic_with_records(&broker, "t", 1, 2).await;
+    broker.shutdown().await;
+    drop(broker);
+    let p0 = topic::partition_dir(dir.path(), "t", 0);
+    let other = Uuid::new_v4();
+    dirs::write_topic_id(&p0, other).unwrap();
+
+    let broker = open(dir.path());
+    assert!(broker.topic("t").is_none());
+    assert!(broker.topic_or_auto_create("t").await.is_none());
+    let refused = broker.create_topic("t", 1, 1, BTreeMap::new(), false).await;
+    assert!(
+        matches!(&refused, Err(TopicError::Storage(why)) if why.contains(&other.to_string())),
+        "{:?}",
+        refused.err()
+    );
+    assert_eq!(dirs::read_topic_id(&p0).unwrap(), Some(other));
+    assert!(dirs::holds_records(&p0).unwrap());
+    broker.shutdown().await;
+}
+
+// Proves partitions_max bounds creation and growth together, and refusals change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_max_bounds_create_and_grow() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open_with(Config {
+        data_dir: dir.path().to_path_buf(),
+        partitions_max: 3,
+        ..Config::default()
+    });
+    broker
+        .create_topic("a", 2, 1, BTreeMap::new(), false)
+        .await
+        .unwrap();
+    let refused = broker.create_topic("b", 2, 1, BTreeMap::new(), false).await;
+    assert!(
+        matches!(refused, Err(TopicError::InvalidPartitions(_))),
+        "{:?}",
+        refused.err()
+    );
+    assert!(broker.topic("b").is_none());
+    broker.create_partitions("a", 3, None, false).await.unwrap();
+    assert!(matches!(
+        broker.create_partitions("a", 4, None, false).await,
+        Err(TopicError::InvalidPartitions(_))
+    ));
+    assert_eq!(broker.topic("a").unwrap().partition_count(), 3);
+    broker.shutdown().await;
+}
