@@ -4,22 +4,35 @@
 //! the flush policy) and builds the answer. The connection stages its next pipelined request
 //! while this one waits, so one group commit covers several requests of a single producer.
 //! acks=0 gets no response at all, as Kafka specifies.
+//!
+//! Before the append, [`apply_topic_rules`] applies what the topic's configs ask beyond batch
+//! validation (`protocol::records`): a compacted topic refuses records without a key
+//! (INVALID_RECORD with record_errors, as Kafka), and `message.timestamp.type=LogAppendTime`
+//! stamps each batch with the broker's clock, answered as `log_append_time_ms`.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::future::join_all;
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, RequestHeader, TopicName};
 use uuid::Uuid;
 
 use super::str_bytes;
 use crate::broker::{Broker, topic};
+use crate::config::MessageTimestampType;
 use crate::log::{self, AppendInfo, LogError};
+use crate::protocol::{batch, records as batch_records};
 
 /// Kafka's valid `acks` values: all in-sync replicas, none, leader only.
 const ACKS_VALID: [i16; 3] = [-1, 0, 1];
+
+/// Null-key records named in one INVALID_RECORD answer (Kafka names every one; a 1 MiB batch of
+/// tiny records would make that answer megabytes).
+const RECORD_ERRORS_MAX: usize = 100;
 
 /// A partition's answer so far, and the write it still waits for (None: already answered).
 type PartitionSlot = (PartitionProduceResponse, Option<log::Staged>);
@@ -44,6 +57,10 @@ pub async fn stage(broker: &Broker, _header: &RequestHeader, request: ProduceReq
     let mut topics = Vec::with_capacity(request.topic_data.len());
     for topic_data in request.topic_data {
         let topic = broker.topic_or_auto_create(&topic_data.name).await;
+        let log_append_time = topic.as_ref().is_some_and(|t| {
+            t.timestamp_type(broker.config.message_timestamp_type)
+                == MessageTimestampType::LogAppendTime
+        });
         let mut slots = Vec::with_capacity(topic_data.partition_data.len());
         for pd in topic_data.partition_data {
             let target = match &topic {
@@ -56,7 +73,11 @@ pub async fn stage(broker: &Broker, _header: &RequestHeader, request: ProduceReq
                 }
                 None => Err(ResponseError::UnknownTopicOrPartition),
             };
-            slots.push(stage_partition(target, pd.index, pd.records, acks).await);
+            let rules = Rules {
+                log_append_time,
+                acks,
+            };
+            slots.push(stage_partition(target, pd.index, pd.records, rules).await);
         }
         topics.push((topic_data.name, topic_data.topic_id, slots));
     }
@@ -90,12 +111,20 @@ impl Staged {
     }
 }
 
+/// What the request and the topic ask of one partition's append.
+#[derive(Clone, Copy)]
+struct Rules {
+    log_append_time: bool,
+    acks: i16,
+}
+
 async fn stage_partition(
     target: Result<(Arc<log::Partition>, i32), ResponseError>,
     index: i32,
     records: Option<Bytes>,
-    acks: i16,
+    rules: Rules,
 ) -> PartitionSlot {
+    let acks = rules.acks;
     let response = PartitionProduceResponse::default().with_index(index);
     let fail = |err: ResponseError, message: &str| {
         let r = response
@@ -120,6 +149,11 @@ async fn stage_partition(
             "produce request carried no record batch",
         );
     };
+    let (records, append_time) = match apply_topic_rules(&log, records, rules.log_append_time) {
+        Ok(applied) => applied,
+        Err(refused) => return (refused.answer(response), None),
+    };
+    let response = response.with_log_append_time_ms(append_time);
     match log.append_staged(records, leader_epoch).await {
         Ok(write) => (response, Some(write)),
         Err(e) => (answer(response.clone(), Err(e)), None),
@@ -140,7 +174,6 @@ fn answer(
     match appended {
         Ok(info) => response
             .with_base_offset(info.base_offset)
-            .with_log_append_time_ms(-1)
             .with_log_start_offset(info.log_start_offset),
         Err(e) => {
             let err = match &e {
@@ -156,7 +189,116 @@ fn answer(
             tracing::debug!(partition = response.index, error = %e, "produce refused");
             response
                 .with_error_code(err.code())
+                .with_log_append_time_ms(-1)
                 .with_error_message(Some(str_bytes(e.to_string())))
         }
     }
+}
+
+/// Why a partition's batches were refused by its topic's rules.
+struct Refused {
+    error: ResponseError,
+    message: String,
+    /// Kafka's per-record errors: (record index, message).
+    records: Vec<(i32, String)>,
+}
+
+impl Refused {
+    fn answer(self, response: PartitionProduceResponse) -> PartitionProduceResponse {
+        tracing::debug!(partition = response.index, error = %self.message, "produce refused");
+        let record_errors = self
+            .records
+            .into_iter()
+            .map(|(index, message)| {
+                BatchIndexAndErrorMessage::default()
+                    .with_batch_index(index)
+                    .with_batch_index_error_message(Some(str_bytes(message)))
+            })
+            .collect();
+        response
+            .with_error_code(self.error.code())
+            .with_error_message(Some(str_bytes(self.message)))
+            .with_record_errors(record_errors)
+    }
+}
+
+/// The topic's rules beyond batch validation, applied to every batch of one partition: a
+/// compacted topic refuses records with a null key; LogAppendTime stamps the batches with the
+/// clock, returned with them (else -1). Batches that fail validation pass through untouched:
+/// the append reports them.
+fn apply_topic_rules(
+    log: &log::Partition,
+    records: Bytes,
+    log_append_time: bool,
+) -> Result<(Bytes, i64), Refused> {
+    let compact = log.cleanup().compact;
+    if !compact && !log_append_time {
+        return Ok((records, -1));
+    }
+    let Ok(batches) = batch::split(&records) else {
+        return Ok((records, -1));
+    };
+    if compact {
+        let snappy_bytes_max = log.config().message_bytes_max as usize;
+        let mut first_index = 0usize;
+        for (h, range) in &batches {
+            check_keys(&records[range.clone()], h, first_index, snappy_bytes_max)?;
+            first_index += usize::try_from(h.record_count).unwrap_or(0);
+        }
+    }
+    if !log_append_time {
+        return Ok((records, -1));
+    }
+    let now = super::now_ms();
+    let mut stamped = records.to_vec();
+    for (_, range) in &batches {
+        batch_records::stamp_log_append_time(&mut stamped[range.clone()], now);
+    }
+    Ok((Bytes::from(stamped), now))
+}
+
+/// Kafka's LogValidator rule for compacted topics: every record needs a key. `first_index` is the
+/// index of the batch's first record among the partition's records in this request.
+fn check_keys(
+    bytes: &[u8],
+    h: &batch::BatchHeader,
+    first_index: usize,
+    snappy_bytes_max: usize,
+) -> Result<(), Refused> {
+    let nulls = batch_records::null_key_records(
+        bytes,
+        h,
+        batch::RECORDS_DECOMPRESSED_BYTES_MAX,
+        snappy_bytes_max,
+        RECORD_ERRORS_MAX,
+    );
+    let nulls = match nulls {
+        Ok(nulls) if nulls.is_empty() => return Ok(()),
+        Ok(nulls) => nulls,
+        Err(e) => {
+            let error = match e {
+                batch_records::RecordsError::TooLarge(_) => ResponseError::MessageTooLarge,
+                _ => ResponseError::CorruptMessage,
+            };
+            let message = e.to_string();
+            return Err(Refused {
+                error,
+                message,
+                records: Vec::new(),
+            });
+        }
+    };
+    let message = "Compacted topic cannot accept message without key.".to_string();
+    let records = nulls
+        .into_iter()
+        .map(|i| {
+            let index = i32::try_from(first_index + i).unwrap_or(i32::MAX);
+            (index, message.clone())
+        })
+        .collect();
+    Err(Refused {
+        error: ResponseError::InvalidRecord,
+        message,
+        records,
+    })
 }
