@@ -264,6 +264,66 @@ async fn static_member_rejoins_without_rebalance() {
     );
 }
 
+// Proves a static *leader* that restarts keeps the group Stable too (Kafka's
+// updateStaticMemberAndRebalance): its answer names the old leader id and no members, so it does
+// not re-assign; it syncs as a follower and gets its stored assignment, the other member is not
+// disturbed, the old id is fenced.
+#[tokio::test(start_paused = true)]
+async fn static_leader_rejoins_without_rebalance() {
+    let l = limits();
+    let mut g = Group::new("g");
+    let t0 = Instant::now();
+    let ja = answer(g.join(join("", Some("i-a"), &["range"]), &l, t0)).unwrap();
+    let a = ja.member_id.clone();
+    sync_now(
+        &mut g,
+        &a,
+        1,
+        vec![(a.clone(), Bytes::from_static(b"A1"))],
+        t0,
+    )
+    .unwrap();
+    let mut rx_b = waiting(g.join(join("", Some("i-b"), &["range"]), &l, t0));
+    let ja = answer(g.join(join(&a, Some("i-a"), &["range"]), &l, t0)).unwrap();
+    let jb = rx_b.try_recv().unwrap().unwrap();
+    let b = jb.member_id.clone();
+    assert_eq!((ja.leader.as_str(), ja.generation), (a.as_str(), 2));
+    let Step::Wait(_) = g.sync(&b, None, 2, vec![], t0) else {
+        panic!()
+    };
+    let assignments = vec![
+        (a.clone(), Bytes::from_static(b"A")),
+        (b.clone(), Bytes::from_static(b"B")),
+    ];
+    sync_now(&mut g, &a, 2, assignments, t0).unwrap();
+
+    let t1 = t0 + Duration::from_secs(2);
+    let again = answer(g.join(join("", Some("i-a"), &["range"]), &l, t1)).unwrap();
+    assert_eq!(
+        g.state,
+        GroupState::Stable,
+        "no rebalance for a static leader"
+    );
+    assert_eq!(again.generation, 2);
+    assert_ne!(again.member_id, a);
+    assert_eq!(
+        again.leader, a,
+        "the old leader id: the new member must not assign"
+    );
+    assert!(again.members.is_empty());
+    assert_eq!(
+        sync_now(&mut g, &again.member_id, 2, vec![], t1).unwrap().2,
+        Bytes::from_static(b"A")
+    );
+    assert_eq!(g.heartbeat(&b, Some("i-b"), 2, t1), Ok(()));
+    assert_eq!(
+        g.heartbeat(&a, Some("i-a"), 2, t1),
+        Err(ResponseError::FencedInstanceId)
+    );
+    // The restarted leader is still the leader of the next rebalance.
+    assert_eq!(g.leader.as_deref(), Some(again.member_id.as_str()));
+}
+
 fn open_broker(dir: &std::path::Path) -> Broker {
     let config = crate::config::Config {
         data_dir: dir.to_path_buf(),
