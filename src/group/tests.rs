@@ -500,3 +500,62 @@ async fn error_codes_and_offsets_survive_restart() {
     );
     broker.shutdown().await;
 }
+
+// Proves offset commits of groups on different `__consumer_offsets` partitions do not wait for
+// each other: with one partition's store lock held (as during a slow fsync), a commit of a group
+// on another partition completes, while one on the held partition waits for it. A single
+// node-wide store lock fails the first half.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_on_different_offsets_partitions_do_not_wait_for_each_other() {
+    const COMMIT_WAIT: Duration = Duration::from_secs(5);
+    const BLOCKED_WAIT: Duration = Duration::from_millis(300);
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open_broker(dir.path());
+    broker
+        .create_topic("t", 1, 1, BTreeMap::new(), false)
+        .await
+        .unwrap();
+    let partitions = broker.config.offsets_topic_num_partitions;
+    let names: Vec<String> = (0..50).map(|i| format!("group-{i}")).collect();
+    let held = &names[0];
+    let held_partition = store::partition_for(held, partitions);
+    let same = names[1..]
+        .iter()
+        .find(|n| store::partition_for(n, partitions) == held_partition)
+        .unwrap();
+    let other = names[1..]
+        .iter()
+        .find(|n| store::partition_for(n, partitions) != held_partition)
+        .unwrap();
+    let simple = || Committer {
+        member_id: "",
+        instance_id: None,
+        generation: -1,
+    };
+    let commit = |group: &str| {
+        let broker = &broker;
+        let group = group.to_string();
+        async move {
+            broker
+                .groups
+                .commit(broker, &group, simple(), vec![commit_of("t", 0, 1)])
+                .await
+        }
+    };
+    // Creates __consumer_offsets and loads the coordinator before the lock is taken.
+    assert_eq!(commit(held).await, vec![Ok(())]);
+    let guard = broker.groups.store_locks.lock(&broker, held).await;
+    let done = tokio::time::timeout(COMMIT_WAIT, commit(other)).await;
+    assert_eq!(
+        done.expect("a commit on another partition waited for the held lock"),
+        vec![Ok(())]
+    );
+    let blocked = tokio::time::timeout(BLOCKED_WAIT, commit(same)).await;
+    assert!(
+        blocked.is_err(),
+        "a commit on the held partition went ahead"
+    );
+    drop(guard);
+    assert_eq!(commit(same).await, vec![Ok(())]);
+    broker.shutdown().await;
+}
