@@ -76,6 +76,7 @@ pub async fn stage(broker: &Broker, _header: &RequestHeader, request: ProduceReq
             let rules = Rules {
                 log_append_time,
                 acks,
+                snappy_bytes_max: broker.config.message_bytes_max as usize,
             };
             slots.push(stage_partition(target, pd.index, pd.records, rules).await);
         }
@@ -116,6 +117,10 @@ impl Staged {
 struct Rules {
     log_append_time: bool,
     acks: i16,
+    /// Cap on the one buffer a snappy batch of a compacted topic decodes into: the node's
+    /// `message_bytes_max` (not the topic's), so the memory model can count it. The check runs
+    /// without an await, so at most one such buffer per worker thread exists at a time.
+    snappy_bytes_max: usize,
 }
 
 async fn stage_partition(
@@ -149,7 +154,7 @@ async fn stage_partition(
             "produce request carried no record batch",
         );
     };
-    let (records, append_time) = match apply_topic_rules(&log, records, rules.log_append_time) {
+    let (records, append_time) = match apply_topic_rules(&log, records, rules) {
         Ok(applied) => applied,
         Err(refused) => return (refused.answer(response), None),
     };
@@ -229,8 +234,9 @@ impl Refused {
 fn apply_topic_rules(
     log: &log::Partition,
     records: Bytes,
-    log_append_time: bool,
+    rules: Rules,
 ) -> Result<(Bytes, i64), Refused> {
+    let log_append_time = rules.log_append_time;
     let compact = log.cleanup().compact;
     if !compact && !log_append_time {
         return Ok((records, -1));
@@ -239,10 +245,14 @@ fn apply_topic_rules(
         return Ok((records, -1));
     };
     if compact {
-        let snappy_bytes_max = log.config().message_bytes_max as usize;
         let mut first_index = 0usize;
         for (h, range) in &batches {
-            check_keys(&records[range.clone()], h, first_index, snappy_bytes_max)?;
+            check_keys(
+                &records[range.clone()],
+                h,
+                first_index,
+                rules.snappy_bytes_max,
+            )?;
             first_index += usize::try_from(h.record_count).unwrap_or(0);
         }
     }

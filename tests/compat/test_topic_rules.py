@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 
 from confluent_kafka import (TIMESTAMP_CREATE_TIME, TIMESTAMP_LOG_APPEND_TIME, Consumer,
-                             KafkaError, TopicPartition)
+                             KafkaError, Producer, TopicPartition)
 
 from helpers import create_topic, produce_confluent
 
@@ -78,10 +78,25 @@ def test_compacted_topic_refuses_records_without_key(broker):
     assert [m.key() for m in got] == [b"k"] * 5
 
 
+def produce_old_timestamp(bootstrap: str, topic: str) -> tuple:
+    """Produces one record stamped OLD_TIMESTAMP_MS; returns the delivery report's timestamp
+    (librdkafka takes it from the response's log_append_time_ms when that is not -1)."""
+    p = Producer({"bootstrap.servers": bootstrap, "acks": "all",
+                  "message.timeout.ms": MESSAGE_TIMEOUT_MS})
+    reports = []
+    p.produce(topic, b"v", key=b"k", timestamp=OLD_TIMESTAMP_MS,
+              on_delivery=lambda err, msg: reports.append((err, msg.timestamp())))
+    assert p.flush(MESSAGE_TIMEOUT_MS / 1000) == 0
+    [(err, ts)] = reports
+    assert err is None, err
+    return ts
+
+
 def check_append_time(bootstrap: str, topic: str) -> None:
     before = int(time.time() * 1000)
-    run = produce(bootstrap, topic, [{"key": b"k", "value": b"v", "timestamp": OLD_TIMESTAMP_MS}])
-    assert not run.errors, run.errors
+    kind, ts = produce_old_timestamp(bootstrap, topic)
+    assert kind == TIMESTAMP_LOG_APPEND_TIME, (kind, ts)
+    assert before - CLOCK_SLACK_MS <= ts <= before + CLOCK_SLACK_MS, (before, ts)
     [msg] = read_back(bootstrap, topic, 1)
     kind, ts = msg.timestamp()
     assert kind == TIMESTAMP_LOG_APPEND_TIME, msg.timestamp()
@@ -96,9 +111,8 @@ def test_log_append_time_topic_config(broker):
     check_append_time(broker.bootstrap, "stamped")
     # CreateTime (the default) keeps the producer's timestamp.
     create_topic(broker.bootstrap, "created", 1)
-    run = produce(broker.bootstrap, "created",
-                  [{"key": b"k", "value": b"v", "timestamp": OLD_TIMESTAMP_MS}])
-    assert not run.errors
+    assert produce_old_timestamp(broker.bootstrap, "created") == (TIMESTAMP_CREATE_TIME,
+                                                                   OLD_TIMESTAMP_MS)
     [msg] = read_back(broker.bootstrap, "created", 1)
     assert msg.timestamp() == (TIMESTAMP_CREATE_TIME, OLD_TIMESTAMP_MS)
 
