@@ -12,8 +12,13 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from confluent_kafka import (TIMESTAMP_CREATE_TIME, TIMESTAMP_LOG_APPEND_TIME, Consumer,
                              KafkaError, Producer, TopicPartition)
+
+from kafka import KafkaProducer
+from kafka.errors import InvalidRecordError
 
 from helpers import create_topic, produce_confluent
 
@@ -70,12 +75,20 @@ def test_compacted_topic_refuses_records_without_key(broker):
                           [{"value": b"no key " * 40}, {"value": b"none either " * 20}], **conf)
         codes = [d.error.code() for d in unkeyed.deliveries.values()]
         assert codes == [KafkaError.INVALID_RECORD] * 2, (codec, unkeyed.deliveries)
+    # kafka-python (its own Produce encoder) gets the same answer.
+    kp = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", retries=0)
+    try:
+        with pytest.raises(InvalidRecordError):
+            kp.send("keys", b"no key").get(timeout=MESSAGE_TIMEOUT_MS / 1000)
+        kp.send("keys", b"v", key=b"k").get(timeout=MESSAGE_TIMEOUT_MS / 1000)
+    finally:
+        kp.close()
     # A topic that is not compacted takes records without a key.
     create_topic(broker.bootstrap, "plain", 1)
     assert not produce(broker.bootstrap, "plain", [{"value": b"v"}]).errors
     # Only the keyed records are in the log.
-    got = read_back(broker.bootstrap, "keys", 5)
-    assert [m.key() for m in got] == [b"k"] * 5
+    got = read_back(broker.bootstrap, "keys", 6)
+    assert [m.key() for m in got] == [b"k"] * 6
 
 
 def produce_old_timestamp(bootstrap: str, topic: str) -> tuple:
