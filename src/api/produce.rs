@@ -312,3 +312,153 @@ fn check_keys(
         records,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    //! The topic rules as the Produce answer carries them: INVALID_RECORD with record_errors and
+    //! an error message for a keyless record on a compacted topic (nothing appended), and
+    //! log_append_time_ms plus a stamped batch on a LogAppendTime topic.
+
+    use std::collections::BTreeMap;
+
+    use bytes::{Bytes, BytesMut};
+    use kafka_protocol::indexmap::IndexMap;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ProduceRequest, RequestHeader, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+
+    use crate::broker::{Advertised, Broker};
+    use crate::config::Config;
+    use crate::io::DiskWriter;
+    use crate::protocol::batch::{self, TimestampType as BatchTimestampType};
+
+    const OLD_TIMESTAMP_MS: i64 = 1_000_000_000_000;
+
+    fn open(dir: &std::path::Path) -> Broker {
+        let config = Config {
+            data_dir: dir.to_path_buf(),
+            ..Config::default()
+        };
+        let writer = DiskWriter::start(&config.data_dir).unwrap();
+        let advertised = Advertised {
+            host: "127.0.0.1".into(),
+            port: 9092,
+        };
+        Broker::open(config, advertised, writer).unwrap()
+    }
+
+    fn records(keys: &[Option<&'static [u8]>]) -> Bytes {
+        let records: Vec<Record> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, key)| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: -1 + i as i32,
+                timestamp: OLD_TIMESTAMP_MS,
+                key: key.map(Bytes::from_static),
+                value: Some(Bytes::from_static(b"v")),
+                headers: IndexMap::new(),
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        };
+        RecordBatchEncoder::encode(&mut buf, records.iter(), &options).unwrap();
+        buf.freeze()
+    }
+
+    fn request(topic: &str, records: Bytes) -> ProduceRequest {
+        let partition = PartitionProduceData::default()
+            .with_index(0)
+            .with_records(Some(records));
+        let topic = TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partition_data(vec![partition]);
+        ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(10_000)
+            .with_topic_data(vec![topic])
+    }
+
+    async fn produce(broker: &Broker, topic: &str, records: Bytes) -> (i16, Option<String>, i64) {
+        let response = super::handle(broker, &RequestHeader::default(), request(topic, records))
+            .await
+            .unwrap();
+        let p = &response.responses[0].partition_responses[0];
+        let errors: Vec<i32> = p.record_errors.iter().map(|e| e.batch_index).collect();
+        if p.error_code != 0 {
+            assert!(p.log_append_time_ms == -1);
+            return (p.error_code, Some(format!("{errors:?}")), -1);
+        }
+        (p.error_code, None, p.log_append_time_ms)
+    }
+
+    // Proves the keyless records of a compacted topic are named in record_errors with
+    // INVALID_RECORD (87) and nothing of the batch is appended; a keyed batch is accepted.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn compacted_topic_refuses_null_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = open(dir.path());
+        let configs = BTreeMap::from([("cleanup.policy".into(), "compact".into())]);
+        let topic = broker
+            .create_topic("c", 1, 1, configs, false)
+            .await
+            .unwrap();
+        let refused = produce(&broker, "c", records(&[Some(b"k"), None, None])).await;
+        assert_eq!(refused, (87, Some("[1, 2]".into()), -1));
+        assert_eq!(topic.partition(0).unwrap().log.log_end_offset(), 0);
+        let accepted = produce(&broker, "c", records(&[Some(b"k"), Some(b"")])).await;
+        assert_eq!(accepted, (0, None, -1));
+        broker.shutdown().await;
+    }
+
+    // Proves a LogAppendTime topic answers log_append_time_ms and stores the batch stamped with
+    // it (type bit set, valid CRC); a CreateTime topic answers -1 and keeps the producer's time.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn log_append_time_is_stamped_and_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = open(dir.path());
+        let configs = BTreeMap::from([("message.timestamp.type".into(), "LogAppendTime".into())]);
+        let stamped = broker
+            .create_topic("s", 1, 1, configs, false)
+            .await
+            .unwrap();
+        let before = crate::api::now_ms();
+        let (code, _, append_time) = produce(&broker, "s", records(&[Some(b"k")])).await;
+        assert_eq!(code, 0);
+        assert!(append_time >= before, "{append_time} < {before}");
+        let read = stamped.partition(0).unwrap().log.read(0, 1 << 20).await;
+        let read = read.unwrap().records;
+        let h = batch::validate(&read).unwrap();
+        assert_eq!(h.timestamp_type(), BatchTimestampType::LogAppendTime);
+        assert_eq!(h.max_timestamp, append_time);
+
+        let created = broker
+            .create_topic("t", 1, 1, BTreeMap::new(), false)
+            .await
+            .unwrap();
+        assert_eq!(
+            produce(&broker, "t", records(&[Some(b"k")])).await,
+            (0, None, -1)
+        );
+        let read = created.partition(0).unwrap().log.read(0, 1 << 20).await;
+        let h = batch::validate(&read.unwrap().records).unwrap();
+        assert_eq!(
+            (h.timestamp_type(), h.max_timestamp),
+            (BatchTimestampType::CreateTime, OLD_TIMESTAMP_MS)
+        );
+        broker.shutdown().await;
+    }
+}
