@@ -257,32 +257,38 @@ def restart_static(member: Member, how: str, tmp_path: Path, name: str, bootstra
     return Member(tmp_path, name, bootstrap, topic, group, instance=instance)
 
 
+@pytest.mark.parametrize("who", ["leader", "follower"])
 @pytest.mark.parametrize("how", ["kill", "close"])
-def test_static_leader_restart_keeps_partitions(broker_factory, tmp_path, how):
-    """A restarted static member that led the group gets its partitions back and the other
-    member sees no rebalance (Kafka keeps the group Stable and answers the old leader id, so the
-    new member does not assign)."""
+def test_static_member_restart_no_rebalance(broker_factory, tmp_path, how, who):
+    """A restarted static member, the group's leader or not, killed or closed, gets its
+    partitions back and the other member sees no rebalance (Kafka keeps the group Stable; to a
+    restarted leader it answers the old leader id, so the new member does not assign)."""
     broker = broker_factory(GROUP_CONFIG)
-    topic, group, partitions = "g-static-leader", "g-static-leader-group", 4
+    topic, group, partitions = "g-static-restart", "g-static-restart-group", 4
     create_topic(broker.bootstrap, topic, partitions)
-    a = Member(tmp_path, "la", broker.bootstrap, topic, group, instance="leader-a")
+    # The first member to join leads.
+    a = Member(tmp_path, "ra", broker.bootstrap, topic, group, instance="restart-a")
     wait_for_partitioning([a], partitions)
-    b = Member(tmp_path, "lb", broker.bootstrap, topic, group, instance="leader-b")
-    a2 = None
+    b = Member(tmp_path, "rb", broker.bootstrap, topic, group, instance="restart-b")
+    members = [a, b]
+    restarted = None
     try:
-        before = wait_for_partitioning([a, b], partitions)
-        b_lines = len(b.lines())
-        a2 = restart_static(a, how, tmp_path, "la2", broker.bootstrap, topic, group, "leader-a")
+        before = wait_for_partitioning(members, partitions)
+        i = 0 if who == "leader" else 1
+        other = members[1 - i]
+        other_lines = len(other.lines())
+        restarted = restart_static(members[i], how, tmp_path, "restarted", broker.bootstrap,
+                                   topic, group, f"restart-{'ab'[i]}")
         deadline = time.monotonic() + SETTLE_TIMEOUT_S
-        while a2.assignment() is None and time.monotonic() < deadline:
+        while restarted.assignment() is None and time.monotonic() < deadline:
             time.sleep(POLL_INTERVAL_S)
-        assert a2.assignment() == before[0], "the restarted static leader got its partitions back"
-        # Longer than a heartbeat interval: a rebalance would have reached b by now.
+        assert restarted.assignment() == before[i], "the restarted member got its partitions back"
+        # Longer than a heartbeat interval: a rebalance would have reached the other by now.
         time.sleep(2.0)
-        extra = [line for line in b.lines()[b_lines:] if not line.startswith("M")]
+        extra = [line for line in other.lines()[other_lines:] if not line.startswith("M")]
         assert extra == [], f"the other member saw a rebalance: {extra}"
-        assert a2.assignment() == before[0] and b.assignment() == before[1]
+        assert restarted.assignment() == before[i] and other.assignment() == before[1 - i]
     finally:
-        for m in (a, b, a2):
+        for m in (a, b, restarted):
             if m is not None:
                 m.stop()
