@@ -320,6 +320,12 @@ pub fn memory_model(c: &Config) -> Vec<(&'static str, u64)> {
         ),
         ("partitions_max", times(c.partitions_max, per_partition)),
         ("groups_max", times(c.groups_max, GROUP_BYTES)),
+        // A snappy batch produced to a compacted topic decodes whole (`api::produce`), at most
+        // message_bytes_max, one at a time per worker thread.
+        (
+            "message_bytes_max",
+            times(workers, u64::from(c.message_bytes_max)),
+        ),
     ]
 }
 

@@ -23,6 +23,27 @@ pub enum ConfigError {
     Invalid { key: &'static str, reason: String },
 }
 
+/// Kafka's `message.timestamp.type` values, spelled as Kafka spells them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+pub enum MessageTimestampType {
+    /// Records keep the timestamp the producer set.
+    #[default]
+    CreateTime,
+    /// The broker stamps each batch with its clock at append (`protocol::records`).
+    LogAppendTime,
+}
+
+impl MessageTimestampType {
+    /// Parses a topic config value (Kafka's names, exact case).
+    pub fn parse(value: &str) -> Option<MessageTimestampType> {
+        match value.trim() {
+            "CreateTime" => Some(MessageTimestampType::CreateTime),
+            "LogAppendTime" => Some(MessageTimestampType::LogAppendTime),
+            _ => None,
+        }
+    }
+}
+
 /// Node settings. Field names are the TOML keys.
 #[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -86,6 +107,10 @@ pub struct Config {
     pub index_interval_bytes: u32,
     /// fsync before answering acks=1/all (group commit keeps it cheap).
     pub fsync_on_ack: bool,
+    /// Topic default for `message.timestamp.type` (Kafka's log.message.timestamp.type):
+    /// "CreateTime" keeps the producer's timestamps; "LogAppendTime" stamps each batch with the
+    /// broker's clock when it is appended.
+    pub message_timestamp_type: MessageTimestampType,
     /// Group commit window: after the first write that needs an fsync, the disk writer waits this
     /// long for more produce requests to share it. 0 suits SSDs; SD cards want a few ms, because
     /// one fsync there costs milliseconds and small writes wear the card.
@@ -160,6 +185,7 @@ impl Default for Config {
             message_bytes_max: log.message_bytes_max,
             index_interval_bytes: log.index_interval_bytes,
             fsync_on_ack: true,
+            message_timestamp_type: MessageTimestampType::CreateTime,
             flush_ms: 0,
             flush_bytes: 4 * 1024 * 1024,
             writer_queue_depth_max: 1024,

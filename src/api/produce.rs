@@ -4,22 +4,35 @@
 //! the flush policy) and builds the answer. The connection stages its next pipelined request
 //! while this one waits, so one group commit covers several requests of a single producer.
 //! acks=0 gets no response at all, as Kafka specifies.
+//!
+//! Before the append, [`apply_topic_rules`] applies what the topic's configs ask beyond batch
+//! validation (`protocol::records`): a compacted topic refuses records without a key
+//! (INVALID_RECORD with record_errors, as Kafka), and `message.timestamp.type=LogAppendTime`
+//! stamps each batch with the broker's clock, answered as `log_append_time_ms`.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::future::join_all;
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, RequestHeader, TopicName};
 use uuid::Uuid;
 
 use super::str_bytes;
 use crate::broker::{Broker, topic};
+use crate::config::MessageTimestampType;
 use crate::log::{self, AppendInfo, LogError};
+use crate::protocol::{batch, records as batch_records};
 
 /// Kafka's valid `acks` values: all in-sync replicas, none, leader only.
 const ACKS_VALID: [i16; 3] = [-1, 0, 1];
+
+/// Null-key records named in one INVALID_RECORD answer (Kafka names every one; a 1 MiB batch of
+/// tiny records would make that answer megabytes).
+const RECORD_ERRORS_MAX: usize = 100;
 
 /// A partition's answer so far, and the write it still waits for (None: already answered).
 type PartitionSlot = (PartitionProduceResponse, Option<log::Staged>);
@@ -44,6 +57,10 @@ pub async fn stage(broker: &Broker, _header: &RequestHeader, request: ProduceReq
     let mut topics = Vec::with_capacity(request.topic_data.len());
     for topic_data in request.topic_data {
         let topic = broker.topic_or_auto_create(&topic_data.name).await;
+        let log_append_time = topic.as_ref().is_some_and(|t| {
+            t.timestamp_type(broker.config.message_timestamp_type)
+                == MessageTimestampType::LogAppendTime
+        });
         let mut slots = Vec::with_capacity(topic_data.partition_data.len());
         for pd in topic_data.partition_data {
             let target = match &topic {
@@ -56,7 +73,12 @@ pub async fn stage(broker: &Broker, _header: &RequestHeader, request: ProduceReq
                 }
                 None => Err(ResponseError::UnknownTopicOrPartition),
             };
-            slots.push(stage_partition(target, pd.index, pd.records, acks).await);
+            let rules = Rules {
+                log_append_time,
+                acks,
+                snappy_bytes_max: broker.config.message_bytes_max as usize,
+            };
+            slots.push(stage_partition(target, pd.index, pd.records, rules).await);
         }
         topics.push((topic_data.name, topic_data.topic_id, slots));
     }
@@ -90,12 +112,24 @@ impl Staged {
     }
 }
 
+/// What the request and the topic ask of one partition's append.
+#[derive(Clone, Copy)]
+struct Rules {
+    log_append_time: bool,
+    acks: i16,
+    /// Cap on the one buffer a snappy batch of a compacted topic decodes into: the node's
+    /// `message_bytes_max` (not the topic's), so the memory model can count it. The check runs
+    /// without an await, so at most one such buffer per worker thread exists at a time.
+    snappy_bytes_max: usize,
+}
+
 async fn stage_partition(
     target: Result<(Arc<log::Partition>, i32), ResponseError>,
     index: i32,
     records: Option<Bytes>,
-    acks: i16,
+    rules: Rules,
 ) -> PartitionSlot {
+    let acks = rules.acks;
     let response = PartitionProduceResponse::default().with_index(index);
     let fail = |err: ResponseError, message: &str| {
         let r = response
@@ -120,6 +154,11 @@ async fn stage_partition(
             "produce request carried no record batch",
         );
     };
+    let (records, append_time) = match apply_topic_rules(&log, records, rules) {
+        Ok(applied) => applied,
+        Err(refused) => return (refused.answer(response), None),
+    };
+    let response = response.with_log_append_time_ms(append_time);
     match log.append_staged(records, leader_epoch).await {
         Ok(write) => (response, Some(write)),
         Err(e) => (answer(response.clone(), Err(e)), None),
@@ -140,7 +179,6 @@ fn answer(
     match appended {
         Ok(info) => response
             .with_base_offset(info.base_offset)
-            .with_log_append_time_ms(-1)
             .with_log_start_offset(info.log_start_offset),
         Err(e) => {
             let err = match &e {
@@ -156,7 +194,271 @@ fn answer(
             tracing::debug!(partition = response.index, error = %e, "produce refused");
             response
                 .with_error_code(err.code())
+                .with_log_append_time_ms(-1)
                 .with_error_message(Some(str_bytes(e.to_string())))
         }
+    }
+}
+
+/// Why a partition's batches were refused by its topic's rules.
+struct Refused {
+    error: ResponseError,
+    message: String,
+    /// Kafka's per-record errors: (record index, message).
+    records: Vec<(i32, String)>,
+}
+
+impl Refused {
+    fn answer(self, response: PartitionProduceResponse) -> PartitionProduceResponse {
+        tracing::debug!(partition = response.index, error = %self.message, "produce refused");
+        let record_errors = self
+            .records
+            .into_iter()
+            .map(|(index, message)| {
+                BatchIndexAndErrorMessage::default()
+                    .with_batch_index(index)
+                    .with_batch_index_error_message(Some(str_bytes(message)))
+            })
+            .collect();
+        response
+            .with_error_code(self.error.code())
+            .with_error_message(Some(str_bytes(self.message)))
+            .with_record_errors(record_errors)
+    }
+}
+
+/// The topic's rules beyond batch validation, applied to every batch of one partition: a
+/// compacted topic refuses records with a null key; LogAppendTime stamps the batches with the
+/// clock, returned with them (else -1). Batches that fail validation pass through untouched:
+/// the append reports them.
+fn apply_topic_rules(
+    log: &log::Partition,
+    records: Bytes,
+    rules: Rules,
+) -> Result<(Bytes, i64), Refused> {
+    let log_append_time = rules.log_append_time;
+    let compact = log.cleanup().compact;
+    if !compact && !log_append_time {
+        return Ok((records, -1));
+    }
+    let Ok(batches) = batch::split(&records) else {
+        return Ok((records, -1));
+    };
+    if compact {
+        let mut first_index = 0usize;
+        for (h, range) in &batches {
+            check_keys(
+                &records[range.clone()],
+                h,
+                first_index,
+                rules.snappy_bytes_max,
+            )?;
+            first_index += usize::try_from(h.record_count).unwrap_or(0);
+        }
+    }
+    if !log_append_time {
+        return Ok((records, -1));
+    }
+    let now = super::now_ms();
+    let mut stamped = records.to_vec();
+    for (_, range) in &batches {
+        batch_records::stamp_log_append_time(&mut stamped[range.clone()], now);
+    }
+    Ok((Bytes::from(stamped), now))
+}
+
+/// Kafka's LogValidator rule for compacted topics: every record needs a key. `first_index` is the
+/// index of the batch's first record among the partition's records in this request.
+fn check_keys(
+    bytes: &[u8],
+    h: &batch::BatchHeader,
+    first_index: usize,
+    snappy_bytes_max: usize,
+) -> Result<(), Refused> {
+    let nulls = batch_records::null_key_records(
+        bytes,
+        h,
+        batch::RECORDS_DECOMPRESSED_BYTES_MAX,
+        snappy_bytes_max,
+        RECORD_ERRORS_MAX,
+    );
+    let nulls = match nulls {
+        Ok(nulls) if nulls.is_empty() => return Ok(()),
+        Ok(nulls) => nulls,
+        Err(e) => {
+            let error = match e {
+                batch_records::RecordsError::TooLarge(_) => ResponseError::MessageTooLarge,
+                _ => ResponseError::CorruptMessage,
+            };
+            let message = e.to_string();
+            return Err(Refused {
+                error,
+                message,
+                records: Vec::new(),
+            });
+        }
+    };
+    let message = "Compacted topic cannot accept message without key.".to_string();
+    let records = nulls
+        .into_iter()
+        .map(|i| {
+            let index = i32::try_from(first_index + i).unwrap_or(i32::MAX);
+            (index, message.clone())
+        })
+        .collect();
+    Err(Refused {
+        error: ResponseError::InvalidRecord,
+        message,
+        records,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    //! The topic rules as the Produce answer carries them: INVALID_RECORD with record_errors and
+    //! an error message for a keyless record on a compacted topic (nothing appended), and
+    //! log_append_time_ms plus a stamped batch on a LogAppendTime topic.
+
+    use std::collections::BTreeMap;
+
+    use bytes::{Bytes, BytesMut};
+    use kafka_protocol::indexmap::IndexMap;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ProduceRequest, RequestHeader, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+
+    use crate::broker::{Advertised, Broker};
+    use crate::config::Config;
+    use crate::io::DiskWriter;
+    use crate::protocol::batch::{self, TimestampType as BatchTimestampType};
+
+    const OLD_TIMESTAMP_MS: i64 = 1_000_000_000_000;
+
+    fn open(dir: &std::path::Path) -> Broker {
+        let config = Config {
+            data_dir: dir.to_path_buf(),
+            ..Config::default()
+        };
+        let writer = DiskWriter::start(&config.data_dir).unwrap();
+        let advertised = Advertised {
+            host: "127.0.0.1".into(),
+            port: 9092,
+        };
+        Broker::open(config, advertised, writer).unwrap()
+    }
+
+    fn records(keys: &[Option<&'static [u8]>]) -> Bytes {
+        let records: Vec<Record> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, key)| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: -1 + i as i32,
+                timestamp: OLD_TIMESTAMP_MS,
+                key: key.map(Bytes::from_static),
+                value: Some(Bytes::from_static(b"v")),
+                headers: IndexMap::new(),
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        };
+        RecordBatchEncoder::encode(&mut buf, records.iter(), &options).unwrap();
+        buf.freeze()
+    }
+
+    fn request(topic: &str, records: Bytes) -> ProduceRequest {
+        let partition = PartitionProduceData::default()
+            .with_index(0)
+            .with_records(Some(records));
+        let topic = TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partition_data(vec![partition]);
+        ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(10_000)
+            .with_topic_data(vec![topic])
+    }
+
+    async fn produce(broker: &Broker, topic: &str, records: Bytes) -> (i16, Option<String>, i64) {
+        let response = super::handle(broker, &RequestHeader::default(), request(topic, records))
+            .await
+            .unwrap();
+        let p = &response.responses[0].partition_responses[0];
+        let errors: Vec<i32> = p.record_errors.iter().map(|e| e.batch_index).collect();
+        if p.error_code != 0 {
+            assert!(p.log_append_time_ms == -1);
+            return (p.error_code, Some(format!("{errors:?}")), -1);
+        }
+        (p.error_code, None, p.log_append_time_ms)
+    }
+
+    // Proves the keyless records of a compacted topic are named in record_errors with
+    // INVALID_RECORD (87) and nothing of the batch is appended; a keyed batch is accepted.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn compacted_topic_refuses_null_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = open(dir.path());
+        let configs = BTreeMap::from([("cleanup.policy".into(), "compact".into())]);
+        let topic = broker
+            .create_topic("c", 1, 1, configs, false)
+            .await
+            .unwrap();
+        let refused = produce(&broker, "c", records(&[Some(b"k"), None, None])).await;
+        assert_eq!(refused, (87, Some("[1, 2]".into()), -1));
+        assert_eq!(topic.partition(0).unwrap().log.log_end_offset(), 0);
+        let accepted = produce(&broker, "c", records(&[Some(b"k"), Some(b"")])).await;
+        assert_eq!(accepted, (0, None, -1));
+        broker.shutdown().await;
+    }
+
+    // Proves a LogAppendTime topic answers log_append_time_ms and stores the batch stamped with
+    // it (type bit set, valid CRC); a CreateTime topic answers -1 and keeps the producer's time.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn log_append_time_is_stamped_and_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = open(dir.path());
+        let configs = BTreeMap::from([("message.timestamp.type".into(), "LogAppendTime".into())]);
+        let stamped = broker
+            .create_topic("s", 1, 1, configs, false)
+            .await
+            .unwrap();
+        let before = crate::api::now_ms();
+        let (code, _, append_time) = produce(&broker, "s", records(&[Some(b"k")])).await;
+        assert_eq!(code, 0);
+        assert!(append_time >= before, "{append_time} < {before}");
+        let read = stamped.partition(0).unwrap().log.read(0, 1 << 20).await;
+        let read = read.unwrap().records;
+        let h = batch::validate(&read).unwrap();
+        assert_eq!(h.timestamp_type(), BatchTimestampType::LogAppendTime);
+        assert_eq!(h.max_timestamp, append_time);
+
+        let created = broker
+            .create_topic("t", 1, 1, BTreeMap::new(), false)
+            .await
+            .unwrap();
+        assert_eq!(
+            produce(&broker, "t", records(&[Some(b"k")])).await,
+            (0, None, -1)
+        );
+        let read = created.partition(0).unwrap().log.read(0, 1 << 20).await;
+        let h = batch::validate(&read.unwrap().records).unwrap();
+        assert_eq!(
+            (h.timestamp_type(), h.max_timestamp),
+            (BatchTimestampType::CreateTime, OLD_TIMESTAMP_MS)
+        );
+        broker.shutdown().await;
     }
 }

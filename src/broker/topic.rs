@@ -12,6 +12,7 @@ use std::sync::{Arc, RwLock};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::config::MessageTimestampType;
 use crate::log::{self, LogConfig};
 
 /// Kafka's topic name rules: 1..=249 characters of [a-zA-Z0-9._-], not "." or "..".
@@ -45,6 +46,8 @@ pub const TOPIC_CONFIG_KEYS: &[&str] = &[
 /// set routinely. They are accepted, stored and reported so those clients work, but this broker
 /// does not act on them yet (replication settings arrive with the cluster; the cleaner cleans
 /// every pass whatever min.cleanable.dirty.ratio says, and has no max.compaction.lag.ms deadline).
+/// `message.timestamp.type` is the exception: the log does not read it, but produce applies it
+/// (`Topic::timestamp_type`).
 pub const STORED_TOPIC_CONFIG_KEYS: &[&str] = &[
     "compression.type",
     "file.delete.delay.ms",
@@ -117,6 +120,16 @@ impl Topic {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// This topic's `message.timestamp.type`, or `default` (the node's) when not set. Reads the
+    /// configs in place: called on every produce.
+    pub fn timestamp_type(&self, default: MessageTimestampType) -> MessageTimestampType {
+        let configs = self.configs.read().unwrap_or_else(|e| e.into_inner());
+        configs
+            .get("message.timestamp.type")
+            .and_then(|v| MessageTimestampType::parse(v))
+            .unwrap_or(default)
     }
 
     /// Kafka's internal topics (flagged in Metadata so clients can exclude them).
@@ -206,6 +219,11 @@ pub fn log_config(
                     .ok()
                     .filter(|v| *v > 0)
                     .ok_or_else(|| bad("must be 1..=4294967295"))?
+            }
+            // Applied on produce (`Topic::timestamp_type`), not by the log.
+            "message.timestamp.type" => {
+                MessageTimestampType::parse(value)
+                    .ok_or_else(|| bad("must be CreateTime or LogAppendTime"))?;
             }
             stored if STORED_TOPIC_CONFIG_KEYS.contains(&stored) => {}
             other => return Err(ConfigValueError::UnknownKey(other.to_string())),

@@ -180,8 +180,14 @@ impl Group {
         Step::Wait(rx)
     }
 
-    /// A static member restarted: it takes a new member id and keeps its assignment. In a Stable
-    /// group with unchanged protocols the others are not disturbed (no rebalance), unless it led.
+    /// A static member restarted (JoinGroup without a member id, known `group.instance.id`): it
+    /// takes a new member id, the old id is fenced, and it keeps its assignment. Kafka's
+    /// `updateStaticMemberAndRebalance`: in a Stable group whose selected protocol stays the same
+    /// nothing rebalances, leader or not. The answer names the *old* leader id and no members, so
+    /// a restarted leader does not take itself for the leader and re-assign (a Stable group would
+    /// not pass a new assignment on); it then syncs and gets its stored assignment. While the
+    /// leader is assigning (CompletingRebalance) the old id may be in the plan, so the group
+    /// rebalances; during PreparingRebalance the member simply joins the pending generation.
     fn replace_static(
         &mut self,
         old: String,
@@ -196,10 +202,13 @@ impl Group {
         m.answer_sync(Err(ResponseError::FencedInstanceId));
         let prefix = j.instance_id.as_deref().unwrap_or(&j.client_id);
         let id = format!("{prefix}-{}", uuid::Uuid::new_v4());
-        let unchanged = m.protocols == j.protocols;
+        let current_leader = self.leader.clone();
         m.id = id.clone();
         m.client_id = j.client_id.clone();
         m.client_host = j.client_host.clone();
+        m.protocols = j.protocols.clone();
+        m.session_timeout = j.session_timeout;
+        m.rebalance_timeout = j.rebalance_timeout;
         m.deadline = now + j.session_timeout;
         self.members.insert(id.clone(), m);
         for o in &mut self.join_order {
@@ -210,16 +219,25 @@ impl Group {
         if let Some(instance) = &j.instance_id {
             self.static_members.insert(instance.clone(), id.clone());
         }
-        let was_leader = self.leader.as_deref() == Some(old.as_str());
-        if was_leader {
+        if current_leader.as_deref() == Some(old.as_str()) {
             self.leader = Some(id.clone());
         }
-        if self.state == GroupState::Stable && unchanged && !was_leader {
-            tracing::info!(group = %self.id, old, new = %id, "static member rejoined without a rebalance");
-            self.dirty = true;
-            return Step::Now(Ok(self.join_answer(&id)));
+        self.dirty = true;
+        match self.state {
+            GroupState::Stable if self.select_protocol() == self.protocol => {
+                tracing::info!(group = %self.id, old, new = %id, "static member rejoined without a rebalance");
+                Step::Now(Ok(JoinAnswer {
+                    leader: current_leader.unwrap_or_default(),
+                    members: Vec::new(),
+                    ..self.join_answer(&id)
+                }))
+            }
+            GroupState::Stable | GroupState::CompletingRebalance => {
+                self.prepare_rebalance(limits, now);
+                self.rejoin(Join { member_id: id, ..j }, limits, now)
+            }
+            _ => self.rejoin(Join { member_id: id, ..j }, limits, now),
         }
-        self.rejoin(Join { member_id: id, ..j }, limits, now)
     }
 
     /// The join answer of the current generation for `member_id` (members listed for the leader).

@@ -45,8 +45,9 @@ pub struct Coordinator {
     groups_max: usize,
     /// Set once `__consumer_offsets` has been replayed and the timer started.
     loaded: tokio::sync::OnceCell<()>,
-    /// Serialises appends to `__consumer_offsets`, so a group's records land in decision order.
-    store_lock: tokio::sync::Mutex<()>,
+    /// Serialises appends per partition of `__consumer_offsets`, so a group's records land in
+    /// decision order while other partitions' appends (and fsyncs) go on concurrently.
+    store_locks: store::StoreLocks,
 }
 
 impl Coordinator {
@@ -63,7 +64,7 @@ impl Coordinator {
             },
             groups_max: config.groups_max,
             loaded: tokio::sync::OnceCell::new(),
-            store_lock: tokio::sync::Mutex::new(()),
+            store_locks: store::StoreLocks::default(),
         }
     }
 
@@ -245,21 +246,29 @@ impl Coordinator {
         Ok(results)
     }
 
-    /// Writes the metadata record of every group whose membership changed.
+    /// Writes the metadata record of every group whose membership changed. Each group's record
+    /// is encoded under its partition's store lock, so a newer state is never written first.
     pub async fn persist_dirty(&self, broker: &Broker) {
-        let _store = self.store_lock.lock().await;
-        let dirty: Vec<(String, Bytes)> = {
-            let mut groups = self.lock();
+        let dirty: Vec<String> = {
+            let groups = self.lock();
             groups
-                .values_mut()
+                .values()
                 .filter(|g| g.dirty)
-                .map(|g| {
-                    g.dirty = false;
-                    (g.id.clone(), records::encode_group(&g.to_value()))
-                })
+                .map(|g| g.id.clone())
                 .collect()
         };
-        for (id, value) in dirty {
+        for id in dirty {
+            let _store = self.store_locks.lock(broker, &id).await;
+            let value = {
+                let mut groups = self.lock();
+                match groups.get_mut(&id) {
+                    Some(g) if g.dirty => {
+                        g.dirty = false;
+                        records::encode_group(&g.to_value())
+                    }
+                    _ => continue,
+                }
+            };
             let key = records::Key::Group(id.clone());
             if let Err(e) = store::append(broker, &id, vec![(key, Some(value))]).await {
                 tracing::warn!(group = %id, error = %e, "cannot persist group metadata");

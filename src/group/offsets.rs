@@ -125,7 +125,7 @@ impl Coordinator {
             })
             .collect();
         let written = {
-            let _store = self.store_lock.lock().await;
+            let _store = self.store_locks.lock(broker, group_id).await;
             store::append(broker, group_id, entries).await
         };
         if let Err(e) = written {
@@ -218,7 +218,7 @@ impl Coordinator {
                 (key, None)
             })
             .collect();
-        let _store = self.store_lock.lock().await;
+        let _store = self.store_locks.lock(broker, group_id).await;
         store::append(broker, group_id, entries)
             .await
             .map_err(|e| {
@@ -248,7 +248,7 @@ impl Coordinator {
         };
         self.tombstone_offsets(broker, group_id, &partitions)
             .await?;
-        let _store = self.store_lock.lock().await;
+        let _store = self.store_locks.lock(broker, group_id).await;
         let key = Key::Group(group_id.to_string());
         store::append(broker, group_id, vec![(key, None)])
             .await

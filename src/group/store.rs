@@ -9,9 +9,13 @@
 //! value, modulo the topic's partition count (Kafka's `partitionFor`). The coordinator of a group
 //! is the leader of that partition — this node while there is one node; the mapping stays explicit
 //! so the cluster can route groups by it later.
+//!
+//! Appends are ordered per partition by [`StoreLocks`] (one lock per partition, held across the
+//! append and its fsync): a group's records land in decision order, while groups on different
+//! partitions append concurrently and share the disk writer's group commit.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::indexmap::IndexMap;
@@ -66,6 +70,40 @@ pub async fn offsets_topic(broker: &Broker) -> Result<Arc<Topic>, StoreError> {
             .topic(OFFSETS_TOPIC)
             .ok_or(StoreError::Topic(TopicError::Unknown(OFFSETS_TOPIC.into()))),
         Err(e) => Err(StoreError::Topic(e)),
+    }
+}
+
+/// The partition of `__consumer_offsets` that holds `group`: by the topic's partition count, or
+/// the count it will be created with.
+pub fn group_partition(broker: &Broker, group: &str) -> i32 {
+    let partitions = broker
+        .topic(OFFSETS_TOPIC)
+        .map_or(broker.config.offsets_topic_num_partitions, |t| {
+            t.partition_count()
+        });
+    partition_for(group, partitions)
+}
+
+/// One append lock per partition of `__consumer_offsets`, made on first use (at most the
+/// topic's partition count of them).
+#[derive(Default)]
+pub struct StoreLocks {
+    locks: Mutex<BTreeMap<i32, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl StoreLocks {
+    /// Waits for the lock of `group`'s partition. Take it before reading what will be written,
+    /// so a later decision is never appended before an earlier one.
+    pub async fn lock(&self, broker: &Broker, group: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        self.lock_partition(group_partition(broker, group)).await
+    }
+
+    pub async fn lock_partition(&self, partition: i32) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+            locks.entry(partition).or_default().clone()
+        };
+        lock.lock_owned().await
     }
 }
 

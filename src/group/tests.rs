@@ -264,6 +264,66 @@ async fn static_member_rejoins_without_rebalance() {
     );
 }
 
+// Proves a static *leader* that restarts keeps the group Stable too (Kafka's
+// updateStaticMemberAndRebalance): its answer names the old leader id and no members, so it does
+// not re-assign; it syncs as a follower and gets its stored assignment, the other member is not
+// disturbed, the old id is fenced.
+#[tokio::test(start_paused = true)]
+async fn static_leader_rejoins_without_rebalance() {
+    let l = limits();
+    let mut g = Group::new("g");
+    let t0 = Instant::now();
+    let ja = answer(g.join(join("", Some("i-a"), &["range"]), &l, t0)).unwrap();
+    let a = ja.member_id.clone();
+    sync_now(
+        &mut g,
+        &a,
+        1,
+        vec![(a.clone(), Bytes::from_static(b"A1"))],
+        t0,
+    )
+    .unwrap();
+    let mut rx_b = waiting(g.join(join("", Some("i-b"), &["range"]), &l, t0));
+    let ja = answer(g.join(join(&a, Some("i-a"), &["range"]), &l, t0)).unwrap();
+    let jb = rx_b.try_recv().unwrap().unwrap();
+    let b = jb.member_id.clone();
+    assert_eq!((ja.leader.as_str(), ja.generation), (a.as_str(), 2));
+    let Step::Wait(_) = g.sync(&b, None, 2, vec![], t0) else {
+        panic!()
+    };
+    let assignments = vec![
+        (a.clone(), Bytes::from_static(b"A")),
+        (b.clone(), Bytes::from_static(b"B")),
+    ];
+    sync_now(&mut g, &a, 2, assignments, t0).unwrap();
+
+    let t1 = t0 + Duration::from_secs(2);
+    let again = answer(g.join(join("", Some("i-a"), &["range"]), &l, t1)).unwrap();
+    assert_eq!(
+        g.state,
+        GroupState::Stable,
+        "no rebalance for a static leader"
+    );
+    assert_eq!(again.generation, 2);
+    assert_ne!(again.member_id, a);
+    assert_eq!(
+        again.leader, a,
+        "the old leader id: the new member must not assign"
+    );
+    assert!(again.members.is_empty());
+    assert_eq!(
+        sync_now(&mut g, &again.member_id, 2, vec![], t1).unwrap().2,
+        Bytes::from_static(b"A")
+    );
+    assert_eq!(g.heartbeat(&b, Some("i-b"), 2, t1), Ok(()));
+    assert_eq!(
+        g.heartbeat(&a, Some("i-a"), 2, t1),
+        Err(ResponseError::FencedInstanceId)
+    );
+    // The restarted leader is still the leader of the next rebalance.
+    assert_eq!(g.leader.as_deref(), Some(again.member_id.as_str()));
+}
+
 fn open_broker(dir: &std::path::Path) -> Broker {
     let config = crate::config::Config {
         data_dir: dir.to_path_buf(),
@@ -438,5 +498,64 @@ async fn error_codes_and_offsets_survive_restart() {
             .unwrap()
             .is_empty()
     );
+    broker.shutdown().await;
+}
+
+// Proves offset commits of groups on different `__consumer_offsets` partitions do not wait for
+// each other: with one partition's store lock held (as during a slow fsync), a commit of a group
+// on another partition completes, while one on the held partition waits for it. A single
+// node-wide store lock fails the first half.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_on_different_offsets_partitions_do_not_wait_for_each_other() {
+    const COMMIT_WAIT: Duration = Duration::from_secs(5);
+    const BLOCKED_WAIT: Duration = Duration::from_millis(300);
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open_broker(dir.path());
+    broker
+        .create_topic("t", 1, 1, BTreeMap::new(), false)
+        .await
+        .unwrap();
+    let partitions = broker.config.offsets_topic_num_partitions;
+    let names: Vec<String> = (0..50).map(|i| format!("group-{i}")).collect();
+    let held = &names[0];
+    let held_partition = store::partition_for(held, partitions);
+    let same = names[1..]
+        .iter()
+        .find(|n| store::partition_for(n, partitions) == held_partition)
+        .unwrap();
+    let other = names[1..]
+        .iter()
+        .find(|n| store::partition_for(n, partitions) != held_partition)
+        .unwrap();
+    let simple = || Committer {
+        member_id: "",
+        instance_id: None,
+        generation: -1,
+    };
+    let commit = |group: &str| {
+        let broker = &broker;
+        let group = group.to_string();
+        async move {
+            broker
+                .groups
+                .commit(broker, &group, simple(), vec![commit_of("t", 0, 1)])
+                .await
+        }
+    };
+    // Creates __consumer_offsets and loads the coordinator before the lock is taken.
+    assert_eq!(commit(held).await, vec![Ok(())]);
+    let guard = broker.groups.store_locks.lock(&broker, held).await;
+    let done = tokio::time::timeout(COMMIT_WAIT, commit(other)).await;
+    assert_eq!(
+        done.expect("a commit on another partition waited for the held lock"),
+        vec![Ok(())]
+    );
+    let blocked = tokio::time::timeout(BLOCKED_WAIT, commit(same)).await;
+    assert!(
+        blocked.is_err(),
+        "a commit on the held partition went ahead"
+    );
+    drop(guard);
+    assert_eq!(commit(same).await, vec![Ok(())]);
     broker.shutdown().await;
 }

@@ -80,7 +80,7 @@ const SWAP: &str = "swap";
 const EXTENSIONS: [&str; 3] = ["index", "timeindex", "log"];
 
 /// What `cleanup.policy` and the compaction settings ask of a partition. Kept apart from
-/// `LogConfig` because only the cleaner and retention read it.
+/// `LogConfig` because only the cleaner, retention and produce's null-key check (`api::produce`) read it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cleanup {
     /// `compact` in cleanup.policy: the cleaner runs.

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from confluent_kafka import Consumer, TopicPartition
 from kafka import KafkaConsumer
 
@@ -218,7 +219,7 @@ def test_static_member_restart_keeps_partitions(broker_factory, tmp_path):
     broker = broker_factory(GROUP_CONFIG)
     topic, group, partitions = "g-static", "g-static-group", 4
     create_topic(broker.bootstrap, topic, partitions)
-    # a joins first so it leads: a restarting static *leader* still triggers a rebalance here.
+    # a joins first so it leads; b (a follower) restarts here, the leader in the test below.
     a = Member(tmp_path, "sa", broker.bootstrap, topic, group, instance="static-a")
     wait_for_partitioning([a], partitions)
     b = Member(tmp_path, "sb", broker.bootstrap, topic, group, instance="static-b")
@@ -241,5 +242,53 @@ def test_static_member_restart_keeps_partitions(broker_factory, tmp_path):
         assert "Members: 2" in out.stdout and "static-a" in out.stdout and "static-b" in out.stdout, out.stdout
     finally:
         for m in (a, b, b2):
+            if m is not None:
+                m.stop()
+
+
+def restart_static(member: Member, how: str, tmp_path: Path, name: str, bootstrap: str,
+                   topic: str, group: str, instance: str) -> Member:
+    """Ends a static member (kill -9, or a clean close, which sends no LeaveGroup for a static
+    member) and starts its replacement with the same group.instance.id."""
+    if how == "kill":
+        member.kill()
+    else:
+        member.stop()
+    return Member(tmp_path, name, bootstrap, topic, group, instance=instance)
+
+
+@pytest.mark.parametrize("who", ["leader", "follower"])
+@pytest.mark.parametrize("how", ["kill", "close"])
+def test_static_member_restart_no_rebalance(broker_factory, tmp_path, how, who):
+    """A restarted static member, the group's leader or not, killed or closed, gets its
+    partitions back and the other member sees no rebalance (Kafka keeps the group Stable; to a
+    restarted leader it answers the old leader id, so the new member does not assign)."""
+    broker = broker_factory(GROUP_CONFIG)
+    topic, group, partitions = "g-static-restart", "g-static-restart-group", 4
+    create_topic(broker.bootstrap, topic, partitions)
+    # The first member to join leads.
+    a = Member(tmp_path, "ra", broker.bootstrap, topic, group, instance="restart-a")
+    wait_for_partitioning([a], partitions)
+    b = Member(tmp_path, "rb", broker.bootstrap, topic, group, instance="restart-b")
+    members = [a, b]
+    restarted = None
+    try:
+        before = wait_for_partitioning(members, partitions)
+        i = 0 if who == "leader" else 1
+        other = members[1 - i]
+        other_lines = len(other.lines())
+        restarted = restart_static(members[i], how, tmp_path, "restarted", broker.bootstrap,
+                                   topic, group, f"restart-{'ab'[i]}")
+        deadline = time.monotonic() + SETTLE_TIMEOUT_S
+        while restarted.assignment() is None and time.monotonic() < deadline:
+            time.sleep(POLL_INTERVAL_S)
+        assert restarted.assignment() == before[i], "the restarted member got its partitions back"
+        # Longer than a heartbeat interval: a rebalance would have reached the other by now.
+        time.sleep(2.0)
+        extra = [line for line in other.lines()[other_lines:] if not line.startswith("M")]
+        assert extra == [], f"the other member saw a rebalance: {extra}"
+        assert restarted.assignment() == before[i] and other.assignment() == before[1 - i]
+    finally:
+        for m in (a, b, restarted):
             if m is not None:
                 m.stop()
