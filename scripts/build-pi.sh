@@ -6,7 +6,7 @@
 #
 #   aarch64: Pi 3/4/5, Zero 2 W, CM4 on a 64-bit OS   -> aarch64-unknown-linux-gnu (io_uring built)
 #   armv7:   the same boards on a 32-bit OS            -> armv7-unknown-linux-gnueabihf (std backend
-#            only: tokio-uring is built for 64-bit Linux only, see Cargo.toml)
+#            only: the io_uring backend is built for 64-bit Linux only, see Cargo.toml)
 #
 # Installs what is missing, and only that: the rustup target, and Debian's cross gcc (apt; sudo
 # when not root). Then prints the binary's path, size in bytes and the highest GLIBC_x.y symbol
