@@ -34,7 +34,10 @@ pub async fn handle(
         .collect();
     let mut results = Vec::with_capacity(request.topics.len());
     for t in request.topics {
-        let result = CreatableTopicResult::default().with_name(t.name.clone());
+        // Kafka sends a null error message on success (the type's default is "").
+        let result = CreatableTopicResult::default()
+            .with_name(t.name.clone())
+            .with_error_message(None);
         if duplicates.contains(t.name.as_str()) {
             results.push(
                 result

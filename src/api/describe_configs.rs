@@ -42,7 +42,9 @@ fn describe(
 ) -> DescribeConfigsResult {
     let result = DescribeConfigsResult::default()
         .with_resource_type(r.resource_type)
-        .with_resource_name(r.resource_name.clone());
+        .with_resource_name(r.resource_name.clone())
+        // Null on success, as Kafka (the type's default is "").
+        .with_error_message(None);
     let entries = match r.resource_type {
         RESOURCE_TOPIC => match broker.topic(&r.resource_name) {
             Some(t) => topic_entries(broker, &t.configs()),
@@ -241,4 +243,5 @@ fn entry(
         .with_config_source(source)
         .with_read_only(read_only)
         .with_config_type(config_type)
+        .with_documentation(None)
 }

@@ -25,7 +25,9 @@ pub async fn handle(
     for r in request.resources {
         let response = AlterConfigsResourceResponse::default()
             .with_resource_type(r.resource_type)
-            .with_resource_name(r.resource_name.clone());
+            .with_resource_name(r.resource_name.clone())
+            // Null on success, as Kafka (the type's default is "").
+            .with_error_message(None);
         let outcome = alter(broker, r, request.validate_only).await;
         responses.push(match outcome {
             Ok(()) => response,

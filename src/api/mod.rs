@@ -218,6 +218,36 @@ pub fn topic_error(e: &crate::broker::TopicError) -> (i16, Option<StrBytes>) {
     (err.code(), Some(str_bytes(e.to_string())))
 }
 
+/// Kafka's AclOperation codes that a topic and the cluster support (`AclEntry.supportedOperations`).
+/// With no authorizer configured Kafka reports every supported operation as allowed, as a bit set
+/// (bit n = operation code n); so does this node, which has none.
+const TOPIC_OPERATIONS: &[u8] = &[3, 4, 5, 6, 7, 8, 10, 11];
+const CLUSTER_OPERATIONS: &[u8] = &[5, 7, 8, 9, 10, 11, 12];
+/// What Kafka puts in an authorized-operations field the client did not ask for.
+pub const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
+
+fn bit_set(ops: &[u8]) -> i32 {
+    ops.iter().fold(0, |bits, op| bits | (1 << op))
+}
+
+/// A topic's authorized operations when `asked`, else Kafka's "not requested" value.
+pub fn topic_operations(asked: bool) -> i32 {
+    if asked {
+        bit_set(TOPIC_OPERATIONS)
+    } else {
+        OPERATIONS_NOT_REQUESTED
+    }
+}
+
+/// The cluster's authorized operations when `asked`, else Kafka's "not requested" value.
+pub fn cluster_operations(asked: bool) -> i32 {
+    if asked {
+        bit_set(CLUSTER_OPERATIONS)
+    } else {
+        OPERATIONS_NOT_REQUESTED
+    }
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
