@@ -2,6 +2,7 @@
 //! Handlers in `api/` ask it for topics and partitions and ask it to create, delete and alter
 //! them. This is the control plane's local state; record data flows through `log` only.
 
+pub mod dynamic;
 pub mod producer_ids;
 pub mod topic;
 
@@ -58,12 +59,18 @@ pub enum TopicError {
     Storage(String),
 }
 
-/// One change of IncrementalAlterConfigs to a topic's explicit configs.
+/// One change of IncrementalAlterConfigs (or AlterConfigs) to a topic's explicit configs.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ConfigOp {
     Set(String, String),
     /// Back to the default.
     Delete(String),
+    /// List configs: add the comma-separated items not yet in the current (or default) value.
+    Append(String, String),
+    /// List configs: remove the comma-separated items from the current (or default) value.
+    Subtract(String, String),
+    /// Every explicit config back to its default (the legacy AlterConfigs replaces the whole set).
+    Clear,
 }
 
 /// Who this node is and where clients reach it.
@@ -91,6 +98,8 @@ pub struct Broker {
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     /// Serialises topic creation, deletion and partition growth (rare, and they touch files).
     admin: tokio::sync::Mutex<()>,
+    /// Dynamic broker configs in force (`dynamic`), by Kafka name.
+    dynamic: RwLock<BTreeMap<String, String>>,
     /// The consumer group coordinator (its state lives in `__consumer_offsets`).
     pub groups: crate::group::Coordinator,
     /// Bytes of Fetch answers being read, encoded or written (`fetch_inflight_bytes_max`).
@@ -113,6 +122,7 @@ impl Broker {
         let producer_ids = ProducerIds::open(&data_dir)?;
         let groups = crate::group::Coordinator::new(&config);
         let fetch_budget = Arc::new(tokio::sync::Semaphore::new(config.fetch_inflight_bytes_max));
+        let dynamic = RwLock::new(dynamic::load(&data_dir));
         let broker = Broker {
             fetch_budget,
             config,
@@ -123,6 +133,7 @@ impl Broker {
             producer_ids,
             topics: RwLock::new(BTreeMap::new()),
             admin: tokio::sync::Mutex::new(()),
+            dynamic,
             groups,
         };
         broker.load_topics()?;
@@ -222,7 +233,7 @@ impl Broker {
     }
 
     fn topic_log_config(&self, configs: &BTreeMap<String, String>) -> LogConfig {
-        let defaults = self.config.log_defaults();
+        let defaults = self.log_defaults();
         topic::log_config(&defaults, configs).unwrap_or_else(|e| {
             tracing::warn!(error = %e, "ignoring invalid stored topic config");
             defaults
@@ -319,7 +330,7 @@ impl Broker {
                 brokers: self.broker_count(),
             });
         }
-        let log_config = topic::log_config(&self.config.log_defaults(), &configs)?;
+        let log_config = topic::log_config(&self.log_defaults(), &configs)?;
         let _admin = self.admin.lock().await;
         if self.topic(name).is_some() {
             return Err(TopicError::AlreadyExists(name.to_string()));
@@ -421,12 +432,9 @@ impl Broker {
             .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
         let mut configs = t.configs();
         for op in ops {
-            match op {
-                ConfigOp::Set(key, value) => configs.insert(key, value),
-                ConfigOp::Delete(key) => configs.remove(&key),
-            };
+            topic::apply_config_op(&self.log_defaults(), &mut configs, op);
         }
-        let log_config = topic::log_config(&self.config.log_defaults(), &configs)?;
+        let log_config = topic::log_config(&self.log_defaults(), &configs)?;
         if validate_only {
             return Ok(());
         }
