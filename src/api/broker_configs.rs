@@ -101,13 +101,18 @@ fn static_entries(broker: &Broker) -> Vec<DescribeConfigsResourceResult> {
             true,
         ),
         entry("advertised.listeners", advertised, s, TYPE_LIST, true),
-        entry(
-            "broker.rack",
-            c.rack.clone().unwrap_or_default(),
-            s,
-            TYPE_STRING,
-            true,
-        ),
+        match &c.rack {
+            Some(rack) => entry("broker.rack", rack.clone(), s, TYPE_STRING, true),
+            // Unset: Kafka lists it with a null value.
+            None => entry(
+                "broker.rack",
+                String::new(),
+                SOURCE_DEFAULT,
+                TYPE_STRING,
+                true,
+            )
+            .with_value(None),
+        },
         entry(
             "auto.create.topics.enable",
             c.auto_create_topics.to_string(),

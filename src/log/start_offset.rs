@@ -98,3 +98,63 @@ impl Partition {
         Ok(offset)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::super::tests::{config, open};
+    use super::*;
+    use crate::log::LogConfig;
+    use crate::protocol::batch::test_batches::batch;
+
+    #[tokio::test]
+    async fn delete_records_moves_the_start_persistently_and_retention_drops_segments_below() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let two = || Bytes::from(batch(2, 1, 20));
+        // Two batches of two records per segment: bases 0, 4, 8.
+        let cfg = LogConfig {
+            segment_bytes_max: 2 * two().len() as u64,
+            ..config()
+        };
+        {
+            let p = open(dir.path(), cfg.clone());
+            for _ in 0..5 {
+                p.append(two(), 0).await.expect("append");
+            }
+            assert_eq!(p.delete_records_before(5).await.expect("delete"), 5);
+            // Lower than the start: unchanged; past the high watermark: out of range.
+            assert_eq!(p.delete_records_before(3).await.expect("delete"), 5);
+            assert!(matches!(
+                p.delete_records_before(11).await,
+                Err(LogError::OffsetOutOfRange { .. })
+            ));
+            assert!(matches!(
+                p.read(4, 1000).await,
+                Err(LogError::OffsetOutOfRange { start: 5, .. })
+            ));
+            assert!(p.read(5, 1000).await.is_ok());
+        }
+        let p = open(dir.path(), cfg);
+        assert_eq!(p.log_start_offset(), 5, "survives reopening");
+        // Segment 0 lies wholly below 5; segment 4 holds offset 5 and stays.
+        assert_eq!(p.enforce_retention(now()).await.expect("retention"), 1);
+        assert_eq!(p.log_start_offset(), 5);
+        assert!(!dir.path().join("00000000000000000000.log").exists());
+        assert!(dir.path().join("00000000000000000004.log").exists());
+    }
+
+    fn now() -> i64 {
+        crate::log::now_ms()
+    }
+
+    #[test]
+    fn corrupt_or_missing_file_is_no_floor() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(load(dir.path()), 0);
+        std::fs::write(path(dir.path()), "not a number").expect("write");
+        assert_eq!(load(dir.path()), 0);
+        std::fs::write(path(dir.path()), "42\n").expect("write");
+        assert_eq!(load(dir.path()), 42);
+    }
+}
