@@ -78,8 +78,8 @@ impl fmt::Display for Codes {
                 f.write_str(",")?;
             }
             match kafka_protocol::ResponseError::try_from_code(*code) {
+                Some(kafka_protocol::ResponseError::Unknown(_)) | None => write!(f, "{code}")?,
                 Some(e) => write!(f, "{code} {e:?}")?,
-                None => write!(f, "{code}")?,
             }
         }
         Ok(())
