@@ -81,179 +81,73 @@ fn dynamic_entries(broker: &Broker) -> Vec<DescribeConfigsResourceResult> {
 
 fn static_entries(broker: &Broker) -> Vec<DescribeConfigsResourceResult> {
     let c = &broker.config;
-    let advertised = format!(
-        "PLAINTEXT://{}:{}",
-        broker.advertised.host, broker.advertised.port
-    );
-    let s = SOURCE_STATIC_BROKER;
-    let fixed = |name, value: &str, config_type| {
-        // Kafka settings this node does not change: Kafka's default, read-only.
-        entry(name, value.to_string(), SOURCE_DEFAULT, config_type, true)
-    };
-    vec![
-        entry("broker.id", c.node_id.to_string(), s, TYPE_INT, true),
-        entry("node.id", c.node_id.to_string(), s, TYPE_INT, true),
-        entry(
-            "listeners",
-            format!("PLAINTEXT://{}", c.listen),
-            s,
-            TYPE_LIST,
-            true,
-        ),
-        entry("advertised.listeners", advertised, s, TYPE_LIST, true),
-        match &c.rack {
-            Some(rack) => entry("broker.rack", rack.clone(), s, TYPE_STRING, true),
-            // Unset: Kafka lists it with a null value.
-            None => entry(
-                "broker.rack",
-                String::new(),
-                SOURCE_DEFAULT,
-                TYPE_STRING,
-                true,
-            )
-            .with_value(None),
-        },
-        entry(
-            "auto.create.topics.enable",
-            c.auto_create_topics.to_string(),
-            s,
-            TYPE_BOOLEAN,
-            true,
-        ),
-        entry(
-            "num.partitions",
-            c.num_partitions.to_string(),
-            s,
-            TYPE_INT,
-            true,
-        ),
-        entry(
-            "default.replication.factor",
-            c.default_replication_factor.to_string(),
-            s,
-            TYPE_INT,
-            true,
-        ),
-        entry(
-            "socket.request.max.bytes",
-            c.frame_bytes_max.to_string(),
-            s,
-            TYPE_INT,
-            true,
-        ),
-        entry(
-            "max.connections",
-            c.connections_max.to_string(),
-            s,
-            TYPE_INT,
-            true,
-        ),
-        entry(
-            "queued.max.request.bytes",
-            c.inflight_bytes_max.to_string(),
-            s,
-            TYPE_LONG,
-            true,
-        ),
-        entry(
-            "connections.max.idle.ms",
-            c.connection_idle_ms_max.to_string(),
-            s,
-            TYPE_LONG,
-            true,
-        ),
-        entry(
-            "fetch.max.bytes",
-            c.fetch_bytes_max.to_string(),
-            s,
-            TYPE_INT,
-            true,
-        ),
-        entry(
-            "log.dirs",
-            c.data_dir.display().to_string(),
-            s,
-            TYPE_STRING,
-            true,
-        ),
-        entry(
-            "log.flush.interval.ms",
-            c.flush_ms_max.to_string(),
-            s,
-            TYPE_LONG,
-            true,
-        ),
-        entry(
-            "log.retention.check.interval.ms",
-            c.retention_check_ms.to_string(),
-            s,
-            TYPE_LONG,
-            true,
-        ),
-        entry(
-            "log.cleaner.backoff.ms",
-            c.compaction_check_ms.to_string(),
-            s,
-            TYPE_LONG,
-            true,
-        ),
-        entry(
-            "offsets.topic.num.partitions",
-            c.offsets_topic_num_partitions.to_string(),
-            s,
-            TYPE_INT,
-            true,
-        ),
-        entry(
-            "group.min.session.timeout.ms",
-            c.group_min_session_timeout_ms.to_string(),
-            s,
-            TYPE_INT,
-            true,
-        ),
-        entry(
-            "group.max.session.timeout.ms",
-            c.group_max_session_timeout_ms.to_string(),
-            s,
-            TYPE_INT,
-            true,
-        ),
-        entry(
-            "group.initial.rebalance.delay.ms",
-            c.group_initial_rebalance_delay_ms.to_string(),
-            s,
-            TYPE_INT,
-            true,
-        ),
-        fixed("compression.type", "producer", TYPE_STRING),
-        fixed("log.cleanup.policy", "delete", TYPE_LIST),
-        fixed("log.message.timestamp.type", "CreateTime", TYPE_STRING),
-        fixed("min.insync.replicas", "1", TYPE_INT),
-        fixed("unclean.leader.election.enable", "false", TYPE_BOOLEAN),
-        fixed("process.roles", "broker,controller", TYPE_LIST),
+    let (host, port) = (&broker.advertised.host, broker.advertised.port);
+    // (Kafka name, value, type) of the node's settings, all read at start; one line each, as a
+    // table reads better than wrapped tuples.
+    #[rustfmt::skip]
+    let settings = [
+        ("broker.id", c.node_id.to_string(), TYPE_INT),
+        ("node.id", c.node_id.to_string(), TYPE_INT),
+        ("listeners", format!("PLAINTEXT://{}", c.listen), TYPE_LIST),
+        ("advertised.listeners", format!("PLAINTEXT://{host}:{port}"), TYPE_LIST),
+        ("auto.create.topics.enable", c.auto_create_topics.to_string(), TYPE_BOOLEAN),
+        ("num.partitions", c.num_partitions.to_string(), TYPE_INT),
+        ("default.replication.factor", c.default_replication_factor.to_string(), TYPE_INT),
+        ("socket.request.max.bytes", c.frame_bytes_max.to_string(), TYPE_INT),
+        ("max.connections", c.connections_max.to_string(), TYPE_INT),
+        ("queued.max.request.bytes", c.inflight_bytes_max.to_string(), TYPE_LONG),
+        ("connections.max.idle.ms", c.connection_idle_ms_max.to_string(), TYPE_LONG),
+        ("fetch.max.bytes", c.fetch_bytes_max.to_string(), TYPE_INT),
+        ("log.dirs", c.data_dir.display().to_string(), TYPE_STRING),
+        ("log.flush.interval.ms", c.flush_ms_max.to_string(), TYPE_LONG),
+        ("log.retention.check.interval.ms", c.retention_check_ms.to_string(), TYPE_LONG),
+        ("log.cleaner.backoff.ms", c.compaction_check_ms.to_string(), TYPE_LONG),
+        ("offsets.topic.num.partitions", c.offsets_topic_num_partitions.to_string(), TYPE_INT),
+        ("group.min.session.timeout.ms", c.group_min_session_timeout_ms.to_string(), TYPE_INT),
+        ("group.max.session.timeout.ms", c.group_max_session_timeout_ms.to_string(), TYPE_INT),
+        ("group.initial.rebalance.delay.ms", c.group_initial_rebalance_delay_ms.to_string(), TYPE_INT),
         // bramble's own: the disk writer backend in use (uring or std; see io::backend).
-        entry(
-            "bramble.io.backend",
-            c.io_backend.to_string(),
-            s,
-            TYPE_STRING,
-            true,
-        ),
+        ("bramble.io.backend", c.io_backend.to_string(), TYPE_STRING),
         // The board profile and medium the node runs as (see board), or none.
-        entry(
-            "bramble.board",
-            c.board.clone().unwrap_or_else(|| "none".to_string()),
-            s,
+        ("bramble.board", c.board.clone().unwrap_or_else(|| "none".into()), TYPE_STRING),
+        // Not a setting: a live counter, read by `bramble bench produce` before and after a run.
+        ("bramble.fsyncs", crate::io::fsyncs().to_string(), TYPE_LONG),
+    ];
+    // Kafka settings this node does not change: Kafka's defaults, read-only.
+    let fixed = [
+        ("compression.type", "producer", TYPE_STRING),
+        ("log.cleanup.policy", "delete", TYPE_LIST),
+        ("log.message.timestamp.type", "CreateTime", TYPE_STRING),
+        ("min.insync.replicas", "1", TYPE_INT),
+        ("unclean.leader.election.enable", "false", TYPE_BOOLEAN),
+        ("process.roles", "broker,controller", TYPE_LIST),
+    ];
+    let rack = match &c.rack {
+        Some(rack) => entry(
+            "broker.rack",
+            rack.clone(),
+            SOURCE_STATIC_BROKER,
             TYPE_STRING,
             true,
         ),
-        // Not a setting: a live counter, read by `bramble bench produce` before and after a run.
-        entry(
-            "bramble.fsyncs",
-            crate::io::fsyncs().to_string(),
-            s,
-            TYPE_LONG,
+        // Unset: Kafka lists it with a null value.
+        None => entry(
+            "broker.rack",
+            String::new(),
+            SOURCE_DEFAULT,
+            TYPE_STRING,
             true,
-        ),
-    ]
+        )
+        .with_value(None),
+    };
+    settings
+        .into_iter()
+        .map(|(name, value, ty)| entry(name, value, SOURCE_STATIC_BROKER, ty, true))
+        .chain(
+            fixed
+                .into_iter()
+                .map(|(name, value, ty)| entry(name, value.into(), SOURCE_DEFAULT, ty, true)),
+        )
+        .chain(std::iter::once(rack))
+        .collect()
 }
