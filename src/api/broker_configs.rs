@@ -8,13 +8,14 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::describe_configs_response::DescribeConfigsResourceResult;
 
 use super::create_topics::SOURCE_DEFAULT;
-use super::describe_configs::{TYPE_BOOLEAN, TYPE_INT, TYPE_LIST, TYPE_LONG, TYPE_STRING, entry};
+use super::describe_configs::{
+    SOURCE_DYNAMIC_BROKER, TYPE_BOOLEAN, TYPE_INT, TYPE_LIST, TYPE_LONG, TYPE_STRING, entry,
+};
 use super::incremental_alter_configs::{Refusal, refuse};
 use crate::broker::dynamic::{BrokerConfigError, DYNAMIC_BROKER_CONFIGS};
 use crate::broker::{Broker, ConfigOp};
 
-/// Kafka's ConfigSource values for broker settings.
-const SOURCE_DYNAMIC_BROKER: i8 = 2;
+/// Kafka's ConfigSource for a static broker setting.
 const SOURCE_STATIC_BROKER: i8 = 4;
 
 /// The BROKER resource names this node answers for: "" (the cluster-wide default) and its id.

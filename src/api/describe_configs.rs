@@ -12,11 +12,14 @@ use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse, 
 
 use super::create_topics::{SOURCE_DEFAULT, SOURCE_DYNAMIC_TOPIC};
 use super::{broker_configs, str_bytes};
+use crate::broker::dynamic::DYNAMIC_BROKER_CONFIGS;
 use crate::broker::{Broker, topic};
 
 /// Kafka's ConfigResource types.
 pub const RESOURCE_TOPIC: i8 = 2;
 pub const RESOURCE_BROKER: i8 = 4;
+/// Kafka's ConfigSource for a value set by a dynamic broker config.
+pub const SOURCE_DYNAMIC_BROKER: i8 = 2;
 /// Kafka's ConfigType values (DescribeConfigs v3+).
 pub const TYPE_BOOLEAN: i8 = 1;
 pub const TYPE_STRING: i8 = 2;
@@ -144,6 +147,13 @@ fn topic_entries(
     broker: &Broker,
     explicit: &BTreeMap<String, String>,
 ) -> Vec<DescribeConfigsResourceResult> {
+    let dynamic = broker.dynamic_configs();
+    // A default that a dynamic broker config sets is reported as such, as Kafka does.
+    let dynamic_default = |topic_key: &str| {
+        DYNAMIC_BROKER_CONFIGS
+            .iter()
+            .any(|(b, t)| *t == topic_key && dynamic.contains_key(*b))
+    };
     topic_configs(broker, explicit)
         .into_iter()
         .map(|(name, value, is_default)| {
@@ -166,10 +176,10 @@ fn topic_entries(
                 | "segment.index.bytes" => TYPE_INT,
                 _ => TYPE_LONG,
             };
-            let source = if is_default {
-                SOURCE_DEFAULT
-            } else {
-                SOURCE_DYNAMIC_TOPIC
+            let source = match (is_default, dynamic_default(&name)) {
+                (false, _) => SOURCE_DYNAMIC_TOPIC,
+                (true, true) => SOURCE_DYNAMIC_BROKER,
+                (true, false) => SOURCE_DEFAULT,
             };
             entry(&name, value, source, config_type, false)
         })

@@ -169,7 +169,9 @@ def test_dynamic_broker_configs(broker):
     incremental(broker, "BROKER", "1", ConfigEntry("log.retention.ms", "3600000",
                                                    incremental_operation=set_op))
     create_topic(broker.bootstrap, "dyn", 1)
-    assert describe_topic_configs(broker, "dyn")["retention.ms"].value == "3600000"
+    retention = describe_topic_configs(broker, "dyn")["retention.ms"]
+    assert retention.value == "3600000"
+    assert retention.source == ConfigSource.DYNAMIC_BROKER_CONFIG.value
     with pytest.raises(KafkaException) as refused:
         incremental(broker, "BROKER", "1", ConfigEntry("num.partitions", "3",
                                                        incremental_operation=set_op))
