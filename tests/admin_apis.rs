@@ -236,10 +236,14 @@ fn describe_topic_partitions_pages_and_refuses_bad_cursors() {
 }
 
 fn produce(addr: &str, topic: &str, records: usize) {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
     let batch = bramble::client::producer::encode_batch(
         &bytes::Bytes::from_static(b"value"),
         records,
-        1_700_000_000_000,
+        now_ms,
     )
     .unwrap();
     let request = ProduceRequest::default()
@@ -322,4 +326,63 @@ fn describe_log_dirs_space_from_v4_and_advertised_ranges() {
     assert_eq!(range(ApiKey::AlterReplicaLogDirs), (1, 2));
     assert_eq!(range(ApiKey::DescribeLogDirs), (1, 4));
     assert_eq!(range(ApiKey::DescribeTopicPartitions), (0, 0));
+}
+
+fn earliest(addr: &str, topic: &str) -> i64 {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    let request = ListOffsetsRequest::default().with_topics(vec![
+        ListOffsetsTopic::default()
+            .with_name(name(topic))
+            .with_partitions(vec![
+                ListOffsetsPartition::default()
+                    .with_partition_index(0)
+                    .with_timestamp(-2),
+            ]),
+    ]);
+    call(addr, &request, 7).topics[0].partitions[0].offset
+}
+
+/// Retention passes run this often in the test below.
+const RETENTION_CHECK_MS: u64 = 100;
+/// How long the dynamic change may take to show in retention (many passes).
+const RETENTION_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+#[test]
+fn dynamic_broker_config_applies_to_existing_partitions() {
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    let broker = Broker::start_with_config(&format!("retention_check_ms = {RETENTION_CHECK_MS}"));
+    let addr = broker.addr();
+    create_topic(&addr, "live", 1, &[]);
+    // Fresh records: the static 7-day log.roll.ms and log.retention.ms keep them.
+    produce(&addr, "live", 5);
+    std::thread::sleep(std::time::Duration::from_millis(5 * RETENTION_CHECK_MS));
+    assert_eq!(earliest(&addr, "live"), 0);
+    let request = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        AlterConfigsResource::default()
+            .with_resource_type(4)
+            .with_resource_name(s("1"))
+            .with_configs(
+                ["log.roll.ms", "log.retention.ms"]
+                    .map(|key| {
+                        AlterableConfig::default()
+                            .with_name(s(key))
+                            .with_value(Some(s("1")))
+                    })
+                    .to_vec(),
+            ),
+    ]);
+    let response = call(&addr, &request, 1);
+    assert_eq!(response.responses[0].error_code, 0);
+    // The existing partition now rolls its aged segment, and retention deletes it.
+    let deadline = std::time::Instant::now() + RETENTION_WAIT;
+    while earliest(&addr, "live") != 5 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            broker.log_tail()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(RETENTION_CHECK_MS));
+    }
 }
