@@ -386,3 +386,59 @@ fn dynamic_broker_config_applies_to_existing_partitions() {
         std::thread::sleep(std::time::Duration::from_millis(RETENTION_CHECK_MS));
     }
 }
+
+/// Random bodies sent per API version in the test below.
+const NOISE_BODIES: usize = 40;
+const NOISE_BODY_BYTES_MAX: usize = 96;
+
+#[test]
+fn new_apis_survive_noise_and_extreme_values() {
+    let mut broker = Broker::start();
+    let addr = broker.addr();
+    create_topic(&addr, "edge", 1, &[]);
+    // Garbage bodies (xorshift noise) for every version of every new API: the broker may close
+    // the connection, never crash.
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let apis: [(i16, std::ops::RangeInclusive<i16>); 5] = [
+        (21, 0..=2),
+        (33, 0..=2),
+        (34, 1..=2),
+        (35, 1..=4),
+        (75, 0..=0),
+    ];
+    for (key, versions) in apis {
+        for version in versions {
+            for i in 0..NOISE_BODIES {
+                let len = (next() as usize) % NOISE_BODY_BYTES_MAX;
+                let body: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+                let mut stream = common::connect(&addr);
+                use std::io::Write;
+                let _ = stream.write_all(&common::frame_v1(key, version, i as i32, &body));
+                let _ = common::read_frame(&mut stream);
+            }
+        }
+    }
+    assert!(broker.is_alive(), "{}", broker.log_tail());
+    common::assert_api_versions_v0_ok(&addr);
+
+    // Well-formed requests with extreme values are answered.
+    assert_eq!(
+        delete_records(&addr, "edge", i64::MAX, 2).0,
+        OFFSET_OUT_OF_RANGE
+    );
+    assert_eq!(
+        delete_records(&addr, "edge", i64::MIN, 2).0,
+        OFFSET_OUT_OF_RANGE
+    );
+    let page = describe_partitions(&addr, &["edge"], i32::MIN, Some(("edge", i32::MAX)));
+    assert_eq!(page.topics[0].error_code, 0);
+    assert!(page.topics[0].partitions.is_empty());
+    let page = describe_partitions(&addr, &["edge"], i32::MAX, Some(("edge", -1)));
+    assert_eq!(page.topics[0].error_code, INVALID_REQUEST);
+}
