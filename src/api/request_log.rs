@@ -67,7 +67,8 @@ impl Codes {
     }
 }
 
-/// `none`, or the codes with Kafka's names: `3 UNKNOWN_TOPIC_OR_PARTITION,1 OFFSET_OUT_OF_RANGE`.
+/// `none`, or the codes with Kafka's names: `3 UNKNOWN_TOPIC_OR_PARTITION,1 OFFSET_OUT_OF_RANGE`
+/// (a code Kafka does not name: the bare number).
 impl fmt::Display for Codes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.0.is_empty() {
@@ -79,11 +80,25 @@ impl fmt::Display for Codes {
             }
             match kafka_protocol::ResponseError::try_from_code(*code) {
                 Some(kafka_protocol::ResponseError::Unknown(_)) | None => write!(f, "{code}")?,
-                Some(e) => write!(f, "{code} {e:?}")?,
+                Some(e) => {
+                    write!(f, "{code} ")?;
+                    write_kafka_name(f, &format!("{e:?}"))?;
+                }
             }
         }
         Ok(())
     }
+}
+
+/// `OffsetOutOfRange` as Kafka spells it: `OFFSET_OUT_OF_RANGE`.
+fn write_kafka_name(f: &mut fmt::Formatter<'_>, camel: &str) -> fmt::Result {
+    for (i, c) in camel.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            f.write_str("_")?;
+        }
+        write!(f, "{}", c.to_ascii_uppercase())?;
+    }
+    Ok(())
 }
 
 /// Every error code a response carries (top level, per topic, per partition, per member).
@@ -177,7 +192,7 @@ mod tests {
         }
         assert_eq!(
             c.to_string(),
-            "3 UnknownTopicOrPartition,1 OffsetOutOfRange,9999"
+            "3 UNKNOWN_TOPIC_OR_PARTITION,1 OFFSET_OUT_OF_RANGE,9999"
         );
         assert_eq!(Codes::default().to_string(), "none");
     }
