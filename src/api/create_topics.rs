@@ -11,7 +11,7 @@ use kafka_protocol::messages::create_topics_response::{
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse, RequestHeader};
 
 use super::{str_bytes, topic_error};
-use crate::broker::{Broker, topic};
+use crate::broker::Broker;
 
 /// CreateTopics v5 started returning the created topic's configs.
 const CONFIGS_VERSION_MIN: i16 = 5;
@@ -34,7 +34,10 @@ pub async fn handle(
         .collect();
     let mut results = Vec::with_capacity(request.topics.len());
     for t in request.topics {
-        let result = CreatableTopicResult::default().with_name(t.name.clone());
+        // Kafka sends a null error message on success (the type's default is "").
+        let result = CreatableTopicResult::default()
+            .with_name(t.name.clone())
+            .with_error_message(None);
         if duplicates.contains(t.name.as_str()) {
             results.push(
                 result
@@ -145,7 +148,7 @@ fn explicit_assignment(broker: &Broker, t: &CreatableTopic) -> Result<(i32, i16)
 }
 
 fn config_list(broker: &Broker, explicit: &BTreeMap<String, String>) -> Vec<CreatableTopicConfigs> {
-    topic::effective_configs(&broker.config.log_defaults(), explicit)
+    super::describe_configs::topic_configs(broker, explicit)
         .into_iter()
         .map(|(name, value, is_default)| {
             CreatableTopicConfigs::default()

@@ -6,7 +6,7 @@ use kafka_protocol::messages::{
     BrokerId, DescribeClusterRequest, DescribeClusterResponse, RequestHeader,
 };
 
-use super::str_bytes;
+use super::{cluster_operations, str_bytes};
 use crate::broker::Broker;
 
 /// DescribeCluster v1 endpoint types: 1 brokers, 2 controllers.
@@ -20,7 +20,10 @@ pub async fn handle(
     let node = broker.identity.node_id;
     let mut response = DescribeClusterResponse::default()
         .with_cluster_id(str_bytes(broker.identity.cluster_id.clone()))
-        .with_controller_id(BrokerId(node));
+        .with_controller_id(BrokerId(node))
+        .with_cluster_authorized_operations(cluster_operations(
+            request.include_cluster_authorized_operations,
+        ));
     if header.request_api_version >= 1 {
         response = response.with_endpoint_type(request.endpoint_type);
         if request.endpoint_type != ENDPOINT_BROKERS {

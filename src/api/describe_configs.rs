@@ -1,5 +1,8 @@
-//! api::describe_configs (key 32): topic configs (effective values, and which are defaults) and
-//! this broker's static settings.
+//! api::describe_configs (key 32): every topic config Kafka lists (effective values; source
+//! TOPIC_CONFIG when overridden, DEFAULT_CONFIG otherwise) and this broker's settings
+//! (`broker_configs`).
+
+use std::collections::BTreeMap;
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::describe_configs_response::{
@@ -8,20 +11,48 @@ use kafka_protocol::messages::describe_configs_response::{
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse, RequestHeader};
 
 use super::create_topics::{SOURCE_DEFAULT, SOURCE_DYNAMIC_TOPIC};
-use super::str_bytes;
+use super::{broker_configs, str_bytes};
+use crate::broker::dynamic::DYNAMIC_BROKER_CONFIGS;
 use crate::broker::{Broker, topic};
 
 /// Kafka's ConfigResource types.
 pub const RESOURCE_TOPIC: i8 = 2;
 pub const RESOURCE_BROKER: i8 = 4;
-const SOURCE_STATIC_BROKER: i8 = 4;
+/// Kafka's ConfigSource for a value set by a dynamic broker config.
+pub const SOURCE_DYNAMIC_BROKER: i8 = 2;
 /// Kafka's ConfigType values (DescribeConfigs v3+).
-const TYPE_BOOLEAN: i8 = 1;
-const TYPE_STRING: i8 = 2;
-const TYPE_INT: i8 = 3;
-const TYPE_LONG: i8 = 5;
-const TYPE_DOUBLE: i8 = 6;
-const TYPE_LIST: i8 = 7;
+pub const TYPE_BOOLEAN: i8 = 1;
+pub const TYPE_STRING: i8 = 2;
+pub const TYPE_INT: i8 = 3;
+pub const TYPE_LONG: i8 = 5;
+pub const TYPE_DOUBLE: i8 = 6;
+pub const TYPE_LIST: i8 = 7;
+
+/// Kafka 4.0's topic configs that this node stores but does not act on, with Kafka's defaults:
+/// DescribeConfigs lists them like Kafka does, overridden or not.
+const KAFKA_TOPIC_DEFAULTS: &[(&str, &str)] = &[
+    ("compression.type", "producer"),
+    ("file.delete.delay.ms", "60000"),
+    ("flush.messages", "9223372036854775807"),
+    ("flush.ms", "9223372036854775807"),
+    ("follower.replication.throttled.replicas", ""),
+    ("leader.replication.throttled.replicas", ""),
+    ("local.retention.bytes", "-2"),
+    ("local.retention.ms", "-2"),
+    ("max.compaction.lag.ms", "9223372036854775807"),
+    ("message.timestamp.after.max.ms", "3600000"),
+    ("message.timestamp.before.max.ms", "9223372036854775807"),
+    ("message.timestamp.type", "CreateTime"),
+    ("min.cleanable.dirty.ratio", "0.5"),
+    ("min.insync.replicas", "1"),
+    ("preallocate", "false"),
+    ("remote.log.copy.disable", "false"),
+    ("remote.log.delete.on.disable", "false"),
+    ("remote.storage.enable", "false"),
+    ("segment.index.bytes", "10485760"),
+    ("segment.jitter.ms", "0"),
+    ("unclean.leader.election.enable", "false"),
+];
 
 pub async fn handle(
     broker: &Broker,
@@ -42,7 +73,9 @@ fn describe(
 ) -> DescribeConfigsResult {
     let result = DescribeConfigsResult::default()
         .with_resource_type(r.resource_type)
-        .with_resource_name(r.resource_name.clone());
+        .with_resource_name(r.resource_name.clone())
+        // Null on success, as Kafka (the type's default is "").
+        .with_error_message(None);
     let entries = match r.resource_type {
         RESOURCE_TOPIC => match broker.topic(&r.resource_name) {
             Some(t) => topic_entries(broker, &t.configs()),
@@ -54,11 +87,8 @@ fn describe(
                 );
             }
         },
-        RESOURCE_BROKER
-            if r.resource_name.is_empty()
-                || *r.resource_name == *broker.identity.node_id.to_string() =>
-        {
-            broker_entries(broker)
+        RESOURCE_BROKER if broker_configs::is_this_broker(broker, &r.resource_name) => {
+            broker_configs::entries(broker)
         }
         RESOURCE_BROKER => {
             return error(
@@ -97,19 +127,47 @@ fn error(
         .with_error_message(Some(str_bytes(message)))
 }
 
+/// (name, effective value, is default) of every topic config Kafka lists, sorted by name: the
+/// ones this node acts on, then Kafka's others at their defaults unless overridden.
+pub fn topic_configs(
+    broker: &Broker,
+    explicit: &BTreeMap<String, String>,
+) -> Vec<(String, String, bool)> {
+    let mut all = topic::effective_configs(&broker.log_defaults(), explicit);
+    for (name, value) in KAFKA_TOPIC_DEFAULTS {
+        if !all.iter().any(|(n, _, _)| n == name) {
+            all.push((name.to_string(), value.to_string(), true));
+        }
+    }
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    all
+}
+
 fn topic_entries(
     broker: &Broker,
-    explicit: &std::collections::BTreeMap<String, String>,
+    explicit: &BTreeMap<String, String>,
 ) -> Vec<DescribeConfigsResourceResult> {
-    topic::effective_configs(&broker.config.log_defaults(), explicit)
+    let dynamic = broker.dynamic_configs();
+    // A default that a dynamic broker config sets is reported as such, as Kafka does.
+    let dynamic_default = |topic_key: &str| {
+        DYNAMIC_BROKER_CONFIGS
+            .iter()
+            .any(|(b, t)| *t == topic_key && dynamic.contains_key(*b))
+    };
+    topic_configs(broker, explicit)
         .into_iter()
         .map(|(name, value, is_default)| {
             let config_type = match name.as_str() {
-                "cleanup.policy" => TYPE_LIST,
+                "cleanup.policy"
+                | "follower.replication.throttled.replicas"
+                | "leader.replication.throttled.replicas" => TYPE_LIST,
                 "compression.type" | "message.timestamp.type" => TYPE_STRING,
-                "unclean.leader.election.enable" | "preallocate" | "bramble.fsync.on.ack" => {
-                    TYPE_BOOLEAN
-                }
+                "unclean.leader.election.enable"
+                | "preallocate"
+                | "bramble.fsync.on.ack"
+                | "remote.storage.enable"
+                | "remote.log.copy.disable"
+                | "remote.log.delete.on.disable" => TYPE_BOOLEAN,
                 "min.cleanable.dirty.ratio" => TYPE_DOUBLE,
                 "max.message.bytes"
                 | "segment.bytes"
@@ -118,123 +176,17 @@ fn topic_entries(
                 | "segment.index.bytes" => TYPE_INT,
                 _ => TYPE_LONG,
             };
-            entry(
-                &name,
-                value,
-                if is_default {
-                    SOURCE_DEFAULT
-                } else {
-                    SOURCE_DYNAMIC_TOPIC
-                },
-                config_type,
-                false,
-            )
+            let source = match (is_default, dynamic_default(&name)) {
+                (false, _) => SOURCE_DYNAMIC_TOPIC,
+                (true, true) => SOURCE_DYNAMIC_BROKER,
+                (true, false) => SOURCE_DEFAULT,
+            };
+            entry(&name, value, source, config_type, false)
         })
         .collect()
 }
 
-fn broker_entries(broker: &Broker) -> Vec<DescribeConfigsResourceResult> {
-    let c = &broker.config;
-    let s = SOURCE_STATIC_BROKER;
-    vec![
-        entry(
-            "broker.id",
-            broker.identity.node_id.to_string(),
-            s,
-            TYPE_INT,
-            true,
-        ),
-        entry(
-            "auto.create.topics.enable",
-            c.auto_create_topics.to_string(),
-            s,
-            TYPE_BOOLEAN,
-            true,
-        ),
-        entry(
-            "num.partitions",
-            c.num_partitions.to_string(),
-            s,
-            TYPE_INT,
-            true,
-        ),
-        entry(
-            "default.replication.factor",
-            c.default_replication_factor.to_string(),
-            s,
-            TYPE_INT,
-            true,
-        ),
-        entry(
-            "socket.request.max.bytes",
-            c.frame_bytes_max.to_string(),
-            s,
-            TYPE_INT,
-            true,
-        ),
-        entry(
-            "message.max.bytes",
-            c.message_bytes_max.to_string(),
-            s,
-            TYPE_INT,
-            true,
-        ),
-        entry(
-            "log.segment.bytes",
-            c.segment_bytes.to_string(),
-            s,
-            TYPE_INT,
-            true,
-        ),
-        entry(
-            "log.retention.ms",
-            c.retention_ms.to_string(),
-            s,
-            TYPE_LONG,
-            true,
-        ),
-        entry(
-            "log.retention.bytes",
-            c.retention_bytes.to_string(),
-            s,
-            TYPE_LONG,
-            true,
-        ),
-        entry(
-            "log.dirs",
-            c.data_dir.display().to_string(),
-            s,
-            TYPE_STRING,
-            true,
-        ),
-        // bramble's own: the disk writer backend in use (uring or std; see io::backend).
-        entry(
-            "bramble.io.backend",
-            c.io_backend.to_string(),
-            s,
-            TYPE_STRING,
-            true,
-        ),
-        // The board profile and medium the node runs as (see board), or none.
-        entry(
-            "bramble.board",
-            c.board.clone().unwrap_or_else(|| "none".to_string()),
-            s,
-            TYPE_STRING,
-            true,
-        ),
-        // Not a setting: a live counter, read by `bramble bench produce` before and after a run.
-        entry(
-            "bramble.fsyncs",
-            crate::io::fsyncs().to_string(),
-            s,
-            TYPE_LONG,
-            true,
-        ),
-    ]
-}
-
-fn entry(
+pub fn entry(
     name: &str,
     value: String,
     source: i8,
@@ -247,4 +199,5 @@ fn entry(
         .with_config_source(source)
         .with_read_only(read_only)
         .with_config_type(config_type)
+        .with_documentation(None)
 }

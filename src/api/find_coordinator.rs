@@ -31,7 +31,9 @@ pub async fn handle(
             .into_iter()
             .map(|key| locate(broker, request.key_type, key))
             .collect();
-        return FindCoordinatorResponse::default().with_coordinators(coordinators);
+        return FindCoordinatorResponse::default()
+            .with_error_message(None)
+            .with_coordinators(coordinators);
     }
     let c = locate(broker, request.key_type, request.key);
     let response = FindCoordinatorResponse::default()
@@ -48,7 +50,10 @@ pub async fn handle(
 }
 
 fn locate(broker: &Broker, key_type: i8, key: StrBytes) -> Coordinator {
-    let c = Coordinator::default().with_key(key);
+    // Kafka sends a null error message on success (the type's default is "").
+    let c = Coordinator::default()
+        .with_key(key)
+        .with_error_message(None);
     let refuse = |c: Coordinator, e: ResponseError, why: &str| {
         c.with_error_code(e.code())
             .with_error_message(Some(str_bytes(why)))

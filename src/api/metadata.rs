@@ -10,8 +10,12 @@ use kafka_protocol::messages::{
 };
 use uuid::Uuid;
 
-use super::str_bytes;
+use super::{cluster_operations, str_bytes, topic_operations};
 use crate::broker::{Broker, Topic, topic};
+
+/// Metadata v8 added authorized operations; v11 dropped the cluster's (DescribeCluster has it).
+const AUTHORIZED_OPERATIONS_VERSION_MIN: i16 = 8;
+const CLUSTER_OPERATIONS_VERSION_MAX: i16 = 10;
 
 pub async fn handle(
     broker: &Broker,
@@ -26,6 +30,8 @@ pub async fn handle(
     };
     // Auto-creation is always allowed before v4, where the flag did not exist.
     let may_create = version < 4 || request.allow_auto_topic_creation;
+    let ops_version = version >= AUTHORIZED_OPERATIONS_VERSION_MIN;
+    let topic_ops = topic_operations(ops_version && request.include_topic_authorized_operations);
     let mut topics = Vec::new();
     if all_topics {
         for t in broker.topics() {
@@ -36,6 +42,14 @@ pub async fn handle(
             topics.push(lookup(broker, wanted.name, wanted.topic_id, may_create).await);
         }
     }
+    for t in topics.iter_mut().filter(|t| t.error_code == 0) {
+        t.topic_authorized_operations = topic_ops;
+    }
+    let cluster_ops = cluster_operations(
+        ops_version
+            && version <= CLUSTER_OPERATIONS_VERSION_MAX
+            && request.include_cluster_authorized_operations,
+    );
     let node = broker.identity.node_id;
     let broker_entry = MetadataResponseBroker::default()
         .with_node_id(BrokerId(node))
@@ -47,6 +61,7 @@ pub async fn handle(
         .with_cluster_id(Some(str_bytes(broker.identity.cluster_id.clone())))
         .with_controller_id(BrokerId(node))
         .with_topics(topics)
+        .with_cluster_authorized_operations(cluster_ops)
 }
 
 async fn lookup(
@@ -63,10 +78,16 @@ async fn lookup(
                 .with_error_code(ResponseError::UnknownTopicId.code()),
         };
     };
-    let found = if may_create {
-        broker.topic_or_auto_create(&name).await
-    } else {
-        broker.topic(&name)
+    let found = match broker.topic(&name) {
+        Some(t) => Some(t),
+        // Kafka answers the request that auto-creates a topic with LEADER_NOT_AVAILABLE and no
+        // partitions (the controller has only just been asked); clients retry and find it led.
+        None if may_create && broker.topic_or_auto_create(&name).await.is_some() => {
+            return MetadataResponseTopic::default()
+                .with_name(Some(name))
+                .with_error_code(ResponseError::LeaderNotAvailable.code());
+        }
+        None => None,
     };
     match found {
         Some(t) => describe(broker, &t),

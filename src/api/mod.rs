@@ -5,14 +5,20 @@
 //! The advertised ranges are Apache Kafka 4.0's for every API implemented, so clients that infer
 //! the broker's release from ApiVersions land on one real release (docs/COMPAT.md).
 
+pub mod alter_configs;
+pub mod alter_replica_log_dirs;
 pub mod api_versions;
+pub mod broker_configs;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
+pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
+pub mod describe_log_dirs;
+pub mod describe_topic_partitions;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -27,6 +33,7 @@ pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
 pub mod produce;
+pub mod request_log;
 pub mod sync_group;
 
 use std::future::Future;
@@ -66,6 +73,11 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::AlterReplicaLogDirs, 1, 2),
+    (ApiKey::DescribeLogDirs, 1, 4),
+    (ApiKey::DescribeTopicPartitions, 0, 0),
 ];
 
 pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
@@ -109,6 +121,7 @@ pub enum Reply {
 /// Handles one request frame (without its length prefix), in request order.
 pub async fn dispatch(broker: &Broker, mut frame: Bytes) -> Result<Reply, DispatchError> {
     use kafka_protocol::messages::*;
+    let request_bytes = frame.len();
     let prefix = codec::peek_prefix(&frame)?;
     let key =
         ApiKey::try_from(prefix.api_key).map_err(|_| CodecError::UnknownApiKey(prefix.api_key))?;
@@ -128,6 +141,8 @@ pub async fn dispatch(broker: &Broker, mut frame: Bytes) -> Result<Reply, Dispat
     }
     let header = codec::decode_header(&mut frame, key, prefix.api_version)?;
     let (version, correlation_id) = (header.request_api_version, header.correlation_id);
+    // None unless debug logging is on for requests (the produce path pays one level check).
+    let log = request_log::RequestLog::start(key, &header, request_bytes);
     // Each arm: decode the body, run the handler, encode its answer. Defined here so it can use
     // this function's locals.
     macro_rules! serve {
@@ -136,6 +151,9 @@ pub async fn dispatch(broker: &Broker, mut frame: Bytes) -> Result<Reply, Dispat
             let response = $module::handle(broker, &header, request).await;
             let encoded =
                 codec::encode_response(correlation_id, version, &response, stringify!($module))?;
+            if let Some(log) = log {
+                log.finish(Some(&response));
+            }
             Ok(Reply::Ready(Some(encoded)))
         }};
     }
@@ -144,7 +162,11 @@ pub async fn dispatch(broker: &Broker, mut frame: Bytes) -> Result<Reply, Dispat
             let request: ProduceRequest = codec::decode_body(&mut frame, version, "produce")?;
             let staged = produce::stage(broker, &header, request).await;
             Ok(Reply::Pending(Box::pin(async move {
-                match staged.finish().await {
+                let response = staged.finish().await;
+                if let Some(log) = log {
+                    log.finish(response.as_ref());
+                }
+                match response {
                     Some(response) => {
                         codec::encode_response(correlation_id, version, &response, "produce")
                             .map(Some)
@@ -158,6 +180,9 @@ pub async fn dispatch(broker: &Broker, mut frame: Bytes) -> Result<Reply, Dispat
             let request: FetchRequest = codec::decode_body(&mut frame, version, "fetch")?;
             let (response, budget) = fetch::handle(broker, &header, request).await;
             let encoded = codec::encode_response(correlation_id, version, &response, "fetch")?;
+            if let Some(log) = log {
+                log.finish(Some(&response));
+            }
             drop(response);
             // From here until it is written, the answer holds only its own size.
             match budget.and_then(|mut b| b.split(encoded.len().min(b.num_permits()))) {
@@ -188,6 +213,13 @@ pub async fn dispatch(broker: &Broker, mut frame: Bytes) -> Result<Reply, Dispat
         ApiKey::ListGroups => serve!(list_groups, ListGroupsRequest),
         ApiKey::DeleteGroups => serve!(delete_groups, DeleteGroupsRequest),
         ApiKey::OffsetDelete => serve!(offset_delete, OffsetDeleteRequest),
+        ApiKey::DeleteRecords => serve!(delete_records, DeleteRecordsRequest),
+        ApiKey::AlterConfigs => serve!(alter_configs, AlterConfigsRequest),
+        ApiKey::AlterReplicaLogDirs => serve!(alter_replica_log_dirs, AlterReplicaLogDirsRequest),
+        ApiKey::DescribeLogDirs => serve!(describe_log_dirs, DescribeLogDirsRequest),
+        ApiKey::DescribeTopicPartitions => {
+            serve!(describe_topic_partitions, DescribeTopicPartitionsRequest)
+        }
         _ => Err(DispatchError::UnsupportedApi(prefix.api_key)),
     }
 }
@@ -218,6 +250,36 @@ pub fn topic_error(e: &crate::broker::TopicError) -> (i16, Option<StrBytes>) {
         E::InvalidRequest(_) => ResponseError::InvalidRequest,
     };
     (err.code(), Some(str_bytes(e.to_string())))
+}
+
+/// Kafka's AclOperation codes that a topic and the cluster support (`AclEntry.supportedOperations`).
+/// With no authorizer configured Kafka reports every supported operation as allowed, as a bit set
+/// (bit n = operation code n); so does this node, which has none.
+const TOPIC_OPERATIONS: &[u8] = &[3, 4, 5, 6, 7, 8, 10, 11];
+const CLUSTER_OPERATIONS: &[u8] = &[5, 7, 8, 9, 10, 11, 12];
+/// What Kafka puts in an authorized-operations field the client did not ask for.
+pub const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
+
+fn bit_set(ops: &[u8]) -> i32 {
+    ops.iter().fold(0, |bits, op| bits | (1 << op))
+}
+
+/// A topic's authorized operations when `asked`, else Kafka's "not requested" value.
+pub fn topic_operations(asked: bool) -> i32 {
+    if asked {
+        bit_set(TOPIC_OPERATIONS)
+    } else {
+        OPERATIONS_NOT_REQUESTED
+    }
+}
+
+/// The cluster's authorized operations when `asked`, else Kafka's "not requested" value.
+pub fn cluster_operations(asked: bool) -> i32 {
+    if asked {
+        bit_set(CLUSTER_OPERATIONS)
+    } else {
+        OPERATIONS_NOT_REQUESTED
+    }
 }
 
 /// Milliseconds since the Unix epoch.

@@ -3,6 +3,7 @@
 //! them. This is the control plane's local state; record data flows through `log` only.
 
 pub mod dirs;
+pub mod dynamic;
 pub mod identity;
 pub mod producer_ids;
 mod startup;
@@ -81,12 +82,18 @@ pub enum TopicError {
     InvalidRequest(String),
 }
 
-/// One change of IncrementalAlterConfigs to a topic's explicit configs.
+/// One change of IncrementalAlterConfigs (or AlterConfigs) to a topic's explicit configs.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ConfigOp {
     Set(String, String),
     /// Back to the default.
     Delete(String),
+    /// List configs: add the comma-separated items not yet in the current (or default) value.
+    Append(String, String),
+    /// List configs: remove the comma-separated items from the current (or default) value.
+    Subtract(String, String),
+    /// Every explicit config back to its default (the legacy AlterConfigs replaces the whole set).
+    Clear,
 }
 
 /// The host:port advertised in Metadata.
@@ -110,6 +117,8 @@ pub struct Broker {
     refused: RwLock<BTreeMap<String, String>>,
     /// Serialises topic creation, deletion and partition growth (rare, and they touch files).
     admin: tokio::sync::Mutex<()>,
+    /// Dynamic broker configs in force (`dynamic`), by Kafka name.
+    dynamic: RwLock<BTreeMap<String, String>>,
     /// The consumer group coordinator (its state lives in `__consumer_offsets`).
     pub groups: crate::group::Coordinator,
     /// Bytes of Fetch answers being read, encoded or written (`fetch_inflight_bytes_max`).
@@ -132,6 +141,7 @@ impl Broker {
         let producer_ids = ProducerIds::open(&data_dir)?;
         let groups = crate::group::Coordinator::new(&config);
         let fetch_budget = Arc::new(tokio::sync::Semaphore::new(config.fetch_inflight_bytes_max));
+        let dynamic = RwLock::new(dynamic::load(&data_dir));
         let broker = Broker {
             fetch_budget,
             config,
@@ -143,6 +153,7 @@ impl Broker {
             topics: RwLock::new(BTreeMap::new()),
             refused: RwLock::new(BTreeMap::new()),
             admin: tokio::sync::Mutex::new(()),
+            dynamic,
             groups,
         };
         broker.load_topics()?;
@@ -294,7 +305,7 @@ impl Broker {
     }
 
     fn topic_log_config(&self, configs: &BTreeMap<String, String>) -> LogConfig {
-        let defaults = self.config.log_defaults();
+        let defaults = self.log_defaults();
         topic::log_config(&defaults, configs).unwrap_or_else(|e| {
             tracing::warn!(error = %e, "ignoring invalid stored topic config");
             defaults
@@ -405,7 +416,7 @@ impl Broker {
     ) -> Result<Arc<Topic>, TopicError> {
         topic::validate_name(name).map_err(TopicError::InvalidName)?;
         let (partitions, rf) = self.resolve_counts(partitions, replication_factor)?;
-        let log_config = topic::log_config(&self.config.log_defaults(), &configs)?;
+        let log_config = topic::log_config(&self.log_defaults(), &configs)?;
         let _admin = self.admin.lock().await;
         if self.topic(name).is_some() {
             return Err(TopicError::AlreadyExists(name.to_string()));
@@ -582,12 +593,9 @@ impl Broker {
             .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
         let mut configs = t.configs();
         for op in ops {
-            match op {
-                ConfigOp::Set(key, value) => configs.insert(key, value),
-                ConfigOp::Delete(key) => configs.remove(&key),
-            };
+            topic::apply_config_op(&self.log_defaults(), &mut configs, op);
         }
-        let log_config = topic::log_config(&self.config.log_defaults(), &configs)?;
+        let log_config = topic::log_config(&self.log_defaults(), &configs)?;
         if validate_only {
             return Ok(());
         }

@@ -2,8 +2,8 @@
 //! start-up makes of missing, damaged or leftover metadata and partition directories.
 
 use super::*;
-use std::path::Path;
 use crate::protocol::batch::test_batches;
+use std::path::Path;
 
 fn open(dir: &Path) -> Broker {
     open_with(Config {

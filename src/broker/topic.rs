@@ -317,6 +317,51 @@ pub fn effective_configs(
     enforced.chain(stored).collect()
 }
 
+/// Applies one alter operation to a topic's explicit configs (`defaults` give a list config's
+/// current value when it is not set explicitly, as Kafka's APPEND and SUBTRACT use it).
+pub fn apply_config_op(
+    defaults: &LogConfig,
+    configs: &mut BTreeMap<String, String>,
+    op: super::ConfigOp,
+) {
+    use super::ConfigOp;
+    let (key, items, append) = match op {
+        ConfigOp::Set(key, value) => {
+            configs.insert(key, value);
+            return;
+        }
+        ConfigOp::Delete(key) => {
+            configs.remove(&key);
+            return;
+        }
+        ConfigOp::Clear => {
+            configs.clear();
+            return;
+        }
+        ConfigOp::Append(key, items) => (key, items, true),
+        ConfigOp::Subtract(key, items) => (key, items, false),
+    };
+    let current = effective_configs(defaults, configs)
+        .into_iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|(_, v, _)| v)
+        .unwrap_or_default();
+    let mut list: Vec<&str> = current
+        .split(',')
+        .map(str::trim)
+        .filter(|i| !i.is_empty())
+        .collect();
+    for item in items.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        if append && !list.contains(&item) {
+            list.push(item);
+        } else if !append {
+            list.retain(|i| *i != item);
+        }
+    }
+    let value = list.join(",");
+    configs.insert(key, value);
+}
+
 pub fn validate_name(name: &str) -> Result<(), &'static str> {
     if name.is_empty() || name.len() > TOPIC_NAME_BYTES_MAX {
         return Err("topic name must be 1 to 249 characters");

@@ -36,6 +36,7 @@ mod recovery;
 mod retention;
 mod segment;
 mod snapshot;
+mod start_offset;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -203,6 +204,8 @@ struct Inner {
     producers: producers::Producers,
     /// cleanup.policy and the compaction settings (`compaction`); retention reads `delete`.
     cleanup: Cleanup,
+    /// The log start offset DeleteRecords raised (persisted, `start_offset`); 0 when never.
+    start_floor: i64,
 }
 
 impl Inner {
@@ -210,10 +213,13 @@ impl Inner {
         self.segments.last_key_value().map(|(_, s)| s)
     }
 
+    /// The first segment's base, or higher where DeleteRecords raised it (never past the end).
     fn log_start_offset(&self) -> i64 {
-        self.segments
+        let first = self
+            .segments
             .first_key_value()
-            .map_or(self.log_end_offset, |(&base, _)| base)
+            .map_or(self.log_end_offset, |(&base, _)| base);
+        first.max(self.start_floor.min(self.log_end_offset))
     }
 
     /// Bytes of `seg` below the high watermark.
@@ -344,6 +350,7 @@ impl Partition {
             deleted: false,
             producers,
             cleanup: Cleanup::default(),
+            start_floor: start_offset::load(dir),
         };
         let shared = Shared {
             dir: dir.to_path_buf(),

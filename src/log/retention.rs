@@ -3,7 +3,8 @@
 //! log end offset; retention deletes whole sealed segments, oldest first, past `retention_ms_max`
 //! or while the partition is over `retention_bytes_max`. The active segment is never deleted, but
 //! an aged one is rolled first so it can age out. The log start offset is the first remaining
-//! segment's base offset. With `cleanup.policy=compact` alone retention deletes nothing (it still
+//! segment's base offset, or higher where DeleteRecords raised it (`start_offset`); segments
+//! wholly below it are deleted here too. With `cleanup.policy=compact` alone retention deletes nothing (it still
 //! rolls aged active segments, which lets the cleaner reach their records). Each roll also writes
 //! a producer-state snapshot at the new segment's base (`snapshot`), and retention deletes the
 //! snapshots below the new log start offset.
@@ -178,10 +179,16 @@ impl Partition {
             let by_size =
                 retention_bytes.is_some_and(|max| total.saturating_sub(oldest.size_bytes) >= max);
             let by_age = retention_ms.is_some_and(|ms| is_expired(oldest, ms, now_ms));
+            // Wholly below the log start offset DeleteRecords set: nothing in it is readable.
+            let deleted = inner
+                .segments
+                .keys()
+                .nth(1)
+                .is_some_and(|&next| next <= inner.start_floor);
             // An empty sealed segment (the cleaner emptied it) holds nothing to keep, and would
             // otherwise stop age retention here for good: empty segments never expire by age.
             let empty = oldest.size_bytes == 0 && inner.cleanup.compact;
-            if !(by_size || by_age || empty) {
+            if !(by_size || by_age || empty || deleted) {
                 break;
             }
             let Some((_, seg)) = inner.segments.pop_first() else {
