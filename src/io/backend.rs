@@ -19,7 +19,8 @@ use super::{DiskWriter, StdStorage, WriterConfig, WriterError};
 /// Set to an errno name to make the io_uring probe fail with it (tests only).
 pub const PROBE_FAIL_ENV: &str = "BRAMBLE_IO_URING_PROBE_FAIL";
 
-/// Whether this build has the io_uring backend (64-bit Linux only; see the io-uring entry in Cargo.toml).
+/// Whether this build has the io_uring backend (64-bit Linux only; see the io-uring entry in
+/// Cargo.toml).
 pub const URING_BUILT: bool = cfg!(all(target_os = "linux", target_pointer_width = "64"));
 
 /// The `io_backend` setting.

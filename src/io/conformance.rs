@@ -1,6 +1,6 @@
-//! io::conformance: the one suite every storage backend must pass (docs/CONVENTIONS.md rule 10), run for
-//! `StdStorage` and `UringStorage` below; any other backend (the crash-simulating one) adds one
-//! call to [`check`]. It covers the file operations the log relies on (positional writes and
+//! io::conformance: the one suite every storage backend must pass (docs/CONVENTIONS.md rule 10),
+//! run for `StdStorage` and `UringStorage` below; any other backend (the crash-simulating one) adds
+//! one call to [`check`]. It covers the file operations the log relies on (positional writes and
 //! reads, sparse and overlapping writes, truncate and extend, syncs, open vs create, removal,
 //! errors on missing files, writes over 1 MiB, rename over an existing file) and, through a [`DiskWriter`] on the backend, the
 //! group path: many small and overlapping writes in one group keep their order, waiters complete
@@ -301,15 +301,6 @@ impl GroupIo for CountedIo {
     fn sync(&mut self, files: &[FileRef]) -> Vec<std::io::Result<()>> {
         self.syncs.fetch_add(files.len(), Ordering::SeqCst);
         self.inner.sync(files)
-    }
-
-    fn write_and_sync(
-        &mut self,
-        writes: &[GroupWrite<'_>],
-        files: &[FileRef],
-    ) -> (Vec<std::io::Result<()>>, Vec<std::io::Result<()>>) {
-        self.syncs.fetch_add(files.len(), Ordering::SeqCst);
-        self.inner.write_and_sync(writes, files)
     }
 }
 

@@ -1,12 +1,13 @@
-//! io: the one door between the log and the disk (docs/CONVENTIONS.md rule 7). A small storage trait
-//! ([`Storage`] opens files, [`StorageFile`] does positional I/O) with a plain-file backend
+//! io: the one door between the log and the disk (docs/CONVENTIONS.md rule 7). A small storage
+//! trait ([`Storage`] opens files, [`StorageFile`] does positional I/O) with a plain-file backend
 //! ([`StdStorage`]: `pwrite` + `fdatasync`), and the [`DiskWriter`]: one thread per data directory
 //! that performs every log write and fsync, group-committing whatever is queued.
 //!
 //! A third trait, [`GroupIo`], is how the writer thread performs one group's writes and syncs: the
-//! std backend issues them one syscall at a time, the io_uring backend ([`UringStorage`], 64-bit
-//! Linux only) submits a whole wave of writes, then all the fsyncs, each as one submission. Which
-//! backend runs is chosen at start ([`Backend`]: auto probes io_uring and falls back to std).
+//! std backend issues them one syscall at a time; the io_uring backend ([`UringStorage`], 64-bit
+//! Linux only) writes the same way but submits the fdatasyncs of a group that syncs several files
+//! at once, so they run in parallel. Which backend runs is chosen at start ([`Backend`]: auto
+//! probes io_uring and falls back to std).
 //! A crash-simulating backend (one that loses unsynced writes) slots in behind the same traits,
 //! so they stay small on purpose. Every backend must pass the suite in `conformance.rs`.
 //!
@@ -114,26 +115,6 @@ pub trait GroupIo {
     fn write(&mut self, writes: &[GroupWrite<'_>]) -> Vec<std::io::Result<()>>;
     /// fdatasync of each (distinct) file.
     fn sync(&mut self, files: &[FileRef]) -> Vec<std::io::Result<()>>;
-    /// The writes, then the syncs, in one go where the backend can (io_uring: one submission,
-    /// each file's sync linked behind its write). A file's sync must not report success when
-    /// its write here failed; the writer treats such a file as poisoned either way.
-    fn write_and_sync(
-        &mut self,
-        writes: &[GroupWrite<'_>],
-        files: &[FileRef],
-    ) -> (Vec<std::io::Result<()>>, Vec<std::io::Result<()>>) {
-        let written = if writes.is_empty() {
-            Vec::new()
-        } else {
-            self.write(writes)
-        };
-        let synced = if files.is_empty() {
-            Vec::new()
-        } else {
-            self.sync(files)
-        };
-        (written, synced)
-    }
 }
 
 /// One syscall per write (the parts gathered in a reused buffer, so a run of appends is one

@@ -350,8 +350,6 @@ struct WriterThread {
 }
 
 type Reply = oneshot::Sender<Result<(), WriterError>>;
-/// Contiguous writes to one file, each with the index of its job in the group.
-type Run<'r, 'w> = &'r [(usize, &'w Write)];
 
 impl WriterThread {
     fn full(&self, group: &[(Job, Reply)], bytes: usize) -> bool {
@@ -389,7 +387,8 @@ impl WriterThread {
     /// Writes, syncs and completes one group.
     fn commit(&mut self, group: Vec<(Job, Reply)>) {
         let mut results: Vec<Result<(), WriterError>> = vec![Ok(()); group.len()];
-        self.write_and_sync(&group, &mut results);
+        self.write_all(&group, &mut results);
+        self.sync_all(&group, &mut results);
         for ((job, reply), result) in group.into_iter().zip(results) {
             let result = match job.on_done {
                 Some(on_done) => on_done(result),
@@ -399,14 +398,11 @@ impl WriterThread {
         }
     }
 
-    /// Performs the group's writes, then its syncs. Contiguous writes to one file form a run
-    /// (one write call); runs go to the backend in waves holding at most one run per file, so a
-    /// backend may submit a wave at once while each file's runs still land in submission order,
-    /// and a failed run poisons its file before the file's next run is tried (no write lands
-    /// beyond a hole). The last wave goes to the backend together with every sync, so a group
-    /// whose files have one run each (the usual case) is one submission: io_uring links each
-    /// file's fdatasync behind its write.
-    fn write_and_sync(&mut self, group: &[(Job, Reply)], results: &mut [Result<(), WriterError>]) {
+    /// Performs the group's writes. Contiguous writes to one file form a run (one write call);
+    /// runs go to the backend in waves holding at most one run per file, so a backend may submit
+    /// a wave at once while each file's runs still land in submission order, and a failed run
+    /// poisons its file before the file's next run is tried (no write lands beyond a hole).
+    fn write_all(&mut self, group: &[(Job, Reply)], results: &mut [Result<(), WriterError>]) {
         let writes: Vec<(usize, &Write)> = group
             .iter()
             .enumerate()
@@ -419,32 +415,12 @@ impl WriterThread {
             runs.push(&writes[start..end]);
             start = end;
         }
-        let mut waves = waves(&runs);
-        let last = waves.pop().unwrap_or_default();
-        for wave in &waves {
-            let (ops, sent) = self.wave_ops(wave, results);
-            if !ops.is_empty() {
-                let outcomes = self.io.write(&ops);
-                self.settle_writes(&ops, sent, outcomes, results);
-            }
+        for wave in waves(&runs) {
+            self.write_wave(&wave, results);
         }
-        let (ops, sent) = self.wave_ops(&last, results);
-        let files = self.sync_files(group, results);
-        if ops.is_empty() && files.is_empty() {
-            return;
-        }
-        FSYNCS.fetch_add(files.len(), Ordering::Relaxed);
-        let (written, synced) = self.io.write_and_sync(&ops, &files);
-        self.settle_writes(&ops, sent, written, results);
-        self.settle_syncs(group, &files, synced, results);
     }
 
-    /// The backend's writes for one wave; runs of poisoned files fail here instead.
-    fn wave_ops<'r, 'w>(
-        &self,
-        wave: &[Run<'r, 'w>],
-        results: &mut [Result<(), WriterError>],
-    ) -> (Vec<GroupWrite<'w>>, Vec<Run<'r, 'w>>) {
+    fn write_wave(&mut self, wave: &[&[(usize, &Write)]], results: &mut [Result<(), WriterError>]) {
         let mut ops = Vec::with_capacity(wave.len());
         let mut sent = Vec::with_capacity(wave.len());
         for &run in wave {
@@ -461,18 +437,10 @@ impl WriterThread {
             });
             sent.push(run);
         }
-        (ops, sent)
-    }
-
-    /// A failed write poisons its file and fails every job of its run.
-    fn settle_writes(
-        &mut self,
-        ops: &[GroupWrite<'_>],
-        sent: Vec<&[(usize, &Write)]>,
-        outcomes: Vec<std::io::Result<()>>,
-        results: &mut [Result<(), WriterError>],
-    ) {
-        let mut outcomes = outcomes.into_iter();
+        if ops.is_empty() {
+            return;
+        }
+        let mut outcomes = self.io.write(&ops).into_iter();
         for (op, run) in ops.iter().zip(sent) {
             let outcome = outcomes.next().unwrap_or_else(missing_result);
             if let Err(e) = outcome {
@@ -481,54 +449,6 @@ impl WriterThread {
                 let source = Arc::new(e);
                 fail_run(run, results, WriterError::Write { path, source });
             }
-        }
-    }
-
-    /// One fdatasync per distinct file any job asked for; jobs asking to sync a poisoned file
-    /// fail here instead.
-    fn sync_files(
-        &self,
-        group: &[(Job, Reply)],
-        results: &mut [Result<(), WriterError>],
-    ) -> Vec<FileRef> {
-        let mut files: Vec<FileRef> = Vec::new();
-        for (job, _) in group {
-            for f in &job.syncs {
-                if self.is_poisoned(f) {
-                    let path = f.path().to_path_buf();
-                    fail_syncers(group, results, f, WriterError::Poisoned { path });
-                } else if !files.iter().any(|g| Arc::ptr_eq(g, f)) {
-                    files.push(f.clone());
-                }
-            }
-        }
-        files
-    }
-
-    /// A failed sync poisons its file and fails every job that asked for it. A file whose write
-    /// in the same submission failed was poisoned by `settle_writes`: its sync says nothing.
-    fn settle_syncs(
-        &mut self,
-        group: &[(Job, Reply)],
-        files: &[FileRef],
-        outcomes: Vec<std::io::Result<()>>,
-        results: &mut [Result<(), WriterError>],
-    ) {
-        let mut outcomes = outcomes.into_iter();
-        for file in files {
-            let outcome = outcomes.next().unwrap_or_else(missing_result);
-            if self.is_poisoned(file) {
-                let path = file.path().to_path_buf();
-                fail_syncers(group, results, file, WriterError::Poisoned { path });
-                continue;
-            }
-            let Err(e) = outcome else {
-                continue;
-            };
-            self.poison(file);
-            let path = file.path().to_path_buf();
-            let source = Arc::new(e);
-            fail_syncers(group, results, file, WriterError::Sync { path, source });
         }
     }
 
@@ -549,6 +469,36 @@ impl WriterThread {
             end += 1;
         }
         end
+    }
+
+    /// One fdatasync per distinct file any job asked for, all handed to the backend together; a
+    /// failure fails every job that asked.
+    fn sync_all(&mut self, group: &[(Job, Reply)], results: &mut [Result<(), WriterError>]) {
+        let mut files: Vec<FileRef> = Vec::new();
+        for (job, _) in group {
+            for f in &job.syncs {
+                if self.is_poisoned(f) {
+                    let path = f.path().to_path_buf();
+                    fail_syncers(group, results, f, WriterError::Poisoned { path });
+                } else if !files.iter().any(|g| Arc::ptr_eq(g, f)) {
+                    files.push(f.clone());
+                }
+            }
+        }
+        if files.is_empty() {
+            return;
+        }
+        FSYNCS.fetch_add(files.len(), Ordering::Relaxed);
+        let mut outcomes = self.io.sync(&files).into_iter();
+        for file in &files {
+            let Err(e) = outcomes.next().unwrap_or_else(missing_result) else {
+                continue;
+            };
+            self.poison(file);
+            let path = file.path().to_path_buf();
+            let source = Arc::new(e);
+            fail_syncers(group, results, file, WriterError::Sync { path, source });
+        }
     }
 }
 
