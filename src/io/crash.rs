@@ -1,6 +1,7 @@
 //! io::crash: the crash-simulating [`Storage`] for tests (docs/CONVENTIONS.md rule 7). File
 //! contents live in memory; the directory tree is mirrored as empty files under a real root
-//! directory, because the log lists directories and checks existence through `std::fs` (see [`Storage`]).
+//! directory, because the log lists directories and checks existence through `std::fs` (see
+//! [`Storage`]).
 //!
 //! The model, per file (an inode): the *current* bytes (what reads see), the *durable* bytes (as
 //! of its last `sync_data`), and the ordered writes and `set_len`s since then. Per directory
