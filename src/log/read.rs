@@ -7,7 +7,8 @@
 use bytes::Bytes;
 
 use crate::io::FileRef;
-use crate::protocol::batch::{self, BatchHeader, HEADER_BYTES};
+use crate::protocol::batch::{BatchHeader, HEADER_BYTES};
+use crate::protocol::timestamps;
 
 use super::index;
 use super::segment::{self, Segment, read_batch, read_header, seek};
@@ -150,7 +151,7 @@ impl Partition {
 
     /// ListOffsets by timestamp: the first offset whose record timestamp >= `timestamp_ms`, with that
     /// record's timestamp; None if no such record (below HW). Exact for uncompressed batches; for
-    /// compressed ones see `protocol::batch::offset_for_timestamp` (batch granularity, never late).
+    /// compressed ones see `protocol::timestamps::offset_for_timestamp` (batch granularity, never late).
     pub async fn offset_for_timestamp(
         &self,
         timestamp_ms: i64,
@@ -208,7 +209,7 @@ impl Partition {
             };
             let bytes = read_batch(&*view.log, position, &header)?;
             Ok(Some(
-                batch::max_timestamp_record(&bytes)
+                timestamps::max_timestamp_record(&bytes)
                     .unwrap_or((header.base_offset, header.max_timestamp)),
             ))
         })
@@ -320,7 +321,7 @@ fn scan_for_timestamp(
             let bytes = read_batch(&*view.log, position, &header)?;
             // A batch whose records do not parse (the CRC only proves the client sent them so)
             // still answers at batch granularity.
-            let hit = batch::offset_for_timestamp(&bytes, timestamp_ms)
+            let hit = timestamps::offset_for_timestamp(&bytes, timestamp_ms)
                 .unwrap_or(Some((header.base_offset, header.max_timestamp)));
             if hit.is_some() {
                 return Ok(hit);

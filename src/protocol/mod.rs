@@ -5,3 +5,4 @@ pub mod batch;
 pub mod codec;
 pub mod compression;
 pub mod frame;
+pub mod timestamps;
