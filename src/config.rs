@@ -70,9 +70,10 @@ pub struct Config {
     /// Request bytes the connections of one peer address may hold together, so one host cannot
     /// take the whole budget; taken as at most `inflight_bytes_max`.
     pub inflight_bytes_per_ip_max: usize,
-    /// Memory for decompressing record batches to answer ListOffsets by timestamp, node-wide;
-    /// one batch decompresses to at most this much (or 16 MiB), larger ones are answered at
-    /// batch granularity, and lookups wait for their share.
+    /// Memory for reading and decompressing stored batches to answer ListOffsets by timestamp
+    /// (and max timestamp), node-wide. One batch decompresses to at most half of it (and 16 MiB);
+    /// a batch that expands further, or finds the budget in use, is answered from its header
+    /// (batch granularity, never late) rather than waiting.
     pub decompress_bytes_max: usize,
     /// Requests one connection may have dispatched but not yet answered (pipelining, like a
     /// client's max.in.flight). Requests still run in order; only waiting for the disk overlaps,

@@ -95,6 +95,8 @@ pub struct Broker {
     pub groups: crate::group::Coordinator,
     /// Bytes of Fetch answers being read, encoded or written (`fetch_inflight_bytes_max`).
     pub fetch_budget: Arc<tokio::sync::Semaphore>,
+    /// Memory for looking inside stored batches to answer ListOffsets (`decompress_bytes_max`).
+    pub inspect_budget: crate::log::InspectBudget,
 }
 
 impl Broker {
@@ -113,8 +115,10 @@ impl Broker {
         let producer_ids = ProducerIds::open(&data_dir)?;
         let groups = crate::group::Coordinator::new(&config);
         let fetch_budget = Arc::new(tokio::sync::Semaphore::new(config.fetch_inflight_bytes_max));
+        let inspect_budget = crate::log::InspectBudget::new(config.decompress_bytes_max);
         let broker = Broker {
             fetch_budget,
+            inspect_budget,
             config,
             identity,
             advertised,

@@ -562,7 +562,9 @@ pub(crate) mod test_batches {
 mod tests {
     use super::test_batches::*;
     use super::*;
-    use crate::protocol::timestamps::{max_timestamp_record, offset_for_timestamp, record_times};
+    use crate::protocol::timestamps::{
+        RECORDS_DECOMPRESSED_BYTES_MAX, max_timestamp_record, offset_for_timestamp, record_times,
+    };
 
     #[test]
     fn offsets_are_built_from_the_previous_constant() {
@@ -645,8 +647,9 @@ mod tests {
                 split(&b[..len]).is_err(),
                 "split accepted a prefix of {len} bytes"
             );
-            let _ = record_times(&b[..len]).map(|r| r.map(|it| it.count()));
-            let _ = offset_for_timestamp(&b[..len], 0);
+            let _ = record_times(&b[..len], RECORDS_DECOMPRESSED_BYTES_MAX)
+                .map(|r| r.map(|it| it.count()));
+            let _ = offset_for_timestamp(&b[..len], 0, RECORDS_DECOMPRESSED_BYTES_MAX);
         }
     }
 
@@ -774,9 +777,11 @@ mod tests {
             }
             let _ = validate(&buf);
             let _ = split(&buf);
-            let _ = record_times(&buf).map(|r| r.map(|it| it.count()));
-            let _ = offset_for_timestamp(&buf, (next() % 10) as i64);
-            let _ = max_timestamp_record(&buf);
+            let _ =
+                record_times(&buf, RECORDS_DECOMPRESSED_BYTES_MAX).map(|r| r.map(|it| it.count()));
+            let _ =
+                offset_for_timestamp(&buf, (next() % 10) as i64, RECORDS_DECOMPRESSED_BYTES_MAX);
+            let _ = max_timestamp_record(&buf, RECORDS_DECOMPRESSED_BYTES_MAX);
         }
     }
 }

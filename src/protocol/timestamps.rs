@@ -22,13 +22,14 @@ pub(super) fn read_zigzag(buf: &[u8], pos: &mut usize, bytes_max: usize) -> Opti
 const VARINT_BYTES_MAX: usize = 5;
 const VARLONG_BYTES_MAX: usize = 10;
 
-/// Largest records section ListOffsets will decompress to look inside one compressed batch; a
-/// batch that expands further is answered at batch granularity instead.
+/// Largest records section ListOffsets will decompress to look inside one compressed batch (the
+/// node's `decompress_bytes_max` may lower it); a batch that expands further is answered at batch
+/// granularity instead.
 pub const RECORDS_DECOMPRESSED_BYTES_MAX: usize = 16 * 1024 * 1024;
 
 /// Offsets and timestamps of the records of one whole create-time batch, in order. A compressed
-/// batch's records are decompressed (bounded by [`RECORDS_DECOMPRESSED_BYTES_MAX`]) into a buffer
-/// this iterator owns; the stored batch is untouched. Bounded by the record count and by the
+/// batch's records are decompressed into a buffer
+/// this iterator owns, at most `records_bytes_max`; the stored batch is untouched. Bounded by the record count and by the
 /// records bytes (every record consumes at least one byte).
 pub struct RecordTimes<'a> {
     records: std::borrow::Cow<'a, [u8]>,
@@ -38,8 +39,11 @@ pub struct RecordTimes<'a> {
 }
 
 /// Record times of a whole batch; `Ok(None)` when its records cannot be read (unknown codec, or
-/// compressed data that is corrupt or expands past the cap).
-pub fn record_times(batch: &[u8]) -> Result<Option<RecordTimes<'_>>, BatchError> {
+/// compressed data that is corrupt or expands past `records_bytes_max`).
+pub fn record_times(
+    batch: &[u8],
+    records_bytes_max: usize,
+) -> Result<Option<RecordTimes<'_>>, BatchError> {
     use super::compression;
     let header = BatchHeader::parse(batch)?;
     let total = header.total_bytes();
@@ -63,7 +67,7 @@ pub fn record_times(batch: &[u8]) -> Result<Option<RecordTimes<'_>>, BatchError>
         Some(Compression::Zstd) => compression::CODEC_ZSTD,
         None => return Ok(None),
     };
-    match compression::decompress(codec, section, RECORDS_DECOMPRESSED_BYTES_MAX) {
+    match compression::decompress(codec, section, records_bytes_max) {
         Ok(records) => Ok(Some(RecordTimes {
             records: records.into(),
             header,
@@ -151,33 +155,58 @@ impl Iterator for RecordTimes<'_> {
 pub fn offset_for_timestamp(
     batch: &[u8],
     timestamp_ms: i64,
+    records_bytes_max: usize,
 ) -> Result<Option<(i64, i64)>, BatchError> {
     let h = BatchHeader::parse(batch)?;
-    if h.max_timestamp < timestamp_ms {
-        return Ok(None);
+    if h.max_timestamp < timestamp_ms || h.timestamp_type() == TimestampType::LogAppendTime {
+        return Ok(header_answer(&h, timestamp_ms));
     }
-    if h.timestamp_type() == TimestampType::LogAppendTime {
-        return Ok(Some((h.base_offset, h.max_timestamp)));
-    }
-    let Some(mut records) = record_times(batch)? else {
-        let ts = if h.base_timestamp >= timestamp_ms {
-            h.base_timestamp
-        } else {
-            h.max_timestamp
-        };
-        return Ok(Some((h.base_offset, ts)));
+    let Some(mut records) = record_times(batch, records_bytes_max)? else {
+        return Ok(header_answer(&h, timestamp_ms));
     };
     records
         .find(|r| r.as_ref().map_or(true, |&(_, ts)| ts >= timestamp_ms))
         .transpose()
 }
 
+/// [`offset_for_timestamp`] from the header alone: exact for log-append-time batches, batch
+/// granularity otherwise (the answer when the records cannot be read, or may not be read because
+/// the node's decompression budget is in use).
+pub fn header_answer(h: &BatchHeader, timestamp_ms: i64) -> Option<(i64, i64)> {
+    if h.max_timestamp < timestamp_ms {
+        return None;
+    }
+    // Every record of a log-append-time batch carries max_timestamp.
+    let ts =
+        if h.timestamp_type() == TimestampType::LogAppendTime || h.base_timestamp < timestamp_ms {
+            h.max_timestamp
+        } else {
+            h.base_timestamp
+        };
+    Some((h.base_offset, ts))
+}
+
+/// Whether answering for this batch reads its records: `None` when the header answers alone
+/// (log-append time), else the records bytes a decompression may produce (0 when uncompressed).
+pub fn records_needed(h: &BatchHeader, records_bytes_max: usize) -> Option<usize> {
+    if h.timestamp_type() == TimestampType::LogAppendTime {
+        return None;
+    }
+    Some(match h.compression() {
+        Some(Compression::None) => 0,
+        _ => records_bytes_max,
+    })
+}
+
 /// The record carrying the batch's `max_timestamp`: exact when the records are readable; otherwise
 /// the base offset (the earliest the record can be, so seeking there misses nothing).
-pub fn max_timestamp_record(batch: &[u8]) -> Result<(i64, i64), BatchError> {
+pub fn max_timestamp_record(
+    batch: &[u8],
+    records_bytes_max: usize,
+) -> Result<(i64, i64), BatchError> {
     let h = BatchHeader::parse(batch)?;
     if h.timestamp_type() == TimestampType::CreateTime
-        && let Some(mut records) = record_times(batch)?
+        && let Some(mut records) = record_times(batch, records_bytes_max)?
     {
         let hit = records
             .find(|r| r.as_ref().map_or(true, |&(_, ts)| ts == h.max_timestamp))
@@ -195,6 +224,8 @@ mod tests {
     use crate::protocol::batch::test_batches::*;
     use crate::protocol::batch::{patch_base_offset, validate};
 
+    const CAP: usize = RECORDS_DECOMPRESSED_BYTES_MAX;
+
     // Proves ListOffsets by timestamp is exact inside a really compressed batch, not just at its base.
     #[test]
     fn offset_for_timestamp_inside_gzip_batch() {
@@ -203,16 +234,19 @@ mod tests {
         assert_eq!(h.compression(), Some(Compression::Gzip));
         let base = h.base_offset;
         assert_eq!(
-            offset_for_timestamp(&b, 250).unwrap(),
+            offset_for_timestamp(&b, 250, CAP).unwrap(),
             Some((base + 2, 300))
         );
         assert_eq!(
-            offset_for_timestamp(&b, 400).unwrap(),
+            offset_for_timestamp(&b, 400, CAP).unwrap(),
             Some((base + 3, 400))
         );
-        assert_eq!(offset_for_timestamp(&b, 50).unwrap(), Some((base, 100)));
-        assert_eq!(offset_for_timestamp(&b, 401).unwrap(), None);
-        assert_eq!(max_timestamp_record(&b).unwrap(), (base + 3, 400));
+        assert_eq!(
+            offset_for_timestamp(&b, 50, CAP).unwrap(),
+            Some((base, 100))
+        );
+        assert_eq!(offset_for_timestamp(&b, 401, CAP).unwrap(), None);
+        assert_eq!(max_timestamp_record(&b, CAP).unwrap(), (base + 3, 400));
     }
 
     #[test]
@@ -221,17 +255,17 @@ mod tests {
         // batches, and the documented batch-granularity answer for compressed ones.
         let mut b = batch_with(&[100, 300, 200, 400], 3, 0);
         patch_base_offset(&mut b, 50);
-        assert_eq!(offset_for_timestamp(&b, 50), Ok(Some((50, 100))));
-        assert_eq!(offset_for_timestamp(&b, 150), Ok(Some((51, 300))));
-        assert_eq!(offset_for_timestamp(&b, 300), Ok(Some((51, 300))));
-        assert_eq!(offset_for_timestamp(&b, 301), Ok(Some((53, 400))));
-        assert_eq!(offset_for_timestamp(&b, 401), Ok(None));
-        assert_eq!(max_timestamp_record(&b), Ok((53, 400)));
+        assert_eq!(offset_for_timestamp(&b, 50, CAP), Ok(Some((50, 100))));
+        assert_eq!(offset_for_timestamp(&b, 150, CAP), Ok(Some((51, 300))));
+        assert_eq!(offset_for_timestamp(&b, 300, CAP), Ok(Some((51, 300))));
+        assert_eq!(offset_for_timestamp(&b, 301, CAP), Ok(Some((53, 400))));
+        assert_eq!(offset_for_timestamp(&b, 401, CAP), Ok(None));
+        assert_eq!(max_timestamp_record(&b, CAP), Ok((53, 400)));
         let mut z = batch_with(&[100, 300, 200], 3, 4); // zstd bits set
         patch_base_offset(&mut z, 10);
-        assert_eq!(offset_for_timestamp(&z, 50), Ok(Some((10, 100))));
-        assert_eq!(offset_for_timestamp(&z, 250), Ok(Some((10, 300))));
-        assert_eq!(offset_for_timestamp(&z, 301), Ok(None));
-        assert_eq!(max_timestamp_record(&z), Ok((10, 300)));
+        assert_eq!(offset_for_timestamp(&z, 50, CAP), Ok(Some((10, 100))));
+        assert_eq!(offset_for_timestamp(&z, 250, CAP), Ok(Some((10, 300))));
+        assert_eq!(offset_for_timestamp(&z, 301, CAP), Ok(None));
+        assert_eq!(max_timestamp_record(&z, CAP), Ok((10, 300)));
     }
 }
