@@ -213,3 +213,122 @@ fn gzip_bomb_list_offsets_stays_within_the_memory_model() {
         bound >> 20
     );
 }
+
+/// Threads sending hostile frames at once, frames each, and the share of large ones.
+const BURST_THREADS: usize = 48;
+const BURST_FRAMES_PER_THREAD: usize = 160;
+/// Every this many frames is large (64 KiB - 2 MiB of garbage); the rest are under 600 bytes.
+const BURST_LARGE_EVERY: usize = 2;
+const BURST_LARGE_BYTES_MIN: usize = 64 * 1024;
+const BURST_LARGE_BYTES_MAX: usize = 2 * 1024 * 1024;
+/// Connections one thread has open at once.
+const BURST_BATCH: usize = 4;
+const BURST_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The burst must raise the broker's peak RSS at least this much, or it tests nothing.
+const BURST_GROWTH_MIN: u64 = 6 * 1024 * 1024;
+/// What the node may keep of the burst beyond half of it.
+const RSS_KEPT_SLACK: u64 = 1024 * 1024;
+/// How long the node may take to give memory back once the burst ends (its trim runs every 5 s).
+const RSS_SETTLE: Duration = Duration::from_secs(12);
+const RSS_POLL: Duration = Duration::from_millis(250);
+
+/// A garbage frame behind a real request header (`api_key`, version 9, null client id) with
+/// `body` as its body; the broker reads the whole body, fails to decode it and closes the
+/// connection.
+fn garbage_frame(api_key: i16, body: &[u8]) -> Vec<u8> {
+    let mut msg = api_key.to_be_bytes().to_vec();
+    msg.extend_from_slice(&[0, 9, 0, 0, 0, 1, 0xff, 0xff]);
+    msg.extend_from_slice(body);
+    let mut framed = (msg.len() as i32).to_be_bytes().to_vec();
+    framed.extend_from_slice(&msg);
+    framed
+}
+
+/// xorshift noise, deterministic.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// API keys the garbage goes behind (Produce, Fetch, ListOffsets, Metadata, OffsetCommit,
+/// JoinGroup, CreateTopics, an unknown key), so several decoders see it.
+const BURST_API_KEYS: [i16; 8] = [0, 1, 2, 3, 8, 11, 19, 9999];
+
+/// After a burst of hostile frames (many concurrent, some of megabytes), the idle node gives the
+/// memory back: its RSS returns to near where it was before the burst instead of staying at the
+/// burst's peak (glibc heaps per thread, its self-raising mmap threshold, heaps never trimmed).
+#[test]
+fn rss_returns_after_a_burst_of_hostile_frames() {
+    let broker = Broker::start();
+    thread::sleep(RSS_POLL);
+    let before = status_bytes(broker.pid(), "VmRSS");
+    let addr: std::net::SocketAddr = broker.addr().parse().unwrap();
+    let senders: Vec<_> = (0..BURST_THREADS)
+        .map(|t| {
+            thread::spawn(move || {
+                let noise = noise(BURST_LARGE_BYTES_MAX, t as u64);
+                for i in 0..BURST_FRAMES_PER_THREAD / BURST_BATCH {
+                    // A few connections at once, so large bodies overlap in the broker.
+                    let mut open: Vec<TcpStream> = (0..BURST_BATCH)
+                        .filter_map(|j| {
+                            // A connect the flood delays past the timeout is simply skipped.
+                            let mut s =
+                                TcpStream::connect_timeout(&addr, BURST_CONNECT_TIMEOUT).ok()?;
+                            s.set_read_timeout(Some(IO_TIMEOUT)).ok()?;
+                            s.set_write_timeout(Some(IO_TIMEOUT)).ok()?;
+                            // Sizes vary frame to frame, as a fuzzer's do: heaps fragment.
+                            let n = i * BURST_BATCH + j;
+                            let spread = (n * 7919 + t * 104_729) % BURST_LARGE_BYTES_MAX;
+                            let len = if n.is_multiple_of(BURST_LARGE_EVERY) {
+                                spread.max(BURST_LARGE_BYTES_MIN)
+                            } else {
+                                spread % 600
+                            };
+                            let key = BURST_API_KEYS[n % BURST_API_KEYS.len()];
+                            // The broker closes after the bad frame; a failed write is expected.
+                            let _ = s.write_all(&garbage_frame(key, &noise[..len]));
+                            Some(s)
+                        })
+                        .collect();
+                    for s in &mut open {
+                        let mut sink = [0u8; 64];
+                        let _ = s.read(&mut sink);
+                    }
+                }
+            })
+        })
+        .collect();
+    for s in senders {
+        s.join().expect("sender");
+    }
+    let peak = status_bytes(broker.pid(), "VmHWM");
+    let taken = peak.saturating_sub(before);
+    assert!(
+        taken >= BURST_GROWTH_MIN,
+        "the burst took only {} KiB; it no longer loads the broker",
+        taken >> 10
+    );
+    // At least half of what the burst took must be given back (plus a little the burst may
+    // legitimately leave: thread stacks, a grown connection table).
+    let bound = before + taken / 2 + RSS_KEPT_SLACK;
+    let deadline = Instant::now() + RSS_SETTLE;
+    let mut now = status_bytes(broker.pid(), "VmRSS");
+    while now > bound && Instant::now() < deadline {
+        thread::sleep(RSS_POLL);
+        now = status_bytes(broker.pid(), "VmRSS");
+    }
+    assert!(
+        now <= bound,
+        "RSS {} MiB {RSS_SETTLE:?} after the burst: {} MiB before, peak {} MiB; less than half given back",
+        now >> 20,
+        before >> 20,
+        peak >> 20,
+    );
+}

@@ -3,10 +3,11 @@
 //! closed at once, so a refused client learns it at once instead of waiting in the listen
 //! backlog. Runs one task per connection (`connection`, reading frames with `read`), and on
 //! shutdown stops accepting, lets each connection finish the request it is serving, then syncs
-//! the logs. `systemd` tells systemd (when it runs the node) that the node is ready, stopping,
-//! and alive.
+//! the logs. `memory` hands freed memory back to the OS after load. `systemd` tells systemd
+//! (when it runs the node) that the node is ready, stopping, and alive.
 
 pub mod connection;
+pub mod memory;
 pub mod peers;
 pub mod read;
 pub mod systemd;
@@ -39,6 +40,7 @@ pub async fn run(
     let retention = tokio::spawn(retention_loop(broker.clone(), stop_rx.clone()));
     let cleaner = tokio::spawn(compaction_loop(broker.clone(), stop_rx.clone()));
     let flusher = tokio::spawn(flush_loop(broker.clone(), stop_rx.clone()));
+    let trimmer = tokio::spawn(memory::trim_loop(stop_rx.clone()));
     let peers = Peers::new(
         broker.config.connections_per_ip_max,
         broker.config.ip_request_bytes_max(),
@@ -95,6 +97,7 @@ pub async fn run(
     retention.abort();
     cleaner.abort();
     flusher.abort();
+    trimmer.abort();
     broker.shutdown().await;
     tracing::info!("shutdown complete");
 }
