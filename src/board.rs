@@ -73,6 +73,9 @@ const CONNECTION_BYTES: u64 = 64 * 1024;
 const PARTITION_BYTES: u64 = 16 * 1024;
 /// One in-memory index entry of the active segment (8-byte offset + 12-byte time entry).
 const INDEX_ENTRY_PAIR_BYTES: u64 = 20;
+/// One entry of the cleaner's offset map (128-bit key hash, i64 offset) with the hash table's
+/// control bytes and spare capacity.
+const OFFSET_MAP_ENTRY_BYTES: u64 = 48;
 /// A consumer group's members and committed offsets (typical groups; metadata strings vary).
 const GROUP_BYTES: u64 = 8 * 1024;
 
@@ -318,6 +321,9 @@ pub fn memory_model(c: &Config) -> Vec<(&'static str, u64)> {
             "fetch_inflight_bytes_max",
             c.fetch_inflight_bytes_max as u64,
         ),
+        // ListOffsets by timestamp looking inside (and decompressing) stored batches.
+        ("decompress_bytes_max", c.decompress_bytes_max as u64),
+        ("compaction", compaction_bytes(c)),
         ("partitions_max", times(c.partitions_max, per_partition)),
         ("groups_max", times(c.groups_max, GROUP_BYTES)),
         // A snappy batch produced to a compacted topic decodes whole (`api::produce`), at most
@@ -327,6 +333,16 @@ pub fn memory_model(c: &Config) -> Vec<(&'static str, u64)> {
             times(workers, u64::from(c.message_bytes_max)),
         ),
     ]
+}
+
+/// The cleaner (one pass at a time, node-wide): its offset map, and one batch read (at most a
+/// frame), decompressed and re-encoded (each at most `compaction::BATCH_BYTES_MAX`).
+fn compaction_bytes(c: &Config) -> u64 {
+    let map = (crate::log::OFFSET_MAP_KEYS_MAX as u64).saturating_mul(OFFSET_MAP_ENTRY_BYTES);
+    let batch = (c.frame_bytes_max as u64).min(crate::log::COMPACTION_BATCH_BYTES_MAX as u64);
+    let records = crate::log::COMPACTION_BATCH_BYTES_MAX as u64;
+    map.saturating_add(batch)
+        .saturating_add(records.saturating_mul(2))
 }
 
 /// Checks the profile's share of the board and that the settings' budgets fit in it; returns the

@@ -44,6 +44,10 @@ impl MessageTimestampType {
     }
 }
 
+/// Smallest `decompress_bytes_max`: below this, every compressed batch would be answered at
+/// batch granularity.
+pub const DECOMPRESS_BYTES_MIN: usize = 64 * 1024;
+
 /// Node settings. Field names are the TOML keys.
 #[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -77,6 +81,23 @@ pub struct Config {
     pub inflight_bytes_max: usize,
     /// A connection idle this long between requests is closed (Kafka's connections.max.idle.ms).
     pub connection_idle_ms_max: u64,
+    /// Connections from one peer address at once (Kafka's max.connections.per.ip); a connection
+    /// over it (or over `connections_max`) is accepted and closed at once.
+    pub connections_per_ip_max: usize,
+    /// A new connection that sends no request for this long is closed (clients send ApiVersions
+    /// at once); far shorter than `connection_idle_ms_max`, so silent sockets free their slot.
+    pub connection_first_request_ms_max: u64,
+    /// Request bytes one connection may hold (its frames being read, queued or answered); taken
+    /// as at least `frame_bytes_max`.
+    pub inflight_bytes_per_connection_max: usize,
+    /// Request bytes the connections of one peer address may hold together, so one host cannot
+    /// take the whole budget; taken as at most `inflight_bytes_max`.
+    pub inflight_bytes_per_ip_max: usize,
+    /// Memory for reading and decompressing stored batches to answer ListOffsets by timestamp
+    /// (and max timestamp), node-wide. One batch decompresses to at most half of it (and 16 MiB);
+    /// a batch that expands further, or finds the budget in use, is answered from its header
+    /// (batch granularity, never late) rather than waiting.
+    pub decompress_bytes_max: usize,
     /// Requests one connection may have dispatched but not yet answered (pipelining, like a
     /// client's max.in.flight). Requests still run in order; only waiting for the disk overlaps,
     /// so a single producer's pipelined requests share fsyncs.
@@ -172,6 +193,11 @@ impl Default for Config {
             connections_max: 512,
             inflight_bytes_max: 64 * 1024 * 1024,
             connection_idle_ms_max: 600_000,
+            connections_per_ip_max: 256,
+            connection_first_request_ms_max: 10_000,
+            inflight_bytes_per_connection_max: 16 * 1024 * 1024,
+            inflight_bytes_per_ip_max: 32 * 1024 * 1024,
+            decompress_bytes_max: 32 * 1024 * 1024,
             connection_requests_in_flight_max: 5,
             request_read_ms_max: 30_000,
             response_stall_ms_max: 30_000,
@@ -351,6 +377,48 @@ impl Config {
         if self.compaction_check_ms == 0 {
             return invalid("compaction_check_ms", "must be >= 1");
         }
+        self.validate_client_limits()
+    }
+
+    /// Request bytes one peer address may hold: `inflight_bytes_per_ip_max`, at most the node's
+    /// `inflight_bytes_max` and at least one whole frame.
+    pub fn ip_request_bytes_max(&self) -> usize {
+        self.inflight_bytes_per_ip_max
+            .min(self.inflight_bytes_max)
+            .max(self.frame_bytes_max)
+    }
+
+    /// Request bytes one connection may hold: `inflight_bytes_per_connection_max`, at least one
+    /// whole frame (or no frame of that size could ever be read) and at most its address's share.
+    pub fn connection_request_bytes_max(&self) -> usize {
+        self.inflight_bytes_per_connection_max
+            .max(self.frame_bytes_max)
+            .min(self.ip_request_bytes_max())
+    }
+
+    /// The limits that keep one client (or one address) from taking what every client needs.
+    fn validate_client_limits(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.to_string(),
+            })
+        };
+        if self.connections_per_ip_max == 0 {
+            return invalid("connections_per_ip_max", "must be >= 1");
+        }
+        if self.connection_first_request_ms_max == 0 {
+            return invalid("connection_first_request_ms_max", "must be >= 1 ms");
+        }
+        let budget_max = tokio::sync::Semaphore::MAX_PERMITS.min(u32::MAX as usize);
+        if self.decompress_bytes_max < DECOMPRESS_BYTES_MIN
+            || self.decompress_bytes_max > budget_max
+        {
+            return invalid(
+                "decompress_bytes_max",
+                &format!("must be {DECOMPRESS_BYTES_MIN}..={budget_max}"),
+            );
+        }
         Ok(())
     }
 
@@ -425,5 +493,29 @@ mod tests {
         };
         assert!(c.validate().is_err());
         assert_eq!(split_host_port("[::1]:9092"), Some(("::1".into(), 9092)));
+    }
+
+    // Proves the per-connection and per-address request budgets are clamped so a whole frame
+    // always fits one connection and one address never gets more than the node's budget.
+    #[test]
+    fn request_budget_shares_are_clamped() {
+        let c = Config {
+            frame_bytes_max: 2048,
+            inflight_bytes_max: 8192,
+            inflight_bytes_per_ip_max: 1 << 30,
+            inflight_bytes_per_connection_max: 1,
+            message_bytes_max: 1024,
+            fetch_inflight_bytes_max: 64 * 1024 * 1024,
+            ..Config::default()
+        };
+        c.validate().unwrap();
+        assert_eq!(c.ip_request_bytes_max(), 8192);
+        assert_eq!(c.connection_request_bytes_max(), 2048);
+        let d = Config::default();
+        assert_eq!(d.ip_request_bytes_max(), d.inflight_bytes_per_ip_max);
+        assert_eq!(
+            d.connection_request_bytes_max(),
+            d.inflight_bytes_per_connection_max
+        );
     }
 }

@@ -260,6 +260,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let config = resolved.config;
     bramble::server::raise_open_files_limit(config.partitions_max, config.connections_max);
+    bramble::server::memory::tune_allocator();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime
         .enable_all()

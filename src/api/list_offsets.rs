@@ -9,7 +9,7 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse, RequestHeader};
 
 use crate::broker::{Broker, Replica};
-use crate::log::LogError;
+use crate::log::{InspectBudget, LogError};
 
 /// Special timestamps of the ListOffsets request.
 const LATEST: i64 = -1;
@@ -44,7 +44,7 @@ pub async fn handle(
             let replica = topic.as_ref().and_then(|t| t.partition(p.partition_index));
             let response = match replica {
                 None => response.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
-                Some(r) => match lookup(&r, p.timestamp).await {
+                Some(r) => match lookup(&r, p.timestamp, &broker.inspect_budget).await {
                     Ok((offset, timestamp)) => {
                         let response = response.with_offset(offset).with_timestamp(timestamp);
                         if with_epoch {
@@ -71,14 +71,22 @@ pub async fn handle(
 }
 
 /// (offset, timestamp) for one partition; (-1, -1) when no record matches.
-async fn lookup(replica: &Replica, timestamp: i64) -> Result<(i64, i64), LogError> {
+/// A by-timestamp or max-timestamp lookup may read and decompress batches: within `inspect`.
+async fn lookup(
+    replica: &Replica,
+    timestamp: i64,
+    inspect: &InspectBudget,
+) -> Result<(i64, i64), LogError> {
     let log = &replica.log;
     Ok(match timestamp {
         LATEST => (log.high_watermark(), -1),
         EARLIEST | EARLIEST_LOCAL => (log.log_start_offset(), -1),
-        MAX_TIMESTAMP => log.max_timestamp().await?.unwrap_or((-1, -1)),
+        MAX_TIMESTAMP => log.max_timestamp(inspect).await?.unwrap_or((-1, -1)),
         LATEST_TIERED => (-1, -1),
-        ts if ts >= 0 => log.offset_for_timestamp(ts).await?.unwrap_or((-1, -1)),
+        ts if ts >= 0 => log
+            .offset_for_timestamp(ts, inspect)
+            .await?
+            .unwrap_or((-1, -1)),
         _ => (-1, -1),
     })
 }

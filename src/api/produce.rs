@@ -278,7 +278,7 @@ fn check_keys(
     let nulls = batch_records::null_key_records(
         bytes,
         h,
-        batch::RECORDS_DECOMPRESSED_BYTES_MAX,
+        crate::protocol::timestamps::RECORDS_DECOMPRESSED_BYTES_MAX,
         snappy_bytes_max,
         RECORD_ERRORS_MAX,
     );

@@ -123,6 +123,8 @@ pub struct Broker {
     pub groups: crate::group::Coordinator,
     /// Bytes of Fetch answers being read, encoded or written (`fetch_inflight_bytes_max`).
     pub fetch_budget: Arc<tokio::sync::Semaphore>,
+    /// Memory for looking inside stored batches to answer ListOffsets (`decompress_bytes_max`).
+    pub inspect_budget: crate::log::InspectBudget,
 }
 
 impl Broker {
@@ -142,8 +144,10 @@ impl Broker {
         let groups = crate::group::Coordinator::new(&config);
         let fetch_budget = Arc::new(tokio::sync::Semaphore::new(config.fetch_inflight_bytes_max));
         let dynamic = RwLock::new(dynamic::load(&data_dir));
+        let inspect_budget = crate::log::InspectBudget::new(config.decompress_bytes_max);
         let broker = Broker {
             fetch_budget,
+            inspect_budget,
             config,
             identity,
             advertised,

@@ -27,8 +27,11 @@ use tokio::sync::watch;
 use crate::io::{DiskWriter, Job, WriterError};
 use crate::protocol::batch::{self, BatchHeader};
 
+pub use inspect::{InspectBudget, Inspecting};
+
 mod compaction;
 mod index;
+mod inspect;
 mod producers;
 mod read;
 mod records;
@@ -54,7 +57,9 @@ mod tests_producers;
 #[cfg(test)]
 mod tests_snapshot;
 
-pub use compaction::{Cleanup, CompactionStats};
+pub use compaction::{
+    BATCH_BYTES_MAX as COMPACTION_BATCH_BYTES_MAX, Cleanup, CompactionStats, OFFSET_MAP_KEYS_MAX,
+};
 use segment::{Segment, io_error};
 
 /// Per-topic log settings (Kafka topic config names in brackets). Units last.

@@ -7,9 +7,11 @@
 use bytes::Bytes;
 
 use crate::io::FileRef;
-use crate::protocol::batch::{self, BatchHeader, HEADER_BYTES};
+use crate::protocol::batch::{BatchHeader, HEADER_BYTES};
+use crate::protocol::timestamps;
 
 use super::index;
+use super::inspect::InspectBudget;
 use super::segment::{self, Segment, read_batch, read_header, seek};
 use super::{Inner, LogError, Partition, ReadInfo};
 
@@ -150,10 +152,12 @@ impl Partition {
 
     /// ListOffsets by timestamp: the first offset whose record timestamp >= `timestamp_ms`, with that
     /// record's timestamp; None if no such record (below HW). Exact for uncompressed batches; for
-    /// compressed ones see `protocol::batch::offset_for_timestamp` (batch granularity, never late).
+    /// compressed ones see `protocol::timestamps::offset_for_timestamp` (batch granularity, never late).
+    /// Looking inside a batch takes `inspect`; without it the batch answers from its header.
     pub async fn offset_for_timestamp(
         &self,
         timestamp_ms: i64,
+        inspect: &InspectBudget,
     ) -> Result<Option<(i64, i64)>, LogError> {
         let views: Vec<View> = {
             let inner = self.shared.lock();
@@ -165,10 +169,11 @@ impl Partition {
                 .map(|s| View::new(&inner, s, Target::Timestamp(timestamp_ms)))
                 .collect()
         };
+        let inspect = inspect.clone();
         blocking(&self.shared.dir, move || {
             for view in &views {
                 let from = view.start_for_timestamp(timestamp_ms)?;
-                if let Some(hit) = scan_for_timestamp(view, from, timestamp_ms)? {
+                if let Some(hit) = scan_for_timestamp(view, from, timestamp_ms, &inspect)? {
                     return Ok(Some(hit));
                 }
             }
@@ -178,8 +183,12 @@ impl Partition {
     }
 
     /// ListOffsets MAX_TIMESTAMP (-3): the offset and timestamp of the record with the largest timestamp.
-    /// Exact for uncompressed batches; for a compressed batch, its base offset.
-    pub async fn max_timestamp(&self) -> Result<Option<(i64, i64)>, LogError> {
+    /// Exact for uncompressed batches; for a compressed batch, its base offset. Reading the batch
+    /// takes `inspect`, as in [`Partition::offset_for_timestamp`].
+    pub async fn max_timestamp(
+        &self,
+        inspect: &InspectBudget,
+    ) -> Result<Option<(i64, i64)>, LogError> {
         let found = {
             let inner = self.shared.lock();
             let mut best: Option<&Segment> = None;
@@ -200,16 +209,21 @@ impl Partition {
         let Some((view, batch_offset)) = found else {
             return Ok(None);
         };
+        let inspect = inspect.clone();
         blocking(&self.shared.dir, move || {
             let from = view.start_for_offset(batch_offset)?;
             let Some((position, header)) = seek(&*view.log, from, view.readable_end, batch_offset)?
             else {
                 return Ok(None);
             };
+            let from_header = (header.base_offset, header.max_timestamp);
+            let Some(taken) = inspect.try_take(&header) else {
+                return Ok(Some(from_header));
+            };
             let bytes = read_batch(&*view.log, position, &header)?;
             Ok(Some(
-                batch::max_timestamp_record(&bytes)
-                    .unwrap_or((header.base_offset, header.max_timestamp)),
+                timestamps::max_timestamp_record(&bytes, taken.records_bytes_max)
+                    .unwrap_or(from_header),
             ))
         })
         .await
@@ -313,15 +327,21 @@ fn scan_for_timestamp(
     view: &View,
     mut position: u64,
     timestamp_ms: i64,
+    inspect: &InspectBudget,
 ) -> Result<Option<(i64, i64)>, LogError> {
     while position < view.readable_end {
         let header = read_header(&*view.log, position, view.readable_end)?;
         if header.max_timestamp >= timestamp_ms {
-            let bytes = read_batch(&*view.log, position, &header)?;
-            // A batch whose records do not parse (the CRC only proves the client sent them so)
-            // still answers at batch granularity.
-            let hit = batch::offset_for_timestamp(&bytes, timestamp_ms)
-                .unwrap_or(Some((header.base_offset, header.max_timestamp)));
+            let hit = match inspect.try_take(&header) {
+                None => timestamps::header_answer(&header, timestamp_ms),
+                Some(taken) => {
+                    let bytes = read_batch(&*view.log, position, &header)?;
+                    // A batch whose records do not parse (the CRC only proves the client sent
+                    // them so) still answers at batch granularity.
+                    timestamps::offset_for_timestamp(&bytes, timestamp_ms, taken.records_bytes_max)
+                        .unwrap_or(Some((header.base_offset, header.max_timestamp)))
+                }
+            };
             if hit.is_some() {
                 return Ok(hit);
             }

@@ -29,6 +29,7 @@ use crate::protocol::batch::{
     LOG_OVERHEAD_BYTES, MAX_TIMESTAMP_AT, RECORD_COUNT_AT, TimestampType,
 };
 use crate::protocol::compression;
+use crate::protocol::timestamps;
 
 const VARINT_BYTES_MAX: usize = 5;
 const VARLONG_BYTES_MAX: usize = 10;
@@ -118,7 +119,7 @@ pub fn section<'a>(batch: &'a [u8], header: &BatchHeader) -> Option<Cow<'a, [u8]
         Compression::Lz4 => compression::CODEC_LZ4,
         Compression::Zstd => compression::CODEC_ZSTD,
     };
-    compression::decompress(codec, section, batch::RECORDS_DECOMPRESSED_BYTES_MAX)
+    compression::decompress(codec, section, timestamps::RECORDS_DECOMPRESSED_BYTES_MAX)
         .ok()
         .map(Cow::Owned)
 }

@@ -458,7 +458,9 @@ async fn broken_sealed_index_is_rebuilt_identically() {
             );
         }
         assert_eq!(
-            p.offset_for_timestamp(155).await.expect("lookup"),
+            p.offset_for_timestamp(155, &test_inspect())
+                .await
+                .expect("lookup"),
             Some((32, 160))
         );
     }
@@ -569,10 +571,22 @@ async fn offset_for_timestamp_in_memory_and_on_disk() {
         .await
         .expect("append");
     assert!(log_files(dir.path()).len() > 2);
-    assert_eq!(p.offset_for_timestamp(-5).await.expect("ts"), Some((0, 0)));
-    assert_eq!(p.offset_for_timestamp(0).await.expect("ts"), Some((0, 0)));
     assert_eq!(
-        p.offset_for_timestamp(5200).await.expect("ts"),
+        p.offset_for_timestamp(-5, &test_inspect())
+            .await
+            .expect("ts"),
+        Some((0, 0))
+    );
+    assert_eq!(
+        p.offset_for_timestamp(0, &test_inspect())
+            .await
+            .expect("ts"),
+        Some((0, 0))
+    );
+    assert_eq!(
+        p.offset_for_timestamp(5200, &test_inspect())
+            .await
+            .expect("ts"),
         Some((40, 5300)),
         "compressed: base offset"
     );
@@ -582,26 +596,47 @@ async fn offset_for_timestamp_in_memory_and_on_disk() {
 }
 
 async fn check_timestamps(p: &Partition) {
-    assert_eq!(p.offset_for_timestamp(1).await.expect("ts"), Some((1, 50)));
     assert_eq!(
-        p.offset_for_timestamp(720).await.expect("ts"),
+        p.offset_for_timestamp(1, &test_inspect())
+            .await
+            .expect("ts"),
+        Some((1, 50))
+    );
+    assert_eq!(
+        p.offset_for_timestamp(720, &test_inspect())
+            .await
+            .expect("ts"),
         Some((15, 750))
     );
     assert_eq!(
-        p.offset_for_timestamp(1901).await.expect("ts"),
+        p.offset_for_timestamp(1901, &test_inspect())
+            .await
+            .expect("ts"),
         Some((39, 1950))
     );
     assert_eq!(
-        p.offset_for_timestamp(1951).await.expect("ts"),
+        p.offset_for_timestamp(1951, &test_inspect())
+            .await
+            .expect("ts"),
         Some((40, 5000)),
         "compressed, first record qualifies"
     );
     assert_eq!(
-        p.offset_for_timestamp(4001).await.expect("ts"),
+        p.offset_for_timestamp(4001, &test_inspect())
+            .await
+            .expect("ts"),
         Some((40, 5000))
     );
-    assert_eq!(p.offset_for_timestamp(5301).await.expect("ts"), None);
-    assert_eq!(p.max_timestamp().await.expect("max"), Some((40, 5300)));
+    assert_eq!(
+        p.offset_for_timestamp(5301, &test_inspect())
+            .await
+            .expect("ts"),
+        None
+    );
+    assert_eq!(
+        p.max_timestamp(&test_inspect()).await.expect("max"),
+        Some((40, 5300))
+    );
 }
 
 #[tokio::test]
@@ -752,4 +787,9 @@ async fn high_watermark_waits_for_the_fsync() {
     );
     assert_eq!(p.high_watermark(), 5);
     assert_eq!(read_all(&p).await, got);
+}
+
+/// The ListOffsets lookup budget at the node's default size.
+fn test_inspect() -> super::InspectBudget {
+    super::InspectBudget::new(crate::config::Config::default().decompress_bytes_max)
 }

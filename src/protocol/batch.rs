@@ -23,10 +23,13 @@
 //! ```
 //!
 //! A record (uncompressed batches only) is: length varint, attributes i8, timestamp_delta varlong,
-//! offset_delta varint, key, value, headers. Only the first four fields are ever read here, and
-//! only to answer ListOffsets by timestamp; every read is bounded by the batch bytes.
+//! offset_delta varint, key, value, headers. Only the first four fields are ever read (by
+//! `protocol::timestamps`), to check the record count here and to answer ListOffsets by
+//! timestamp; every read is bounded by the batch bytes.
 
 use std::ops::Range;
+
+use super::timestamps::RecordTimes;
 
 pub const BASE_OFFSET_AT: usize = 0;
 pub const BATCH_LENGTH_AT: usize = BASE_OFFSET_AT + 8;
@@ -282,18 +285,13 @@ pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
 /// section bytes (every record consumes at least two).
 fn check_records(batch: &[u8], h: &BatchHeader) -> Result<(), BatchError> {
     let section = batch.get(HEADER_BYTES..).unwrap_or_default();
-    let mut records = RecordTimes {
-        records: section.into(),
-        header: *h,
-        pos: 0,
-        left: h.record_count,
-    };
+    let mut records = RecordTimes::plain(section, *h);
     let mut found: i64 = 0;
     for record in records.by_ref() {
         record?;
         found += 1;
     }
-    if found != i64::from(h.record_count) || records.pos != section.len() {
+    if found != i64::from(h.record_count) || records.consumed() != section.len() {
         return Err(BatchError::RecordsMismatch {
             record_count: h.record_count,
             found,
@@ -414,175 +412,6 @@ pub fn patch_leader_epoch(buf: &mut [u8], epoch: i32) {
     if let Some(field) = buf.get_mut(LEADER_EPOCH_AT..LEADER_EPOCH_AT + 4) {
         field.copy_from_slice(&epoch.to_be_bytes());
     }
-}
-
-/// Reads a zigzag varint of at most `bytes_max` bytes at `*pos`, advancing it.
-fn read_zigzag(buf: &[u8], pos: &mut usize, bytes_max: usize) -> Option<i64> {
-    let mut value: u64 = 0;
-    for i in 0..bytes_max {
-        let b = *buf.get(*pos)?;
-        *pos += 1;
-        value |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Some(((value >> 1) as i64) ^ -((value & 1) as i64));
-        }
-    }
-    None
-}
-
-const VARINT_BYTES_MAX: usize = 5;
-const VARLONG_BYTES_MAX: usize = 10;
-
-/// Largest records section ListOffsets will decompress to look inside one compressed batch; a
-/// batch that expands further is answered at batch granularity instead.
-pub const RECORDS_DECOMPRESSED_BYTES_MAX: usize = 16 * 1024 * 1024;
-
-/// Offsets and timestamps of the records of one whole create-time batch, in order. A compressed
-/// batch's records are decompressed (bounded by [`RECORDS_DECOMPRESSED_BYTES_MAX`]) into a buffer
-/// this iterator owns; the stored batch is untouched. Bounded by the record count and by the
-/// records bytes (every record consumes at least one byte).
-pub struct RecordTimes<'a> {
-    records: std::borrow::Cow<'a, [u8]>,
-    header: BatchHeader,
-    pos: usize,
-    left: i32,
-}
-
-/// Record times of a whole batch; `Ok(None)` when its records cannot be read (unknown codec, or
-/// compressed data that is corrupt or expands past the cap).
-pub fn record_times(batch: &[u8]) -> Result<Option<RecordTimes<'_>>, BatchError> {
-    use super::compression;
-    let header = BatchHeader::parse(batch)?;
-    let total = header.total_bytes();
-    let batch = batch.get(..total).ok_or(BatchError::Truncated {
-        need: total,
-        have: batch.len(),
-    })?;
-    let section = &batch[HEADER_BYTES..];
-    let codec = match header.compression() {
-        Some(Compression::None) => {
-            return Ok(Some(RecordTimes {
-                records: section.into(),
-                header,
-                pos: 0,
-                left: header.record_count,
-            }));
-        }
-        Some(Compression::Gzip) => compression::CODEC_GZIP,
-        Some(Compression::Snappy) => compression::CODEC_SNAPPY,
-        Some(Compression::Lz4) => compression::CODEC_LZ4,
-        Some(Compression::Zstd) => compression::CODEC_ZSTD,
-        None => return Ok(None),
-    };
-    match compression::decompress(codec, section, RECORDS_DECOMPRESSED_BYTES_MAX) {
-        Ok(records) => Ok(Some(RecordTimes {
-            records: records.into(),
-            header,
-            pos: 0,
-            left: header.record_count,
-        })),
-        Err(e) => {
-            tracing::debug!(base_offset = header.base_offset, error = %e, "records unreadable; answering at batch granularity");
-            Ok(None)
-        }
-    }
-}
-
-impl RecordTimes<'_> {
-    fn read_one(&mut self) -> Result<(i64, i64), BatchError> {
-        let at = HEADER_BYTES + self.pos;
-        let bad = BatchError::Record { at };
-        let len = read_zigzag(&self.records, &mut self.pos, VARINT_BYTES_MAX).ok_or(bad.clone())?;
-        let len = usize::try_from(len).map_err(|_| bad.clone())?;
-        let end = self
-            .pos
-            .checked_add(len)
-            .filter(|&e| e <= self.records.len())
-            .ok_or(bad.clone())?;
-        let record = &self.records[self.pos..end];
-        self.pos = end;
-        let mut p = 1; // skip attributes
-        if record.is_empty() {
-            return Err(bad);
-        }
-        let ts_delta = read_zigzag(record, &mut p, VARLONG_BYTES_MAX).ok_or(bad.clone())?;
-        let offset_delta = read_zigzag(record, &mut p, VARINT_BYTES_MAX).ok_or(bad)?;
-        let timestamp = match self.header.timestamp_type() {
-            TimestampType::LogAppendTime => self.header.max_timestamp,
-            TimestampType::CreateTime => self.header.base_timestamp.wrapping_add(ts_delta),
-        };
-        Ok((
-            self.header.base_offset.wrapping_add(offset_delta),
-            timestamp,
-        ))
-    }
-}
-
-impl Iterator for RecordTimes<'_> {
-    type Item = Result<(i64, i64), BatchError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.left <= 0 || self.pos >= self.records.len() {
-            return None;
-        }
-        self.left -= 1;
-        let item = self.read_one();
-        if item.is_err() {
-            self.left = 0;
-        }
-        Some(item)
-    }
-}
-
-/// ListOffsets by timestamp within one whole batch: `(offset, timestamp)` of the first record
-/// whose timestamp is >= `timestamp_ms`, or None.
-///
-/// - Log-append-time batches: every record carries `max_timestamp`, so the base offset answers.
-/// - Create-time batches: exact, by reading the record varints (of the decompressed records for a
-///   compressed batch; this read-only lookup is the one place the broker looks inside one).
-/// - Records unreadable (see [`record_times`]): batch granularity. If `base_timestamp` (the first
-///   record's) qualifies, `(base_offset, base_timestamp)` is exact. Otherwise the answer is
-///   `(base_offset, max_timestamp)`: the offset may be a few records early, which is the safe side
-///   (a consumer seeking there misses nothing), and the timestamp is the one known to be >= target.
-pub fn offset_for_timestamp(
-    batch: &[u8],
-    timestamp_ms: i64,
-) -> Result<Option<(i64, i64)>, BatchError> {
-    let h = BatchHeader::parse(batch)?;
-    if h.max_timestamp < timestamp_ms {
-        return Ok(None);
-    }
-    if h.timestamp_type() == TimestampType::LogAppendTime {
-        return Ok(Some((h.base_offset, h.max_timestamp)));
-    }
-    let Some(mut records) = record_times(batch)? else {
-        let ts = if h.base_timestamp >= timestamp_ms {
-            h.base_timestamp
-        } else {
-            h.max_timestamp
-        };
-        return Ok(Some((h.base_offset, ts)));
-    };
-    records
-        .find(|r| r.as_ref().map_or(true, |&(_, ts)| ts >= timestamp_ms))
-        .transpose()
-}
-
-/// The record carrying the batch's `max_timestamp`: exact when the records are readable; otherwise
-/// the base offset (the earliest the record can be, so seeking there misses nothing).
-pub fn max_timestamp_record(batch: &[u8]) -> Result<(i64, i64), BatchError> {
-    let h = BatchHeader::parse(batch)?;
-    if h.timestamp_type() == TimestampType::CreateTime
-        && let Some(mut records) = record_times(batch)?
-    {
-        let hit = records
-            .find(|r| r.as_ref().map_or(true, |&(_, ts)| ts == h.max_timestamp))
-            .transpose()?;
-        if let Some(found) = hit {
-            return Ok(found);
-        }
-    }
-    Ok((h.base_offset, h.max_timestamp))
 }
 
 /// Builders of valid v2 batches for tests across the crate (the broker never builds batches).
@@ -707,20 +536,8 @@ pub(crate) mod test_batches {
         b[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
     }
 
-    /// `n` records with consecutive timestamps from `ts0`, uncompressed.
-    pub(crate) fn batch(n: usize, ts0: i64, value_bytes: usize) -> Vec<u8> {
-        let ts: Vec<i64> = (0..n as i64).map(|i| ts0 + i).collect();
-        batch_with(&ts, value_bytes, 0)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::test_batches::*;
-    use super::*;
-
     /// Re-packs an uncompressed test batch with its records gzip-compressed (codec 1).
-    fn gzip_batch(timestamps: &[i64]) -> Vec<u8> {
+    pub(crate) fn gzip_batch(timestamps: &[i64]) -> Vec<u8> {
         use std::io::Write;
         let plain = batch_with(timestamps, 10, 0);
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -734,25 +551,20 @@ mod tests {
         b
     }
 
-    // Proves ListOffsets by timestamp is exact inside a really compressed batch, not just at its base.
-    #[test]
-    fn offset_for_timestamp_inside_gzip_batch() {
-        let b = gzip_batch(&[100, 200, 300, 400]);
-        let h = validate(&b).unwrap();
-        assert_eq!(h.compression(), Some(Compression::Gzip));
-        let base = h.base_offset;
-        assert_eq!(
-            offset_for_timestamp(&b, 250).unwrap(),
-            Some((base + 2, 300))
-        );
-        assert_eq!(
-            offset_for_timestamp(&b, 400).unwrap(),
-            Some((base + 3, 400))
-        );
-        assert_eq!(offset_for_timestamp(&b, 50).unwrap(), Some((base, 100)));
-        assert_eq!(offset_for_timestamp(&b, 401).unwrap(), None);
-        assert_eq!(max_timestamp_record(&b).unwrap(), (base + 3, 400));
+    /// `n` records with consecutive timestamps from `ts0`, uncompressed.
+    pub(crate) fn batch(n: usize, ts0: i64, value_bytes: usize) -> Vec<u8> {
+        let ts: Vec<i64> = (0..n as i64).map(|i| ts0 + i).collect();
+        batch_with(&ts, value_bytes, 0)
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_batches::*;
+    use super::*;
+    use crate::protocol::timestamps::{
+        RECORDS_DECOMPRESSED_BYTES_MAX, max_timestamp_record, offset_for_timestamp, record_times,
+    };
 
     #[test]
     fn offsets_are_built_from_the_previous_constant() {
@@ -835,8 +647,9 @@ mod tests {
                 split(&b[..len]).is_err(),
                 "split accepted a prefix of {len} bytes"
             );
-            let _ = record_times(&b[..len]).map(|r| r.map(|it| it.count()));
-            let _ = offset_for_timestamp(&b[..len], 0);
+            let _ = record_times(&b[..len], RECORDS_DECOMPRESSED_BYTES_MAX)
+                .map(|r| r.map(|it| it.count()));
+            let _ = offset_for_timestamp(&b[..len], 0, RECORDS_DECOMPRESSED_BYTES_MAX);
         }
     }
 
@@ -964,29 +777,11 @@ mod tests {
             }
             let _ = validate(&buf);
             let _ = split(&buf);
-            let _ = record_times(&buf).map(|r| r.map(|it| it.count()));
-            let _ = offset_for_timestamp(&buf, (next() % 10) as i64);
-            let _ = max_timestamp_record(&buf);
+            let _ =
+                record_times(&buf, RECORDS_DECOMPRESSED_BYTES_MAX).map(|r| r.map(|it| it.count()));
+            let _ =
+                offset_for_timestamp(&buf, (next() % 10) as i64, RECORDS_DECOMPRESSED_BYTES_MAX);
+            let _ = max_timestamp_record(&buf, RECORDS_DECOMPRESSED_BYTES_MAX);
         }
-    }
-
-    #[test]
-    fn offset_for_timestamp_reads_records() {
-        // Proves the record scan returns the first record at or after the target in uncompressed
-        // batches, and the documented batch-granularity answer for compressed ones.
-        let mut b = batch_with(&[100, 300, 200, 400], 3, 0);
-        patch_base_offset(&mut b, 50);
-        assert_eq!(offset_for_timestamp(&b, 50), Ok(Some((50, 100))));
-        assert_eq!(offset_for_timestamp(&b, 150), Ok(Some((51, 300))));
-        assert_eq!(offset_for_timestamp(&b, 300), Ok(Some((51, 300))));
-        assert_eq!(offset_for_timestamp(&b, 301), Ok(Some((53, 400))));
-        assert_eq!(offset_for_timestamp(&b, 401), Ok(None));
-        assert_eq!(max_timestamp_record(&b), Ok((53, 400)));
-        let mut z = batch_with(&[100, 300, 200], 3, 4); // zstd bits set
-        patch_base_offset(&mut z, 10);
-        assert_eq!(offset_for_timestamp(&z, 50), Ok(Some((10, 100))));
-        assert_eq!(offset_for_timestamp(&z, 250), Ok(Some((10, 300))));
-        assert_eq!(offset_for_timestamp(&z, 301), Ok(None));
-        assert_eq!(max_timestamp_record(&z), Ok((10, 300)));
     }
 }

@@ -6,3 +6,4 @@ pub mod codec;
 pub mod compression;
 pub mod frame;
 pub mod records;
+pub mod timestamps;

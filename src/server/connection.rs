@@ -1,6 +1,6 @@
-//! server::connection: one client connection. A reader task reads frames (i32 length, checked
-//! against `frame_bytes_max` before anything is allocated, and counted against the node-wide
-//! `inflight_bytes_max` budget) into a bounded channel. The connection task dispatches them one
+//! server::connection: one client connection. A reader task (`server::read`) reads frames, their
+//! bytes counted in the connection's, its address's and the node's request budgets, into a
+//! bounded channel. The connection task dispatches them one
 //! at a time, in order, and writes the answers in the same order. A Produce answer may still be
 //! waiting for the disk when the next request is dispatched (`api::Reply::Pending`), up to
 //! `connection_requests_in_flight_max`, so one producer's pipelined requests share a group
@@ -15,31 +15,21 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::Bytes;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 
+use super::read::{Budgets, Frame, Held, read_frames};
 use crate::api::{self, Answer, Reply};
 use crate::broker::Broker;
-use crate::protocol::frame;
 
-/// Why the reader stopped; only the unexpected ones are logged loudly.
-enum Stop {
-    Closed,
-    Shutdown,
-    Idle,
-    Refused(String),
-}
-
-/// A frame read off the socket, holding its bytes in the node-wide budget until answered.
-type Frame = (Bytes, OwnedSemaphorePermit);
 /// An answer in the making, in request order, with the budget its request holds and, for a
 /// Fetch, the budget its answer holds; both are released once the answer is written.
 type Waiting = (
     Pin<Box<dyn Future<Output = Answer> + Send>>,
-    OwnedSemaphorePermit,
+    Held,
     Option<OwnedSemaphorePermit>,
 );
 
@@ -48,7 +38,7 @@ pub async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     stop: watch::Receiver<bool>,
-    inflight: Arc<Semaphore>,
+    budgets: Budgets,
 ) {
     let _ = stream.set_nodelay(true);
     tracing::debug!(%peer, "connection opened");
@@ -59,7 +49,7 @@ pub async fn serve(
         broker.clone(),
         read,
         stop,
-        inflight,
+        budgets,
         frames_tx,
         peer,
     ));
@@ -80,7 +70,7 @@ pub async fn serve(
                 }
             }
             Event::Frame(None) => reading = false,
-            Event::Frame(Some((body, permit))) => {
+            Event::Frame(Some((body, held))) => {
                 let reply = match dispatch_writing(&broker, body, &mut write, &mut waiting).await {
                     Ok(reply) => reply,
                     Err(reason) => {
@@ -90,14 +80,14 @@ pub async fn serve(
                 };
                 match reply {
                     Ok(Reply::Ready(answer)) => {
-                        waiting.push_back((Box::pin(std::future::ready(Ok(answer))), permit, None))
+                        waiting.push_back((Box::pin(std::future::ready(Ok(answer))), held, None))
                     }
-                    Ok(Reply::Held(answer, held)) => waiting.push_back((
+                    Ok(Reply::Held(answer, fetch)) => waiting.push_back((
                         Box::pin(std::future::ready(Ok(Some(answer)))),
-                        permit,
-                        Some(held),
+                        held,
+                        Some(fetch),
                     )),
-                    Ok(Reply::Pending(answer)) => waiting.push_back((answer, permit, None)),
+                    Ok(Reply::Pending(answer)) => waiting.push_back((answer, held, None)),
                     Err(e) => {
                         // Earlier requests still get their answers; this one closes the connection.
                         tracing::warn!(%peer, reason = %format!("bad request: {e}"), "closing connection");
@@ -215,74 +205,4 @@ async fn send(write: &mut OwnedWriteHalf, answer: Answer, stall_ms_max: u64) -> 
         }
     }
     Ok(())
-}
-
-/// Reads frames until the peer closes, goes idle, sends garbage, or the node shuts down.
-async fn read_frames(
-    broker: Arc<Broker>,
-    mut read: OwnedReadHalf,
-    mut stop: watch::Receiver<bool>,
-    inflight: Arc<Semaphore>,
-    frames: mpsc::Sender<Frame>,
-    peer: SocketAddr,
-) {
-    let why = loop {
-        match read_frame(&broker, &mut read, &mut stop, &inflight).await {
-            Ok(frame) => {
-                if frames.send(frame).await.is_err() {
-                    break Stop::Closed;
-                }
-            }
-            Err(why) => break why,
-        }
-    };
-    match why {
-        Stop::Refused(reason) => tracing::warn!(%peer, %reason, "closing connection"),
-        Stop::Idle => tracing::debug!(%peer, "closing idle connection"),
-        Stop::Closed | Stop::Shutdown => {}
-    }
-}
-
-/// Reads one whole request frame. The permit holds the frame's bytes in the node-wide budget
-/// until the request has been answered.
-async fn read_frame(
-    broker: &Broker,
-    stream: &mut OwnedReadHalf,
-    stop: &mut watch::Receiver<bool>,
-    inflight: &Arc<Semaphore>,
-) -> Result<Frame, Stop> {
-    let config = &broker.config;
-    let mut prefix = [0u8; 4];
-    let idle = Duration::from_millis(config.connection_idle_ms_max);
-    // Only an idle connection (between requests) is cut by shutdown.
-    let read = tokio::select! {
-        r = tokio::time::timeout(idle, stream.read_exact(&mut prefix)) => r,
-        _ = stop.changed() => return Err(Stop::Shutdown),
-    };
-    match read {
-        Err(_) => return Err(Stop::Idle),
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(Stop::Closed),
-        Ok(Err(e)) => return Err(Stop::Refused(format!("read failed: {e}"))),
-        Ok(Ok(_)) => {}
-    }
-    let len = frame::body_len(prefix, config.frame_bytes_max)
-        .map_err(|e| Stop::Refused(format!("refusing frame: {e}")))?;
-    // `body_len` caps len at frame_bytes_max, which validation keeps within the budget and u32.
-    let permit = inflight
-        .clone()
-        .acquire_many_owned(len as u32)
-        .await
-        .map_err(|_| Stop::Shutdown)?;
-    let mut body = BytesMut::zeroed(len);
-    let deadline = Duration::from_millis(config.request_read_ms_max);
-    match tokio::time::timeout(deadline, stream.read_exact(&mut body)).await {
-        Ok(Ok(_)) => Ok((body.freeze(), permit)),
-        Ok(Err(e)) => Err(Stop::Refused(format!(
-            "truncated frame of {len} bytes: {e}"
-        ))),
-        Err(_) => Err(Stop::Refused(format!(
-            "frame of {len} bytes not received within {} ms",
-            config.request_read_ms_max
-        ))),
-    }
 }

@@ -1,19 +1,31 @@
-//! server: the Kafka listener. Accepts connections up to `connections_max` (a semaphore; further
-//! clients wait in the listen backlog), runs one task per connection, and on shutdown stops
-//! accepting, lets each connection finish the request it is serving, then syncs the logs.
-//! `systemd` tells systemd (when it runs the node) that the node is ready, stopping, and alive.
+//! server: the Kafka listener. Accepts connections up to `connections_max` in all and
+//! `connections_per_ip_max` per peer address (`peers`); a connection over either is accepted and
+//! closed at once, so a refused client learns it at once instead of waiting in the listen
+//! backlog. Runs one task per connection (`connection`, reading frames with `read`), and on
+//! shutdown stops accepting, lets each connection finish the request it is serving, then syncs
+//! the logs. `memory` hands freed memory back to the OS after load. `systemd` tells systemd
+//! (when it runs the node) that the node is ready, stopping, and alive.
 
 pub mod connection;
+pub mod memory;
+pub mod peers;
+pub mod read;
 pub mod systemd;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::api::now_ms;
 use crate::broker::Broker;
+use peers::{Admitted, Peers};
+use read::Budgets;
+
+/// Refused connections are logged at most once per this interval (a flood must not flood the log).
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Runs the listener until `shutdown` resolves, then drains connections and stops the broker.
 pub async fn run(
@@ -28,27 +40,37 @@ pub async fn run(
     let retention = tokio::spawn(retention_loop(broker.clone(), stop_rx.clone()));
     let cleaner = tokio::spawn(compaction_loop(broker.clone(), stop_rx.clone()));
     let flusher = tokio::spawn(flush_loop(broker.clone(), stop_rx.clone()));
+    let trimmer = tokio::spawn(memory::trim_loop(stop_rx.clone()));
+    let peers = Peers::new(
+        broker.config.connections_per_ip_max,
+        broker.config.ip_request_bytes_max(),
+    );
+    let mut refusals = Refusals::new();
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            _ = &mut shutdown => break,
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
         let accepted = tokio::select! {
             _ = &mut shutdown => break,
             a = listener.accept() => a,
         };
         match accepted {
             Ok((stream, peer)) => {
+                let Some((slot, admitted)) = admit(&permits, &peers, peer, &mut refusals) else {
+                    // Closed at once: the client sees EOF now rather than a connect that hangs.
+                    drop(stream);
+                    continue;
+                };
                 let broker = broker.clone();
                 let stop = stop_rx.clone();
-                let inflight = inflight.clone();
+                let budgets = Budgets {
+                    node: inflight.clone(),
+                    ip: admitted.bytes.clone(),
+                    connection: Arc::new(Semaphore::new(
+                        broker.config.connection_request_bytes_max(),
+                    )),
+                };
                 tokio::spawn(async move {
-                    connection::serve(broker, stream, peer, stop, inflight).await;
-                    drop(permit);
+                    connection::serve(broker, stream, peer, stop, budgets).await;
+                    drop((admitted, slot));
                 });
             }
             Err(e) => {
@@ -75,8 +97,62 @@ pub async fn run(
     retention.abort();
     cleaner.abort();
     flusher.abort();
+    trimmer.abort();
     broker.shutdown().await;
     tracing::info!("shutdown complete");
+}
+
+/// A connection slot under `connections_max` and one under its address's
+/// `connections_per_ip_max`, or `None` (logged, rate-limited) when either is full.
+fn admit(
+    permits: &Arc<Semaphore>,
+    peers: &Arc<Peers>,
+    peer: SocketAddr,
+    refusals: &mut Refusals,
+) -> Option<(OwnedSemaphorePermit, Admitted)> {
+    let Ok(slot) = permits.clone().try_acquire_owned() else {
+        refusals.note(peer, "connections_max");
+        return None;
+    };
+    let Some(admitted) = peers.admit(peer.ip()) else {
+        refusals.note(peer, "connections_per_ip_max");
+        return None;
+    };
+    Some((slot, admitted))
+}
+
+/// Counts refused connections and logs them at most once per [`REFUSAL_LOG_INTERVAL`].
+struct Refusals {
+    logged_at: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Refusals {
+    fn new() -> Refusals {
+        Refusals {
+            logged_at: None,
+            suppressed: 0,
+        }
+    }
+
+    fn note(&mut self, peer: SocketAddr, limit: &'static str) {
+        let now = Instant::now();
+        if self
+            .logged_at
+            .is_some_and(|at| now.duration_since(at) < REFUSAL_LOG_INTERVAL)
+        {
+            self.suppressed += 1;
+            return;
+        }
+        tracing::warn!(
+            %peer,
+            limit,
+            refused_since_last_line = self.suppressed,
+            "refusing connection: limit reached"
+        );
+        self.logged_at = Some(now);
+        self.suppressed = 0;
+    }
 }
 
 /// Files one partition keeps open at least: the active segment's log, offset index and time index.
