@@ -225,7 +225,40 @@ fn broker_entries(broker: &Broker) -> Vec<DescribeConfigsResourceResult> {
             TYPE_LONG,
             true,
         ),
+        // Not a setting: damage found in partitions' files (gaps, corrupt batches; see
+        // log::damage), shown by `bramble status`.
+        entry(
+            "bramble.storage.damage",
+            storage_damage(broker),
+            s,
+            TYPE_STRING,
+            true,
+        ),
     ]
+}
+
+/// Findings listed in `bramble.storage.damage` (the rest are counted).
+const DAMAGE_LISTED_MAX: usize = 8;
+
+/// "none", or how many findings and the first few, each as `topic-partition: what`.
+fn storage_damage(broker: &Broker) -> String {
+    let mut total = 0u64;
+    let mut listed = Vec::new();
+    for t in broker.topics() {
+        for replica in t.partitions() {
+            let damage = replica.log.damage();
+            total += damage.total;
+            for d in damage.kept {
+                if listed.len() < DAMAGE_LISTED_MAX {
+                    listed.push(format!("{}-{}: {d}", t.name, replica.index));
+                }
+            }
+        }
+    }
+    if total == 0 {
+        return "none".to_string();
+    }
+    format!("{total} found: {}", listed.join("; "))
 }
 
 fn entry(

@@ -257,8 +257,12 @@ async fn read_all(
             }
             Err(e) => {
                 any_error = true;
+                // A damaged stored batch answers CORRUPT_MESSAGE, as Kafka does: clients report
+                // it to the application (librdkafka retries KAFKA_STORAGE_ERROR silently, so a
+                // consumer would wait forever at the batch).
                 let err = match e {
                     LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+                    LogError::CorruptStored { .. } => ResponseError::CorruptMessage,
                     _ => ResponseError::KafkaStorageError,
                 };
                 if err != ResponseError::OffsetOutOfRange {

@@ -189,8 +189,7 @@ impl Broker {
     ) -> Result<(), BrokerError> {
         let cleanup = topic::cleanup_config(&t.configs()).unwrap_or_default();
         for p in range {
-            let replica = self.open_replica(&t.name, p, log_config.clone())?;
-            replica.log.set_cleanup(cleanup.clone());
+            let replica = self.open_replica(&t.name, p, log_config.clone(), cleanup.clone())?;
             t.partitions
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
@@ -204,10 +203,12 @@ impl Broker {
         topic: &str,
         partition: i32,
         log_config: LogConfig,
+        cleanup: log::Cleanup,
     ) -> Result<Arc<Replica>, BrokerError> {
         let dir = topic::partition_dir(&self.data_dir, topic, partition);
+        let writer = self.writer.clone();
         let log =
-            log::Partition::open(&dir, log_config, self.writer.clone()).map_err(|source| {
+            log::Partition::open_with(&dir, log_config, cleanup, writer).map_err(|source| {
                 BrokerError::Partition {
                     topic: topic.to_string(),
                     partition,

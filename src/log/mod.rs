@@ -28,6 +28,7 @@ use crate::io::{DiskWriter, Job, WriterError};
 use crate::protocol::batch::{self, BatchHeader};
 
 mod compaction;
+mod damage;
 mod index;
 mod producers;
 mod read;
@@ -40,6 +41,8 @@ mod snapshot;
 mod tests;
 #[cfg(test)]
 mod tests_compaction;
+#[cfg(test)]
+mod tests_damage;
 #[cfg(test)]
 mod tests_durability;
 #[cfg(test)]
@@ -54,6 +57,7 @@ mod tests_producers;
 mod tests_snapshot;
 
 pub use compaction::{Cleanup, CompactionStats};
+pub use damage::{Damage, DamageLog};
 use segment::{Segment, io_error};
 
 /// Per-topic log settings (Kafka topic config names in brackets). Units last.
@@ -103,6 +107,16 @@ pub enum LogError {
     /// The disk writer is gone (shutdown in progress). Maps to KAFKA_STORAGE_ERROR / NOT_LEADER.
     #[error("disk writer stopped")]
     WriterStopped,
+    /// A stored batch failed its length or CRC-32C check on a read (the disk's bytes changed
+    /// after they were written). Maps to CORRUPT_MESSAGE, which clients report to the
+    /// application instead of retrying silently (see `damage`).
+    #[error("corrupt stored batch in {path} at byte {position}: {why}")]
+    CorruptStored {
+        path: PathBuf,
+        position: u64,
+        offsets: Range<i64>,
+        why: String,
+    },
     #[error("i/o error on {path}: {source}")]
     Io {
         path: PathBuf,
@@ -234,6 +248,8 @@ struct Shared {
     /// Set when a write or sync failed: no later append may be acknowledged (its bytes could sit
     /// behind a hole). Reopening the partition recovers from what is on disk.
     failed: AtomicBool,
+    /// What recovery, reads and the scrubber found damaged (`damage`).
+    damage: Mutex<DamageLog>,
 }
 
 impl Shared {
@@ -277,6 +293,52 @@ impl Shared {
     }
 }
 
+/// Recovers `dir` (`recovery`) and rebuilds the producer state: the in-memory state of a
+/// partition as its files stand, plus the gaps recovery found (compacted topics' chain gaps are
+/// expected and left out). Used on open and when a partition recovers from a failed write.
+fn load(
+    storage: &dyn crate::io::Storage,
+    dir: &Path,
+    config: LogConfig,
+    cleanup: Cleanup,
+) -> Result<(Inner, producers::Rebuilt, Vec<Damage>), LogError> {
+    let recovered = recovery::open_segments(storage, dir, &config)?;
+    let segments = recovered.segments;
+    let Some(active) = segments.last_key_value().map(|(_, s)| s) else {
+        return Err(segment::corrupt(
+            dir,
+            "no segment after recovery".to_string(),
+        ));
+    };
+    let log_end_offset = active.next_offset;
+    // Snapshots above a cut describe batches that are no longer in the log.
+    let valid_end = recovered
+        .cut_at
+        .map_or(log_end_offset, |c| c.min(log_end_offset));
+    let (producers, rebuilt) = producers::restore(storage, dir, &segments, valid_end)?;
+    let visible = Visible {
+        offset: log_end_offset,
+        segment_base: active.base_offset,
+        position: active.size_bytes,
+    };
+    let mut gaps = if cleanup.compact {
+        Vec::new()
+    } else {
+        recovered.chain_gaps
+    };
+    gaps.extend(recovered.lost_tail);
+    let inner = Inner {
+        config,
+        segments,
+        log_end_offset,
+        visible,
+        deleted: false,
+        producers,
+        cleanup,
+    };
+    Ok((inner, rebuilt, gaps))
+}
+
 fn writer_error(e: WriterError) -> LogError {
     let (path, kind) = match &e {
         WriterError::Stopped => return LogError::WriterStopped,
@@ -315,49 +377,37 @@ impl Partition {
     /// batch checking length and CRC-32C, truncate a torn tail (logging how many bytes were cut),
     /// rebuild its index. `writer` is the data directory's disk writer.
     pub fn open(dir: &Path, config: LogConfig, writer: DiskWriter) -> Result<Partition, LogError> {
-        let recovered = recovery::open_segments(&**writer.storage(), dir, &config)?;
-        let segments = recovered.segments;
-        let Some(active) = segments.last_key_value().map(|(_, s)| s) else {
-            return Err(segment::corrupt(
-                dir,
-                "no segment after recovery".to_string(),
-            ));
-        };
-        let log_end_offset = active.next_offset;
-        // Snapshots above a cut describe batches that are no longer in the log.
-        let valid_end = recovered
-            .cut_at
-            .map_or(log_end_offset, |c| c.min(log_end_offset));
-        let (producers, rebuilt) =
-            producers::restore(&**writer.storage(), dir, &segments, valid_end)?;
-        let visible = Visible {
-            offset: log_end_offset,
-            segment_base: active.base_offset,
-            position: active.size_bytes,
-        };
-        let (hw_tx, _) = watch::channel(log_end_offset);
-        let inner = Inner {
-            config,
-            segments,
-            log_end_offset,
-            visible,
-            deleted: false,
-            producers,
-            cleanup: Cleanup::default(),
-        };
+        Partition::open_with(dir, config, Cleanup::default(), writer)
+    }
+
+    /// [`Partition::open`] for a topic whose cleanup settings are known: a compacted log may
+    /// legitimately skip offsets between segments, so only other topics' chain gaps are damage.
+    /// Gaps found are logged at error level and kept for [`Partition::damage`]; the partition
+    /// is served anyway (`damage` says why).
+    pub fn open_with(
+        dir: &Path,
+        config: LogConfig,
+        cleanup: Cleanup,
+        writer: DiskWriter,
+    ) -> Result<Partition, LogError> {
+        let (inner, rebuilt, gaps) = load(&**writer.storage(), dir, config, cleanup)?;
+        let (hw_tx, _) = watch::channel(inner.visible.offset);
         let shared = Shared {
             dir: dir.to_path_buf(),
             inner: Mutex::new(inner),
             hw_tx,
             failed: AtomicBool::new(false),
+            damage: Mutex::new(DamageLog::default()),
         };
-        Ok(Partition {
+        let partition = Partition {
             shared: Arc::new(shared),
             writer,
             append_lock: tokio::sync::Mutex::new(()),
             cleaner_lock: tokio::sync::Mutex::new(()),
             rebuilt,
-        })
+        };
+        gaps.into_iter().for_each(|g| partition.record_damage(g));
+        Ok(partition)
     }
 
     /// How the producer state was rebuilt when this partition opened.
@@ -557,6 +607,46 @@ impl Partition {
                 log_start_offset,
             },
         ))
+    }
+
+    /// Records a finding about this partition's files, logging it at error level the first time.
+    pub(crate) fn record_damage(&self, d: Damage) {
+        let new = self
+            .shared
+            .damage
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(d.clone());
+        if new {
+            tracing::error!(dir = %self.shared.dir.display(), damage = %d, "partition storage damaged");
+        }
+    }
+
+    /// A read that met a corrupt stored batch: recorded, so `bramble status` shows it.
+    fn note_corrupt(&self, e: &LogError) {
+        if let LogError::CorruptStored {
+            path,
+            position,
+            offsets,
+            why,
+        } = e
+        {
+            self.record_damage(Damage::Corrupt {
+                file: path.clone(),
+                position: *position,
+                offsets: offsets.clone(),
+                why: why.clone(),
+            });
+        }
+    }
+
+    /// What was found damaged in this partition's files since it opened.
+    pub fn damage(&self) -> DamageLog {
+        self.shared
+            .damage
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn log_start_offset(&self) -> i64 {

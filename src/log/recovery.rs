@@ -20,7 +20,7 @@ use crate::protocol::batch::{self, ATTRIBUTES_AT, BatchHeader, Crc32c};
 
 use super::index::{self, IndexBuilder, IndexEntry, TimeEntry};
 use super::segment::{self, MemIndex, Segment, SegmentFiles, io_error, read_header};
-use super::{LogConfig, LogError};
+use super::{Damage, LogConfig, LogError};
 
 /// Buffer for streaming a batch through the CRC (bounds memory whatever a length field says).
 const CRC_CHUNK_BYTES: usize = 64 * 1024;
@@ -35,6 +35,10 @@ pub struct Recovered {
     /// The lowest offset at which recovery cut a segment's tail (its new next offset), if it cut
     /// one: what was written from there on is gone, so producer snapshots above it are stale.
     pub cut_at: Option<i64>,
+    /// Offsets the segment chain says should be on disk and are not (`check_chain`).
+    pub chain_gaps: Vec<Damage>,
+    /// Offsets the active segment's old index says were written and are gone (`index_beyond`).
+    pub lost_tail: Option<Damage>,
 }
 
 /// Opens every segment of `dir` (creating segment 0 in an empty one), recovering the last.
@@ -54,6 +58,8 @@ pub fn open_segments(
         return Ok(Recovered {
             segments,
             cut_at: None,
+            chain_gaps: Vec::new(),
+            lost_tail: None,
         });
     };
     let newest_sealed = sealed.last().copied();
@@ -69,10 +75,79 @@ pub fn open_segments(
         note_cut(&seg, cut);
         segments.insert(base, seg);
     }
-    let (seg, cut) = recover_active(storage, dir, active, config)?;
+    let (seg, cut, lost) = recover_active(storage, dir, active, config)?;
     note_cut(&seg, cut);
     segments.insert(active, seg);
-    Ok(Recovered { segments, cut_at })
+    let chain_gaps = check_chain(&segments);
+    Ok(Recovered {
+        segments,
+        cut_at,
+        chain_gaps,
+        lost_tail: lost,
+    })
+}
+
+/// Gaps in the segment chain: each segment must start where the one before it ends (its last
+/// batch's offset + 1). A sealed segment deleted or cut short leaves one. Compaction can leave
+/// one legitimately (it drops whole batches, the last of a segment too), so `Partition::open`
+/// ignores these for compacted topics.
+fn check_chain(segments: &BTreeMap<i64, Segment>) -> Vec<Damage> {
+    let mut gaps = Vec::new();
+    let mut prev: Option<&Segment> = None;
+    for seg in segments.values() {
+        if let Some(p) = prev
+            && p.next_offset < seg.base_offset
+        {
+            gaps.push(Damage::Gap {
+                missing: p.next_offset..seg.base_offset,
+                why: format!(
+                    "segment chain: {} ends at offset {} but the next segment, {}, starts at {}",
+                    segment::file_name(p.base_offset, "log"),
+                    p.next_offset,
+                    segment::file_name(seg.base_offset, "log"),
+                    seg.base_offset
+                ),
+            });
+        }
+        prev = Some(seg);
+    }
+    gaps
+}
+
+/// What the active segment's `.index` (as found, before recovery rewrites it) says was written
+/// past the data that is left: its last entry names a batch at a byte the log no longer holds.
+/// Entries exist only every `index_interval_bytes`, so a loss inside the last interval is not
+/// seen; after a power cut it can also name appends that were never acknowledged (their index
+/// entries reached the disk before their data), which is still worth an operator's look.
+fn index_beyond(files: &SegmentFiles, base: i64, scan: &Scan) -> Result<Option<Damage>, LogError> {
+    let index = &*files.index;
+    let len = index.len().map_err(|e| io_error(index.path(), e))?;
+    let entries = len / index::INDEX_ENTRY_BYTES as u64;
+    if entries == 0 {
+        return Ok(None);
+    }
+    let mut raw = [0u8; index::INDEX_ENTRY_BYTES];
+    index
+        .read_at(&mut raw, (entries - 1) * index::INDEX_ENTRY_BYTES as u64)
+        .map_err(|e| io_error(index.path(), e))?;
+    let last = IndexEntry::decode(&raw);
+    let offset = base.saturating_add(i64::from(last.relative_offset));
+    // Position 0 never gets an entry (a zero-filled index is not a claim).
+    if last.position == 0
+        || u64::from(last.position) < scan.valid_bytes
+        || offset < scan.next_offset
+    {
+        return Ok(None);
+    }
+    Ok(Some(Damage::Gap {
+        missing: scan.next_offset..offset.saturating_add(1),
+        why: format!(
+            "{} holds {} bytes but its index records offset {offset} at byte {}",
+            segment::file_name(base, "log"),
+            scan.valid_bytes,
+            last.position
+        ),
+    }))
 }
 
 /// Creates `dir` and its missing parents, syncing each new directory's parent: on a filesystem
@@ -278,15 +353,16 @@ fn write_indexes(files: &SegmentFiles, scan: &Scan) -> Result<(), LogError> {
 }
 
 /// The active segment: full CRC scan, torn tail cut, indexes rebuilt and kept in memory. Also
-/// returns whether a tail was cut.
+/// returns whether a tail was cut and what its old index says is missing (`index_beyond`).
 fn recover_active(
     storage: &dyn Storage,
     dir: &Path,
     base: i64,
     config: &LogConfig,
-) -> Result<(Segment, bool), LogError> {
+) -> Result<(Segment, bool, Option<Damage>), LogError> {
     let files = SegmentFiles::open(storage, dir, base, false)?;
     let scan = scan_log(&*files.log, base, config.index_interval_bytes, true, false)?;
+    let lost = index_beyond(&files, base, &scan)?;
     let cut = truncate_tail(&*files.log, &scan, "active segment")?;
     write_indexes(&files, &scan)?;
     let mut seg = Segment::new(dir, base, files, config.index_interval_bytes);
@@ -307,7 +383,7 @@ fn recover_active(
         index: scan.index,
         time: scan.time,
     });
-    Ok((seg, cut))
+    Ok((seg, cut, lost))
 }
 
 /// A sealed segment: indexes validated and trusted; the segment's max timestamp comes from the
