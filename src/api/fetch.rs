@@ -265,7 +265,9 @@ async fn read_all(
                     LogError::CorruptStored { .. } => ResponseError::CorruptMessage,
                     _ => ResponseError::KafkaStorageError,
                 };
-                if err != ResponseError::OffsetOutOfRange {
+                // A corrupt batch is logged once, when the partition records it (log::damage);
+                // a consumer retrying at it would repeat this line every backoff.
+                if err == ResponseError::KafkaStorageError {
                     tracing::warn!(partition = w.partition, error = %e, "fetch read failed");
                 }
                 data.with_error_code(err.code())
