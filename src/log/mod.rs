@@ -34,6 +34,7 @@ mod producers;
 mod read;
 mod records;
 mod recovery;
+mod resume;
 mod retention;
 mod segment;
 mod snapshot;
@@ -43,6 +44,8 @@ mod tests;
 mod tests_compaction;
 #[cfg(test)]
 mod tests_damage;
+#[cfg(test)]
+mod tests_disk_full;
 #[cfg(test)]
 mod tests_durability;
 #[cfg(test)]
@@ -370,6 +373,8 @@ pub struct Partition {
     /// How `producers::restore` rebuilt the producer state on open (snapshot used, headers read).
     #[cfg_attr(not(test), allow(dead_code))]
     rebuilt: producers::Rebuilt,
+    /// When a failed partition was last re-checked (`resume`).
+    resume_attempt: Mutex<Option<std::time::Instant>>,
 }
 
 impl Partition {
@@ -405,6 +410,7 @@ impl Partition {
             append_lock: tokio::sync::Mutex::new(()),
             cleaner_lock: tokio::sync::Mutex::new(()),
             rebuilt,
+            resume_attempt: Mutex::new(None),
         };
         gaps.into_iter().for_each(|g| partition.record_damage(g));
         Ok(partition)
@@ -450,7 +456,7 @@ impl Partition {
             .map(|(h, _)| i64::from(h.last_offset_delta) + 1)
             .sum();
         let guard = self.append_lock.lock().await;
-        self.check_usable()?;
+        self.check_usable().await?;
         let checked = {
             let inner = self.shared.lock();
             inner.producers.check(&batches, inner.log_end_offset)?
@@ -510,17 +516,15 @@ impl Partition {
         }
     }
 
-    fn check_usable(&self) -> Result<(), LogError> {
-        let dir = &self.shared.dir;
+    /// Refuses appends to a deleted partition; a failed one is re-checked first (`resume`).
+    /// Call with the append lock held.
+    async fn check_usable(&self) -> Result<(), LogError> {
         if self.shared.lock().deleted {
             let e = std::io::Error::new(std::io::ErrorKind::NotFound, "partition deleted");
-            return Err(io_error(dir, e));
+            return Err(io_error(&self.shared.dir, e));
         }
         if self.shared.failed.load(Ordering::SeqCst) {
-            return Err(io_error(
-                dir,
-                std::io::Error::other("an earlier write failed; reopen the partition"),
-            ));
+            self.resume_after_failure().await?;
         }
         Ok(())
     }

@@ -24,6 +24,8 @@ use super::{Damage, LogConfig, LogError};
 
 /// Buffer for streaming a batch through the CRC (bounds memory whatever a length field says).
 const CRC_CHUNK_BYTES: usize = 64 * 1024;
+/// What a new partition writes to prove the disk takes data (one filesystem block).
+const SPACE_PROBE_BYTES: usize = 4096;
 /// Segment files one partition directory may hold (a bound on the directory walk).
 const SEGMENTS_MAX: usize = 1 << 20;
 /// Missing directory levels created for one partition directory (a bound on the ancestor walk).
@@ -53,6 +55,7 @@ pub fn open_segments(
     let mut segments = BTreeMap::new();
     let Some((&active, sealed)) = bases.split_last() else {
         let files = SegmentFiles::open(storage, dir, 0, true)?;
+        probe_space(&*files.log)?;
         storage.sync_dir(dir).map_err(|e| io_error(dir, e))?;
         segments.insert(0, Segment::new(dir, 0, files, config.index_interval_bytes));
         return Ok(Recovered {
@@ -85,6 +88,17 @@ pub fn open_segments(
         chain_gaps,
         lost_tail: lost,
     })
+}
+
+/// Writes and syncs a block into a new, empty `.log`, then empties it again: creating files
+/// needs no data blocks, so on a full disk a new partition would open fine and fail its first
+/// append; this makes creating it (CreateTopics) fail with the disk's error instead.
+fn probe_space(log: &dyn StorageFile) -> Result<(), LogError> {
+    let err = |e| io_error(log.path(), e);
+    log.write_at(&[0u8; SPACE_PROBE_BYTES], 0).map_err(err)?;
+    log.sync_data().map_err(err)?;
+    log.set_len(0).map_err(err)?;
+    log.sync_data().map_err(err)
 }
 
 /// Gaps in the segment chain: each segment must start where the one before it ends (its last
