@@ -320,6 +320,15 @@ pub fn memory_model(c: &Config) -> Vec<(&'static str, u64)> {
         ),
         ("partitions_max", times(c.partitions_max, per_partition)),
         ("groups_max", times(c.groups_max, GROUP_BYTES)),
+        // One scrubber pass at a time, through one chunk buffer (log::scrub).
+        (
+            "scrub_interval_ms",
+            if c.scrub_interval_ms > 0 {
+                crate::log::SCRUB_CHUNK_BYTES as u64
+            } else {
+                0
+            },
+        ),
     ]
 }
 

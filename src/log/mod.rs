@@ -36,6 +36,7 @@ mod records;
 mod recovery;
 mod resume;
 mod retention;
+mod scrub;
 mod segment;
 mod snapshot;
 #[cfg(test)]
@@ -61,6 +62,7 @@ mod tests_snapshot;
 
 pub use compaction::{Cleanup, CompactionStats};
 pub use damage::{Damage, DamageLog};
+pub use scrub::{Pace, SCRUB_CHUNK_BYTES, ScrubStats};
 use segment::{Segment, io_error};
 
 /// Per-topic log settings (Kafka topic config names in brackets). Units last.
