@@ -10,7 +10,9 @@
 //! forward in offset order, only over bytes that are written (and synced when asked).
 //!
 //! Reads (`read`) never look past the high watermark's byte position, so they only see bytes the
-//! writer has finished. Recovery on open is in `recovery`.
+//! writer has finished. Recovery on open is in `recovery`; what it, reads and the scrubber
+//! (`scrub`) find damaged is kept in `damage`; a partition whose write failed (a full disk)
+//! re-checks itself and resumes in `resume`.
 //!
 //! Memory: the active segment keeps its index entries in memory (segment_bytes_max /
 //! index_interval_bytes entries at most); sealed segments are looked up on disk.

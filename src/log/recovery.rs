@@ -9,6 +9,10 @@
 //! tail there sends the segment to a rebuild with a full CRC scan, which cuts it like an active
 //! segment's. Older sealed segments were synced before a newer one existed and are not re-read.
 //!
+//! Recovery also checks what should be there: every segment must start where the one before it
+//! ends (`check_chain`), and the active segment's old index must not name offsets its log no
+//! longer holds (`index_beyond`). It does not invent data for a gap: it reports it (`damage`).
+//!
 //! Recovery runs before the partition submits any job to the disk writer, so its direct writes
 //! through the storage backend (truncations, index rebuilds) cannot race the writer thread.
 

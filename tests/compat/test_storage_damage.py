@@ -108,3 +108,38 @@ def test_consumer_gets_an_error_at_a_corrupt_sealed_batch(broker, damage):
                             capture_output=True, text=True, timeout=STATUS_TIMEOUT_S, check=True)
     line = next(l for l in status.stdout.splitlines() if l.startswith("bramble.storage.damage"))
     assert f"{topic}-0: corrupt batch in {sealed.name} at byte {pos}" in line, line
+
+
+# Scrubber pause for the test broker, and the bound on it reporting the damage.
+SCRUB_INTERVAL_MS = 200
+SCRUB_REPORT_TIMEOUT_S = 30.0
+
+
+def test_scrubber_reports_damage_no_consumer_read(broker_factory):
+    """With the scrubber on, a flipped byte in a sealed segment shows in `bramble status` without
+    any client reading it."""
+    broker = broker_factory({"scrub_interval_ms": SCRUB_INTERVAL_MS})
+    topic = "scrubbed"
+    create_topic(broker.bootstrap, topic, 1, {"segment.bytes": str(SEGMENT_BYTES)})
+    run = produce_confluent(broker.bootstrap, topic, [{"value": value(i)} for i in range(RECORDS)],
+                            {"linger.ms": 0, "batch.size": BATCH_BYTES})
+    assert not run.errors, run.errors[:3]
+    broker.stop()
+    sealed = sorted((broker.data_dir / f"{topic}-0").glob("*.log"))[0]
+    pos, _, total = batches(sealed)[3]
+    patch(sealed, pos + total - VALUE_BYTES // 2, b"\x5a")
+    broker.start()
+
+    deadline = time.monotonic() + SCRUB_REPORT_TIMEOUT_S
+    line = ""
+    while time.monotonic() < deadline:
+        status = subprocess.run([str(BRAMBLE_BIN), "status", "-b", broker.bootstrap],
+                                capture_output=True, text=True, timeout=STATUS_TIMEOUT_S,
+                                check=True)
+        line = next(l for l in status.stdout.splitlines()
+                    if l.startswith("bramble.storage.damage"))
+        if "corrupt batch" in line:
+            break
+        time.sleep(SCRUB_INTERVAL_MS / 1000)
+    assert f"{topic}-0: corrupt batch in {sealed.name} at byte {pos}" in line, line
+    assert "1 found" in line, line
