@@ -1,9 +1,11 @@
-"""Damage to a sealed segment on disk, seen by a real consumer (confluent-kafka / librdkafka).
+"""Damage to a sealed segment on disk, seen by real consumers (confluent-kafka / librdkafka and
+kafka-python).
 
 Contract under test: a Fetch that meets a corrupt stored batch (a payload byte changed, or a
 length field that no longer fits the file) answers the partition with CORRUPT_MESSAGE, which
 librdkafka hands to the application as an error; the consumer neither receives the damaged bytes
-nor waits forever without a word (librdkafka retries KAFKA_STORAGE_ERROR silently). The records
+nor waits forever without a word (librdkafka and kafka-python both retry KAFKA_STORAGE_ERROR
+silently, and both raise CORRUPT_MESSAGE to the application). The records
 before the damaged batch are delivered intact, and `bramble status` lists the damage."""
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ import time
 
 import pytest
 from confluent_kafka import Consumer, KafkaError
+from kafka import TopicPartition
+from kafka.errors import CorruptRecordError
 
 from conftest import BRAMBLE_BIN
-from helpers import create_topic, produce_confluent
+from helpers import create_topic, kafka_python_consumer, produce_confluent
 
 # Enough 1 KiB records to fill more than one 1 MiB segment (the smallest segment.bytes).
 RECORDS = 1_500
@@ -74,9 +78,9 @@ def consume_until_error(bootstrap: str, topic: str) -> tuple[list, KafkaError | 
     return got, error
 
 
-@pytest.mark.parametrize("damage", ["payload", "length"])
-def test_consumer_gets_an_error_at_a_corrupt_sealed_batch(broker, damage):
-    topic = f"damaged-{damage}"
+def damaged_topic(broker, topic: str, damage: str):
+    """A topic whose first (sealed) segment has one damaged batch in its middle; returns the
+    segment file, the batch's byte position and its base offset. The broker is running."""
     create_topic(broker.bootstrap, topic, 1, {"segment.bytes": str(SEGMENT_BYTES)})
     # Small batches, so the damaged one sits among others (not in the newest sealed segment's
     # tail, which recovery CRC-checks and cuts).
@@ -96,6 +100,13 @@ def test_consumer_gets_an_error_at_a_corrupt_sealed_batch(broker, damage):
     else:
         patch(sealed, pos + LENGTH_AT, struct.pack(">i", 0x7FFF_0000))
     broker.start()
+    return sealed, pos, bad_base
+
+
+@pytest.mark.parametrize("damage", ["payload", "length"])
+def test_consumer_gets_an_error_at_a_corrupt_sealed_batch(broker, damage):
+    topic = f"damaged-{damage}"
+    sealed, pos, bad_base = damaged_topic(broker, topic, damage)
 
     got, error = consume_until_error(broker.bootstrap, topic)
     assert error is not None, (
@@ -110,6 +121,26 @@ def test_consumer_gets_an_error_at_a_corrupt_sealed_batch(broker, damage):
     assert f"{topic}-0: corrupt batch in {sealed.name} at byte {pos}" in line, line
 
 
+def test_kafka_python_raises_corrupt_record_error(broker):
+    """kafka-python raises CorruptRecordError at the damaged batch, after the records before it."""
+    topic = "damaged-kafka-python"
+    _, _, bad_base = damaged_topic(broker, topic, "payload")
+    consumer = kafka_python_consumer(broker.bootstrap)
+    got = []
+    try:
+        consumer.assign([TopicPartition(topic, 0)])
+        consumer.seek_to_beginning()
+        with pytest.raises(CorruptRecordError):
+            deadline = time.monotonic() + CONSUME_TIMEOUT_S
+            while time.monotonic() < deadline:
+                for records in consumer.poll(timeout_ms=500).values():
+                    got.extend(records)
+    finally:
+        consumer.close()
+    assert [m.offset for m in got] == list(range(bad_base))
+    assert all(m.value == value(m.offset) for m in got)
+
+
 # Scrubber pause for the test broker, and the bound on it reporting the damage.
 SCRUB_INTERVAL_MS = 200
 SCRUB_REPORT_TIMEOUT_S = 30.0
@@ -120,15 +151,7 @@ def test_scrubber_reports_damage_no_consumer_read(broker_factory):
     any client reading it."""
     broker = broker_factory({"scrub_interval_ms": SCRUB_INTERVAL_MS})
     topic = "scrubbed"
-    create_topic(broker.bootstrap, topic, 1, {"segment.bytes": str(SEGMENT_BYTES)})
-    run = produce_confluent(broker.bootstrap, topic, [{"value": value(i)} for i in range(RECORDS)],
-                            {"linger.ms": 0, "batch.size": BATCH_BYTES})
-    assert not run.errors, run.errors[:3]
-    broker.stop()
-    sealed = sorted((broker.data_dir / f"{topic}-0").glob("*.log"))[0]
-    pos, _, total = batches(sealed)[3]
-    patch(sealed, pos + total - VALUE_BYTES // 2, b"\x5a")
-    broker.start()
+    sealed, pos, _ = damaged_topic(broker, topic, "payload")
 
     deadline = time.monotonic() + SCRUB_REPORT_TIMEOUT_S
     line = ""
