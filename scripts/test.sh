@@ -41,7 +41,7 @@ export BRAMBLE_BIN=${BRAMBLE_BIN:-$repo_root/target/debug/bramble}
 # io_uring is missing (qemu-user: ENOSYS) — forced here, since this kernel has io_uring.
 step "pytest tests/compat (core tests, io_uring probe forced to fail: std backend)"
 BRAMBLE_IO_URING_PROBE_FAIL=ENOSYS .venv/bin/python -m pytest tests/compat -p no:cacheprovider \
-  --timeout "$PYTEST_TEST_TIMEOUT_S" -rfEsxX -k "io_backend or kcat or codec or durability or idempotence" \
+  --timeout "$PYTEST_TEST_TIMEOUT_S" -rfEsxX -k "io_backend or kcat or codec or durability or idempotence or disk_full" \
   || failed+=("pytest tests/compat on the std backend")
 
 # The binary a Pi runs, smoke-tested under qemu-user (no io_uring there, so this

@@ -332,6 +332,15 @@ pub fn memory_model(c: &Config) -> Vec<(&'static str, u64)> {
             "message_bytes_max",
             times(workers, u64::from(c.message_bytes_max)),
         ),
+        // One scrubber pass at a time, through one chunk buffer (log::scrub).
+        (
+            "scrub_interval_ms",
+            if c.scrub_interval_ms > 0 {
+                crate::log::SCRUB_CHUNK_BYTES as u64
+            } else {
+                0
+            },
+        ),
     ]
 }
 

@@ -152,6 +152,12 @@ pub struct Config {
     /// How often the cleaner passes over topics with cleanup.policy=compact (Kafka's
     /// log.cleaner.backoff.ms).
     pub compaction_check_ms: u64,
+    /// Pause between two passes of the background scrubber, which verifies the CRC-32C of every
+    /// batch in sealed segments and reports damage (log, `bramble status`); 0 disables it. The
+    /// first pass starts one interval after start.
+    pub scrub_interval_ms: u64,
+    /// Read rate of a scrub pass (bytes per second), so it leaves the disk to produce and fetch.
+    pub scrub_bytes_per_sec_max: u64,
     /// How long shutdown waits for in-flight requests before closing connections.
     pub shutdown_grace_ms: u64,
     /// Disk writer backend: "auto" (io_uring if the start-up probe passes, else std with one log
@@ -220,6 +226,8 @@ impl Default for Config {
             blocking_threads_max: 64,
             retention_check_ms: 60_000,
             compaction_check_ms: 15_000,
+            scrub_interval_ms: 24 * 3600 * 1000,
+            scrub_bytes_per_sec_max: 8 * 1024 * 1024,
             shutdown_grace_ms: 5_000,
             io_backend: crate::io::Backend::Auto,
             groups_max: 10_000,
@@ -376,6 +384,12 @@ impl Config {
         }
         if self.compaction_check_ms == 0 {
             return invalid("compaction_check_ms", "must be >= 1");
+        }
+        if self.scrub_interval_ms > 0 && self.scrub_bytes_per_sec_max == 0 {
+            return invalid(
+                "scrub_bytes_per_sec_max",
+                "must be >= 1 while scrub_interval_ms enables the scrubber",
+            );
         }
         self.validate_client_limits()
     }

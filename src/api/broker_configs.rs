@@ -113,6 +113,9 @@ fn static_entries(broker: &Broker) -> Vec<DescribeConfigsResourceResult> {
         ("bramble.board", c.board.clone().unwrap_or_else(|| "none".into()), TYPE_STRING),
         // Not a setting: a live counter, read by `bramble bench produce` before and after a run.
         ("bramble.fsyncs", crate::io::fsyncs().to_string(), TYPE_LONG),
+        // Not a setting: damage found in partitions' files (gaps, corrupt batches; see
+        // log::damage), shown by `bramble status`.
+        ("bramble.storage.damage", storage_damage(broker), TYPE_STRING),
     ];
     // Kafka settings this node does not change: Kafka's defaults, read-only.
     let fixed = [
@@ -151,4 +154,28 @@ fn static_entries(broker: &Broker) -> Vec<DescribeConfigsResourceResult> {
         )
         .chain(std::iter::once(rack))
         .collect()
+}
+
+/// Findings listed in `bramble.storage.damage` (the rest are counted).
+const DAMAGE_LISTED_MAX: usize = 8;
+
+/// "none", or how many findings and the first few, each as `topic-partition: what`.
+fn storage_damage(broker: &Broker) -> String {
+    let mut total = 0u64;
+    let mut listed = Vec::new();
+    for t in broker.topics() {
+        for replica in t.partitions() {
+            let damage = replica.log.damage();
+            total += damage.total;
+            for d in damage.kept {
+                if listed.len() < DAMAGE_LISTED_MAX {
+                    listed.push(format!("{}-{}: {d}", t.name, replica.index));
+                }
+            }
+        }
+    }
+    if total == 0 {
+        return "none".to_string();
+    }
+    format!("{total} found: {}", listed.join("; "))
 }

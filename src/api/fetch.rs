@@ -257,11 +257,17 @@ async fn read_all(
             }
             Err(e) => {
                 any_error = true;
+                // A damaged stored batch answers CORRUPT_MESSAGE, as Kafka does: clients report
+                // it to the application (librdkafka retries KAFKA_STORAGE_ERROR silently, so a
+                // consumer would wait forever at the batch).
                 let err = match e {
                     LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+                    LogError::CorruptStored { .. } => ResponseError::CorruptMessage,
                     _ => ResponseError::KafkaStorageError,
                 };
-                if err != ResponseError::OffsetOutOfRange {
+                // A corrupt batch is logged once, when the partition records it (log::damage);
+                // a consumer retrying at it would repeat this line every backoff.
+                if err == ResponseError::KafkaStorageError {
                     tracing::warn!(partition = w.partition, error = %e, "fetch read failed");
                 }
                 data.with_error_code(err.code())

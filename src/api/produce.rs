@@ -189,6 +189,7 @@ fn answer(
                 LogError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
                 LogError::OffsetOutOfRange { .. }
                 | LogError::Io { .. }
+                | LogError::CorruptStored { .. }
                 | LogError::DuplicateSequence { .. } => ResponseError::KafkaStorageError,
             };
             tracing::debug!(partition = response.index, error = %e, "produce refused");

@@ -247,8 +247,7 @@ impl Broker {
     ) -> Result<(), BrokerError> {
         let cleanup = topic::cleanup_config(&t.configs()).unwrap_or_default();
         for p in range {
-            let replica = self.open_replica(t, p, log_config.clone())?;
-            replica.log.set_cleanup(cleanup.clone());
+            let replica = self.open_replica(t, p, log_config.clone(), cleanup.clone())?;
             t.partitions
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
@@ -265,6 +264,7 @@ impl Broker {
         t: &Topic,
         partition: i32,
         log_config: LogConfig,
+        cleanup: log::Cleanup,
     ) -> Result<Arc<Replica>, BrokerError> {
         let topic = t.name.as_str();
         let dir = topic::partition_dir(&self.data_dir, topic, partition);
@@ -287,8 +287,9 @@ impl Broker {
                 None
             }
         };
+        let writer = self.writer.clone();
         let log =
-            log::Partition::open(&dir, log_config, self.writer.clone()).map_err(|source| {
+            log::Partition::open_with(&dir, log_config, cleanup, writer).map_err(|source| {
                 BrokerError::Partition {
                     topic: topic.to_string(),
                     partition,

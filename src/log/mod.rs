@@ -10,7 +10,9 @@
 //! forward in offset order, only over bytes that are written (and synced when asked).
 //!
 //! Reads (`read`) never look past the high watermark's byte position, so they only see bytes the
-//! writer has finished. Recovery on open is in `recovery`.
+//! writer has finished. Recovery on open is in `recovery`; what it, reads and the scrubber
+//! (`scrub`) find damaged is kept in `damage`; a partition whose write failed (a full disk)
+//! re-checks itself and resumes in `resume`.
 //!
 //! Memory: the active segment keeps its index entries in memory (segment_bytes_max /
 //! index_interval_bytes entries at most); sealed segments are looked up on disk.
@@ -30,13 +32,16 @@ use crate::protocol::batch::{self, BatchHeader};
 pub use inspect::{InspectBudget, Inspecting};
 
 mod compaction;
+mod damage;
 mod index;
 mod inspect;
 mod producers;
 mod read;
 mod records;
 mod recovery;
+mod resume;
 mod retention;
+mod scrub;
 mod segment;
 mod snapshot;
 mod start_offset;
@@ -44,6 +49,10 @@ mod start_offset;
 mod tests;
 #[cfg(test)]
 mod tests_compaction;
+#[cfg(test)]
+mod tests_damage;
+#[cfg(test)]
+mod tests_disk_full;
 #[cfg(test)]
 mod tests_durability;
 #[cfg(test)]
@@ -60,6 +69,8 @@ mod tests_snapshot;
 pub use compaction::{
     BATCH_BYTES_MAX as COMPACTION_BATCH_BYTES_MAX, Cleanup, CompactionStats, OFFSET_MAP_KEYS_MAX,
 };
+pub use damage::{Damage, DamageLog};
+pub use scrub::{Pace, SCRUB_CHUNK_BYTES, ScrubStats};
 use segment::{Segment, io_error};
 
 /// Per-topic log settings (Kafka topic config names in brackets). Units last.
@@ -109,6 +120,16 @@ pub enum LogError {
     /// The disk writer is gone (shutdown in progress). Maps to KAFKA_STORAGE_ERROR / NOT_LEADER.
     #[error("disk writer stopped")]
     WriterStopped,
+    /// A stored batch failed its length or CRC-32C check on a read (the disk's bytes changed
+    /// after they were written). Maps to CORRUPT_MESSAGE, which clients report to the
+    /// application instead of retrying silently (see `damage`).
+    #[error("corrupt stored batch in {path} at byte {position}: {why}")]
+    CorruptStored {
+        path: PathBuf,
+        position: u64,
+        offsets: Range<i64>,
+        why: String,
+    },
     #[error("i/o error on {path}: {source}")]
     Io {
         path: PathBuf,
@@ -245,6 +266,8 @@ struct Shared {
     /// Set when a write or sync failed: no later append may be acknowledged (its bytes could sit
     /// behind a hole). Reopening the partition recovers from what is on disk.
     failed: AtomicBool,
+    /// What recovery, reads and the scrubber found damaged (`damage`).
+    damage: Mutex<DamageLog>,
 }
 
 impl Shared {
@@ -288,6 +311,53 @@ impl Shared {
     }
 }
 
+/// Recovers `dir` (`recovery`) and rebuilds the producer state: the in-memory state of a
+/// partition as its files stand, plus the gaps recovery found (compacted topics' chain gaps are
+/// expected and left out). Used on open and when a partition recovers from a failed write.
+fn load(
+    storage: &dyn crate::io::Storage,
+    dir: &Path,
+    config: LogConfig,
+    cleanup: Cleanup,
+) -> Result<(Inner, producers::Rebuilt, Vec<Damage>), LogError> {
+    let recovered = recovery::open_segments(storage, dir, &config)?;
+    let segments = recovered.segments;
+    let Some(active) = segments.last_key_value().map(|(_, s)| s) else {
+        return Err(segment::corrupt(
+            dir,
+            "no segment after recovery".to_string(),
+        ));
+    };
+    let log_end_offset = active.next_offset;
+    // Snapshots above a cut describe batches that are no longer in the log.
+    let valid_end = recovered
+        .cut_at
+        .map_or(log_end_offset, |c| c.min(log_end_offset));
+    let (producers, rebuilt) = producers::restore(storage, dir, &segments, valid_end)?;
+    let visible = Visible {
+        offset: log_end_offset,
+        segment_base: active.base_offset,
+        position: active.size_bytes,
+    };
+    let mut gaps = if cleanup.compact {
+        Vec::new()
+    } else {
+        recovered.chain_gaps
+    };
+    gaps.extend(recovered.lost_tail);
+    let inner = Inner {
+        config,
+        segments,
+        log_end_offset,
+        visible,
+        deleted: false,
+        producers,
+        cleanup,
+        start_floor: start_offset::load(dir),
+    };
+    Ok((inner, rebuilt, gaps))
+}
+
 fn writer_error(e: WriterError) -> LogError {
     let (path, kind) = match &e {
         WriterError::Stopped => return LogError::WriterStopped,
@@ -319,6 +389,8 @@ pub struct Partition {
     /// How `producers::restore` rebuilt the producer state on open (snapshot used, headers read).
     #[cfg_attr(not(test), allow(dead_code))]
     rebuilt: producers::Rebuilt,
+    /// When a failed partition was last re-checked (`resume`).
+    resume_attempt: Mutex<Option<std::time::Instant>>,
 }
 
 impl Partition {
@@ -326,50 +398,38 @@ impl Partition {
     /// batch checking length and CRC-32C, truncate a torn tail (logging how many bytes were cut),
     /// rebuild its index. `writer` is the data directory's disk writer.
     pub fn open(dir: &Path, config: LogConfig, writer: DiskWriter) -> Result<Partition, LogError> {
-        let recovered = recovery::open_segments(&**writer.storage(), dir, &config)?;
-        let segments = recovered.segments;
-        let Some(active) = segments.last_key_value().map(|(_, s)| s) else {
-            return Err(segment::corrupt(
-                dir,
-                "no segment after recovery".to_string(),
-            ));
-        };
-        let log_end_offset = active.next_offset;
-        // Snapshots above a cut describe batches that are no longer in the log.
-        let valid_end = recovered
-            .cut_at
-            .map_or(log_end_offset, |c| c.min(log_end_offset));
-        let (producers, rebuilt) =
-            producers::restore(&**writer.storage(), dir, &segments, valid_end)?;
-        let visible = Visible {
-            offset: log_end_offset,
-            segment_base: active.base_offset,
-            position: active.size_bytes,
-        };
-        let (hw_tx, _) = watch::channel(log_end_offset);
-        let inner = Inner {
-            config,
-            segments,
-            log_end_offset,
-            visible,
-            deleted: false,
-            producers,
-            cleanup: Cleanup::default(),
-            start_floor: start_offset::load(dir),
-        };
+        Partition::open_with(dir, config, Cleanup::default(), writer)
+    }
+
+    /// [`Partition::open`] for a topic whose cleanup settings are known: a compacted log may
+    /// legitimately skip offsets between segments, so only other topics' chain gaps are damage.
+    /// Gaps found are logged at error level and kept for [`Partition::damage`]; the partition
+    /// is served anyway (`damage` says why).
+    pub fn open_with(
+        dir: &Path,
+        config: LogConfig,
+        cleanup: Cleanup,
+        writer: DiskWriter,
+    ) -> Result<Partition, LogError> {
+        let (inner, rebuilt, gaps) = load(&**writer.storage(), dir, config, cleanup)?;
+        let (hw_tx, _) = watch::channel(inner.visible.offset);
         let shared = Shared {
             dir: dir.to_path_buf(),
             inner: Mutex::new(inner),
             hw_tx,
             failed: AtomicBool::new(false),
+            damage: Mutex::new(DamageLog::default()),
         };
-        Ok(Partition {
+        let partition = Partition {
             shared: Arc::new(shared),
             writer,
             append_lock: tokio::sync::Mutex::new(()),
             cleaner_lock: tokio::sync::Mutex::new(()),
             rebuilt,
-        })
+            resume_attempt: Mutex::new(None),
+        };
+        gaps.into_iter().for_each(|g| partition.record_damage(g));
+        Ok(partition)
     }
 
     /// How the producer state was rebuilt when this partition opened.
@@ -412,7 +472,7 @@ impl Partition {
             .map(|(h, _)| i64::from(h.last_offset_delta) + 1)
             .sum();
         let guard = self.append_lock.lock().await;
-        self.check_usable()?;
+        self.check_usable().await?;
         let checked = {
             let inner = self.shared.lock();
             inner.producers.check(&batches, inner.log_end_offset)?
@@ -472,17 +532,15 @@ impl Partition {
         }
     }
 
-    fn check_usable(&self) -> Result<(), LogError> {
-        let dir = &self.shared.dir;
+    /// Refuses appends to a deleted partition; a failed one is re-checked first (`resume`).
+    /// Call with the append lock held.
+    async fn check_usable(&self) -> Result<(), LogError> {
         if self.shared.lock().deleted {
             let e = std::io::Error::new(std::io::ErrorKind::NotFound, "partition deleted");
-            return Err(io_error(dir, e));
+            return Err(io_error(&self.shared.dir, e));
         }
         if self.shared.failed.load(Ordering::SeqCst) {
-            return Err(io_error(
-                dir,
-                std::io::Error::other("an earlier write failed; reopen the partition"),
-            ));
+            self.resume_after_failure().await?;
         }
         Ok(())
     }
@@ -569,6 +627,46 @@ impl Partition {
                 log_start_offset,
             },
         ))
+    }
+
+    /// Records a finding about this partition's files, logging it at error level the first time.
+    pub(crate) fn record_damage(&self, d: Damage) {
+        let new = self
+            .shared
+            .damage
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(d.clone());
+        if new {
+            tracing::error!(dir = %self.shared.dir.display(), damage = %d, "partition storage damaged");
+        }
+    }
+
+    /// A read that met a corrupt stored batch: recorded, so `bramble status` shows it.
+    fn note_corrupt(&self, e: &LogError) {
+        if let LogError::CorruptStored {
+            path,
+            position,
+            offsets,
+            why,
+        } = e
+        {
+            self.record_damage(Damage::Corrupt {
+                file: path.clone(),
+                position: *position,
+                offsets: offsets.clone(),
+                why: why.clone(),
+            });
+        }
+    }
+
+    /// What was found damaged in this partition's files since it opened.
+    pub fn damage(&self) -> DamageLog {
+        self.shared
+            .damage
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn log_start_offset(&self) -> i64 {

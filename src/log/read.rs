@@ -33,6 +33,10 @@ struct View {
     log: FileRef,
     readable_end: u64,
     start: Start,
+    /// A sealed segment's batches are CRC-checked before they are served: they were validated
+    /// when appended but may sit on the medium for months (SD cards rot); the active segment's
+    /// were checked by recovery or just written by this process.
+    verify_crc: bool,
 }
 
 /// What to look up in memory while the lock is held.
@@ -62,6 +66,7 @@ impl View {
             base_offset: seg.base_offset,
             log: seg.log.clone(),
             readable_end: inner.readable_end(seg),
+            verify_crc: seg.mem.is_none(),
             start,
         }
     }
@@ -142,7 +147,8 @@ impl Partition {
         let records = blocking(&self.shared.dir, move || {
             read_views_blocking(&views, offset, max_bytes)
         })
-        .await?;
+        .await
+        .inspect_err(|e| self.note_corrupt(e))?;
         Ok(ReadInfo {
             records,
             high_watermark,
@@ -283,7 +289,8 @@ fn read_views_blocking(views: &[View], offset: i64, max_bytes: usize) -> Result<
 
 /// Appends to `out` the whole batches from `start` that fit the budget (the first batch of the
 /// whole read always fits: KIP-74). One positional read for the lot, one more for an oversized
-/// first batch. Returns true when the budget stopped it before the readable end.
+/// first batch. Returns true when the budget (or a damaged batch after some good ones) stopped it
+/// before the readable end. A damaged first batch is an error: its bytes are never served.
 fn collect(view: &View, start: u64, out: &mut Vec<u8>, max_bytes: usize) -> Result<bool, LogError> {
     let available = view.readable_end.saturating_sub(start);
     let budget = max_bytes.saturating_sub(out.len()) as u64;
@@ -294,22 +301,28 @@ fn collect(view: &View, start: u64, out: &mut Vec<u8>, max_bytes: usize) -> Resu
         .map_err(|e| segment::io_error(view.log.path(), e))?;
     let mut keep = 0usize;
     while keep + HEADER_BYTES <= buf.len() {
-        let header = BatchHeader::parse(&buf[keep..]).map_err(|e| {
-            segment::corrupt(
-                view.log.path(),
-                format!("bad batch header at byte {}: {e}", start + keep as u64),
-            )
-        })?;
-        let total = header.total_bytes();
-        if keep + total > buf.len() {
-            if keep == 0 && out.is_empty() {
-                // KIP-74: the first batch goes whole even past max_bytes, so a consumer progresses.
-                let header = read_header(&*view.log, start, view.readable_end)?;
-                buf = read_batch(&*view.log, start, &header)?;
-                keep = buf.len();
+        let first = keep == 0 && out.is_empty();
+        let checked = check_at(view, &buf, keep, start);
+        let total = match checked {
+            Ok(Some(total)) => total,
+            // Whole batches end here; the rest of `buf` is a batch past the budget.
+            Ok(None) => {
+                if first {
+                    // KIP-74: the first batch goes whole even past max_bytes, so a consumer
+                    // progresses.
+                    let header = read_header(&*view.log, start, view.readable_end)?;
+                    buf = read_batch(&*view.log, start, &header)?;
+                    if view.verify_crc {
+                        segment::check_batch_crc(&*view.log, start, &header, &buf)?;
+                    }
+                    keep = buf.len();
+                }
+                break;
             }
-            break;
-        }
+            Err(e) if first => return Err(e),
+            // Serve the good batches before it; the next fetch starts at it and gets the error.
+            Err(_) => break,
+        };
         keep += total;
     }
     buf.truncate(keep);
@@ -320,6 +333,32 @@ fn collect(view: &View, start: u64, out: &mut Vec<u8>, max_bytes: usize) -> Resu
         out.extend_from_slice(&buf);
     }
     Ok(stopped)
+}
+
+/// The size of the batch at `buf[at..]` (file byte `start + at`) if it lies whole in `buf` and
+/// passes its checks, None if it runs past `buf` (and not past the readable end).
+fn check_at(view: &View, buf: &[u8], at: usize, start: u64) -> Result<Option<usize>, LogError> {
+    let position = start + at as u64;
+    let header = BatchHeader::parse(&buf[at..]).map_err(|e| {
+        let why = format!("bad batch header at byte {position}: {e}");
+        segment::bad_batch(&*view.log, position, 0..0, why)
+    })?;
+    let total = header.total_bytes();
+    if at + total > buf.len() {
+        if position + total as u64 > view.readable_end {
+            let why = format!(
+                "batch at byte {position} runs past byte {}",
+                view.readable_end
+            );
+            let offsets = header.base_offset..header.last_offset().saturating_add(1);
+            return Err(segment::bad_batch(&*view.log, position, offsets, why));
+        }
+        return Ok(None);
+    }
+    if view.verify_crc {
+        segment::check_batch_crc(&*view.log, position, &header, &buf[at..at + total])?;
+    }
+    Ok(Some(total))
 }
 
 /// Scans batches from `position` for the first record at or after `timestamp_ms`.

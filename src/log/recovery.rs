@@ -9,6 +9,10 @@
 //! tail there sends the segment to a rebuild with a full CRC scan, which cuts it like an active
 //! segment's. Older sealed segments were synced before a newer one existed and are not re-read.
 //!
+//! Recovery also checks what should be there: every segment must start where the one before it
+//! ends (`check_chain`), and the active segment's old index must not name offsets its log no
+//! longer holds (`index_beyond`). It does not invent data for a gap: it reports it (`damage`).
+//!
 //! Recovery runs before the partition submits any job to the disk writer, so its direct writes
 //! through the storage backend (truncations, index rebuilds) cannot race the writer thread.
 
@@ -20,10 +24,12 @@ use crate::protocol::batch::{self, ATTRIBUTES_AT, BatchHeader, Crc32c};
 
 use super::index::{self, IndexBuilder, IndexEntry, TimeEntry};
 use super::segment::{self, MemIndex, Segment, SegmentFiles, io_error, read_header};
-use super::{LogConfig, LogError};
+use super::{Damage, LogConfig, LogError};
 
 /// Buffer for streaming a batch through the CRC (bounds memory whatever a length field says).
 const CRC_CHUNK_BYTES: usize = 64 * 1024;
+/// What a new partition writes to prove the disk takes data (one filesystem block).
+const SPACE_PROBE_BYTES: usize = 4096;
 /// Segment files one partition directory may hold (a bound on the directory walk).
 const SEGMENTS_MAX: usize = 1 << 20;
 /// Missing directory levels created for one partition directory (a bound on the ancestor walk).
@@ -35,6 +41,10 @@ pub struct Recovered {
     /// The lowest offset at which recovery cut a segment's tail (its new next offset), if it cut
     /// one: what was written from there on is gone, so producer snapshots above it are stale.
     pub cut_at: Option<i64>,
+    /// Offsets the segment chain says should be on disk and are not (`check_chain`).
+    pub chain_gaps: Vec<Damage>,
+    /// Offsets the active segment's old index says were written and are gone (`index_beyond`).
+    pub lost_tail: Option<Damage>,
 }
 
 /// Opens every segment of `dir` (creating segment 0 in an empty one), recovering the last.
@@ -49,11 +59,14 @@ pub fn open_segments(
     let mut segments = BTreeMap::new();
     let Some((&active, sealed)) = bases.split_last() else {
         let files = SegmentFiles::open(storage, dir, 0, true)?;
+        probe_space(&*files.log)?;
         storage.sync_dir(dir).map_err(|e| io_error(dir, e))?;
         segments.insert(0, Segment::new(dir, 0, files, config.index_interval_bytes));
         return Ok(Recovered {
             segments,
             cut_at: None,
+            chain_gaps: Vec::new(),
+            lost_tail: None,
         });
     };
     let newest_sealed = sealed.last().copied();
@@ -69,10 +82,90 @@ pub fn open_segments(
         note_cut(&seg, cut);
         segments.insert(base, seg);
     }
-    let (seg, cut) = recover_active(storage, dir, active, config)?;
+    let (seg, cut, lost) = recover_active(storage, dir, active, config)?;
     note_cut(&seg, cut);
     segments.insert(active, seg);
-    Ok(Recovered { segments, cut_at })
+    let chain_gaps = check_chain(&segments);
+    Ok(Recovered {
+        segments,
+        cut_at,
+        chain_gaps,
+        lost_tail: lost,
+    })
+}
+
+/// Writes a block into a new, empty `.log`, then empties it again: creating files needs no data
+/// blocks, so on a full disk a new partition would open fine and fail its first append; this
+/// makes creating it (CreateTopics) fail with the disk's ENOSPC instead. Not synced: ext4, xfs,
+/// f2fs and tmpfs reserve the blocks at write time, and a sync per new partition would wear an SD
+/// card for nothing (a crash before the `set_len` leaves zeros recovery cuts).
+fn probe_space(log: &dyn StorageFile) -> Result<(), LogError> {
+    let err = |e| io_error(log.path(), e);
+    log.write_at(&[0u8; SPACE_PROBE_BYTES], 0).map_err(err)?;
+    log.set_len(0).map_err(err)
+}
+
+/// Gaps in the segment chain: each segment must start where the one before it ends (its last
+/// batch's offset + 1). A sealed segment deleted or cut short leaves one. Compaction can leave
+/// one legitimately (it drops whole batches, the last of a segment too), so `Partition::open`
+/// ignores these for compacted topics.
+fn check_chain(segments: &BTreeMap<i64, Segment>) -> Vec<Damage> {
+    let mut gaps = Vec::new();
+    let mut prev: Option<&Segment> = None;
+    for seg in segments.values() {
+        if let Some(p) = prev
+            && p.next_offset < seg.base_offset
+        {
+            gaps.push(Damage::Gap {
+                missing: p.next_offset..seg.base_offset,
+                why: format!(
+                    "segment chain: {} ends at offset {} but the next segment, {}, starts at {}",
+                    segment::file_name(p.base_offset, "log"),
+                    p.next_offset,
+                    segment::file_name(seg.base_offset, "log"),
+                    seg.base_offset
+                ),
+            });
+        }
+        prev = Some(seg);
+    }
+    gaps
+}
+
+/// What the active segment's `.index` (as found, before recovery rewrites it) says was written
+/// past the data that is left: its last entry names a batch at a byte the log no longer holds.
+/// Entries exist only every `index_interval_bytes`, so a loss inside the last interval is not
+/// seen; after a power cut it can also name appends that were never acknowledged (their index
+/// entries reached the disk before their data), which is still worth an operator's look.
+fn index_beyond(files: &SegmentFiles, base: i64, scan: &Scan) -> Result<Option<Damage>, LogError> {
+    let index = &*files.index;
+    let len = index.len().map_err(|e| io_error(index.path(), e))?;
+    let entries = len / index::INDEX_ENTRY_BYTES as u64;
+    if entries == 0 {
+        return Ok(None);
+    }
+    let mut raw = [0u8; index::INDEX_ENTRY_BYTES];
+    index
+        .read_at(&mut raw, (entries - 1) * index::INDEX_ENTRY_BYTES as u64)
+        .map_err(|e| io_error(index.path(), e))?;
+    let last = IndexEntry::decode(&raw);
+    let offset = base.saturating_add(i64::from(last.relative_offset));
+    // Position 0 never gets an entry (a zero-filled index is not a claim).
+    if last.position == 0
+        || u64::from(last.position) < scan.valid_bytes
+        || offset < scan.next_offset
+    {
+        return Ok(None);
+    }
+    Ok(Some(Damage::Gap {
+        missing: scan.next_offset..offset.saturating_add(1),
+        why: format!(
+            "{} holds {} bytes but its index records offset {offset} at byte {}",
+            segment::file_name(base, "log"),
+            scan.valid_bytes,
+            last.position
+        ),
+    }))
 }
 
 /// Creates `dir` and its missing parents, syncing each new directory's parent: on a filesystem
@@ -207,7 +300,7 @@ fn checked_header(
 }
 
 /// Streams the CRC range of the batch at `pos` through CRC-32C in bounded chunks.
-fn check_crc32c(
+pub(super) fn check_crc32c(
     log: &dyn StorageFile,
     pos: u64,
     header: &BatchHeader,
@@ -278,15 +371,16 @@ fn write_indexes(files: &SegmentFiles, scan: &Scan) -> Result<(), LogError> {
 }
 
 /// The active segment: full CRC scan, torn tail cut, indexes rebuilt and kept in memory. Also
-/// returns whether a tail was cut.
+/// returns whether a tail was cut and what its old index says is missing (`index_beyond`).
 fn recover_active(
     storage: &dyn Storage,
     dir: &Path,
     base: i64,
     config: &LogConfig,
-) -> Result<(Segment, bool), LogError> {
+) -> Result<(Segment, bool, Option<Damage>), LogError> {
     let files = SegmentFiles::open(storage, dir, base, false)?;
     let scan = scan_log(&*files.log, base, config.index_interval_bytes, true, false)?;
+    let lost = index_beyond(&files, base, &scan)?;
     let cut = truncate_tail(&*files.log, &scan, "active segment")?;
     write_indexes(&files, &scan)?;
     let mut seg = Segment::new(dir, base, files, config.index_interval_bytes);
@@ -307,7 +401,7 @@ fn recover_active(
         index: scan.index,
         time: scan.time,
     });
-    Ok((seg, cut))
+    Ok((seg, cut, lost))
 }
 
 /// A sealed segment: indexes validated and trusted; the segment's max timestamp comes from the

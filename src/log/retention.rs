@@ -115,7 +115,10 @@ impl Partition {
         // this waits at most for one pass, and never deletes a segment mid-swap.
         let _cleaner = self.cleaner_lock.lock().await;
         let guard = self.append_lock.lock().await;
-        if self.check_usable().is_err() {
+        // A failed partition is re-checked by its next append (`resume`), not here.
+        if self.shared.lock().deleted
+            || self.shared.failed.load(std::sync::atomic::Ordering::SeqCst)
+        {
             return Ok(0);
         }
         let roll_active = {

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::io::{FileRef, Storage, StorageFile};
-use crate::protocol::batch::{BatchHeader, HEADER_BYTES};
+use crate::protocol::batch::{self, ATTRIBUTES_AT, BatchHeader, HEADER_BYTES};
 
 use super::LogError;
 use super::index::{IndexBuilder, IndexEntry, TimeEntry};
@@ -126,6 +126,21 @@ impl Segment {
     }
 }
 
+/// A stored batch at `position` of `log` that fails a check on a read (`damage`).
+pub fn bad_batch(
+    log: &dyn StorageFile,
+    position: u64,
+    offsets: std::ops::Range<i64>,
+    why: String,
+) -> LogError {
+    LogError::CorruptStored {
+        path: log.path().to_path_buf(),
+        position,
+        offsets,
+        why,
+    }
+}
+
 /// Reads and parses the batch header at `position`, refusing one that does not end by `end`.
 pub fn read_header(
     log: &dyn StorageFile,
@@ -133,27 +148,45 @@ pub fn read_header(
     end: u64,
 ) -> Result<BatchHeader, LogError> {
     if position + HEADER_BYTES as u64 > end {
-        return Err(corrupt(
-            log.path(),
-            format!("partial batch header at byte {position}"),
-        ));
+        let why = format!("partial batch header at byte {position}");
+        return Err(bad_batch(log, position, 0..0, why));
     }
     let mut buf = [0u8; HEADER_BYTES];
     log.read_at(&mut buf, position)
         .map_err(|e| io_error(log.path(), e))?;
     let header = BatchHeader::parse(&buf).map_err(|e| {
-        corrupt(
-            log.path(),
-            format!("bad batch header at byte {position}: {e}"),
-        )
+        let why = format!("bad batch header at byte {position}: {e}");
+        bad_batch(log, position, 0..0, why)
     })?;
     if position + header.total_bytes() as u64 > end {
-        return Err(corrupt(
-            log.path(),
-            format!("batch at byte {position} runs past byte {end}"),
-        ));
+        let why = format!("batch at byte {position} runs past byte {end}");
+        let offsets = header.base_offset..header.last_offset().saturating_add(1);
+        return Err(bad_batch(log, position, offsets, why));
     }
     Ok(header)
+}
+
+/// Whether `bytes` (one whole batch, header `header`) matches its CRC-32C: the check that
+/// catches bytes changed on disk after the append validated them.
+pub fn crc_matches(header: &BatchHeader, bytes: &[u8]) -> bool {
+    bytes
+        .get(ATTRIBUTES_AT..)
+        .is_some_and(|covered| batch::crc32c(covered) == header.crc)
+}
+
+/// `crc_matches`, or the `CorruptStored` error naming the batch.
+pub fn check_batch_crc(
+    log: &dyn StorageFile,
+    position: u64,
+    header: &BatchHeader,
+    bytes: &[u8],
+) -> Result<(), LogError> {
+    if crc_matches(header, bytes) {
+        return Ok(());
+    }
+    let offsets = header.base_offset..header.last_offset().saturating_add(1);
+    let why = format!("batch at byte {position} fails its crc-32c");
+    Err(bad_batch(log, position, offsets, why))
 }
 
 /// Reads the whole batch whose header is `header` at `position`.

@@ -76,7 +76,7 @@ impl Partition {
     pub async fn delete_records_before(&self, offset: i64) -> Result<i64, LogError> {
         // Serialised with appends, rolls and retention, which also move the log start.
         let _guard = self.append_lock.lock().await;
-        self.check_usable()?;
+        self.check_usable().await?;
         let (start, high_watermark) = {
             let inner = self.shared.lock();
             (inner.log_start_offset(), inner.visible.offset)

@@ -39,6 +39,7 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let retention = tokio::spawn(retention_loop(broker.clone(), stop_rx.clone()));
     let cleaner = tokio::spawn(compaction_loop(broker.clone(), stop_rx.clone()));
+    let scrubber = tokio::spawn(scrub_loop(broker.clone(), stop_rx.clone()));
     let flusher = tokio::spawn(flush_loop(broker.clone(), stop_rx.clone()));
     let trimmer = tokio::spawn(memory::trim_loop(stop_rx.clone()));
     let peers = Peers::new(
@@ -95,6 +96,7 @@ pub async fn run(
         );
     }
     retention.abort();
+    scrubber.abort();
     cleaner.abort();
     flusher.abort();
     trimmer.abort();
@@ -218,6 +220,40 @@ async fn retention_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
         tokio::select! {
             _ = tokio::time::sleep(period) => broker.enforce_retention(now_ms()).await,
             _ = stop.changed() => return,
+        }
+    }
+}
+
+/// The scrubber (`log::scrub`): every `scrub_interval_ms`, one paced pass over every partition's
+/// sealed segments; stopping interrupts a pass (it may take hours at an SD card's rate).
+async fn scrub_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+    let period = Duration::from_millis(broker.config.scrub_interval_ms);
+    if period.is_zero() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            _ = async {
+                tokio::time::sleep(period).await;
+                scrub_pass(&broker).await;
+            } => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+async fn scrub_pass(broker: &Broker) {
+    let mut pace = crate::log::Pace::new(broker.config.scrub_bytes_per_sec_max);
+    for t in broker.topics() {
+        for replica in t.partitions() {
+            match replica.log.scrub(&mut pace).await {
+                Ok(s) => {
+                    tracing::debug!(topic = %t.name, partition = replica.index, segments = s.segments, batches = s.batches, bytes = s.bytes, damaged = s.damaged, "scrubbed")
+                }
+                Err(e) => {
+                    tracing::warn!(topic = %t.name, partition = replica.index, error = %e, "scrub failed")
+                }
+            }
         }
     }
 }
