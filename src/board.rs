@@ -295,10 +295,7 @@ pub fn detect_from_system() -> &'static str {
 /// measurement; the active segments' in-memory indexes assume every partition uses the node's
 /// `segment_bytes` and `index_interval_bytes`.
 pub fn memory_model(c: &Config) -> Vec<(&'static str, u64)> {
-    let workers = match c.worker_threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
-    };
+    let workers = worker_threads(c);
     let index_entries =
         (c.segment_bytes / u64::from(c.index_interval_bytes.max(1))).saturating_add(1);
     let per_partition =
@@ -327,7 +324,7 @@ pub fn memory_model(c: &Config) -> Vec<(&'static str, u64)> {
         ("partitions_max", times(c.partitions_max, per_partition)),
         ("groups_max", times(c.groups_max, GROUP_BYTES)),
         // A snappy batch produced to a compacted topic decodes whole (`api::produce`), at most
-        // message_bytes_max, one at a time per worker thread.
+        // message_bytes_max, in at most one key check per worker thread (`Broker::key_checks`).
         (
             "message_bytes_max",
             times(workers, u64::from(c.message_bytes_max)),
@@ -342,6 +339,14 @@ pub fn memory_model(c: &Config) -> Vec<(&'static str, u64)> {
             },
         ),
     ]
+}
+
+/// The runtime's worker threads: `worker_threads`, or one per core when 0 (tokio's default).
+pub fn worker_threads(c: &Config) -> usize {
+    match c.worker_threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
 }
 
 /// The cleaner (one pass at a time, node-wide): its offset map, and one batch read (at most a

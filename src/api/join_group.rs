@@ -18,6 +18,8 @@ const MEMBER_ID_REQUIRED_VERSION_MIN: i16 = 4;
 const REBALANCE_TIMEOUT_VERSION_MIN: i16 = 1;
 /// From v7 the response names the protocol type; before, the protocol name is not nullable.
 const PROTOCOL_TYPE_VERSION_MIN: i16 = 7;
+/// From v9 the response can tell a leader to skip the assignment (KIP-814).
+const SKIP_ASSIGNMENT_VERSION_MIN: i16 = 9;
 
 pub async fn handle(
     broker: &Broker,
@@ -49,6 +51,7 @@ pub async fn handle(
             .map(|p| (p.name.to_string(), p.metadata.clone()))
             .collect(),
         require_known_member_id: version >= MEMBER_ID_REQUIRED_VERSION_MIN,
+        supports_skip_assignment: version >= SKIP_ASSIGNMENT_VERSION_MIN,
     };
     let result = broker.groups.join(broker, &request.group_id, join).await;
     let response = JoinGroupResponse::default().with_generation_id(-1);
@@ -69,6 +72,7 @@ pub async fn handle(
                 .with_protocol_type(Some(str_bytes(a.protocol_type)))
                 .with_protocol_name(a.protocol.map(str_bytes))
                 .with_leader(str_bytes(a.leader))
+                .with_skip_assignment(a.skip_assignment)
                 .with_member_id(str_bytes(a.member_id))
                 .with_members(members)
         }

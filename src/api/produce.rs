@@ -8,7 +8,13 @@
 //! Before the append, [`apply_topic_rules`] applies what the topic's configs ask beyond batch
 //! validation (`protocol::records`): a compacted topic refuses records without a key
 //! (INVALID_RECORD with record_errors, as Kafka), and `message.timestamp.type=LogAppendTime`
-//! stamps each batch with the broker's clock, answered as `log_append_time_ms`.
+//! stamps each batch with the broker's clock, answered as `log_append_time_ms`. The key check
+//! walks (and decompresses) every record, so it runs off the async worker (`broker::blocking`)
+//! and its decompressed bytes are bounded per request in total, not only per batch: a request of
+//! thousands of small compressed bombs must not buy seconds of CPU.
+//!
+//! As Kafka (ProduceRequest.validateRecords for v3+, the only versions served), each partition's
+//! records must be exactly one batch: INVALID_RECORD otherwise.
 
 use std::sync::Arc;
 
@@ -34,6 +40,15 @@ const ACKS_VALID: [i16; 3] = [-1, 0, 1];
 /// tiny records would make that answer megabytes).
 const RECORD_ERRORS_MAX: usize = 100;
 
+/// The key check may decompress this many times the request's record bytes in total (and at
+/// least one batch's cap, `RECORDS_DECOMPRESSED_BYTES_MAX`): room for the ~10x a legitimate
+/// batch expands to, while a request of bombs runs out after a bounded amount of work.
+const KEY_CHECK_EXPANSION_MAX: usize = 16;
+
+/// Kafka's message for a partition whose records are not exactly one batch.
+const ONE_BATCH_ONLY: &str =
+    "Produce requests with version 3 are only allowed to contain exactly one record batch";
+
 /// A partition's answer so far, and the write it still waits for (None: already answered).
 type PartitionSlot = (PartitionProduceResponse, Option<log::Staged>);
 
@@ -54,6 +69,7 @@ pub async fn handle(
 /// The ordered half: every partition's batches validated, offsets assigned, writes queued.
 pub async fn stage(broker: &Broker, _header: &RequestHeader, request: ProduceRequest) -> Staged {
     let acks = request.acks;
+    let mut key_check_budget = key_check_bytes_max(&request);
     let mut topics = Vec::with_capacity(request.topic_data.len());
     for topic_data in request.topic_data {
         let topic = broker.topic_or_auto_create(&topic_data.name).await;
@@ -77,8 +93,10 @@ pub async fn stage(broker: &Broker, _header: &RequestHeader, request: ProduceReq
                 log_append_time,
                 acks,
                 snappy_bytes_max: broker.config.message_bytes_max as usize,
+                key_checks: &broker.key_checks,
             };
-            slots.push(stage_partition(target, pd.index, pd.records, rules).await);
+            let budget = &mut key_check_budget;
+            slots.push(stage_partition(target, pd.index, pd.records, rules, budget).await);
         }
         topics.push((topic_data.name, topic_data.topic_id, slots));
     }
@@ -114,20 +132,23 @@ impl Staged {
 
 /// What the request and the topic ask of one partition's append.
 #[derive(Clone, Copy)]
-struct Rules {
+struct Rules<'a> {
     log_append_time: bool,
     acks: i16,
     /// Cap on the one buffer a snappy batch of a compacted topic decodes into: the node's
-    /// `message_bytes_max` (not the topic's), so the memory model can count it. The check runs
-    /// without an await, so at most one such buffer per worker thread exists at a time.
+    /// `message_bytes_max` (not the topic's), so the memory model can count it, one per permit
+    /// of `key_checks`.
     snappy_bytes_max: usize,
+    /// The node's key checks at once (`Broker::key_checks`), held across one partition's check.
+    key_checks: &'a tokio::sync::Semaphore,
 }
 
 async fn stage_partition(
     target: Result<(Arc<log::Partition>, i32), ResponseError>,
     index: i32,
     records: Option<Bytes>,
-    rules: Rules,
+    rules: Rules<'_>,
+    key_check_budget: &mut usize,
 ) -> PartitionSlot {
     let acks = rules.acks;
     let response = PartitionProduceResponse::default().with_index(index);
@@ -154,7 +175,18 @@ async fn stage_partition(
             "produce request carried no record batch",
         );
     };
-    let (records, append_time) = match apply_topic_rules(&log, records, rules) {
+    if !one_batch(&records) {
+        return fail(ResponseError::InvalidRecord, ONE_BATCH_ONLY);
+    }
+    // Waits its turn only when the check will run (a compacted topic); the permit is never
+    // closed, so `ok()` only drops an impossible error.
+    let key_check = match log.cleanup().compact {
+        true => rules.key_checks.acquire().await.ok(),
+        false => None,
+    };
+    let applied = apply_topic_rules(&log, records, rules, key_check_budget);
+    drop(key_check);
+    let (records, append_time) = match applied {
         Ok(applied) => applied,
         Err(refused) => return (refused.answer(response), None),
     };
@@ -228,14 +260,37 @@ impl Refused {
     }
 }
 
+/// Whether `records` hold no more than one batch (Kafka's rule for Produce v3+). Reads only the
+/// first header: a buffer too short for its batch, or not a batch at all, passes here and is
+/// refused by the append's validation.
+fn one_batch(records: &[u8]) -> bool {
+    batch::BatchHeader::parse(records).map_or(true, |h| h.total_bytes() >= records.len())
+}
+
+/// The decompressed bytes the key check may spend on the whole request (see
+/// [`KEY_CHECK_EXPANSION_MAX`]).
+fn key_check_bytes_max(request: &ProduceRequest) -> usize {
+    let record_bytes: usize = request
+        .topic_data
+        .iter()
+        .flat_map(|t| &t.partition_data)
+        .map(|p| p.records.as_ref().map_or(0, Bytes::len))
+        .sum();
+    record_bytes
+        .saturating_mul(KEY_CHECK_EXPANSION_MAX)
+        .max(crate::protocol::timestamps::RECORDS_DECOMPRESSED_BYTES_MAX)
+}
+
 /// The topic's rules beyond batch validation, applied to every batch of one partition: a
-/// compacted topic refuses records with a null key; LogAppendTime stamps the batches with the
-/// clock, returned with them (else -1). Batches that fail validation pass through untouched:
-/// the append reports them.
+/// compacted topic refuses records with a null key (reading at most `key_check_budget` bytes of
+/// records, and taking what it read off it); LogAppendTime stamps the batches with the clock,
+/// returned with them (else -1). Batches that fail validation pass through untouched: the
+/// append reports them.
 fn apply_topic_rules(
     log: &log::Partition,
     records: Bytes,
-    rules: Rules,
+    rules: Rules<'_>,
+    key_check_budget: &mut usize,
 ) -> Result<(Bytes, i64), Refused> {
     let log_append_time = rules.log_append_time;
     let compact = log.cleanup().compact;
@@ -246,16 +301,22 @@ fn apply_topic_rules(
         return Ok((records, -1));
     };
     if compact {
-        let mut first_index = 0usize;
-        for (h, range) in &batches {
-            check_keys(
-                &records[range.clone()],
-                h,
-                first_index,
-                rules.snappy_bytes_max,
-            )?;
-            first_index += usize::try_from(h.record_count).unwrap_or(0);
-        }
+        // Decompressing is CPU work without an await: hand the worker's other tasks away.
+        crate::broker::blocking(|| {
+            let mut first_index = 0usize;
+            for (h, range) in &batches {
+                let bytes = &records[range.clone()];
+                check_keys(
+                    bytes,
+                    h,
+                    first_index,
+                    rules.snappy_bytes_max,
+                    key_check_budget,
+                )?;
+                first_index += usize::try_from(h.record_count).unwrap_or(0);
+            }
+            Ok(())
+        })?;
     }
     if !log_append_time {
         return Ok((records, -1));
@@ -269,20 +330,26 @@ fn apply_topic_rules(
 }
 
 /// Kafka's LogValidator rule for compacted topics: every record needs a key. `first_index` is the
-/// index of the batch's first record among the partition's records in this request.
+/// index of the batch's first record among the partition's records in this request. At most one
+/// batch's cap of `budget` is spent, and what the walk read is taken off it.
 fn check_keys(
     bytes: &[u8],
     h: &batch::BatchHeader,
     first_index: usize,
     snappy_bytes_max: usize,
+    budget: &mut usize,
 ) -> Result<(), Refused> {
+    let cap = crate::protocol::timestamps::RECORDS_DECOMPRESSED_BYTES_MAX;
+    let mut batch_budget = (*budget).min(cap);
+    let before = batch_budget;
     let nulls = batch_records::null_key_records(
         bytes,
         h,
-        crate::protocol::timestamps::RECORDS_DECOMPRESSED_BYTES_MAX,
+        &mut batch_budget,
         snappy_bytes_max,
         RECORD_ERRORS_MAX,
     );
+    *budget -= before - batch_budget;
     let nulls = match nulls {
         Ok(nulls) if nulls.is_empty() => return Ok(()),
         Ok(nulls) => nulls,
@@ -423,6 +490,97 @@ mod tests {
         let accepted = produce(&broker, "c", records(&[Some(b"k"), Some(b"")])).await;
         assert_eq!(accepted, (0, None, -1));
         broker.shutdown().await;
+    }
+
+    // Proves Kafka's v3+ rule: a partition's records holding two batches are refused with
+    // INVALID_RECORD (87) and nothing is appended; each batch alone is accepted.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_batches_for_one_partition_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = open(dir.path());
+        let topic = broker
+            .create_topic("t", 1, 1, BTreeMap::new(), false)
+            .await
+            .unwrap();
+        let one = records(&[Some(b"k")]);
+        let two = Bytes::from([one.as_ref(), one.as_ref()].concat());
+        let (code, _, _) = produce(&broker, "t", two).await;
+        assert_eq!(code, 87);
+        assert_eq!(topic.partition(0).unwrap().log.log_end_offset(), 0);
+        assert_eq!(produce(&broker, "t", one).await.0, 0);
+        broker.shutdown().await;
+    }
+
+    // Proves the compacted-topic key check is bounded per request, not only per batch: twelve
+    // partitions each carrying a gzip batch that expands to 2 MiB (about 2 KiB on the wire) get a
+    // budget of RECORDS_DECOMPRESSED_BYTES_MAX (16 MiB) in total, so the first seven are checked
+    // and appended and the rest answer MESSAGE_TOO_LARGE (10) without being decompressed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn key_check_decompression_is_bounded_per_request() {
+        const PARTITIONS: i32 = 12;
+        const VALUE_BYTES: usize = 2 << 20;
+        let dir = tempfile::tempdir().unwrap();
+        let broker = open(dir.path());
+        let configs = BTreeMap::from([("cleanup.policy".into(), "compact".into())]);
+        broker
+            .create_topic("c", PARTITIONS, 1, configs, false)
+            .await
+            .unwrap();
+        let bomb = Bytes::from(crate::protocol::records::tests::recompress(
+            keyed_record(vec![0; VALUE_BYTES]).to_vec(),
+            Compression::Gzip,
+        ));
+        assert!(bomb.len() < VALUE_BYTES / 100, "{} bytes", bomb.len());
+        let partitions = (0..PARTITIONS)
+            .map(|i| {
+                PartitionProduceData::default()
+                    .with_index(i)
+                    .with_records(Some(bomb.clone()))
+            })
+            .collect();
+        let topic = TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_static_str("c")))
+            .with_partition_data(partitions);
+        let request = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(10_000)
+            .with_topic_data(vec![topic]);
+        let response = super::handle(&broker, &RequestHeader::default(), request)
+            .await
+            .unwrap();
+        let codes: Vec<i16> = response.responses[0]
+            .partition_responses
+            .iter()
+            .map(|p| p.error_code)
+            .collect();
+        assert_eq!(codes, [[0; 7].as_slice(), &[10; 5]].concat());
+        broker.shutdown().await;
+    }
+
+    /// One uncompressed batch of one keyed record with `value`.
+    fn keyed_record(value: Vec<u8>) -> Bytes {
+        let record = Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: 0,
+            sequence: -1,
+            timestamp: OLD_TIMESTAMP_MS,
+            key: Some(Bytes::from_static(b"k")),
+            value: Some(Bytes::from(value)),
+            headers: IndexMap::new(),
+        };
+        let mut buf = BytesMut::new();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        };
+        RecordBatchEncoder::encode(&mut buf, [record].iter(), &options).unwrap();
+        buf.freeze()
     }
 
     // Proves a LogAppendTime topic answers log_append_time_ms and stores the batch stamped with

@@ -125,6 +125,10 @@ pub struct Broker {
     pub fetch_budget: Arc<tokio::sync::Semaphore>,
     /// Memory for looking inside stored batches to answer ListOffsets (`decompress_bytes_max`).
     pub inspect_budget: crate::log::InspectBudget,
+    /// Compacted-topic key checks running at once (`api::produce`): one per worker thread, as
+    /// the memory model counts their snappy buffers, although they run in `blocking`, which
+    /// lets more threads than the workers run at a time.
+    pub key_checks: tokio::sync::Semaphore,
 }
 
 impl Broker {
@@ -145,9 +149,11 @@ impl Broker {
         let fetch_budget = Arc::new(tokio::sync::Semaphore::new(config.fetch_inflight_bytes_max));
         let dynamic = RwLock::new(dynamic::load(&data_dir));
         let inspect_budget = crate::log::InspectBudget::new(config.decompress_bytes_max);
+        let key_checks = tokio::sync::Semaphore::new(crate::board::worker_threads(&config));
         let broker = Broker {
             fetch_budget,
             inspect_budget,
+            key_checks,
             config,
             identity,
             advertised,
@@ -688,7 +694,7 @@ impl Broker {
 
 /// Runs blocking file work (creating partitions, syncing metadata) without stalling the runtime's
 /// other tasks: on the multi-thread runtime the worker hands its other tasks away first.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
+pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
     use tokio::runtime::{Handle, RuntimeFlavor};
     match Handle::try_current() {
         Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),

@@ -41,6 +41,8 @@ pub struct Join {
     pub protocols: Vec<(String, Bytes)>,
     /// JoinGroup v4+: a member without an id gets one with MEMBER_ID_REQUIRED and joins again.
     pub require_known_member_id: bool,
+    /// JoinGroup v9+: the client understands `skip_assignment` (KIP-814).
+    pub supports_skip_assignment: bool,
 }
 
 /// Either the answer now, or a receiver for it once the rebalance completes.
@@ -183,9 +185,12 @@ impl Group {
     /// A static member restarted (JoinGroup without a member id, known `group.instance.id`): it
     /// takes a new member id, the old id is fenced, and it keeps its assignment. Kafka's
     /// `updateStaticMemberAndRebalance`: in a Stable group whose selected protocol stays the same
-    /// nothing rebalances, leader or not. The answer names the *old* leader id and no members, so
-    /// a restarted leader does not take itself for the leader and re-assign (a Stable group would
-    /// not pass a new assignment on); it then syncs and gets its stored assignment. While the
+    /// nothing rebalances, leader or not. A restarted leader must not re-assign (a Stable group
+    /// would not pass a new assignment on), yet must know it leads, since only the leader watches
+    /// metadata for partition growth: from JoinGroup v9 (KIP-814) it is answered as the leader
+    /// with the members and `skip_assignment`; before v9 the answer names the *old* leader id and
+    /// no members, so it does not take itself for the leader. Either way it then syncs and gets
+    /// its stored assignment. While the
     /// leader is assigning (CompletingRebalance) the old id may be in the plan, so the group
     /// rebalances; during PreparingRebalance the member simply joins the pending generation.
     fn replace_static(
@@ -226,10 +231,18 @@ impl Group {
         match self.state {
             GroupState::Stable if self.select_protocol() == self.protocol => {
                 tracing::info!(group = %self.id, old, new = %id, "static member rejoined without a rebalance");
+                let answer = self.join_answer(&id);
+                let leads = answer.leader == id;
+                if leads && j.supports_skip_assignment {
+                    return Step::Now(Ok(JoinAnswer {
+                        skip_assignment: true,
+                        ..answer
+                    }));
+                }
                 Step::Now(Ok(JoinAnswer {
                     leader: current_leader.unwrap_or_default(),
                     members: Vec::new(),
-                    ..self.join_answer(&id)
+                    ..answer
                 }))
             }
             GroupState::Stable | GroupState::CompletingRebalance => {
@@ -261,6 +274,7 @@ impl Group {
             leader,
             member_id: member_id.to_string(),
             members,
+            skip_assignment: false,
         }
     }
 

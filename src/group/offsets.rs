@@ -1,7 +1,8 @@
 //! group::offsets: committed offsets and the group administration requests — OffsetCommit,
 //! OffsetFetch, OffsetDelete, ListGroups, DescribeGroups, DeleteGroups — on the [`Coordinator`].
 //! A commit is acknowledged only after its records are in `__consumer_offsets` (durable per the
-//! flush policy); memory is updated after the write, so a failed write changes nothing.
+//! flush policy); memory is updated after the write, under the same per-partition store lock,
+//! so a failed write changes nothing and memory always matches the log's last record.
 
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
@@ -124,9 +125,16 @@ impl Coordinator {
                 (key, Some(records::encode_offset(v)))
             })
             .collect();
+        // Memory is updated under the same store lock as the append (the groups lock is a std
+        // one, taken only after the await), so two racing commits of one partition leave memory
+        // holding the offset whose record is last in the log.
         let written = {
             let _store = self.store_locks.lock(broker, group_id).await;
-            store::append(broker, group_id, entries).await
+            let written = store::append(broker, group_id, entries).await;
+            if written.is_ok() {
+                let _ = self.with_group(group_id, true, |g| g.offsets.extend(accepted));
+            }
+            written
         };
         if let Err(e) = written {
             tracing::warn!(group = group_id, error = %e, "cannot persist offsets");
@@ -135,7 +143,6 @@ impl Coordinator {
                 .map(|r| r.and(Err(ResponseError::CoordinatorNotAvailable)))
                 .collect();
         }
-        let _ = self.with_group(group_id, true, |g| g.offsets.extend(accepted));
         results
     }
 

@@ -49,6 +49,9 @@ pub struct JoinAnswer {
     pub member_id: String,
     /// (member id, group instance id, metadata for the selected protocol): the leader's only.
     pub members: Vec<(String, Option<String>, Bytes)>,
+    /// JoinGroup v9+ (KIP-814): the leader must not compute an assignment (a restarted static
+    /// leader of a Stable group), only watch metadata and sync for its stored one.
+    pub skip_assignment: bool,
 }
 
 pub type JoinResult = Result<JoinAnswer, ResponseError>;

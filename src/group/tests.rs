@@ -50,6 +50,7 @@ fn join(member_id: &str, instance: Option<&str>, protocols: &[&str]) -> Join {
             .map(|p| (p.to_string(), Bytes::from(p.to_string())))
             .collect(),
         require_known_member_id: false,
+        supports_skip_assignment: false,
     }
 }
 
@@ -265,37 +266,14 @@ async fn static_member_rejoins_without_rebalance() {
 }
 
 // Proves a static *leader* that restarts keeps the group Stable too (Kafka's
-// updateStaticMemberAndRebalance): its answer names the old leader id and no members, so it does
-// not re-assign; it syncs as a follower and gets its stored assignment, the other member is not
-// disturbed, the old id is fenced.
+// updateStaticMemberAndRebalance); before JoinGroup v9 its answer names the old leader id and no
+// members, so it does not re-assign; it syncs as a follower and gets its stored assignment, the
+// other member is not disturbed, the old id is fenced.
 #[tokio::test(start_paused = true)]
 async fn static_leader_rejoins_without_rebalance() {
     let l = limits();
-    let mut g = Group::new("g");
     let t0 = Instant::now();
-    let ja = answer(g.join(join("", Some("i-a"), &["range"]), &l, t0)).unwrap();
-    let a = ja.member_id.clone();
-    sync_now(
-        &mut g,
-        &a,
-        1,
-        vec![(a.clone(), Bytes::from_static(b"A1"))],
-        t0,
-    )
-    .unwrap();
-    let mut rx_b = waiting(g.join(join("", Some("i-b"), &["range"]), &l, t0));
-    let ja = answer(g.join(join(&a, Some("i-a"), &["range"]), &l, t0)).unwrap();
-    let jb = rx_b.try_recv().unwrap().unwrap();
-    let b = jb.member_id.clone();
-    assert_eq!((ja.leader.as_str(), ja.generation), (a.as_str(), 2));
-    let Step::Wait(_) = g.sync(&b, None, 2, vec![], t0) else {
-        panic!()
-    };
-    let assignments = vec![
-        (a.clone(), Bytes::from_static(b"A")),
-        (b.clone(), Bytes::from_static(b"B")),
-    ];
-    sync_now(&mut g, &a, 2, assignments, t0).unwrap();
+    let (mut g, a, b) = stable_static_pair(&l, t0);
 
     let t1 = t0 + Duration::from_secs(2);
     let again = answer(g.join(join("", Some("i-a"), &["range"]), &l, t1)).unwrap();
@@ -322,6 +300,82 @@ async fn static_leader_rejoins_without_rebalance() {
     );
     // The restarted leader is still the leader of the next rebalance.
     assert_eq!(g.leader.as_deref(), Some(again.member_id.as_str()));
+}
+
+/// A Stable group of two static members at generation 2: `a` (instance i-a) leads and holds
+/// assignment "A", `b` (i-b) holds "B".
+fn stable_static_pair(l: &Limits, t0: Instant) -> (Group, String, String) {
+    let mut g = Group::new("g");
+    let ja = answer(g.join(join("", Some("i-a"), &["range"]), l, t0)).unwrap();
+    let a = ja.member_id.clone();
+    sync_now(
+        &mut g,
+        &a,
+        1,
+        vec![(a.clone(), Bytes::from_static(b"A1"))],
+        t0,
+    )
+    .unwrap();
+    let mut rx_b = waiting(g.join(join("", Some("i-b"), &["range"]), l, t0));
+    let ja = answer(g.join(join(&a, Some("i-a"), &["range"]), l, t0)).unwrap();
+    let jb = rx_b.try_recv().unwrap().unwrap();
+    let b = jb.member_id.clone();
+    assert_eq!((ja.leader.as_str(), ja.generation), (a.as_str(), 2));
+    let Step::Wait(_) = g.sync(&b, None, 2, vec![], t0) else {
+        panic!()
+    };
+    let assignments = vec![
+        (a.clone(), Bytes::from_static(b"A")),
+        (b.clone(), Bytes::from_static(b"B")),
+    ];
+    sync_now(&mut g, &a, 2, assignments, t0).unwrap();
+    (g, a, b)
+}
+
+// Proves KIP-814 for JoinGroup v9+: a restarted static leader of a Stable group is answered as
+// the leader (its new id), with every member and skip_assignment, so it watches metadata again
+// without re-assigning; nothing rebalances and its sync returns the stored assignment. v5-v8
+// keep the old-leader answer (static_leader_rejoins_without_rebalance).
+#[tokio::test(start_paused = true)]
+async fn static_leader_rejoins_with_skip_assignment_on_v9() {
+    let l = limits();
+    let t0 = Instant::now();
+    let (mut g, a, b) = stable_static_pair(&l, t0);
+
+    let t1 = t0 + Duration::from_secs(2);
+    let v9 = Join {
+        supports_skip_assignment: true,
+        ..join("", Some("i-a"), &["range"])
+    };
+    let again = answer(g.join(v9, &l, t1)).unwrap();
+    assert_eq!(g.state, GroupState::Stable, "no rebalance");
+    assert_eq!(again.generation, 2);
+    assert_eq!(again.leader, again.member_id, "it is told it leads");
+    assert!(again.skip_assignment);
+    let mut members: Vec<&str> = again.members.iter().map(|m| m.0.as_str()).collect();
+    members.sort_unstable();
+    let mut expected = vec![again.member_id.as_str(), b.as_str()];
+    expected.sort_unstable();
+    assert_eq!(members, expected);
+    assert_eq!(
+        sync_now(&mut g, &again.member_id, 2, vec![], t1).unwrap().2,
+        Bytes::from_static(b"A")
+    );
+    assert_eq!(g.heartbeat(&b, Some("i-b"), 2, t1), Ok(()));
+    assert_eq!(
+        g.heartbeat(&a, Some("i-a"), 2, t1),
+        Err(ResponseError::FencedInstanceId)
+    );
+
+    // A v9 static follower that restarts is still answered as a follower.
+    let follower = Join {
+        supports_skip_assignment: true,
+        ..join("", Some("i-b"), &["range"])
+    };
+    let fb = answer(g.join(follower, &l, t1)).unwrap();
+    assert_eq!(g.state, GroupState::Stable);
+    assert_eq!(fb.leader, again.member_id);
+    assert!(fb.members.is_empty() && !fb.skip_assignment);
 }
 
 fn open_broker(dir: &std::path::Path) -> Broker {

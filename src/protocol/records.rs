@@ -36,53 +36,72 @@ pub enum RecordsError {
 
 /// Indexes (within the batch) of the records whose key is null, at most `indexes_max` of them;
 /// `Ok(empty)` when every record has a key. `batch` is one whole batch that passed
-/// `batch::validate`. At most `decompressed_bytes_max` bytes of records are read (a compressed
-/// batch that expands further is refused), and never more records than the section holds: the
-/// header's record count is a bound, not a promise. Memory stays constant except for snappy,
-/// whose block decodes whole into a buffer of at most `snappy_bytes_max`.
+/// `batch::validate`. `budget` is how many bytes of records the caller still lets this read: a
+/// compressed batch that expands further is refused, and the bytes read (decompressed, or the
+/// plain section) are taken off it, so a caller checking many batches bounds their total work.
+/// Never more records are read than the section holds: the header's record count is a bound,
+/// not a promise. Memory stays constant except for snappy, whose block decodes whole into a
+/// buffer of at most `snappy_bytes_max`.
 pub fn null_key_records(
     batch: &[u8],
     h: &BatchHeader,
-    decompressed_bytes_max: usize,
+    budget: &mut usize,
     snappy_bytes_max: usize,
     indexes_max: usize,
 ) -> Result<Vec<usize>, RecordsError> {
     let section = batch.get(HEADER_BYTES..h.total_bytes()).unwrap_or_default();
     let count = usize::try_from(h.record_count).unwrap_or(0);
-    let limit = decompressed_bytes_max as u64;
+    let cap = *budget;
+    // Walks `decoder` under the budget, then charges what came out of it.
+    let decoded = |decoder: &mut dyn Read| {
+        let mut reader = bounded(decoder, cap as u64);
+        let walked = walk(&mut reader, count, indexes_max);
+        (
+            walked,
+            usize::try_from(cap as u64 - reader.left).unwrap_or(cap),
+        )
+    };
+    let charge = |budget: &mut usize, (walked, used): (Result<_, _>, usize)| {
+        *budget -= used.min(*budget);
+        walked
+    };
     match h.compression() {
-        None | Some(Compression::None) => walk(section, count, indexes_max),
-        Some(Compression::Gzip) => walk(
-            bounded(flate2::read::GzDecoder::new(section), limit),
-            count,
-            indexes_max,
-        ),
-        Some(Compression::Lz4) => walk(
-            bounded(lz4_flex::frame::FrameDecoder::new(section), limit),
-            count,
-            indexes_max,
+        None | Some(Compression::None) => {
+            // Nothing to expand: the section is already in the request, so it always fits.
+            *budget = budget.saturating_sub(section.len());
+            walk(section, count, indexes_max)
+        }
+        Some(Compression::Gzip) => {
+            charge(budget, decoded(&mut flate2::read::GzDecoder::new(section)))
+        }
+        Some(Compression::Lz4) => charge(
+            budget,
+            decoded(&mut lz4_flex::frame::FrameDecoder::new(section)),
         ),
         Some(Compression::Zstd) => {
-            let decoder = ruzstd::decoding::StreamingDecoder::new(section).map_err(|e| {
+            let mut decoder = ruzstd::decoding::StreamingDecoder::new(section).map_err(|e| {
                 compression::DecompressError::Corrupt(format!("zstd frame header: {e}"))
             })?;
-            walk(bounded(decoder, limit), count, indexes_max)
+            charge(budget, decoded(&mut decoder))
         }
         // Snappy is block-based: one block decodes whole (bounded by the same cap).
         Some(Compression::Snappy) => {
-            let bytes_max = snappy_bytes_max.min(decompressed_bytes_max);
+            let bytes_max = snappy_bytes_max.min(cap);
             let raw = compression::decompress(compression::CODEC_SNAPPY, section, bytes_max)
-                .map_err(|e| match e {
-                    compression::DecompressError::TooLarge(n) => RecordsError::TooLarge(n),
-                    e => RecordsError::Decompress(e),
+                .map_err(|e| {
+                    // A refused block was decoded no further than the cap.
+                    *budget -= bytes_max.min(*budget);
+                    match e {
+                        compression::DecompressError::TooLarge(n) => RecordsError::TooLarge(n),
+                        e => RecordsError::Decompress(e),
+                    }
                 })?;
+            *budget -= raw.len().min(*budget);
             walk(raw.as_slice(), count, indexes_max)
         }
     }
     .map_err(|e| match e {
-        WalkError::Io(e) if e.kind() == io::ErrorKind::FileTooLarge => {
-            RecordsError::TooLarge(decompressed_bytes_max)
-        }
+        WalkError::Io(e) if e.kind() == io::ErrorKind::FileTooLarge => RecordsError::TooLarge(cap),
         WalkError::Io(e) => {
             RecordsError::Decompress(compression::DecompressError::Corrupt(e.to_string()))
         }
@@ -128,6 +147,9 @@ enum WalkError {
 struct Counted<R> {
     inner: R,
     taken: u64,
+    /// Whether a read failed because the decompressed bytes passed their cap: the walk then
+    /// reports that (TooLarge), not the malformed field the cap happened to cut.
+    over_cap: bool,
 }
 
 impl<R: Read> Counted<R> {
@@ -141,7 +163,10 @@ impl<R: Read> Counted<R> {
                     return Ok(Some(b[0]));
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+                Err(e) => {
+                    self.over_cap |= e.kind() == io::ErrorKind::FileTooLarge;
+                    return Err(e);
+                }
             }
         }
     }
@@ -178,7 +203,20 @@ fn walk(section: impl Read, count: usize, indexes_max: usize) -> Result<Vec<usiz
     let mut r = Counted {
         inner: section,
         taken: 0,
+        over_cap: false,
     };
+    let walked = walk_records(&mut r, count, indexes_max);
+    if r.over_cap {
+        return Err(WalkError::Io(io::ErrorKind::FileTooLarge.into()));
+    }
+    walked
+}
+
+fn walk_records<R: Read>(
+    r: &mut Counted<R>,
+    count: usize,
+    indexes_max: usize,
+) -> Result<Vec<usize>, WalkError> {
     let mut nulls = Vec::new();
     for index in 0..count {
         let malformed = |reason| WalkError::Malformed { index, reason };
@@ -196,9 +234,9 @@ fn walk(section: impl Read, count: usize, indexes_max: usize) -> Result<Vec<usiz
         r.byte()
             .map_err(WalkError::Io)?
             .ok_or(malformed("record cut short"))?; // attributes
-        field(&mut r, VARLONG_BYTES_MAX)?; // timestamp delta
-        field(&mut r, VARINT_BYTES_MAX)?; // offset delta
-        let key_length = field(&mut r, VARINT_BYTES_MAX)?;
+        field(r, VARLONG_BYTES_MAX)?; // timestamp delta
+        field(r, VARINT_BYTES_MAX)?; // offset delta
+        let key_length = field(r, VARINT_BYTES_MAX)?;
         if key_length < 0 && nulls.len() < indexes_max {
             nulls.push(index);
         }
@@ -230,7 +268,7 @@ pub fn stamp_log_append_time(buf: &mut [u8], now_ms: i64) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::protocol::batch::TimestampType;
     use bytes::BytesMut;
@@ -272,7 +310,7 @@ mod tests {
 
     /// Re-packs an uncompressed batch with its records section compressed by `codec` (the
     /// kafka-protocol crate's codecs are not built in).
-    fn recompress(plain: Vec<u8>, codec: Codec) -> Vec<u8> {
+    pub(crate) fn recompress(plain: Vec<u8>, codec: Codec) -> Vec<u8> {
         use std::io::Write;
         let section = &plain[HEADER_BYTES..];
         let (id, packed): (i16, Vec<u8>) = match codec {
@@ -322,14 +360,14 @@ mod tests {
             let b = encode(&keys, codec);
             let h = batch::validate(&b).unwrap();
             assert_eq!(
-                null_key_records(&b, &h, 1 << 20, 1 << 20, 100).unwrap(),
+                null_key_records(&b, &h, &mut (1 << 20), 1 << 20, 100).unwrap(),
                 vec![1, 3],
                 "{codec:?}"
             );
             let all = encode(&[Some(b"k"), Some(b"k2")], codec);
             let h = batch::validate(&all).unwrap();
             assert!(
-                null_key_records(&all, &h, 1 << 20, 1 << 20, 100)
+                null_key_records(&all, &h, &mut (1 << 20), 1 << 20, 100)
                     .unwrap()
                     .is_empty()
             );
@@ -343,18 +381,23 @@ mod tests {
         let keys = vec![None; 50];
         let b = encode(&keys, Codec::Gzip);
         let h = batch::validate(&b).unwrap();
+        let mut small = 1000;
         assert!(matches!(
-            null_key_records(&b, &h, 1000, 1000, 100),
+            null_key_records(&b, &h, &mut small, 1000, 100),
             Err(RecordsError::TooLarge(1000))
         ));
+        assert_eq!(small, 0, "a refused batch spends the whole budget it read");
+        let mut budget = 1 << 20;
         assert_eq!(
-            null_key_records(&b, &h, 1 << 20, 1 << 20, 3).unwrap(),
+            null_key_records(&b, &h, &mut budget, 1 << 20, 3).unwrap(),
             vec![0, 1, 2]
         );
+        let plain = encode(&keys, Codec::None).len() - HEADER_BYTES;
+        assert_eq!((1 << 20) - budget, plain, "charged what was decompressed");
         let mut lying = h;
         lying.record_count = i32::MAX;
         assert_eq!(
-            null_key_records(&b, &lying, 1 << 20, 1 << 20, usize::MAX)
+            null_key_records(&b, &lying, &mut (1 << 20), 1 << 20, usize::MAX)
                 .unwrap()
                 .len(),
             50
@@ -365,7 +408,7 @@ mod tests {
             *byte = 0xff;
         }
         let h = BatchHeader::parse(&junk).unwrap();
-        assert!(null_key_records(&junk, &h, 1 << 20, 1 << 20, 10).is_err());
+        assert!(null_key_records(&junk, &h, &mut (1 << 20), 1 << 20, 10).is_err());
     }
 
     // Proves stamping sets the type bit and max timestamp, keeps the batch valid (CRC
