@@ -3,12 +3,13 @@
 //!
 //! The rule it keeps: a directory that holds records is never removed unless this node deleted
 //! its topic (DeleteTopics marked it `-delete` first). So:
-//! - a deletion cut short (directories marked, metadata file still there) is finished;
+//! - a deletion cut short (some directories marked) is finished: its metadata file, if it
+//!   survived, and every directory tied to the marked topic id, whatever its name;
 //! - a topic whose metadata file is missing or unreadable is **recovered** from its partition
-//!   directories (topic id from `partition.metadata`, partition count from the directories,
-//!   configs reset to the defaults, with a loud warning), rather than refused: on a Pi nobody may
-//!   be watching, and a topic that keeps serving its records (and can have its configs set again)
-//!   is what its user wants; the unreadable file is kept aside as `<name>.toml.corrupt`;
+//!   directories (topic id and the copy of its configs from `partition.metadata`, partition count
+//!   from the directories; with no copy, retention off so nothing is deleted, and a loud error),
+//!   rather than refused: on a Pi nobody may be watching, and a topic that keeps serving its
+//!   records is what its user wants; the unreadable file is kept aside as `<name>.toml.corrupt`;
 //! - partition directories with no records and no metadata (a CreateTopics cut by a stop before
 //!   its metadata file was written) are removed, with a log line;
 //! - directories that contradict the metadata (another topic id) are left in place and their
