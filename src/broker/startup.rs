@@ -97,15 +97,25 @@ impl Broker {
         }
         scan.partitions.retain(|_, found| !found.is_empty());
         // Unmarked directories first: the marked ones are what tells a later start to finish.
+        let mut failed = BTreeSet::new();
         for (name, p, dir, id) in doomed {
             tracing::warn!(dir = %dir.display(), topic_id = %id, "partition directory of a deleted topic left unmarked by a deletion cut short; removing it");
+            // Marked first, so a removal cut short is retried by the next start.
             let to = dirs::delete_dir(&self.data_dir, &name, p, id);
-            let removed = std::fs::rename(&dir, &to).and_then(|()| std::fs::remove_dir_all(&to));
-            if let Err(e) = removed.or_else(|_| std::fs::remove_dir_all(&dir)) {
-                tracing::error!(dir = %dir.display(), topic_id = %id, error = %e, "could not remove partition directory of a deleted topic; not served: remove it by hand");
+            let removed = match std::fs::rename(&dir, &to) {
+                Ok(()) => std::fs::remove_dir_all(&to).map_err(|e| (to, e)),
+                Err(_) => std::fs::remove_dir_all(&dir).map_err(|e| (dir, e)),
+            };
+            if let Err((dir, e)) = removed {
+                tracing::error!(dir = %dir.display(), topic_id = %id, error = %e, "could not remove partition directory of a deleted topic; not served, retried on next start");
+                failed.insert(id);
             }
         }
         for (dir, id) in std::mem::take(&mut scan.deleting) {
+            if failed.contains(&id) {
+                // Kept as the mark that makes the next start retry its unmarked siblings.
+                continue;
+            }
             match std::fs::remove_dir_all(&dir) {
                 Ok(()) => {
                     tracing::info!(dir = %dir.display(), topic_id = %id, "removed partition directory of a deleted topic")
