@@ -416,3 +416,88 @@ async fn longest_topic_name_can_be_deleted() {
     assert_eq!(log_end(&broker, &name, 0), 0);
     broker.shutdown().await;
 }
+
+/// Sets or clears the immutable flag (chattr +i) of `path`: Err where the caller may not
+/// (not root) or the file system has no such flag, and the test using it then proves nothing.
+#[cfg(target_os = "linux")]
+fn set_immutable(path: &Path, on: bool) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    const FS_IMMUTABLE_FL: libc::c_int = 0x10;
+    let f = std::fs::File::open(path)?;
+    let mut flags: libc::c_int = 0;
+    // SAFETY: both ioctls read or write one c_int (the kernel's type for these flags) at a
+    // pointer valid for the call, on a descriptor that stays open.
+    let get = unsafe { libc::ioctl(f.as_raw_fd(), libc::FS_IOC_GETFLAGS, &mut flags) };
+    if get < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    flags = if on {
+        flags | FS_IMMUTABLE_FL
+    } else {
+        flags & !FS_IMMUTABLE_FL
+    };
+    // SAFETY: as above.
+    let set = unsafe { libc::ioctl(f.as_raw_fd(), libc::FS_IOC_SETFLAGS, &flags) };
+    if set < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+// Proves a deletion start-up cannot finish (the stop came after DeleteTopics marked partition
+// 0; partition 1's directory can be neither renamed nor removed) does not stop the node from
+// starting: the deleted topic is not served, and the next start finishes the deletion once the
+// directory can go. Needs the immutable flag (root on ext4/xfs/btrfs); skipped, saying so,
+// where it cannot be set.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfinishable_deletion_does_not_stop_the_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open(dir.path());
+    let id = topic_with_records(&broker, "t", 2, 3).await;
+    broker.shutdown().await;
+    drop(broker);
+    std::fs::rename(
+        topic::partition_dir(dir.path(), "t", 0),
+        dirs::delete_dir(dir.path(), "t", 0, id),
+    )
+    .unwrap();
+    let p1 = topic::partition_dir(dir.path(), "t", 1);
+    if let Err(e) = set_immutable(&p1, true) {
+        eprintln!("skipped: cannot set the immutable flag here: {e}");
+        return;
+    }
+    // Cleared however the test ends, so the temporary directory can be removed.
+    struct Clear<'a>(&'a Path);
+    impl Drop for Clear<'_> {
+        fn drop(&mut self) {
+            let _ = set_immutable(self.0, false);
+        }
+    }
+    let guard = Clear(&p1);
+
+    let writer = DiskWriter::start(dir.path()).unwrap();
+    let config = Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
+    let advertised = Advertised {
+        host: "127.0.0.1".into(),
+        port: 9092,
+    };
+    let broker = Broker::open(config, advertised, writer);
+    let broker = broker.expect("an unfinished deletion must not stop the node");
+    assert!(broker.topic("t").is_none(), "deleted topic served");
+    assert!(p1.exists());
+    broker.shutdown().await;
+    drop((broker, guard));
+
+    let broker = open(dir.path());
+    assert!(broker.topic("t").is_none());
+    let scan = dirs::scan(dir.path()).unwrap();
+    assert!(
+        scan.partitions.is_empty() && scan.deleting.is_empty(),
+        "{scan:?}"
+    );
+    broker.shutdown().await;
+}
