@@ -71,6 +71,8 @@ impl Broker {
             .filter(|m| ids.contains(&m.id))
             .map(|m| (m.name.clone(), m.id))
             .collect();
+        // Topic ids whose marked directories stay, so the next start finishes what this one could not.
+        let mut failed = BTreeSet::new();
         for (name, id) in &cut {
             metas.remove(name);
             match topic::remove_meta(&self.data_dir, name) {
@@ -78,7 +80,8 @@ impl Broker {
                     tracing::warn!(topic = %name, topic_id = %id, "finished deleting a topic whose deletion a stop cut short")
                 }
                 Err(e) => {
-                    tracing::error!(topic = %name, topic_id = %id, error = %e, "could not remove the metadata file of a deleted topic; the topic is not served: remove the file by hand")
+                    tracing::error!(topic = %name, topic_id = %id, error = %e, "could not remove the metadata file of a deleted topic; not served, retried on next start");
+                    failed.insert(*id);
                 }
             }
         }
@@ -97,7 +100,6 @@ impl Broker {
         }
         scan.partitions.retain(|_, found| !found.is_empty());
         // Unmarked directories first: the marked ones are what tells a later start to finish.
-        let mut failed = BTreeSet::new();
         for (name, p, dir, id) in doomed {
             tracing::warn!(dir = %dir.display(), topic_id = %id, "partition directory of a deleted topic left unmarked by a deletion cut short; removing it");
             // Marked first, so a removal cut short is retried by the next start.
