@@ -146,7 +146,7 @@ pub fn read_partition_meta(dir: &Path) -> std::io::Result<Option<PartitionMeta>>
 
 /// Writes `dir`'s `partition.metadata` durably: temp file, fsync, rename, fsync the directory,
 /// so after a power cut the directory has either no file or a whole one. `configs` (the topic's
-/// overrides) is one JSON line, which Kafka's two-line reader and older versions skip.
+/// overrides) is one JSON line, which earlier versions (reading `version` and `topic_id`) skip.
 pub fn write_partition_meta(
     dir: &Path,
     id: Uuid,
