@@ -3,10 +3,13 @@
 //! directories for removal, and telling a directory that holds records from an unused one.
 //!
 //! Layout: `<data_dir>/<topic>-<p>/` holds partition `p` of `<topic>`; its `partition.metadata`
-//! (as Kafka's) says which topic id the data belongs to. DeleteTopics first renames each directory
-//! to `<topic>-<p>.<id>-delete` (as Kafka does): that rename is the point after which the data is
-//! gone, and start-up finishes removing what such a rename marked. Nothing else removes a
-//! directory that holds records.
+//! (as Kafka's) says which topic id the data belongs to, and keeps a copy of the topic's config
+//! overrides so that losing the topic's metadata file does not lose them (retention settings
+//! decide whether the records live). DeleteTopics first renames each directory to
+//! `<topic>-<p>.<id>-delete` (as Kafka does, the topic part capped so the name fits the file
+//! system's limit): that rename is the point after which the data is gone, and start-up finishes
+//! removing what such a rename marked, and every directory tied to a marked topic id. Nothing
+//! else removes a directory that holds records.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -20,6 +23,17 @@ pub const PARTITION_METADATA: &str = "partition.metadata";
 const PARTITION_METADATA_VERSION: u32 = 0;
 /// Suffix of a directory marked for deletion: `<topic>-<p>.<id>-delete`.
 const DELETE_SUFFIX: &str = "-delete";
+/// Longest file name (bytes) the file systems a node runs on accept (ext4, xfs, btrfs, f2fs).
+pub const FILE_NAME_BYTES_MAX: usize = 255;
+
+/// What a partition directory's `partition.metadata` says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartitionMeta {
+    pub topic_id: Uuid,
+    /// The topic's config overrides as of the last create or config change; None in a file
+    /// written before the copy was kept.
+    pub configs: Option<BTreeMap<String, String>>,
+}
 
 /// What the data directory holds, by name.
 #[derive(Debug, Default)]
@@ -41,15 +55,30 @@ pub fn parse_partition_dir(name: &str) -> Option<(&str, i32)> {
     Some((topic, partition.parse().ok()?))
 }
 
-/// `<topic>-<p>.<id>-delete` → the topic id.
+/// `<topic>-<p>.<id>-delete` → the topic id, read from the suffix only: the topic part may be
+/// truncated (`delete_dir`).
 fn parse_delete_dir(name: &str) -> Option<Uuid> {
     let (_, id) = name.strip_suffix(DELETE_SUFFIX)?.rsplit_once('.')?;
     Uuid::try_parse(id).ok()
 }
 
-/// Where DeleteTopics moves partition `p` of topic `topic` (id `id`) before removing it.
+/// `prefix` + `suffix`, `prefix` cut so the whole fits `FILE_NAME_BYTES_MAX` (as Kafka's
+/// logDirNameWithSuffixCappedLength): a 249-character topic name plus a suffix passes the limit.
+pub fn capped_name(prefix: &str, suffix: &str) -> String {
+    let mut keep = FILE_NAME_BYTES_MAX
+        .saturating_sub(suffix.len())
+        .min(prefix.len());
+    while !prefix.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!("{}{suffix}", &prefix[..keep])
+}
+
+/// Where DeleteTopics moves partition `p` of topic `topic` (id `id`) before removing it. The
+/// topic part is capped to fit the file-name limit; the id and partition keep the name unique.
 pub fn delete_dir(data_dir: &Path, topic: &str, p: i32, id: Uuid) -> PathBuf {
-    data_dir.join(format!("{topic}-{p}.{}{DELETE_SUFFIX}", id.simple()))
+    let suffix = format!("-{p}.{}{DELETE_SUFFIX}", id.simple());
+    data_dir.join(capped_name(topic, &suffix))
 }
 
 /// Lists the partition directories and the ones marked for deletion.
@@ -85,6 +114,12 @@ pub fn topic_dirs(data_dir: &Path, topic: &str) -> std::io::Result<BTreeMap<i32,
 /// written before the file existed, or cut before it was written). A file that does not parse is
 /// an `InvalidData` error.
 pub fn read_topic_id(dir: &Path) -> std::io::Result<Option<Uuid>> {
+    Ok(read_partition_meta(dir)?.map(|m| m.topic_id))
+}
+
+/// `dir`'s `partition.metadata` (see `read_topic_id`). A config copy that does not parse is
+/// reported as absent (the topic id is what the directory must keep).
+pub fn read_partition_meta(dir: &Path) -> std::io::Result<Option<PartitionMeta>> {
     let text = match std::fs::read_to_string(dir.join(PARTITION_METADATA)) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -93,28 +128,36 @@ pub fn read_topic_id(dir: &Path) -> std::io::Result<Option<Uuid>> {
     let invalid = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_string());
     let mut version = None;
     let mut id = None;
+    let mut configs = None;
     for line in text.lines() {
         match line.split_once(':').map(|(k, v)| (k.trim(), v.trim())) {
             Some(("version", v)) => version = v.parse::<u32>().ok(),
             Some(("topic_id", v)) => id = Uuid::try_parse(v).ok(),
+            Some(("configs", v)) => configs = serde_json::from_str(v).ok(),
             _ => {}
         }
     }
     if version != Some(PARTITION_METADATA_VERSION) {
         return Err(invalid("partition.metadata: missing or unknown version"));
     }
-    id.map(Some)
-        .ok_or_else(|| invalid("partition.metadata: missing or bad topic_id"))
+    let topic_id = id.ok_or_else(|| invalid("partition.metadata: missing or bad topic_id"))?;
+    Ok(Some(PartitionMeta { topic_id, configs }))
 }
 
 /// Writes `dir`'s `partition.metadata` durably: temp file, fsync, rename, fsync the directory,
-/// so after a power cut the directory has either no file or a whole one.
-pub fn write_topic_id(dir: &Path, id: Uuid) -> std::io::Result<()> {
+/// so after a power cut the directory has either no file or a whole one. `configs` (the topic's
+/// overrides) is one JSON line, which earlier versions (reading `version` and `topic_id`) skip.
+pub fn write_partition_meta(
+    dir: &Path,
+    id: Uuid,
+    configs: &BTreeMap<String, String>,
+) -> std::io::Result<()> {
     let tmp = dir.join(format!("{PARTITION_METADATA}.tmp"));
     let mut f = std::fs::File::create(&tmp)?;
+    let configs = serde_json::to_string(configs).map_err(std::io::Error::other)?;
     write!(
         f,
-        "version: {PARTITION_METADATA_VERSION}\ntopic_id: {}\n",
+        "version: {PARTITION_METADATA_VERSION}\ntopic_id: {}\nconfigs: {configs}\n",
         id.hyphenated()
     )?;
     f.sync_all()?;
@@ -165,14 +208,44 @@ mod tests {
         assert_eq!(parse_delete_dir(name), Some(id));
     }
 
-    // Proves partition.metadata round-trips, is absent as None, and a damaged one is an error.
+    // Proves a deletion directory name fits the file-name limit for the longest topic name and
+    // any partition, stays unique per partition, and still yields the topic id.
+    #[test]
+    fn delete_dir_names_fit_the_file_name_limit() {
+        let id = Uuid::new_v4();
+        let topic = "x".repeat(super::super::topic::TOPIC_NAME_BYTES_MAX);
+        let names: Vec<String> = [0, 11, i32::MAX]
+            .iter()
+            .map(|&p| {
+                let d = delete_dir(Path::new("/d"), &topic, p, id);
+                d.file_name().unwrap().to_str().unwrap().to_string()
+            })
+            .collect();
+        for name in &names {
+            assert!(name.len() <= FILE_NAME_BYTES_MAX, "{} bytes", name.len());
+            assert_eq!(parse_delete_dir(name), Some(id), "{name}");
+            assert_eq!(parse_partition_dir(name), None);
+        }
+        assert!(names[0] != names[1] && names[1] != names[2]);
+        assert_eq!(capped_name("ab", ".c"), "ab.c");
+    }
+
+    // Proves partition.metadata round-trips (id and config copy), is absent as None, a file
+    // without the copy still gives the id, and a damaged one is an error.
     #[test]
     fn partition_metadata_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(read_topic_id(dir.path()).unwrap(), None);
         let id = Uuid::new_v4();
-        write_topic_id(dir.path(), id).unwrap();
+        let configs = BTreeMap::from([("retention.ms".to_string(), "-1\n\"x".to_string())]);
+        write_partition_meta(dir.path(), id, &configs).unwrap();
         assert_eq!(read_topic_id(dir.path()).unwrap(), Some(id));
+        let meta = read_partition_meta(dir.path()).unwrap().unwrap();
+        assert_eq!(meta.configs, Some(configs));
+        let older = format!("version: 0\ntopic_id: {id}\n");
+        std::fs::write(dir.path().join(PARTITION_METADATA), older).unwrap();
+        let meta = read_partition_meta(dir.path()).unwrap().unwrap();
+        assert_eq!((meta.topic_id, meta.configs), (id, None));
         std::fs::write(dir.path().join(PARTITION_METADATA), "garbage").unwrap();
         assert!(read_topic_id(dir.path()).is_err());
     }

@@ -263,8 +263,8 @@ impl Broker {
     }
 
     /// Opens one partition and ties its directory to the topic id (writing `partition.metadata`
-    /// into a new directory, or one from before the file existed); a directory of another topic
-    /// id is refused, never reused.
+    /// into a new directory, or one from before the file existed, and bringing its copy of the
+    /// topic's configs up to date); a directory of another topic id is refused, never reused.
     fn open_replica(
         &self,
         t: &Topic,
@@ -279,15 +279,15 @@ impl Broker {
             path: dir.join(dirs::PARTITION_METADATA),
             source,
         };
-        let on_disk = match dirs::read_topic_id(&dir) {
-            Ok(Some(found)) if found != t.id => {
+        let on_disk = match dirs::read_partition_meta(&dir) {
+            Ok(Some(found)) if found.topic_id != t.id => {
                 return Err(BrokerError::ForeignPartition {
                     path: dir,
-                    found,
+                    found: found.topic_id,
                     expected: t.id,
                 });
             }
-            Ok(id) => id,
+            Ok(meta) => meta,
             Err(e) => {
                 tracing::warn!(dir = %dir.display(), error = %e, "unreadable partition.metadata; rewriting it with the topic's id");
                 None
@@ -302,9 +302,11 @@ impl Broker {
                     source,
                 }
             })?;
-        if on_disk.is_none() {
-            dirs::write_topic_id(&dir, t.id).map_err(meta_error)?;
-            if existed {
+        let configs = t.configs();
+        if on_disk.as_ref().and_then(|m| m.configs.as_ref()) != Some(&configs) {
+            // Also after a config change the stop cut short: the metadata file is the truth.
+            dirs::write_partition_meta(&dir, t.id, &configs).map_err(meta_error)?;
+            if existed && on_disk.is_none() {
                 tracing::info!(dir = %dir.display(), topic_id = %t.id, "wrote partition.metadata into a partition directory from an earlier version");
             }
         }
@@ -313,6 +315,19 @@ impl Broker {
             leader_epoch: 0,
             log: Arc::new(log),
         }))
+    }
+
+    /// Writes the topic's configs into each partition's `partition.metadata`, the copy start-up
+    /// recovers them from if the metadata file is lost. A failure is logged, not returned: the
+    /// metadata file (already written) is the truth, and the next start rewrites the copy.
+    fn write_config_copies(&self, t: &Topic) {
+        let configs = t.configs();
+        for replica in t.partitions() {
+            let dir = topic::partition_dir(&self.data_dir, &t.name, replica.index);
+            if let Err(e) = dirs::write_partition_meta(&dir, t.id, &configs) {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not update the copy of the topic's configs in partition.metadata; rewritten on next start");
+            }
+        }
     }
 
     fn topic_log_config(&self, configs: &BTreeMap<String, String>) -> LogConfig {
@@ -491,6 +506,8 @@ impl Broker {
             }
         }
         blocking(|| {
+            // Directories left unmarked (a rename failed) go too: the deletion is committed, and
+            // one left behind with no marked sibling would come back as a recovered topic.
             for dir in marked {
                 if let Err(e) = std::fs::remove_dir_all(&dir) {
                     tracing::warn!(dir = %dir.display(), error = %e, "could not remove partition data; removed on next start");
@@ -503,9 +520,12 @@ impl Broker {
 
     /// Renames each partition directory of `t` to `<name>-<p>.<id>-delete` (as Kafka does), then
     /// removes the metadata file. The first rename commits the deletion: start-up finishes any
-    /// deletion cut short, and removes no directory of a topic it did not mark.
+    /// deletion cut short, and removes no directory of a topic it did not mark. Returns the
+    /// directories to remove: any a rename failed for (removed in place, first, so a marked
+    /// sibling still tells start-up to finish them if the stop comes now), then the marked ones.
     fn mark_for_deletion(&self, t: &Topic) -> std::io::Result<Vec<PathBuf>> {
         let mut marked = Vec::new();
+        let mut unmarked = Vec::new();
         for replica in t.partitions() {
             let from = topic::partition_dir(&self.data_dir, &t.name, replica.index);
             let to = dirs::delete_dir(&self.data_dir, &t.name, replica.index, t.id);
@@ -514,13 +534,15 @@ impl Broker {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) if marked.is_empty() => return Err(e),
                 Err(e) => {
-                    tracing::warn!(dir = %from.display(), error = %e, "could not mark partition directory for deletion; the deletion is finished on next start")
+                    tracing::warn!(dir = %from.display(), error = %e, "could not mark partition directory for deletion; removing it in place (start-up finishes what is left)");
+                    unmarked.push(from);
                 }
             }
         }
+        unmarked.append(&mut marked);
         dirs::sync_dir(&self.data_dir)?;
         topic::remove_meta(&self.data_dir, &t.name)?;
-        Ok(marked)
+        Ok(unmarked)
     }
 
     /// Before a topic named `name` is created: its name's directories that hold no records (a
@@ -616,6 +638,7 @@ impl Broker {
         blocking(|| topic::write_meta(&self.data_dir, &meta))
             .map_err(|e| TopicError::Storage(e.to_string()))?;
         *t.configs.write().unwrap_or_else(|e| e.into_inner()) = configs;
+        blocking(|| self.write_config_copies(&t));
         let cleanup = topic::cleanup_config(&t.configs())?;
         for replica in t.partitions() {
             replica.log.set_config(log_config.clone());

@@ -3,12 +3,13 @@
 //!
 //! The rule it keeps: a directory that holds records is never removed unless this node deleted
 //! its topic (DeleteTopics marked it `-delete` first). So:
-//! - a deletion cut short (directories marked, metadata file still there) is finished;
+//! - a deletion cut short (some directories marked) is finished: its metadata file, if it
+//!   survived, and every directory tied to the marked topic id, whatever its name;
 //! - a topic whose metadata file is missing or unreadable is **recovered** from its partition
-//!   directories (topic id from `partition.metadata`, partition count from the directories,
-//!   configs reset to the defaults, with a loud warning), rather than refused: on a Pi nobody may
-//!   be watching, and a topic that keeps serving its records (and can have its configs set again)
-//!   is what its user wants; the unreadable file is kept aside as `<name>.toml.corrupt`;
+//!   directories (topic id and the copy of its configs from `partition.metadata`, partition count
+//!   from the directories; with no copy, retention off so nothing is deleted, and a loud error),
+//!   rather than refused: on a Pi nobody may be watching, and a topic that keeps serving its
+//!   records is what its user wants; the unreadable file is kept aside as `<name>.toml.corrupt`;
 //! - partition directories with no records and no metadata (a CreateTopics cut by a stop before
 //!   its metadata file was written) are removed, with a log line;
 //! - directories that contradict the metadata (another topic id) are left in place and their
@@ -45,7 +46,7 @@ impl Broker {
                 }
             }
         }
-        self.finish_deletions(&mut scan, &mut metas).map_err(io)?;
+        self.finish_deletions(&mut scan, &mut metas);
         for (name, meta) in metas {
             let found = scan.partitions.remove(&name).unwrap_or_default();
             self.load_topic(meta, found)?;
@@ -56,52 +57,76 @@ impl Broker {
         Ok(())
     }
 
-    /// Removes what DeleteTopics marked. A topic whose metadata file survived a marked directory
-    /// was being deleted when the node stopped: the marking is the commit point, so its deletion
-    /// is finished (its other directories marked, its metadata file removed).
-    fn finish_deletions(
-        &self,
-        scan: &mut dirs::Scan,
-        metas: &mut BTreeMap<String, TopicMeta>,
-    ) -> std::io::Result<()> {
+    /// Removes what DeleteTopics marked. The marking is the commit point: a topic whose metadata
+    /// file survived a marked directory was being deleted when the node stopped, so its deletion
+    /// is finished (its metadata file removed, its other directories removed); so is every
+    /// partition directory whose `partition.metadata` carries a marked topic id, whatever its
+    /// name, so a deletion that marked only some directories never brings the topic back. Marked
+    /// directories are known by their suffix (the topic part of the name may be truncated).
+    /// Nothing here stops the node from starting: what cannot be removed is logged loudly.
+    fn finish_deletions(&self, scan: &mut dirs::Scan, metas: &mut BTreeMap<String, TopicMeta>) {
         let ids: BTreeSet<Uuid> = scan.deleting.iter().map(|(_, id)| *id).collect();
-        let cut: Vec<TopicMeta> = metas
+        let cut: BTreeMap<String, Uuid> = metas
             .values()
             .filter(|m| ids.contains(&m.id))
-            .cloned()
+            .map(|m| (m.name.clone(), m.id))
             .collect();
-        for meta in cut {
-            let found = scan.partitions.remove(&meta.name).unwrap_or_default();
-            let mut kept = BTreeMap::new();
-            for (p, dir) in found {
-                // Only directories of this topic id (or from before ids were written) go.
-                if matches!(dirs::read_topic_id(&dir), Ok(Some(id)) if id != meta.id) {
-                    kept.insert(p, dir);
-                    continue;
+        // Topic ids whose marked directories stay, so the next start finishes what this one could not.
+        let mut failed = BTreeSet::new();
+        for (name, id) in &cut {
+            metas.remove(name);
+            match topic::remove_meta(&self.data_dir, name) {
+                Ok(()) => {
+                    tracing::warn!(topic = %name, topic_id = %id, "finished deleting a topic whose deletion a stop cut short")
                 }
-                let to = dirs::delete_dir(&self.data_dir, &meta.name, p, meta.id);
-                std::fs::rename(&dir, &to)?;
-                scan.deleting.push((to, meta.id));
+                Err(e) => {
+                    tracing::error!(topic = %name, topic_id = %id, error = %e, "could not remove the metadata file of a deleted topic; not served, retried on next start");
+                    failed.insert(*id);
+                }
             }
-            if !kept.is_empty() {
-                scan.partitions.insert(meta.name.clone(), kept);
+        }
+        let mut doomed = Vec::new();
+        for (name, found) in scan.partitions.iter_mut() {
+            found.retain(|&p, dir| {
+                let id = match dirs::read_topic_id(dir) {
+                    Ok(Some(id)) if ids.contains(&id) => id,
+                    // A cut topic's directory of no known id (from before ids were written).
+                    Ok(None) | Err(_) if cut.contains_key(name) => cut[name],
+                    _ => return true,
+                };
+                doomed.push((name.clone(), p, dir.clone(), id));
+                false
+            });
+        }
+        scan.partitions.retain(|_, found| !found.is_empty());
+        // Unmarked directories first: the marked ones are what tells a later start to finish.
+        for (name, p, dir, id) in doomed {
+            tracing::warn!(dir = %dir.display(), topic_id = %id, "partition directory of a deleted topic left unmarked by a deletion cut short; removing it");
+            // Marked first, so a removal cut short is retried by the next start.
+            let to = dirs::delete_dir(&self.data_dir, &name, p, id);
+            let removed = match std::fs::rename(&dir, &to) {
+                Ok(()) => std::fs::remove_dir_all(&to).map_err(|e| (to, e)),
+                Err(_) => std::fs::remove_dir_all(&dir).map_err(|e| (dir, e)),
+            };
+            if let Err((dir, e)) = removed {
+                tracing::error!(dir = %dir.display(), topic_id = %id, error = %e, "could not remove partition directory of a deleted topic; not served, retried on next start");
+                failed.insert(id);
             }
-            dirs::sync_dir(&self.data_dir)?;
-            topic::remove_meta(&self.data_dir, &meta.name)?;
-            metas.remove(&meta.name);
-            tracing::warn!(topic = %meta.name, topic_id = %meta.id, "finished deleting a topic whose deletion a stop cut short");
         }
         for (dir, id) in std::mem::take(&mut scan.deleting) {
+            if failed.contains(&id) {
+                // Kept as the mark that makes the next start retry its unmarked siblings.
+                continue;
+            }
             match std::fs::remove_dir_all(&dir) {
                 Ok(()) => {
                     tracing::info!(dir = %dir.display(), topic_id = %id, "removed partition directory of a deleted topic")
                 }
                 Err(e) => {
-                    tracing::warn!(dir = %dir.display(), error = %e, "could not remove partition directory of a deleted topic")
+                    tracing::error!(dir = %dir.display(), topic_id = %id, error = %e, "could not remove partition directory of a deleted topic; retried on next start")
                 }
             }
         }
-        Ok(())
     }
 
     /// Opens a topic that has a metadata file. Directories past its partition count (a
@@ -195,19 +220,19 @@ impl Broker {
         }
         let id = ids.first().copied().unwrap_or_else(Uuid::new_v4);
         let partitions = found.keys().last().map_or(1, |p| p.saturating_add(1));
+        let why = match set_aside {
+            Some(kept) => format!("unreadable (kept as {})", kept.display()),
+            None => "missing".to_string(),
+        };
         let meta = TopicMeta {
             name: name.to_string(),
             id,
             partitions,
             replication_factor: self.broker_count(),
-            configs: topic::internal_topic_configs(name),
+            configs: recovered_configs(name, &found, &why),
         };
         topic::write_meta(&self.data_dir, &meta).map_err(io(&self.data_dir))?;
-        let why = match set_aside {
-            Some(kept) => format!("unreadable (kept as {})", kept.display()),
-            None => "missing".to_string(),
-        };
-        tracing::warn!(topic = name, topic_id = %id, partitions, "RECOVERED topic metadata from its partition directories: the metadata file was {why}; the topic's configs were RESET to the node defaults (set them again with IncrementalAlterConfigs if they differed)");
+        tracing::warn!(topic = name, topic_id = %id, partitions, configs = ?meta.configs, "RECOVERED topic metadata from its partition directories: the metadata file was {why}");
         self.load_topic(meta, found)
     }
 
@@ -229,4 +254,31 @@ impl Broker {
             .get(name)
             .cloned()
     }
+}
+
+/// The configs of a topic recovered from its partition directories: the copy its
+/// `partition.metadata` files keep (the lowest partition's readable one: a config change writes
+/// the copies in partition order after the metadata file), else `topic::recovery_configs`,
+/// which delete nothing, with a loud error saying what the operator must restore.
+fn recovered_configs(
+    name: &str,
+    found: &BTreeMap<i32, PathBuf>,
+    why: &str,
+) -> BTreeMap<String, String> {
+    let copies: Vec<BTreeMap<String, String>> = found
+        .values()
+        .filter_map(|dir| dirs::read_partition_meta(dir).ok().flatten()?.configs)
+        .collect();
+    if let Some(first) = copies.first() {
+        if copies.iter().any(|c| c != first) {
+            tracing::warn!(
+                topic = name,
+                "the partition directories keep different copies of the topic's configs (a config change cut short); using the lowest partition's"
+            );
+        }
+        return first.clone();
+    }
+    let configs = topic::recovery_configs(name);
+    tracing::error!(topic = name, configs = ?configs, "the topic's metadata file was {why} and no partition directory keeps a readable copy of its configs: recovered with retention OFF so no record is deleted; restore the topic's real configs (retention.ms, retention.bytes, cleanup.policy, ...) with IncrementalAlterConfigs");
+    configs
 }

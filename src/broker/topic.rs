@@ -392,7 +392,13 @@ pub fn write_meta(data_dir: &Path, meta: &TopicMeta) -> std::io::Result<()> {
     let dir = meta_dir(data_dir);
     std::fs::create_dir_all(&dir)?;
     let text = toml::to_string(meta).map_err(std::io::Error::other)?;
-    let tmp = dir.join(format!("{}.toml.tmp", meta.name));
+    // Capped: `<249-character name>.toml.tmp` passes the file-name limit. Writers of metadata
+    // files hold the admin lock (or are start-up), so two long names sharing a temp name never
+    // write at once.
+    let tmp = dir.join(super::dirs::capped_name(
+        &format!("{}.toml", meta.name),
+        ".tmp",
+    ));
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(text.as_bytes())?;
     f.sync_all()?;
@@ -403,10 +409,16 @@ pub fn write_meta(data_dir: &Path, meta: &TopicMeta) -> std::io::Result<()> {
 /// Moves an unreadable metadata file aside to `<name>.toml.corrupt` (never over an earlier one),
 /// so the operator can still inspect it and start-up does not read it again; returns where.
 pub fn set_aside_meta(path: &Path) -> std::io::Result<PathBuf> {
-    let mut aside = path.with_extension("toml.corrupt");
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // Capped like a deletion directory: a long topic name plus the suffix passes the limit.
+    let named = |suffix: &str| path.with_file_name(super::dirs::capped_name(&file_name, suffix));
+    let mut aside = named(".corrupt");
     let mut n = 1;
     while aside.exists() {
-        aside = path.with_extension(format!("toml.corrupt.{n}"));
+        aside = named(&format!(".corrupt.{n}"));
         n += 1;
     }
     std::fs::rename(path, &aside)?;
@@ -416,10 +428,15 @@ pub fn set_aside_meta(path: &Path) -> std::io::Result<PathBuf> {
     Ok(aside)
 }
 
-/// The configs an internal topic is created with (Kafka's are compacted): what recovery gives
-/// such a topic back when its metadata file is lost, so its records are not retained away.
-pub fn internal_topic_configs(name: &str) -> BTreeMap<String, String> {
-    let mut configs = BTreeMap::new();
+/// The configs recovery gives a topic whose metadata file is lost and whose partition
+/// directories keep no readable copy of its configs: nothing deleted by time or size
+/// (retention.ms and retention.bytes -1), since the node cannot know what retention the topic
+/// had; an internal topic is compacted, as it is created (Kafka's are).
+pub fn recovery_configs(name: &str) -> BTreeMap<String, String> {
+    let mut configs = BTreeMap::from([
+        ("retention.ms".to_string(), "-1".to_string()),
+        ("retention.bytes".to_string(), "-1".to_string()),
+    ]);
     if INTERNAL_TOPICS.contains(&name) {
         configs.insert("cleanup.policy".to_string(), "compact".to_string());
     }

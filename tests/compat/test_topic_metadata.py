@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, ConfigResource
 
 from helpers import ADMIN_TIMEOUT_S, by_partition, consume_all, create_topic, produce_confluent
 
@@ -21,8 +21,9 @@ AFTER = 10
 def test_lost_topic_metadata_keeps_every_record(broker, damage):
     """confluent-kafka acknowledges RECORDS; with the broker stopped the topic's metadata file is
     deleted or overwritten with garbage; after a restart a producer (auto-create on) writes AFTER
-    more to the same name, and kafka-python reads back all of them, in order per partition."""
-    create_topic(broker.bootstrap, TOPIC, PARTITIONS)
+    more to the same name, and kafka-python reads back all of them, in order per partition. The
+    topic's configs come back too (DescribeConfigs): retention decides whether its records live."""
+    create_topic(broker.bootstrap, TOPIC, PARTITIONS, {"retention.ms": "-1"})
     first = [{"key": str(i % 7).encode(), "value": f"v{i}".encode()} for i in range(RECORDS)]
     run = produce_confluent(broker.bootstrap, TOPIC, first)
     assert not run.errors, run.errors[:3]
@@ -47,6 +48,12 @@ def test_lost_topic_metadata_keeps_every_record(broker, damage):
         assert offsets == list(range(len(offsets))), "gap or reorder within a partition"
     log = broker.log_tail(400)
     assert "RECOVERED topic metadata" in log
+    resource = ConfigResource("TOPIC", TOPIC)
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    configs = admin.describe_configs([resource], request_timeout=ADMIN_TIMEOUT_S)[resource].result(
+        timeout=ADMIN_TIMEOUT_S)
+    assert configs["retention.ms"].value == "-1", "topic configs lost in recovery"
+    assert not configs["retention.ms"].is_default
     if damage == "corrupt":
         aside = meta.with_name(f"{TOPIC}.toml.corrupt")
         assert aside.read_bytes() == b"\x00\xffnot toml [[["
@@ -68,3 +75,24 @@ def test_deleted_topic_stays_deleted(broker):
     run = produce_confluent(broker.bootstrap, TOPIC, [{"value": b"new"}])
     assert not run.errors
     assert [m.value for m in consume_all(broker.bootstrap, TOPIC, 1, 1)] == [b"new"]
+
+
+def test_longest_topic_name_can_be_deleted(broker):
+    """A topic with the longest name Kafka allows (249 characters) and 12 partitions: created,
+    written, deleted with confluent-kafka's AdminClient (each deletion directory name must fit the
+    file system's 255-byte limit), the node restarts, and the name is reusable and empty."""
+    name = "L" * 249
+    create_topic(broker.bootstrap, name, 12)
+    run = produce_confluent(broker.bootstrap, name, [{"key": str(i).encode(), "value": b"old"}
+                                                      for i in range(48)])
+    assert not run.errors, run.errors[:3]
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.delete_topics([name], request_timeout=ADMIN_TIMEOUT_S)[name].result(
+        timeout=ADMIN_TIMEOUT_S)
+    assert not [d for d in broker.data_dir.iterdir() if d.name.startswith("LLLL")]
+
+    broker.restart()
+    create_topic(broker.bootstrap, name, 1)
+    run = produce_confluent(broker.bootstrap, name, [{"value": b"new"}])
+    assert not run.errors
+    assert [m.value for m in consume_all(broker.bootstrap, name, 1, 1)] == [b"new"]
