@@ -327,7 +327,15 @@ impl Partition {
     /// rebuild its index. `writer` is the data directory's disk writer.
     pub fn open(dir: &Path, config: LogConfig, writer: DiskWriter) -> Result<Partition, LogError> {
         let recovered = recovery::open_segments(&**writer.storage(), dir, &config)?;
-        let segments = recovered.segments;
+        let mut segments = recovered.segments;
+        let start_floor = start_offset::load(dir);
+        let restarted = start_offset::restart_past_lost_tail(
+            &**writer.storage(),
+            dir,
+            &mut segments,
+            start_floor,
+            config.index_interval_bytes,
+        )?;
         let Some(active) = segments.last_key_value().map(|(_, s)| s) else {
             return Err(segment::corrupt(
                 dir,
@@ -336,9 +344,9 @@ impl Partition {
         };
         let log_end_offset = active.next_offset;
         // Snapshots above a cut describe batches that are no longer in the log.
-        let valid_end = recovered
-            .cut_at
-            .map_or(log_end_offset, |c| c.min(log_end_offset));
+        // A restarted log holds nothing a snapshot could describe.
+        let cut_at = recovered.cut_at.filter(|_| !restarted);
+        let valid_end = cut_at.map_or(log_end_offset, |c| c.min(log_end_offset));
         let (producers, rebuilt) =
             producers::restore(&**writer.storage(), dir, &segments, valid_end)?;
         let visible = Visible {
@@ -355,7 +363,7 @@ impl Partition {
             deleted: false,
             producers,
             cleanup: Cleanup::default(),
-            start_floor: start_offset::load(dir),
+            start_floor,
         };
         let shared = Shared {
             dir: dir.to_path_buf(),
