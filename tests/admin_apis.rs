@@ -2,7 +2,8 @@
 //! cases no real client sends (tests/compat/test_admin_apis.py drives the clients): the legacy
 //! AlterConfigs replacing a topic's whole override set, AlterReplicaLogDirs, the edges of
 //! DescribeTopicPartitions' paging, DeleteRecords' special offsets and refusals, DescribeLogDirs
-//! by version, and the advertised version ranges.
+//! by version, the advertised version ranges, and the refusal of a dynamic broker config DELETE
+//! of a static key.
 
 mod common;
 
