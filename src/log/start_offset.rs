@@ -224,10 +224,11 @@ mod tests {
         assert_eq!((p.log_start_offset(), p.log_end_offset()), (8, 10));
     }
 
-    /// Two records a batch, two batches a segment: segments at 0, 4, 8, log start offset 7,
-    /// reopened (so the lookups read the sealed segments' index files). The largest timestamps
-    /// sit at offsets 1 and 6, both below the start; the batch at 6 straddles it.
-    async fn deleted_below_seven(dir: &std::path::Path) -> Partition {
+    /// Two records a batch, log start offset 7. With `sealed`, two batches a segment (segments
+    /// at 0, 4, 8), reopened so the lookups read the sealed segments' index files; otherwise one
+    /// active segment (its in-memory index). The largest timestamps sit at offsets 1 and 6, both
+    /// below the start; the batch at 6 straddles it.
+    async fn deleted_below_seven(dir: &std::path::Path, sealed: bool) -> Partition {
         use crate::protocol::batch::test_batches::batch_with;
         let batches: [[i64; 2]; 5] = [
             [9000, 9050],
@@ -238,18 +239,20 @@ mod tests {
         ];
         let size = batch_with(&batches[0], 20, 0).len() as u64;
         let cfg = LogConfig {
-            segment_bytes_max: 2 * size,
+            segment_bytes_max: if sealed { 2 * size } else { 100 * size },
             ..config()
         };
-        {
-            let p = open(dir, cfg.clone());
-            for ts in &batches {
-                p.append(Bytes::from(batch_with(ts, 20, 0)), 0)
-                    .await
-                    .expect("append");
-            }
-            assert_eq!(p.delete_records_before(7).await.expect("delete"), 7);
+        let p = open(dir, cfg.clone());
+        for ts in &batches {
+            p.append(Bytes::from(batch_with(ts, 20, 0)), 0)
+                .await
+                .expect("append");
         }
+        assert_eq!(p.delete_records_before(7).await.expect("delete"), 7);
+        if !sealed {
+            return p;
+        }
+        drop(p);
         open(dir, cfg)
     }
 
@@ -259,32 +262,37 @@ mod tests {
 
     #[tokio::test]
     async fn offset_for_timestamp_never_answers_below_the_log_start() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let p = deleted_below_seven(dir.path()).await;
-        let inspect = inspect();
-        let at = |ts| p.offset_for_timestamp(ts, &inspect);
-        assert_eq!(
-            at(0).await.expect("ts"),
-            Some((7, 320)),
-            "first record from the start"
-        );
-        assert_eq!(at(321).await.expect("ts"), Some((8, 400)));
-        assert_eq!(
-            at(9001).await.expect("ts"),
-            None,
-            "only deleted records are that late"
-        );
+        for sealed in [true, false] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let p = deleted_below_seven(dir.path(), sealed).await;
+            let inspect = inspect();
+            let at = |ts| p.offset_for_timestamp(ts, &inspect);
+            let first = at(0).await.expect("ts");
+            assert_eq!(
+                first,
+                Some((7, 320)),
+                "first record from the start ({sealed})"
+            );
+            assert_eq!(at(321).await.expect("ts"), Some((8, 400)), "{sealed}");
+            assert_eq!(
+                at(9001).await.expect("ts"),
+                None,
+                "only deleted ones ({sealed})"
+            );
+        }
     }
 
     #[tokio::test]
     async fn max_timestamp_never_answers_below_the_log_start() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let p = deleted_below_seven(dir.path()).await;
-        assert_eq!(
-            p.max_timestamp(&inspect()).await.expect("max"),
-            Some((9, 450)),
-            "the largest timestamp among the records still there"
-        );
+        for sealed in [true, false] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let p = deleted_below_seven(dir.path(), sealed).await;
+            assert_eq!(
+                p.max_timestamp(&inspect()).await.expect("max"),
+                Some((9, 450)),
+                "the largest timestamp among the records still there ({sealed})"
+            );
+        }
     }
 
     fn now() -> i64 {
