@@ -339,4 +339,30 @@ mod tests {
         assert_eq!(offset_for_timestamp(&z, 301, CAP), Ok(None));
         assert_eq!(max_timestamp_record(&z, CAP), Ok((10, 300)));
     }
+
+    #[test]
+    fn lookups_from_a_log_start_inside_the_batch() {
+        // Offsets 50..=53; the log start at 52 deletes the first two records.
+        let mut b = gzip_batch(&[100, 500, 200, 400]);
+        patch_base_offset(&mut b, 50);
+        let from = |ts| offset_for_timestamp_from(&b, ts, 52, CAP);
+        assert_eq!(from(0), Ok(Some((52, 200))));
+        assert_eq!(from(300), Ok(Some((53, 400))));
+        assert_eq!(from(401), Ok(None), "only a deleted record is that late");
+        assert_eq!(max_timestamp_record_from(&b, 52, CAP), Ok((53, 400)));
+        // Records unreadable (a zstd flag on plain records): clamped to the start, early side.
+        let mut z = batch_with(&[100, 500, 200, 400], 3, 4);
+        patch_base_offset(&mut z, 50);
+        assert_eq!(
+            offset_for_timestamp_from(&z, 0, 52, CAP),
+            Ok(Some((52, 500)))
+        );
+        assert_eq!(max_timestamp_record_from(&z, 52, CAP), Ok((52, 500)));
+        let h = BatchHeader::parse(&z).unwrap();
+        assert_eq!(
+            header_answer_from(&h, 0, 54),
+            None,
+            "wholly below the start"
+        );
+    }
 }
