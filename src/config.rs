@@ -42,6 +42,14 @@ impl MessageTimestampType {
             _ => None,
         }
     }
+
+    /// Kafka's name for the value (what DescribeConfigs reports).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageTimestampType::CreateTime => "CreateTime",
+            MessageTimestampType::LogAppendTime => "LogAppendTime",
+        }
+    }
 }
 
 /// Smallest `decompress_bytes_max`: below this, every compressed batch would be answered at

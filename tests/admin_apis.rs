@@ -2,7 +2,8 @@
 //! cases no real client sends (tests/compat/test_admin_apis.py drives the clients): the legacy
 //! AlterConfigs replacing a topic's whole override set, AlterReplicaLogDirs, the edges of
 //! DescribeTopicPartitions' paging, DeleteRecords' special offsets and refusals, DescribeLogDirs
-//! by version, and the advertised version ranges.
+//! by version, the advertised version ranges, and the refusal of a dynamic broker config DELETE
+//! of a static key.
 
 mod common;
 
@@ -384,6 +385,36 @@ fn dynamic_broker_config_applies_to_existing_partitions() {
             broker.log_tail()
         );
         std::thread::sleep(std::time::Duration::from_millis(RETENTION_CHECK_MS));
+    }
+}
+
+#[test]
+fn dynamic_broker_config_refuses_a_delete_of_a_static_key() {
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    const OP_DELETE: i8 = 1;
+    let broker = Broker::start();
+    let addr = broker.addr();
+    for key in ["log.dirs", "broker.id", "no.such.config"] {
+        let request = IncrementalAlterConfigsRequest::default().with_resources(vec![
+            AlterConfigsResource::default()
+                .with_resource_type(4)
+                .with_resource_name(s("1"))
+                .with_configs(vec![
+                    AlterableConfig::default()
+                        .with_name(s(key))
+                        .with_config_operation(OP_DELETE)
+                        .with_value(None),
+                ]),
+        ]);
+        let response = &call(&addr, &request, 1).responses[0];
+        assert_eq!(response.error_code, INVALID_REQUEST, "{key}");
+        let message = response.error_message.as_deref().unwrap_or_default();
+        assert!(
+            message.contains("Cannot update these configs dynamically") && message.contains(key),
+            "{key}: {message}"
+        );
     }
 }
 

@@ -103,6 +103,7 @@ fn static_entries(broker: &Broker) -> Vec<DescribeConfigsResourceResult> {
         ("log.flush.interval.ms", c.flush_ms_max.to_string(), TYPE_LONG),
         ("log.retention.check.interval.ms", c.retention_check_ms.to_string(), TYPE_LONG),
         ("log.cleaner.backoff.ms", c.compaction_check_ms.to_string(), TYPE_LONG),
+        ("log.message.timestamp.type", c.message_timestamp_type.as_str().to_string(), TYPE_STRING),
         ("offsets.topic.num.partitions", c.offsets_topic_num_partitions.to_string(), TYPE_INT),
         ("group.min.session.timeout.ms", c.group_min_session_timeout_ms.to_string(), TYPE_INT),
         ("group.max.session.timeout.ms", c.group_max_session_timeout_ms.to_string(), TYPE_INT),
@@ -121,7 +122,6 @@ fn static_entries(broker: &Broker) -> Vec<DescribeConfigsResourceResult> {
     let fixed = [
         ("compression.type", "producer", TYPE_STRING),
         ("log.cleanup.policy", "delete", TYPE_LIST),
-        ("log.message.timestamp.type", "CreateTime", TYPE_STRING),
         ("min.insync.replicas", "1", TYPE_INT),
         ("unclean.leader.election.enable", "false", TYPE_BOOLEAN),
         ("process.roles", "broker,controller", TYPE_LIST),

@@ -42,7 +42,6 @@ const KAFKA_TOPIC_DEFAULTS: &[(&str, &str)] = &[
     ("max.compaction.lag.ms", "9223372036854775807"),
     ("message.timestamp.after.max.ms", "3600000"),
     ("message.timestamp.before.max.ms", "9223372036854775807"),
-    ("message.timestamp.type", "CreateTime"),
     ("min.cleanable.dirty.ratio", "0.5"),
     ("min.insync.replicas", "1"),
     ("preallocate", "false"),
@@ -134,6 +133,11 @@ pub fn topic_configs(
     explicit: &BTreeMap<String, String>,
 ) -> Vec<(String, String, bool)> {
     let mut all = topic::effective_configs(&broker.log_defaults(), explicit);
+    // Acted on at produce (`api::produce`); without an override the node's setting applies.
+    if !all.iter().any(|(n, _, _)| n == "message.timestamp.type") {
+        let node = broker.config.message_timestamp_type.as_str();
+        all.push(("message.timestamp.type".into(), node.into(), true));
+    }
     for (name, value) in KAFKA_TOPIC_DEFAULTS {
         if !all.iter().any(|(n, _, _)| n == name) {
             all.push((name.to_string(), value.to_string(), true));

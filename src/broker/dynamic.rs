@@ -86,6 +86,21 @@ fn as_topic_configs(dynamic: &BTreeMap<String, String>) -> BTreeMap<String, Stri
         .collect()
 }
 
+/// The key an op names (`Clear` names none).
+fn op_key(op: &ConfigOp) -> Option<&str> {
+    match op {
+        ConfigOp::Set(k, _) | ConfigOp::Delete(k) | ConfigOp::Append(k, _) => Some(k),
+        ConfigOp::Subtract(k, _) => Some(k),
+        ConfigOp::Clear => None,
+    }
+}
+
+/// The keys among `keys` that cannot change at run time.
+fn not_dynamic(keys: impl Iterator<Item = String>) -> Vec<String> {
+    keys.filter(|k| !DYNAMIC_BROKER_CONFIGS.iter().any(|(b, _)| b == k))
+        .collect()
+}
+
 impl Broker {
     /// The log defaults every topic starts from: the node's settings with the dynamic overrides.
     pub fn log_defaults(&self) -> LogConfig {
@@ -112,16 +127,17 @@ impl Broker {
         let _admin = self.admin.lock().await;
         let mut configs = self.dynamic_configs();
         let base = self.config.log_defaults();
+        // Every op's key, not only the keys left after applying them: a DELETE of a static
+        // setting leaves nothing behind, yet Kafka refuses it all the same.
+        let named = ops.iter().filter_map(op_key).map(str::to_string);
+        let mut refused = not_dynamic(named);
         for op in ops {
             topic::apply_config_op(&base, &mut configs, op);
         }
-        let mut refused: Vec<String> = configs
-            .keys()
-            .filter(|k| !DYNAMIC_BROKER_CONFIGS.iter().any(|(b, _)| b == k))
-            .cloned()
-            .collect();
+        refused.extend(not_dynamic(configs.keys().cloned()));
         if !refused.is_empty() {
             refused.sort();
+            refused.dedup();
             return Err(BrokerConfigError::NotDynamic(refused));
         }
         topic::log_config(&base, &as_topic_configs(&configs))?;

@@ -321,7 +321,15 @@ fn load(
     cleanup: Cleanup,
 ) -> Result<(Inner, producers::Rebuilt, Vec<Damage>), LogError> {
     let recovered = recovery::open_segments(storage, dir, &config)?;
-    let segments = recovered.segments;
+    let mut segments = recovered.segments;
+    let start_floor = start_offset::load(dir);
+    let restarted = start_offset::restart_past_lost_tail(
+        storage,
+        dir,
+        &mut segments,
+        start_floor,
+        config.index_interval_bytes,
+    )?;
     let Some(active) = segments.last_key_value().map(|(_, s)| s) else {
         return Err(segment::corrupt(
             dir,
@@ -329,10 +337,10 @@ fn load(
         ));
     };
     let log_end_offset = active.next_offset;
-    // Snapshots above a cut describe batches that are no longer in the log.
-    let valid_end = recovered
-        .cut_at
-        .map_or(log_end_offset, |c| c.min(log_end_offset));
+    // Snapshots above a cut describe batches that are no longer in the log; a restarted log
+    // holds nothing a snapshot could describe.
+    let cut_at = recovered.cut_at.filter(|_| !restarted);
+    let valid_end = cut_at.map_or(log_end_offset, |c| c.min(log_end_offset));
     let (producers, rebuilt) = producers::restore(storage, dir, &segments, valid_end)?;
     let visible = Visible {
         offset: log_end_offset,
@@ -353,7 +361,7 @@ fn load(
         deleted: false,
         producers,
         cleanup,
-        start_floor: start_offset::load(dir),
+        start_floor,
     };
     Ok((inner, rebuilt, gaps))
 }

@@ -2,7 +2,9 @@
 //! the state lock (which segments, their files, where the high watermark sits in bytes, and any
 //! in-memory index answer), then does its positional reads on a blocking thread without locks.
 //! Every scan is bounded by the readable end of a segment (the high watermark's byte position in
-//! the segment holding it), so readers never see bytes the writer has not finished.
+//! the segment holding it), so readers never see bytes the writer has not finished. ListOffsets
+//! by timestamp and MAX_TIMESTAMP search from the log start offset, as Kafka does: records below
+//! it (DeleteRecords) are never an answer, even within a batch that straddles it.
 
 use bytes::Bytes;
 
@@ -37,6 +39,8 @@ struct View {
     /// when appended but may sit on the medium for months (SD cards rot); the active segment's
     /// were checked by recovery or just written by this process.
     verify_crc: bool,
+    /// The log start offset when the view was taken: no answer lies below it.
+    min_offset: i64,
 }
 
 /// What to look up in memory while the lock is held.
@@ -51,7 +55,8 @@ impl View {
             Some(mem) => {
                 let relative = match target {
                     Target::Offset(offset) => seg.relative(offset),
-                    Target::Timestamp(ts) => index::lookup_time_mem(&mem.time, ts),
+                    Target::Timestamp(ts) => index::lookup_time_mem(&mem.time, ts)
+                        .max(seg.relative(inner.log_start_offset())),
                 };
                 Start::At(index::lookup_mem(&mem.index, relative))
             }
@@ -68,6 +73,7 @@ impl View {
             readable_end: inner.readable_end(seg),
             verify_crc: seg.mem.is_none(),
             start,
+            min_offset: inner.log_start_offset(),
         }
     }
 
@@ -90,7 +96,8 @@ impl View {
         }
     }
 
-    /// Position from which every earlier batch is known to be older than `timestamp_ms`.
+    /// Position from which every earlier batch is known to be older than `timestamp_ms` or
+    /// below the log start offset (Kafka looks up max(time index answer, log start)).
     fn start_for_timestamp(&self, timestamp_ms: i64) -> Result<u64, LogError> {
         match &self.start {
             Start::At(p) => Ok(*p),
@@ -101,7 +108,8 @@ impl View {
                 time_entries,
             } => {
                 let relative = index::lookup_time_disk(&**timeindex, *time_entries, timestamp_ms)
-                    .map_err(|e| self.index_error(e))?;
+                    .map_err(|e| self.index_error(e))?
+                    .max(self.relative(self.min_offset));
                 index::lookup_disk(&**index, *entries, relative).map_err(|e| self.index_error(e))
             }
         }
@@ -167,10 +175,12 @@ impl Partition {
     ) -> Result<Option<(i64, i64)>, LogError> {
         let views: Vec<View> = {
             let inner = self.shared.lock();
+            // Segments wholly below the log start offset (DeleteRecords) hold no answer.
+            let start = inner.log_start_offset();
             let candidates = inner
                 .segments
                 .values()
-                .filter(|s| s.visible_max.0 >= timestamp_ms);
+                .filter(|s| s.visible_max.0 >= timestamp_ms && s.next_offset > start);
             candidates
                 .map(|s| View::new(&inner, s, Target::Timestamp(timestamp_ms)))
                 .collect()
@@ -188,52 +198,145 @@ impl Partition {
         .await
     }
 
-    /// ListOffsets MAX_TIMESTAMP (-3): the offset and timestamp of the record with the largest timestamp.
-    /// Exact for uncompressed batches; for a compressed batch, its base offset. Reading the batch
-    /// takes `inspect`, as in [`Partition::offset_for_timestamp`].
+    /// ListOffsets MAX_TIMESTAMP (-3): the offset and timestamp of the record with the largest timestamp
+    /// at or after the log start offset. Exact for uncompressed batches; for a compressed batch, its
+    /// base offset. Reading the batch takes `inspect`, as in [`Partition::offset_for_timestamp`].
     pub async fn max_timestamp(
         &self,
         inspect: &InspectBudget,
     ) -> Result<Option<(i64, i64)>, LogError> {
-        let found = {
+        let (best, straddling) = {
             let inner = self.shared.lock();
-            let mut best: Option<&Segment> = None;
-            for seg in inner.segments.values() {
-                if seg.visible_max.0 >= 0
-                    && best.is_none_or(|b| seg.visible_max.0 > b.visible_max.0)
-                {
-                    best = Some(seg);
-                }
-            }
-            best.map(|s| {
-                (
-                    View::new(&inner, s, Target::Offset(s.visible_max.1)),
-                    s.visible_max.1,
-                )
-            })
-        };
-        let Some((view, batch_offset)) = found else {
-            return Ok(None);
+            max_candidates(&inner)
         };
         let inspect = inspect.clone();
         blocking(&self.shared.dir, move || {
-            let from = view.start_for_offset(batch_offset)?;
-            let Some((position, header)) = seek(&*view.log, from, view.readable_end, batch_offset)?
-            else {
-                return Ok(None);
-            };
-            let from_header = (header.base_offset, header.max_timestamp);
-            let Some(taken) = inspect.try_take(&header) else {
-                return Ok(Some(from_header));
-            };
-            let bytes = read_batch(&*view.log, position, &header)?;
-            Ok(Some(
-                timestamps::max_timestamp_record(&bytes, taken.records_bytes_max)
-                    .unwrap_or(from_header),
-            ))
+            let mut pick =
+                best.map(|(view, ts, batch_offset)| (view, ts, MaxAt::Batch(batch_offset)));
+            // The segment holding the log start offset: its recorded largest timestamp may lie
+            // below the start, so its batches from the start are walked (only when it can win).
+            if let Some(view) = straddling
+                && let Some((ts, at)) = max_from(&view, &inspect)?
+                && pick.as_ref().is_none_or(|&(_, best_ts, _)| ts >= best_ts)
+            {
+                pick = Some((view, ts, at));
+            }
+            match pick {
+                None => Ok(None),
+                Some((_, _, MaxAt::Record(offset, ts))) => Ok(Some((offset, ts))),
+                Some((view, _, MaxAt::Batch(batch_offset))) => {
+                    max_in_batch(&view, batch_offset, &inspect)
+                }
+            }
         })
         .await
     }
+}
+
+/// A max-timestamp view with its largest timestamp and that batch's base offset.
+type MaxCandidate = (View, i64, i64);
+
+/// Where the largest timestamp of a walk was found.
+enum MaxAt {
+    /// The answer itself: `(offset, timestamp)` (the batch straddling the log start offset).
+    Record(i64, i64),
+    /// The base offset of a batch wholly at or after the log start offset, still to be read.
+    Batch(i64),
+}
+
+/// The segment with the largest timestamp among those wholly at or after the log start offset
+/// (or whose largest timestamp's batch is), and the segment holding the log start offset when
+/// its largest timestamp's batch begins below it and could still win.
+fn max_candidates(inner: &Inner) -> (Option<MaxCandidate>, Option<View>) {
+    let start = inner.log_start_offset();
+    let mut best: Option<&Segment> = None;
+    let mut straddling: Option<&Segment> = None;
+    let live = inner.segments.values();
+    for seg in live.filter(|s| s.visible_max.0 >= 0 && s.next_offset > start) {
+        if seg.base_offset < start && seg.visible_max.1 < start {
+            straddling = Some(seg);
+        } else if best.is_none_or(|b| seg.visible_max.0 > b.visible_max.0) {
+            best = Some(seg);
+        }
+    }
+    let straddling = straddling
+        .filter(|s| best.is_none_or(|b| s.visible_max.0 >= b.visible_max.0))
+        .map(|s| View::new(inner, s, Target::Offset(start)));
+    let best = best.map(|s| {
+        let view = View::new(inner, s, Target::Offset(s.visible_max.1));
+        (view, s.visible_max.0, s.visible_max.1)
+    });
+    (best, straddling)
+}
+
+/// Largest timestamp (the first record or batch carrying it) among the records of `view` at or
+/// after its log start offset. The batch straddling the start is answered from its records
+/// there (taking `inspect`; its header's max may belong to a deleted record); the later ones by
+/// their headers. Bounded by the segment's readable bytes.
+fn max_from(view: &View, inspect: &InspectBudget) -> Result<Option<(i64, MaxAt)>, LogError> {
+    let min = view.min_offset;
+    let from = view.start_for_offset(min)?;
+    let Some((mut position, _)) = seek(&*view.log, from, view.readable_end, min)? else {
+        return Ok(None);
+    };
+    let mut best: Option<(i64, MaxAt)> = None;
+    while position < view.readable_end {
+        let header = read_header(&*view.log, position, view.readable_end)?;
+        let found = if header.base_offset < min {
+            let (offset, ts) = straddling_max(view, position, &header, inspect)?;
+            (ts, MaxAt::Record(offset, ts))
+        } else {
+            (header.max_timestamp, MaxAt::Batch(header.base_offset))
+        };
+        if best.as_ref().is_none_or(|(ts, _)| found.0 > *ts) {
+            best = Some(found);
+        }
+        position += header.total_bytes() as u64;
+    }
+    Ok(best)
+}
+
+/// The largest timestamp among the records at or after the log start offset of the batch at
+/// `position`, which straddles it; from its header alone when `inspect` has no room.
+fn straddling_max(
+    view: &View,
+    position: u64,
+    header: &BatchHeader,
+    inspect: &InspectBudget,
+) -> Result<(i64, i64), LogError> {
+    let from_header = (view.min_offset, header.max_timestamp);
+    let Some(taken) = inspect.try_take(header) else {
+        return Ok(from_header);
+    };
+    let bytes = read_batch(&*view.log, position, header)?;
+    Ok(
+        timestamps::max_timestamp_record_from(&bytes, view.min_offset, taken.records_bytes_max)
+            .unwrap_or(from_header),
+    )
+}
+
+/// The record with the largest timestamp in the batch holding `batch_offset` (at or after the
+/// view's log start offset); from the header alone when `inspect` has no room.
+fn max_in_batch(
+    view: &View,
+    batch_offset: i64,
+    inspect: &InspectBudget,
+) -> Result<Option<(i64, i64)>, LogError> {
+    let min = view.min_offset;
+    let target = batch_offset.max(min);
+    let from = view.start_for_offset(target)?;
+    let Some((position, header)) = seek(&*view.log, from, view.readable_end, target)? else {
+        return Ok(None);
+    };
+    let from_header = (header.base_offset.max(min), header.max_timestamp);
+    let Some(taken) = inspect.try_take(&header) else {
+        return Ok(Some(from_header));
+    };
+    let bytes = read_batch(&*view.log, position, &header)?;
+    Ok(Some(
+        timestamps::max_timestamp_record_from(&bytes, min, taken.records_bytes_max)
+            .unwrap_or(from_header),
+    ))
 }
 
 /// The segment holding `offset` and the following ones while their readable bytes could still
@@ -368,17 +471,19 @@ fn scan_for_timestamp(
     timestamp_ms: i64,
     inspect: &InspectBudget,
 ) -> Result<Option<(i64, i64)>, LogError> {
+    let min = view.min_offset;
     while position < view.readable_end {
         let header = read_header(&*view.log, position, view.readable_end)?;
-        if header.max_timestamp >= timestamp_ms {
+        if header.max_timestamp >= timestamp_ms && header.last_offset() >= min {
             let hit = match inspect.try_take(&header) {
-                None => timestamps::header_answer(&header, timestamp_ms),
+                None => timestamps::header_answer_from(&header, timestamp_ms, min),
                 Some(taken) => {
                     let bytes = read_batch(&*view.log, position, &header)?;
                     // A batch whose records do not parse (the CRC only proves the client sent
                     // them so) still answers at batch granularity.
-                    timestamps::offset_for_timestamp(&bytes, timestamp_ms, taken.records_bytes_max)
-                        .unwrap_or(Some((header.base_offset, header.max_timestamp)))
+                    let cap = taken.records_bytes_max;
+                    timestamps::offset_for_timestamp_from(&bytes, timestamp_ms, min, cap)
+                        .unwrap_or(Some((header.base_offset.max(min), header.max_timestamp)))
                 }
             };
             if hit.is_some() {

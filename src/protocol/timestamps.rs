@@ -157,16 +157,49 @@ pub fn offset_for_timestamp(
     timestamp_ms: i64,
     records_bytes_max: usize,
 ) -> Result<Option<(i64, i64)>, BatchError> {
+    offset_for_timestamp_from(batch, timestamp_ms, i64::MIN, records_bytes_max)
+}
+
+/// [`offset_for_timestamp`] among the records at or after `min_offset` only (the log start
+/// offset, which DeleteRecords can raise into the middle of a batch): records below it are
+/// deleted and never an answer, as Kafka's search from the log start offset.
+pub fn offset_for_timestamp_from(
+    batch: &[u8],
+    timestamp_ms: i64,
+    min_offset: i64,
+    records_bytes_max: usize,
+) -> Result<Option<(i64, i64)>, BatchError> {
     let h = BatchHeader::parse(batch)?;
     if h.max_timestamp < timestamp_ms || h.timestamp_type() == TimestampType::LogAppendTime {
-        return Ok(header_answer(&h, timestamp_ms));
+        return Ok(header_answer_from(&h, timestamp_ms, min_offset));
     }
     let Some(mut records) = record_times(batch, records_bytes_max)? else {
-        return Ok(header_answer(&h, timestamp_ms));
+        return Ok(header_answer_from(&h, timestamp_ms, min_offset));
     };
     records
-        .find(|r| r.as_ref().map_or(true, |&(_, ts)| ts >= timestamp_ms))
+        .find(|r| {
+            r.as_ref()
+                .map_or(true, |&(o, ts)| ts >= timestamp_ms && o >= min_offset)
+        })
         .transpose()
+}
+
+/// [`header_answer`] clamped to `min_offset`: a batch straddling it answers `min_offset` with the
+/// batch's max timestamp (early at worst, the safe side); a batch wholly below it answers None.
+pub fn header_answer_from(
+    h: &BatchHeader,
+    timestamp_ms: i64,
+    min_offset: i64,
+) -> Option<(i64, i64)> {
+    if h.last_offset() < min_offset {
+        return None;
+    }
+    let (offset, ts) = header_answer(h, timestamp_ms)?;
+    if offset >= min_offset {
+        Some((offset, ts))
+    } else {
+        Some((min_offset, h.max_timestamp))
+    }
 }
 
 /// [`offset_for_timestamp`] from the header alone: exact for log-append-time batches, batch
@@ -204,7 +237,22 @@ pub fn max_timestamp_record(
     batch: &[u8],
     records_bytes_max: usize,
 ) -> Result<(i64, i64), BatchError> {
+    max_timestamp_record_from(batch, i64::MIN, records_bytes_max)
+}
+
+/// [`max_timestamp_record`] among the records at or after `min_offset` (the log start offset).
+/// A batch straddling it answers its first record there with the largest timestamp, or, when
+/// its records are unreadable, `(min_offset, max_timestamp)`.
+pub fn max_timestamp_record_from(
+    batch: &[u8],
+    min_offset: i64,
+    records_bytes_max: usize,
+) -> Result<(i64, i64), BatchError> {
     let h = BatchHeader::parse(batch)?;
+    if h.base_offset < min_offset {
+        return Ok(straddling_max(batch, &h, min_offset, records_bytes_max)?
+            .unwrap_or((min_offset, h.max_timestamp)));
+    }
     if h.timestamp_type() == TimestampType::CreateTime
         && let Some(mut records) = record_times(batch, records_bytes_max)?
     {
@@ -216,6 +264,29 @@ pub fn max_timestamp_record(
         }
     }
     Ok((h.base_offset, h.max_timestamp))
+}
+
+/// The first record at or after `min_offset` with the largest timestamp among those records.
+fn straddling_max(
+    batch: &[u8],
+    h: &BatchHeader,
+    min_offset: i64,
+    records_bytes_max: usize,
+) -> Result<Option<(i64, i64)>, BatchError> {
+    if h.timestamp_type() == TimestampType::LogAppendTime {
+        return Ok(Some((min_offset.max(h.base_offset), h.max_timestamp)));
+    }
+    let Some(records) = record_times(batch, records_bytes_max)? else {
+        return Ok(None);
+    };
+    let mut best: Option<(i64, i64)> = None;
+    for record in records {
+        let (offset, ts) = record?;
+        if offset >= min_offset && best.is_none_or(|(_, b)| ts > b) {
+            best = Some((offset, ts));
+        }
+    }
+    Ok(best)
 }
 
 #[cfg(test)]
@@ -267,5 +338,31 @@ mod tests {
         assert_eq!(offset_for_timestamp(&z, 250, CAP), Ok(Some((10, 300))));
         assert_eq!(offset_for_timestamp(&z, 301, CAP), Ok(None));
         assert_eq!(max_timestamp_record(&z, CAP), Ok((10, 300)));
+    }
+
+    #[test]
+    fn lookups_from_a_log_start_inside_the_batch() {
+        // Offsets 50..=53; the log start at 52 deletes the first two records.
+        let mut b = gzip_batch(&[100, 500, 200, 400]);
+        patch_base_offset(&mut b, 50);
+        let from = |ts| offset_for_timestamp_from(&b, ts, 52, CAP);
+        assert_eq!(from(0), Ok(Some((52, 200))));
+        assert_eq!(from(300), Ok(Some((53, 400))));
+        assert_eq!(from(401), Ok(None), "only a deleted record is that late");
+        assert_eq!(max_timestamp_record_from(&b, 52, CAP), Ok((53, 400)));
+        // Records unreadable (a zstd flag on plain records): clamped to the start, early side.
+        let mut z = batch_with(&[100, 500, 200, 400], 3, 4);
+        patch_base_offset(&mut z, 50);
+        assert_eq!(
+            offset_for_timestamp_from(&z, 0, 52, CAP),
+            Ok(Some((52, 500)))
+        );
+        assert_eq!(max_timestamp_record_from(&z, 52, CAP), Ok((52, 500)));
+        let h = BatchHeader::parse(&z).unwrap();
+        assert_eq!(
+            header_answer_from(&h, 0, 54),
+            None,
+            "wholly below the start"
+        );
     }
 }

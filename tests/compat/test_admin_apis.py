@@ -95,6 +95,29 @@ def describe_topic_configs(broker, topic: str) -> dict:
     return futures[resource].result(timeout=ADMIN_TIMEOUT_S)
 
 
+def test_offsets_for_times_start_at_the_log_start(broker):
+    """After DeleteRecords, ListOffsets by timestamp (kafka-python's offsets_for_times) answers
+    the log start offset, not a deleted record's, and a consumer seeking there reads on."""
+    create_topic(broker.bootstrap, "drt", 1)
+    produce(broker.bootstrap, "drt", RECORDS)
+    admin = kp_admin(broker)
+    try:
+        admin.delete_records({TopicPartition("drt", 0): 7})
+    finally:
+        admin.close()
+    tp = TopicPartition("drt", 0)
+    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False,
+                             consumer_timeout_ms=CONSUMER_IDLE_TIMEOUT_MS // 5)
+    try:
+        found = consumer.offsets_for_times({tp: 0})[tp]
+        assert found is not None and found.offset == 7, found
+        consumer.assign([tp])
+        consumer.seek(tp, found.offset)
+        assert [m.offset for m in consumer] == list(range(7, RECORDS))
+    finally:
+        consumer.close()
+
+
 def test_legacy_alter_configs_replaces_the_whole_set(broker):
     """kafka-python's AlterConfigs (incremental=False) sets a topic config; validate_only changes
     nothing."""

@@ -16,11 +16,12 @@ import pytest
 
 from confluent_kafka import (TIMESTAMP_CREATE_TIME, TIMESTAMP_LOG_APPEND_TIME, Consumer,
                              KafkaError, Producer, TopicPartition)
+from confluent_kafka.admin import AdminClient, ConfigResource, ConfigSource
 
 from kafka import KafkaProducer
 from kafka.errors import InvalidRecordError
 
-from helpers import create_topic, produce_confluent
+from helpers import ADMIN_TIMEOUT_S, create_topic, produce_confluent
 
 # A producer timestamp far in the past: 2001-09-09T01:46:40Z.
 OLD_TIMESTAMP_MS = 1_000_000_000_000
@@ -134,3 +135,24 @@ def test_log_append_time_node_default(broker_factory):
     b = broker_factory(config={"message_timestamp_type": "LogAppendTime"})
     create_topic(b.bootstrap, "node-stamped", 1)
     check_append_time(b.bootstrap, "node-stamped")
+
+
+def describe(bootstrap: str, resource: ConfigResource) -> dict:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.describe_configs([resource], request_timeout=ADMIN_TIMEOUT_S)
+    return futures[resource].result(timeout=ADMIN_TIMEOUT_S)
+
+
+def test_describe_configs_reports_the_node_timestamp_type(broker_factory):
+    """DescribeConfigs reports the timestamp type produce applies: the node's setting for the
+    broker (static) and as the default of a topic without an override."""
+    b = broker_factory(config={"message_timestamp_type": "LogAppendTime"})
+    create_topic(b.bootstrap, "node-default", 1)
+    broker = describe(b.bootstrap, ConfigResource("BROKER", "1"))
+    entry = broker["log.message.timestamp.type"]
+    assert entry.value == "LogAppendTime"
+    assert entry.source == ConfigSource.STATIC_BROKER_CONFIG.value
+    topic = describe(b.bootstrap, ConfigResource("TOPIC", "node-default"))
+    entry = topic["message.timestamp.type"]
+    assert entry.value == "LogAppendTime"
+    assert entry.source == ConfigSource.DEFAULT_CONFIG.value
