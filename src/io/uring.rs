@@ -26,7 +26,9 @@ use std::path::Path;
 use bytes::Bytes;
 use io_uring::{IoUring, opcode, squeue, types};
 
-use super::{FileRef, GroupIo, GroupWrite, StdStorage, Storage};
+use super::{
+    FileRef, GroupIo, GroupWrite, IOVECS_MAX, StdStorage, Storage, finish_short_write, iovec,
+};
 
 /// Submission queue entries. A group with more entries is submitted in several rounds; this
 /// bounds the ring's memory, not the group's size.
@@ -34,9 +36,6 @@ const RING_ENTRIES: u32 = 256;
 /// The probe writes and fsyncs this file in the data directory, then removes it.
 const PROBE_FILE: &str = ".io-uring-probe";
 const PROBE_BYTES: &[u8] = b"bramble io_uring probe\n";
-/// Most iovecs one `writev` takes (Linux's IOV_MAX); a run with more parts is gathered into
-/// one buffer first.
-const IOVECS_MAX: usize = 1024;
 /// Gather buffers kept for reuse, and the largest one kept.
 const POOL_BUFFERS_MAX: usize = 8;
 const POOL_BUFFER_BYTES_MAX: usize = 4 << 20;
@@ -181,13 +180,6 @@ impl Op<'_> {
     }
 }
 
-fn iovec(buf: &[u8]) -> libc::iovec {
-    libc::iovec {
-        iov_base: buf.as_ptr() as *mut libc::c_void,
-        iov_len: buf.len(),
-    }
-}
-
 fn no_completion() -> std::io::Result<usize> {
     Err(std::io::Error::other("io_uring returned no completion"))
 }
@@ -296,24 +288,6 @@ impl UringIo {
 /// A descriptor the ring can use, if the file has one (files that simulate a disk do not).
 fn fd_of(file: &FileRef) -> Option<i32> {
     file.as_fd().map(|fd: BorrowedFd<'_>| fd.as_raw_fd())
-}
-
-/// Writes what a short `writev` left (a signal, or the disk filling mid-write) with plain
-/// positional writes, so a run is either all written or an error.
-fn finish_short_write(w: &GroupWrite<'_>, written: usize) -> std::io::Result<()> {
-    let mut skip = written;
-    let mut offset = w.offset + written as u64;
-    for part in &w.parts {
-        if skip >= part.len() {
-            skip -= part.len();
-            continue;
-        }
-        let rest = &part[skip..];
-        w.file.write_at(rest, offset)?;
-        offset += rest.len() as u64;
-        skip = 0;
-    }
-    Ok(())
 }
 
 impl GroupIo for UringIo {

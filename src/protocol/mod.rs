@@ -6,3 +6,5 @@ pub mod codec;
 pub mod compression;
 pub mod frame;
 pub mod records;
+#[cfg(test)]
+mod tests_crc;
