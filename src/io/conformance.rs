@@ -30,6 +30,7 @@ pub(crate) async fn check(storage: Arc<dyn Storage>, dir: &Path) {
     remove_and_missing_files(s, dir);
     directories(s, dir);
     large_write(s, dir);
+    runs_of_many_parts(s, dir);
     rename_replaces_and_content_follows_the_name(s, dir);
     writer_group_keeps_order(storage.clone(), dir).await;
     writer_group_commit(storage.clone(), dir).await;
@@ -177,6 +178,48 @@ fn large_write(s: &dyn Storage, dir: &Path) {
     f.sync_data().expect("sync");
     assert_eq!(f.len().expect("len"), LARGE_BYTES as u64 + 1);
     assert!(read(&f, 1, LARGE_BYTES) == data, "large write read back");
+}
+
+/// A run's parts land back to back: a few parts (one `pwritev`/`writev` of them where they lie),
+/// more parts than one call takes (gathered), and a run appended after an earlier one.
+fn runs_of_many_parts(s: &dyn Storage, dir: &Path) {
+    let f = s.open(&dir.join("parts"), true).expect("create");
+    let mut io = s.group_io(dir).expect("group io");
+    let few: Vec<Bytes> = [1usize, 16, 4000, 45, 0, 3]
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| Bytes::from(pattern(len, i as u8)))
+        .collect();
+    let many: Vec<Bytes> = (0..1500)
+        .map(|i| Bytes::from(pattern(i % 7 + 1, i as u8)))
+        .collect();
+    let expected: Vec<u8> = few.iter().chain(&many).flat_map(|p| p.to_vec()).collect();
+    let first = GroupWrite {
+        file: &f,
+        offset: 0,
+        parts: few.clone(),
+    };
+    let first_len = first.bytes() as u64;
+    assert!(
+        io.write(&[first]).into_iter().all(|r| r.is_ok()),
+        "few parts"
+    );
+    let second = GroupWrite {
+        file: &f,
+        offset: first_len,
+        parts: many,
+    };
+    let written = io.write(&[second]);
+    let synced = io.sync(std::slice::from_ref(&f));
+    assert!(
+        written.iter().chain(&synced).all(Result::is_ok),
+        "many parts"
+    );
+    assert_eq!(f.len().expect("len"), expected.len() as u64);
+    assert!(
+        read(&f, 0, expected.len()) == expected,
+        "parts read back in order"
+    );
 }
 
 /// Jobs alternate between two files; job i writes 4 bytes at offset i, overlapping the last two

@@ -1,14 +1,16 @@
 //! io::writer: the disk writer, one std thread per data directory that performs every log write
 //! and fsync. Submitters send [`Job`]s over a bounded channel; the thread blocks for one job,
-//! drains what else is queued (bounded by `group_jobs_max` / `group_bytes_max`), writes them in
-//! submission order (contiguous writes to one file coalesce into one write call), issues one
-//! fdatasync per distinct file that any job of the group asked to sync, then completes every job
-//! in submission order. That is group commit: one fsync covers many produce requests.
+//! drains what else is queued (bounded by `group_jobs_max` / `group_bytes_max`), writes them file
+//! by file in submission order (a file's contiguous writes, across jobs, coalesce into one write
+//! call), issues one fdatasync per distinct file that any job of the group asked to sync, then
+//! completes every job in submission order. That is group commit: one fsync covers many produce
+//! requests.
 //!
-//! Ordering promise: jobs are written and completed in the order they were submitted, and a job
-//! completes only after every earlier job has. A failed write or sync poisons the file: every
-//! later job touching it fails too, so no later write can land beyond a hole and no later sync can
-//! report durability for data the kernel may have dropped (fsync errors are not retryable).
+//! Ordering promise: each file's writes land in the order they were submitted, jobs complete in
+//! that order, and a job completes only after every earlier job has. A failed write or sync
+//! poisons the file: every later job touching it fails too, so no later write can land beyond a
+//! hole and no later sync can report durability for data the kernel may have dropped (fsync
+//! errors are not retryable).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -398,16 +400,13 @@ impl WriterThread {
         }
     }
 
-    /// Performs the group's writes. Contiguous writes to one file form a run (one write call);
-    /// runs go to the backend in waves holding at most one run per file, so a backend may submit
-    /// a wave at once while each file's runs still land in submission order, and a failed run
-    /// poisons its file before the file's next run is tried (no write lands beyond a hole).
+    /// Performs the group's writes, gathered file by file (`by_file`). Contiguous writes to one
+    /// file form a run (one write call); runs go to the backend in waves holding at most one run
+    /// per file, so a backend may submit a wave at once while each file's runs still land in
+    /// submission order, and a failed run poisons its file before the file's next run is tried
+    /// (no write lands beyond a hole).
     fn write_all(&mut self, group: &[(Job, Reply)], results: &mut [Result<(), WriterError>]) {
-        let writes: Vec<(usize, &Write)> = group
-            .iter()
-            .enumerate()
-            .flat_map(|(i, (job, _))| job.writes.iter().map(move |w| (i, w)))
-            .collect();
+        let writes = by_file(group);
         let mut runs: Vec<&[(usize, &Write)]> = Vec::new();
         let mut start = 0;
         while start < writes.len() {
@@ -500,6 +499,27 @@ impl WriterThread {
             fail_syncers(group, results, file, WriterError::Sync { path, source });
         }
     }
+}
+
+/// The group's writes (each with its job's index), gathered file by file (files in order of
+/// first use) and in submission order within each file. Every job of a produce group writes the
+/// segment's log, then its index files: gathered, a group's appends to one file are contiguous
+/// and form one run (one write call) instead of one run per job. Order across files within a
+/// group was never promised (a wave writes several files at once; nothing is durable before the
+/// group's syncs), order within a file is kept.
+fn by_file(group: &[(Job, Reply)]) -> Vec<(usize, &Write)> {
+    let mut rank: HashMap<*const (), usize> = HashMap::new();
+    let mut writes: Vec<(usize, usize, &Write)> = Vec::new();
+    for (i, (job, _)) in group.iter().enumerate() {
+        for w in &job.writes {
+            let files = rank.len();
+            let r = *rank.entry(Arc::as_ptr(&w.file).cast()).or_insert(files);
+            writes.push((r, i, w));
+        }
+    }
+    // Stable: a file's writes stay in submission order.
+    writes.sort_by_key(|&(r, _, _)| r);
+    writes.into_iter().map(|(_, i, w)| (i, w)).collect()
 }
 
 /// Splits runs into waves: wave k holds the k-th run of every file, in submission order.
@@ -600,6 +620,47 @@ mod tests {
             syncs,
             writes,
         )
+    }
+
+    #[tokio::test]
+    async fn jobs_appending_to_two_files_coalesce_per_file() {
+        // Proves a group of produce-like jobs (each appends to a log and to its index) writes each
+        // file with few calls, not one per job: a file's appends are gathered across the jobs,
+        // and both files hold them in submission order.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (log, _, log_writes) = counting(dir.path(), "log");
+        let (index, _, index_writes) = counting(dir.path(), "index");
+        let config = WriterConfig {
+            group_wait_us: 20_000,
+            ..WriterConfig::default()
+        };
+        let writer = DiskWriter::start(config).expect("writer");
+        let mut completions = Vec::new();
+        for i in 0..50u64 {
+            let mut job = Job::new();
+            job.write(&log, i * 3, Bytes::from(vec![i as u8; 3]))
+                .write(&index, i, Bytes::from(vec![i as u8]))
+                .sync(&log);
+            completions.push(writer.submit(job).await.expect("submit"));
+        }
+        for c in completions {
+            c.wait().await.expect("durable");
+        }
+        let calls = (
+            log_writes.load(Ordering::SeqCst),
+            index_writes.load(Ordering::SeqCst),
+        );
+        assert!(
+            calls.0 < 10 && calls.1 < 10,
+            "write calls (log, index): {calls:?}"
+        );
+        let mut buf = vec![0u8; 150];
+        log.read_at(&mut buf, 0).expect("read log");
+        assert!(buf.chunks(3).enumerate().all(|(i, c)| c == [i as u8; 3]));
+        let mut buf = vec![0u8; 50];
+        index.read_at(&mut buf, 0).expect("read index");
+        assert!(buf.iter().enumerate().all(|(i, b)| *b == i as u8));
+        writer.shutdown().await;
     }
 
     #[tokio::test]

@@ -793,3 +793,28 @@ async fn high_watermark_waits_for_the_fsync() {
 fn test_inspect() -> super::InspectBudget {
     super::InspectBudget::new(crate::config::Config::default().decompress_bytes_max)
 }
+
+#[tokio::test]
+async fn batches_of_one_request_are_written_from_its_buffer() {
+    // Proves an append of several batches sliced out of a bigger buffer (as a request's records
+    // sit inside its frame) stores each batch as sent except its patched head (base offset,
+    // leader epoch), in order, and leaves the caller's bytes untouched.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = open(dir.path(), config());
+    p.append(b(2, 10), 0).await.expect("first append");
+    let sent = [batch(3, 100, 7), batch(1, 200, 300), batch(4, 300, 1)];
+    let frame = Bytes::from([b"frame head".to_vec(), sent.concat(), b"tail".to_vec()].concat());
+    let records = frame.slice(10..frame.len() - 4);
+    let before = frame.clone().to_vec();
+    let a = p.append(records, 9).await.expect("append");
+    assert_eq!((a.base_offset, a.last_offset), (2, 9));
+    assert_eq!(frame, before, "the request's bytes are not modified");
+    let r = p.read(2, 1 << 20).await.expect("read");
+    let stored = batch::split(&r.records).expect("stored batches validate");
+    assert_eq!(stored.len(), 3);
+    for ((h, range), (sent, base)) in stored.iter().zip(sent.iter().zip([2, 5, 6])) {
+        assert_eq!((h.base_offset, h.partition_leader_epoch), (base, 9));
+        assert_eq!(&r.records[range.start + 16..range.end], &sent[16..]);
+        assert_eq!(r.records[range.start + 8..range.start + 12], sent[8..12]);
+    }
+}

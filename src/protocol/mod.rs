@@ -6,4 +6,6 @@ pub mod codec;
 pub mod compression;
 pub mod frame;
 pub mod records;
+#[cfg(test)]
+mod tests_crc;
 pub mod timestamps;

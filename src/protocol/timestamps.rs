@@ -19,7 +19,7 @@ pub(super) fn read_zigzag(buf: &[u8], pos: &mut usize, bytes_max: usize) -> Opti
     None
 }
 
-const VARINT_BYTES_MAX: usize = 5;
+pub(super) const VARINT_BYTES_MAX: usize = 5;
 const VARLONG_BYTES_MAX: usize = 10;
 
 /// Largest records section ListOffsets will decompress to look inside one compressed batch (the
@@ -82,21 +82,6 @@ pub fn record_times(
 }
 
 impl<'a> RecordTimes<'a> {
-    /// The records of an uncompressed batch, borrowed (the produce path's record-count check).
-    pub(super) fn plain(section: &'a [u8], header: BatchHeader) -> RecordTimes<'a> {
-        RecordTimes {
-            records: section.into(),
-            header,
-            pos: 0,
-            left: header.record_count,
-        }
-    }
-
-    /// Record bytes walked so far.
-    pub(super) fn consumed(&self) -> usize {
-        self.pos
-    }
-
     fn read_one(&mut self) -> Result<(i64, i64), BatchError> {
         let at = HEADER_BYTES + self.pos;
         let bad = BatchError::Record { at };
