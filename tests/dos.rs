@@ -23,6 +23,12 @@ const SETTLE: Duration = Duration::from_millis(500);
 const CLOSED_WITHIN: Duration = Duration::from_secs(3);
 /// Attacker sockets announcing a whole frame and sending two bytes of it.
 const HEADER_ATTACKERS: usize = 12;
+/// Frames sent at once by `concurrent_large_frames_over_the_budget_all_finish`: the more, the
+/// likelier their chunks interleave (which is what wedged the budget before the reserve).
+const FRAMES_AT_ONCE: u8 = 8;
+/// Bound on reading and answering eight 4 MiB frames (a debug build; far below the 60 s frame
+/// deadline the test sets, which a deadlocked budget would run into).
+const LARGE_FRAMES_WITHIN: Duration = Duration::from_secs(20);
 const MIB: usize = 1024 * 1024;
 
 /// A TCP connection to `addr` from the local address `from` (127.0.0.x: all of 127/8 is local).
@@ -152,6 +158,51 @@ fn one_address_cannot_hold_the_whole_request_budget() {
         );
     }
     drop(held);
+}
+
+/// Several whole frames at once, together over the node's budget, are all read and answered:
+/// none waits for the node's budget while holding part of its body (frames that did could hold
+/// the whole budget between them, and none would finish before request_read_ms_max).
+#[test]
+fn concurrent_large_frames_over_the_budget_all_finish() {
+    let broker = Broker::start_with_config(&format!(
+        "frame_bytes_max = {f}\ninflight_bytes_max = {n}\ninflight_bytes_per_ip_max = {n}\n\
+         message_bytes_max = {m}\nrequest_read_ms_max = 60000\n",
+        f = 4 * MIB,
+        n = 8 * MIB,
+        m = MIB,
+    ));
+    let addr = broker.addr();
+    // Eight 4 MiB frames from eight addresses: 32 MiB against the node's 8 MiB.
+    let senders: Vec<_> = (0..FRAMES_AT_ONCE)
+        .map(|i| {
+            let addr = addr.clone();
+            thread::spawn(move || -> Result<(), String> {
+                let mut s = connect_from(Ipv4Addr::new(127, 0, 1, 10 + i), &addr);
+                s.set_write_timeout(Some(LARGE_FRAMES_WITHIN)).unwrap();
+                s.set_read_timeout(Some(LARGE_FRAMES_WITHIN)).unwrap();
+                // ApiVersions v0 padded to a whole 4 MiB frame: the broker must read all of it.
+                let empty = frame_v1(API_KEY_API_VERSIONS, 0, 7, &[]).len();
+                let frame = frame_v1(API_KEY_API_VERSIONS, 0, 7, &vec![0; 4 * MIB + 4 - empty]);
+                s.write_all(&frame).map_err(|e| format!("send: {e}"))?;
+                // An answer or a close both mean the whole frame was read.
+                let mut byte = [0u8; 1];
+                match s.read(&mut byte) {
+                    // An answer's first byte (1) or the close (0).
+                    Ok(0 | 1) => Ok(()),
+                    Ok(n) => Err(format!("read {n} bytes into a 1-byte buffer")),
+                    Err(e) => Err(format!("no reaction within {LARGE_FRAMES_WITHIN:?}: {e}")),
+                }
+            })
+        })
+        .collect();
+    let outcomes: Vec<_> = senders.into_iter().map(|t| t.join().unwrap()).collect();
+    let stuck: Vec<_> = outcomes.iter().filter_map(|o| o.as_ref().err()).collect();
+    assert!(
+        stuck.is_empty(),
+        "frames stuck waiting for budget: {stuck:?}\n{}",
+        broker.log_tail()
+    );
 }
 
 /// Over connections_per_ip_max, a new connection from that address is closed at once; another

@@ -35,7 +35,7 @@ pub async fn run(
 ) {
     let connections_max = broker.config.connections_max;
     let permits = Arc::new(Semaphore::new(connections_max));
-    let inflight = Arc::new(Semaphore::new(broker.config.inflight_bytes_max));
+    let (inflight, reserve) = Budgets::node_shares(&broker.config);
     let (stop_tx, stop_rx) = watch::channel(false);
     let retention = tokio::spawn(retention_loop(broker.clone(), stop_rx.clone()));
     let cleaner = tokio::spawn(compaction_loop(broker.clone(), stop_rx.clone()));
@@ -64,6 +64,7 @@ pub async fn run(
                 let stop = stop_rx.clone();
                 let budgets = Budgets {
                     node: inflight.clone(),
+                    reserve: reserve.clone(),
                     ip: admitted.bytes.clone(),
                     connection: Arc::new(Semaphore::new(
                         broker.config.connection_request_bytes_max(),

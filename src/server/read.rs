@@ -6,6 +6,16 @@
 //! announces a large frame and sends nothing holds nothing that other clients need. The whole
 //! frame, from its first byte through every wait for budget to its last byte, must arrive within
 //! `request_read_ms_max`.
+//!
+//! Why a frame never waits for its address's or the node's budget while it holds part of its
+//! body: frames that each held part and waited for the rest could together hold the whole budget,
+//! and none would ever finish (five 16 MiB frames against a 64 MiB budget). So those chunks are
+//! taken only when free at once. When they are not, the frame takes the rest of its body from the
+//! node's *reserve*, one whole frame's worth (`frame_bytes_max`) set apart from
+//! `inflight_bytes_max` for this: a frame holding the reserve needs nothing more from anyone, so
+//! it finishes (or times out) and its answer gives the reserve back to the next frame waiting,
+//! in arrival order. Waiting for the connection's own budget is safe: only that connection's
+//! earlier frames hold it, and they are answered without reading anything more.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,28 +45,53 @@ pub(super) enum Stop {
 
 /// The budgets one connection's request bytes count in.
 pub struct Budgets {
+    /// The node's budget less its reserve: `inflight_bytes_max - frame_bytes_max`.
     pub node: Arc<Semaphore>,
+    /// One frame's worth of the node's budget, for frames that find `node` or `ip` short.
+    pub reserve: Arc<Semaphore>,
     pub ip: Arc<Semaphore>,
     pub connection: Arc<Semaphore>,
 }
 
-/// Request bytes held in all three budgets (connection, address, node), released on drop: a
-/// frame's bytes stay counted until its answer is written.
+impl Budgets {
+    /// The node-wide halves of the request budget: (general, reserve), together
+    /// `inflight_bytes_max` (validation keeps it at least one frame).
+    pub fn node_shares(config: &crate::config::Config) -> (Arc<Semaphore>, Arc<Semaphore>) {
+        let reserve = config.frame_bytes_max.min(config.inflight_bytes_max);
+        let general = config.inflight_bytes_max - reserve;
+        (
+            Arc::new(Semaphore::new(general)),
+            Arc::new(Semaphore::new(reserve)),
+        )
+    }
+}
+
+/// Request bytes held in the budgets (connection, address, node, and the reserve), released on
+/// drop: a frame's bytes stay counted until its answer is written.
 #[derive(Default)]
 pub struct Held {
     permits: Option<[OwnedSemaphorePermit; 3]>,
+    /// The rest of a frame's body, taken from the node's reserve.
+    reserved: Option<OwnedSemaphorePermit>,
 }
 
 impl Budgets {
-    /// Reserves `n` bytes in each budget, always in the same order (connection, address, node)
-    /// so two reservations never wait on each other crosswise.
-    async fn reserve(&self, n: u32) -> Result<Held, AcquireError> {
+    /// Reserves `n` bytes: waits for the connection's own budget, then takes the address's and
+    /// the node's only if free now (`None`: they are short; the caller must not wait for them
+    /// while it holds part of a frame). Always in the same order, so two reservations never wait
+    /// on each other crosswise.
+    async fn reserve(&self, n: u32) -> Result<Option<Held>, AcquireError> {
         let connection = self.connection.clone().acquire_many_owned(n).await?;
-        let ip = self.ip.clone().acquire_many_owned(n).await?;
-        let node = self.node.clone().acquire_many_owned(n).await?;
-        Ok(Held {
+        let Ok(ip) = self.ip.clone().try_acquire_many_owned(n) else {
+            return Ok(None);
+        };
+        let Ok(node) = self.node.clone().try_acquire_many_owned(n) else {
+            return Ok(None);
+        };
+        Ok(Some(Held {
             permits: Some([connection, ip, node]),
-        })
+            reserved: None,
+        }))
     }
 }
 
@@ -64,6 +99,7 @@ impl Held {
     /// Bytes held.
     pub fn bytes(&self) -> usize {
         self.permits.as_ref().map_or(0, |p| p[0].num_permits())
+            + self.reserved.as_ref().map_or(0, |r| r.num_permits())
     }
 
     /// Gives back all but `n` bytes (a read that brought less than was reserved).
@@ -75,6 +111,10 @@ impl Held {
     }
 
     fn merge(&mut self, other: Held) {
+        debug_assert!(
+            other.reserved.is_none(),
+            "reserve permits are taken once per frame"
+        );
         let Some(theirs) = other.permits else {
             return;
         };
@@ -173,7 +213,9 @@ async fn read_frame(
 }
 
 /// Reads a body of `len` bytes, reserving budget for each chunk only once the socket has bytes
-/// to read, and keeping only as much as arrived.
+/// to read, and keeping only as much as arrived. When the address's or the node's budget is short,
+/// the rest of the body comes from the node's reserve (module comment: why never waiting for them
+/// while holding part of a frame).
 async fn read_body(
     stream: &OwnedReadHalf,
     len: usize,
@@ -187,12 +229,30 @@ async fn read_body(
             .readable()
             .await
             .map_err(|e| Stop::Refused(format!("read failed: {e}")))?;
-        let want = (len - body.len()).min(READ_CHUNK_BYTES);
-        // `body_len` caps len at frame_bytes_max, which validation keeps within u32.
-        let mut chunk = budgets
-            .reserve(want as u32)
-            .await
-            .map_err(|_| Stop::Shutdown)?;
+        let want = if held.reserved.is_some() {
+            len - body.len()
+        } else {
+            (len - body.len()).min(READ_CHUNK_BYTES)
+        };
+        let mut chunk = None;
+        if held.reserved.is_none() {
+            // `body_len` caps len at frame_bytes_max, which validation keeps within u32.
+            chunk = budgets
+                .reserve(want as u32)
+                .await
+                .map_err(|_| Stop::Shutdown)?;
+            if chunk.is_none() {
+                let rest = (len - body.len()) as u32;
+                let permit = budgets
+                    .reserve
+                    .clone()
+                    .acquire_many_owned(rest)
+                    .await
+                    .map_err(|_| Stop::Shutdown)?;
+                held.reserved = Some(permit);
+                continue;
+            }
+        }
         match stream.try_read_buf(&mut (&mut body).limit(want)) {
             Ok(0) => {
                 return Err(Stop::Refused(format!(
@@ -201,8 +261,10 @@ async fn read_body(
                 )));
             }
             Ok(n) => {
-                chunk.keep(n);
-                held.merge(chunk);
+                if let Some(mut chunk) = chunk {
+                    chunk.keep(n);
+                    held.merge(chunk);
+                }
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => return Err(Stop::Refused(format!("read failed: {e}"))),
@@ -221,13 +283,14 @@ mod tests {
     async fn reserve_keep_merge_release() {
         let budgets = Budgets {
             node: Arc::new(Semaphore::new(100)),
+            reserve: Arc::new(Semaphore::new(10)),
             ip: Arc::new(Semaphore::new(50)),
             connection: Arc::new(Semaphore::new(40)),
         };
-        let mut a = budgets.reserve(30).await.unwrap();
+        let mut a = budgets.reserve(30).await.unwrap().unwrap();
         a.keep(10);
         assert_eq!(a.bytes(), 10);
-        let b = budgets.reserve(30).await.unwrap();
+        let b = budgets.reserve(30).await.unwrap().unwrap();
         a.merge(b);
         assert_eq!(a.bytes(), 40);
         assert_eq!(budgets.connection.available_permits(), 0);
