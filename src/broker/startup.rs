@@ -104,9 +104,12 @@ impl Broker {
             tracing::warn!(dir = %dir.display(), topic_id = %id, "partition directory of a deleted topic left unmarked by a deletion cut short; removing it");
             // Marked first, so a removal cut short is retried by the next start.
             let to = dirs::delete_dir(&self.data_dir, &name, p, id);
+            // A directory that cannot be marked is left whole: removing it unmarked could take
+            // its partition.metadata before its records, and a later start would then recover
+            // the records as a topic. The marked siblings kept below make the next start retry.
             let removed = match std::fs::rename(&dir, &to) {
                 Ok(()) => std::fs::remove_dir_all(&to).map_err(|e| (to, e)),
-                Err(_) => std::fs::remove_dir_all(&dir).map_err(|e| (dir, e)),
+                Err(e) => Err((dir, e)),
             };
             if let Err((dir, e)) = removed {
                 tracing::error!(dir = %dir.display(), topic_id = %id, error = %e, "could not remove partition directory of a deleted topic; not served, retried on next start");

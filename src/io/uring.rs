@@ -87,7 +87,10 @@ impl Storage for UringStorage {
             broken: false,
         };
         let nop = [Op::Nop];
-        io.submit(&nop).pop().unwrap_or_else(no_completion)?;
+        io.submit(&nop)
+            .pop()
+            .flatten()
+            .unwrap_or_else(no_completion)?;
         if !data_dir.as_os_str().is_empty() {
             probe_file(&mut io, data_dir)?;
         }
@@ -110,7 +113,10 @@ fn probe_file(io: &mut UringIo, data_dir: &Path) -> std::io::Result<()> {
         let sync = [Op::Sync {
             fd: file.as_raw_fd(),
         }];
-        io.submit(&sync).pop().unwrap_or_else(no_completion)
+        io.submit(&sync)
+            .pop()
+            .flatten()
+            .unwrap_or_else(no_completion)
     });
     drop(file);
     let removed = std::fs::remove_file(&path);
@@ -152,10 +158,10 @@ struct UringIo {
 
 impl UringIo {
     /// Submits `ops` in rounds of at most the ring's size and waits for all of them; one result
-    /// per op, in order.
-    fn submit(&mut self, ops: &[Op]) -> Vec<std::io::Result<()>> {
-        let mut results: Vec<std::io::Result<()>> = Vec::with_capacity(ops.len());
-        results.resize_with(ops.len(), no_completion);
+    /// per op, in order, `None` for an op the ring never answered (it broke first).
+    fn submit(&mut self, ops: &[Op]) -> Vec<Option<std::io::Result<()>>> {
+        let mut results: Vec<Option<std::io::Result<()>>> = Vec::with_capacity(ops.len());
+        results.resize_with(ops.len(), || None);
         let capacity = self.ring.params().sq_entries() as usize;
         let mut start = 0;
         while start < ops.len() && !self.broken {
@@ -167,7 +173,13 @@ impl UringIo {
     }
 
     /// One `io_uring_enter` for `ops[start..end]`, then their completions.
-    fn round(&mut self, ops: &[Op], start: usize, end: usize, results: &mut [std::io::Result<()>]) {
+    fn round(
+        &mut self,
+        ops: &[Op],
+        start: usize,
+        end: usize,
+        results: &mut [Option<std::io::Result<()>>],
+    ) {
         let mut pushed = 0;
         {
             let mut sq = self.ring.submission();
@@ -175,7 +187,7 @@ impl UringIo {
                 // SAFETY: a sync or no-op entry points at no memory; the descriptor is borrowed
                 // from a file the caller holds until this call has waited for the completion.
                 if unsafe { sq.push(&op.entry(i as u64)) }.is_err() {
-                    results[i] = Err(std::io::Error::other("io_uring submission queue full"));
+                    // Left unanswered: the caller syncs it by hand.
                     continue;
                 }
                 pushed += 1;
@@ -194,11 +206,11 @@ impl UringIo {
             for cqe in self.ring.completion() {
                 let res = cqe.result();
                 if let Some(slot) = results.get_mut(cqe.user_data() as usize) {
-                    *slot = if res < 0 {
+                    *slot = Some(if res < 0 {
                         Err(std::io::Error::from_raw_os_error(-res))
                     } else {
                         Ok(())
-                    };
+                    });
                 }
                 completed += 1;
             }
@@ -222,17 +234,13 @@ impl GroupIo for UringIo {
             Some(fds) if fds.len() > 1 && !self.broken => {
                 let ops: Vec<Op> = fds.into_iter().map(|fd| Op::Sync { fd }).collect();
                 let synced = self.submit(&ops);
-                // A ring that broke mid-group left some syncs unanswered: do those by hand.
+                // Syncs the ring never answered (it broke, or its queue was full) are done by
+                // hand. One it answered with an error keeps it: Linux reports a writeback error
+                // once, so a retry could claim durability for data the kernel dropped.
                 files
                     .iter()
                     .zip(synced)
-                    .map(|(f, r)| {
-                        if self.broken && r.is_err() {
-                            f.sync_data()
-                        } else {
-                            r
-                        }
-                    })
+                    .map(|(f, r)| r.unwrap_or_else(|| f.sync_data()))
                     .collect()
             }
             _ => self.plain.sync(files),

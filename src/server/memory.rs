@@ -19,8 +19,11 @@ const MALLOC_ARENAS_MAX: libc::c_int = 2;
 /// the moment they are freed. Set explicitly, which also stops glibc from raising it (to 32 MiB).
 /// Not lower: a fresh mapping costs a page fault per 4 KiB touched, which at 128 KiB made
 /// reading a burst of frames twice as slow; smaller blocks come from the heaps the trim empties.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
 const MALLOC_MMAP_THRESHOLD_BYTES: libc::c_int = 4 * 1024 * 1024;
+/// 32-bit glibc refuses a threshold above half its heap size (HEAP_MAX_SIZE / 2 = 512 KiB).
+#[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "32"))]
+const MALLOC_MMAP_THRESHOLD_BYTES: libc::c_int = 512 * 1024;
 /// How often free memory inside the heaps is handed back (malloc_trim).
 pub const TRIM_INTERVAL: Duration = Duration::from_secs(5);
 
