@@ -82,9 +82,13 @@ impl DamageLog {
         if self.seen.contains(&key) || self.kept.contains(&d) {
             return false;
         }
-        if self.seen.len() < DAMAGE_SEEN_MAX {
-            self.seen.insert(key);
+        // Full: start the set afresh rather than stop remembering, so a finding met again and
+        // again is logged at most once per DAMAGE_SEEN_MAX distinct findings, never per fetch.
+        // (`total` may then count one finding twice; it says how much was found, roughly.)
+        if self.seen.len() >= DAMAGE_SEEN_MAX {
+            self.seen.clear();
         }
+        self.seen.insert(key);
         self.total += 1;
         if self.kept.len() < DAMAGE_KEPT {
             self.kept.push(d);
@@ -102,6 +106,23 @@ mod tests {
             missing: start..start + 1,
             why: "test".to_string(),
         }
+    }
+
+    // Proves a finding first met after the set of known ones filled up is still reported once,
+    // not again at every retry (a consumer retrying at a corrupt batch).
+    #[test]
+    fn a_full_set_still_reports_each_finding_once() {
+        let mut log = DamageLog::default();
+        for start in 0..DAMAGE_SEEN_MAX as i64 {
+            assert!(log.record(gap(start * 10)));
+        }
+        let late = gap(-5);
+        assert!(log.record(late.clone()), "a new finding is reported");
+        assert!(
+            !log.record(late.clone()),
+            "a retry meets it again: not reported again"
+        );
+        assert!(!log.record(late), "nor a third time");
     }
 
     // Proves a finding met again (a consumer retrying at a corrupt batch) is neither counted nor
