@@ -74,9 +74,9 @@ impl Storage for UringStorage {
         "uring"
     }
 
-    /// The probe: sets up a ring, runs a no-op, and writes + fsyncs a file in `data_dir` through
-    /// the ring (an empty path skips the file step). Any failure is returned with the kernel's
-    /// errno.
+    /// The probe: sets up a ring, runs a no-op, and writes a file in `data_dir` and fdatasyncs it
+    /// through the ring, as groups will (an empty path skips the file step). Any failure is
+    /// returned with the kernel's errno.
     fn group_io(&self, data_dir: &Path) -> std::io::Result<Box<dyn GroupIo>> {
         if let Some(e) = self.forced_failure() {
             return Err(e);
