@@ -30,9 +30,8 @@ use crate::protocol::batch::{
 };
 use crate::protocol::compression;
 use crate::protocol::timestamps;
+use crate::protocol::varint::{VARINT_BYTES_MAX, VARLONG_BYTES_MAX, read_zigzag};
 
-const VARINT_BYTES_MAX: usize = 5;
-const VARLONG_BYTES_MAX: usize = 10;
 /// Low three bits of the attributes: the codec. A rewritten batch is uncompressed.
 const CODEC_MASK: i16 = 0x07;
 
@@ -49,23 +48,9 @@ pub struct Record<'a> {
     pub bytes: &'a [u8],
 }
 
-/// Reads a zigzag varint of at most `bytes_max` bytes at `*pos`, advancing it.
-fn zigzag(buf: &[u8], pos: &mut usize, bytes_max: usize) -> Option<i64> {
-    let mut value: u64 = 0;
-    for i in 0..bytes_max {
-        let b = *buf.get(*pos)?;
-        *pos += 1;
-        value |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Some(((value >> 1) as i64) ^ -((value & 1) as i64));
-        }
-    }
-    None
-}
-
 /// A length-prefixed field (-1 = null) at `*pos` of `body`, advancing past it.
 fn nullable<'a>(body: &'a [u8], pos: &mut usize) -> Option<Option<&'a [u8]>> {
-    let len = zigzag(body, pos, VARINT_BYTES_MAX)?;
+    let len = read_zigzag(body, pos, VARINT_BYTES_MAX)?;
     if len == -1 {
         return Some(None);
     }
@@ -83,7 +68,7 @@ pub fn parse_record<'a>(
     header: &BatchHeader,
 ) -> Option<Record<'a>> {
     let start = *pos;
-    let len = usize::try_from(zigzag(section, pos, VARINT_BYTES_MAX)?).ok()?;
+    let len = usize::try_from(read_zigzag(section, pos, VARINT_BYTES_MAX)?).ok()?;
     let end = pos.checked_add(len).filter(|&e| e <= section.len())?;
     let body = &section[*pos..end];
     *pos = end;
@@ -91,8 +76,8 @@ pub fn parse_record<'a>(
     if body.is_empty() {
         return None;
     }
-    let timestamp_delta = zigzag(body, &mut p, VARLONG_BYTES_MAX)?;
-    let offset_delta = zigzag(body, &mut p, VARINT_BYTES_MAX)?;
+    let timestamp_delta = read_zigzag(body, &mut p, VARLONG_BYTES_MAX)?;
+    let offset_delta = read_zigzag(body, &mut p, VARINT_BYTES_MAX)?;
     let key = nullable(body, &mut p)?;
     let value = nullable(body, &mut p)?;
     let timestamp = match header.timestamp_type() {

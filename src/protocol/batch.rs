@@ -29,7 +29,7 @@
 
 use std::ops::Range;
 
-use super::timestamps::{VARINT_BYTES_MAX, read_zigzag};
+use super::varint::{VARINT_BYTES_MAX, read_zigzag};
 
 pub const BASE_OFFSET_AT: usize = 0;
 pub const BATCH_LENGTH_AT: usize = BASE_OFFSET_AT + 8;

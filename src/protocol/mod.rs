@@ -9,3 +9,4 @@ pub mod records;
 #[cfg(test)]
 mod tests_crc;
 pub mod timestamps;
+pub mod varint;

@@ -19,8 +19,7 @@ use super::batch::{
 };
 use super::compression;
 
-const VARINT_BYTES_MAX: usize = 5;
-const VARLONG_BYTES_MAX: usize = 10;
+use super::varint::{VARINT_BYTES_MAX, VARLONG_BYTES_MAX};
 /// Attribute bit 3: the batch's timestamps are the broker's append time.
 const LOG_APPEND_TIME_BIT: i16 = 0x08;
 

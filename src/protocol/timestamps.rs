@@ -5,22 +5,7 @@
 
 use super::batch::{BatchError, BatchHeader, Compression, HEADER_BYTES, TimestampType};
 
-/// Reads a zigzag varint of at most `bytes_max` bytes at `*pos`, advancing it.
-pub(super) fn read_zigzag(buf: &[u8], pos: &mut usize, bytes_max: usize) -> Option<i64> {
-    let mut value: u64 = 0;
-    for i in 0..bytes_max {
-        let b = *buf.get(*pos)?;
-        *pos += 1;
-        value |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Some(((value >> 1) as i64) ^ -((value & 1) as i64));
-        }
-    }
-    None
-}
-
-pub(super) const VARINT_BYTES_MAX: usize = 5;
-const VARLONG_BYTES_MAX: usize = 10;
+use super::varint::{VARINT_BYTES_MAX, VARLONG_BYTES_MAX, read_zigzag};
 
 /// Largest records section ListOffsets will decompress to look inside one compressed batch (the
 /// node's `decompress_bytes_max` may lower it); a batch that expands further is answered at batch
