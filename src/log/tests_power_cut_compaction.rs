@@ -162,7 +162,7 @@ fn draw_batch(rng: &mut XorShift, version: &mut u64, ts: i64) -> (Vec<u8>, Vec<S
             version: value,
         });
     }
-    let refs: Vec<(Option<&[u8]>, Option<&[u8]>)> = owned
+    let refs: Vec<crate::protocol::batch::test_batches::KeyValue<'_>> = owned
         .iter()
         .map(|(k, v)| (Some(k.as_slice()), v.as_deref()))
         .collect();

@@ -430,6 +430,9 @@ pub fn patch_leader_epoch(buf: &mut [u8], epoch: i32) {
 pub(crate) mod test_batches {
     use super::*;
 
+    /// One record's key and value (None: null), as `keyed` takes them.
+    pub(crate) type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
     fn put_zigzag(out: &mut Vec<u8>, v: i64) {
         let mut z = ((v << 1) ^ (v >> 63)) as u64;
         loop {
@@ -517,7 +520,7 @@ pub(crate) mod test_batches {
 
     /// An uncompressed batch of (key, value) records (None: a null key or a tombstone), record
     /// `i` at timestamp `ts0 + i`.
-    pub(crate) fn keyed(records: &[(Option<&[u8]>, Option<&[u8]>)], ts0: i64) -> Vec<u8> {
+    pub(crate) fn keyed(records: &[KeyValue<'_>], ts0: i64) -> Vec<u8> {
         let timestamps: Vec<i64> = (0..records.len() as i64).map(|i| ts0 + i).collect();
         let mut body = Vec::new();
         for (i, (key, value)) in records.iter().enumerate() {
