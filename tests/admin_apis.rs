@@ -7,8 +7,7 @@
 
 mod common;
 
-use bramble::client::Client;
-use common::Broker;
+use common::{Broker, call, s};
 use kafka_protocol::messages::alter_configs_request::{
     AlterConfigsResource, AlterableConfig as LegacyConfig,
 };
@@ -23,7 +22,6 @@ use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::describe_topic_partitions_request::{Cursor, TopicRequest};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Request, StrBytes};
 
 const RESOURCE_TOPIC: i8 = 2;
 const SOURCE_TOPIC: i8 = 1;
@@ -34,24 +32,8 @@ const INVALID_REQUEST: i16 = 42;
 const POLICY_VIOLATION: i16 = 44;
 const LOG_DIR_NOT_FOUND: i16 = 57;
 
-fn s(v: &str) -> StrBytes {
-    StrBytes::from_string(v.to_string())
-}
-
 fn name(v: &str) -> TopicName {
     TopicName(s(v))
-}
-
-/// Sends one request at `version` on a fresh connection and returns the decoded answer.
-fn call<R: Request>(addr: &str, request: &R, version: i16) -> R::Response {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let mut client = Client::connect(addr).await.unwrap();
-        client.call(request, version).await.unwrap()
-    })
 }
 
 fn create_topic(addr: &str, topic: &str, partitions: i32, configs: &[(&str, &str)]) {

@@ -5,8 +5,7 @@
 
 mod common;
 
-use bramble::client::Client;
-use common::Broker;
+use common::{Broker, call, s};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::incremental_alter_configs_request::{
@@ -17,7 +16,6 @@ use kafka_protocol::messages::{
     CreateTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, FindCoordinatorRequest,
     IncrementalAlterConfigsRequest, MetadataRequest, TopicName,
 };
-use kafka_protocol::protocol::{Request, StrBytes};
 
 /// Kafka's AclOperation bit sets with no authorizer: every operation a topic / the cluster
 /// supports (READ..ALTER_CONFIGS without CLUSTER_ACTION; CREATE, ALTER, DESCRIBE,
@@ -27,22 +25,6 @@ const CLUSTER_OPERATIONS_ALL: i32 = 8096;
 const NOT_REQUESTED: i32 = i32::MIN;
 const LEADER_NOT_AVAILABLE: i16 = 5;
 const RESOURCE_TOPIC: i8 = 2;
-
-fn s(v: &str) -> StrBytes {
-    StrBytes::from_string(v.to_string())
-}
-
-/// Sends one request at `version` on a fresh connection and returns the decoded answer.
-pub fn call<R: Request>(addr: &str, request: &R, version: i16) -> R::Response {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let mut client = Client::connect(addr).await.unwrap();
-        client.call(request, version).await.unwrap()
-    })
-}
 
 fn create_topic(addr: &str, name: &str) {
     let request = CreateTopicsRequest::default()

@@ -370,3 +370,25 @@ pub fn peer_closes_within(stream: &mut TcpStream, timeout: Duration) -> bool {
     }
     false
 }
+
+/// A protocol string from `v`.
+pub fn s(v: &str) -> kafka_protocol::protocol::StrBytes {
+    kafka_protocol::protocol::StrBytes::from_string(v.to_string())
+}
+
+/// Sends one request at `version` on a fresh connection with the project's own client and
+/// returns the decoded answer (raw-frame tests of APIs no real client sends).
+pub fn call<R: kafka_protocol::protocol::Request>(
+    addr: &str,
+    request: &R,
+    version: i16,
+) -> R::Response {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut client = bramble::client::Client::connect(addr).await.unwrap();
+        client.call(request, version).await.unwrap()
+    })
+}
