@@ -31,5 +31,6 @@ pub mod config;
 pub mod group;
 pub mod io;
 pub mod log;
+pub mod meta;
 pub mod protocol;
 pub mod server;
