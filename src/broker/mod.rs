@@ -368,6 +368,12 @@ impl Broker {
             .collect()
     }
 
+    /// The metadata quorum as this node sees it (DescribeQuorum, `bramble cluster status`);
+    /// `None` while the quorum has not started.
+    pub fn quorum_status(&self) -> Option<crate::meta::QuorumStatus> {
+        None
+    }
+
     /// Brokers currently in the cluster: just this node until the metadata quorum exists.
     pub fn broker_count(&self) -> i16 {
         1
