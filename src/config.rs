@@ -70,8 +70,35 @@ pub struct Config {
     pub advertise: Option<String>,
     /// Where logs and metadata live.
     pub data_dir: PathBuf,
-    /// Rack, reported in Metadata (rack-aware placement comes with the cluster).
+    /// Rack (Kafka's broker.rack): placement puts a partition's replicas on distinct racks.
     pub rack: Option<String>,
+    /// Address the metadata quorum's peer transport binds to (`--raft-listen`), and that the
+    /// other nodes reach this one at. Unset: a one-voter cluster with no peers (`bramble serve`
+    /// alone).
+    pub raft_listen: Option<String>,
+    /// The quorum's voters, `id@host:port,…` (Kafka's controller.quorum.voters). Unset with
+    /// `raft_listen` set: this node alone.
+    pub voters: Option<String>,
+    /// A voter's raft address to join as a learner (a broker-only node holding full metadata).
+    pub join: Option<String>,
+    /// The Raft leader's heartbeat interval.
+    pub raft_heartbeat_ms: u64,
+    /// A follower that hears no leader for a random time in this range starts an election. SD
+    /// cards stall for hundreds of ms under write bursts, so keep it well above the heartbeat.
+    pub raft_election_timeout_min_ms: u64,
+    pub raft_election_timeout_max_ms: u64,
+    /// One Raft or controller RPC to a peer, after which it counts as failed.
+    pub raft_rpc_timeout_ms: u64,
+    /// Metadata log entries between snapshots (each snapshot lets the log before it be purged).
+    pub raft_snapshot_entries: u64,
+    /// How often a broker tells the controller it is alive (Kafka's broker.heartbeat.interval.ms).
+    pub broker_heartbeat_ms: u64,
+    /// A broker the controller has not heard from for this long is fenced: it leads nothing and
+    /// leaves Metadata (Kafka's broker.session.timeout.ms).
+    pub broker_session_timeout_ms: u64,
+    /// Longest an admin request (CreateTopics, …) waits for the controller to commit it; then it
+    /// fails with a retriable error (the request's own timeout applies when shorter).
+    pub controller_request_ms_max: u64,
     /// Create a topic on first Produce/Metadata naming it (Kafka's auto.create.topics.enable).
     pub auto_create_topics: bool,
     /// Partition count of auto-created topics and of CreateTopics asking for the default (-1).
@@ -199,6 +226,17 @@ impl Default for Config {
             advertise: None,
             data_dir: PathBuf::from("bramble-data"),
             rack: None,
+            raft_listen: None,
+            voters: None,
+            join: None,
+            raft_heartbeat_ms: 500,
+            raft_election_timeout_min_ms: 1_500,
+            raft_election_timeout_max_ms: 3_000,
+            raft_rpc_timeout_ms: 2_000,
+            raft_snapshot_entries: 1_000,
+            broker_heartbeat_ms: 1_000,
+            broker_session_timeout_ms: 9_000,
+            controller_request_ms_max: 10_000,
             auto_create_topics: true,
             num_partitions: 1,
             partitions_max: 2_000,
@@ -280,6 +318,12 @@ impl Config {
             && split_host_port(adv).is_none()
         {
             return invalid("advertise", "must be host:port");
+        }
+        if let Err(reason) = crate::meta::settings::check(self) {
+            return Err(ConfigError::Invalid {
+                key: reason.0,
+                reason: reason.1,
+            });
         }
         if self.partitions_max == 0 || self.partitions_max > i32::MAX as usize {
             return invalid("partitions_max", "must be 1..=2147483647");

@@ -78,6 +78,18 @@ struct ServeArgs {
     advertise: Option<String>,
     #[arg(long)]
     node_id: Option<i32>,
+    /// Rack of this node (Kafka's broker.rack): replicas of a partition go to distinct racks.
+    #[arg(long)]
+    rack: Option<String>,
+    /// Address the metadata quorum's peer transport binds to, e.g. 0.0.0.0:9192.
+    #[arg(long, value_name = "IP:PORT")]
+    raft_listen: Option<String>,
+    /// The quorum's voters, e.g. 1@pi1:9192,2@pi2:9192,3@pi3:9192 (controller.quorum.voters).
+    #[arg(long, value_name = "ID@HOST:PORT,...")]
+    voters: Option<String>,
+    /// Join the cluster of this voter (its raft address) as a broker-only node (a learner).
+    #[arg(long, value_name = "HOST:PORT")]
+    join: Option<String>,
     /// Disk writer backend: auto (io_uring if available, else std), uring, or std.
     #[arg(long, value_name = "auto|uring|std")]
     io_backend: Option<Backend>,
@@ -237,6 +249,18 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(v) = args.io_backend {
         config.io_backend = v;
+    }
+    if let Some(v) = args.rack {
+        config.rack = Some(v);
+    }
+    if let Some(v) = args.raft_listen {
+        config.raft_listen = Some(v);
+    }
+    if let Some(v) = args.voters {
+        config.voters = Some(v);
+    }
+    if let Some(v) = args.join {
+        config.join = Some(v);
     }
     resolved.check()?;
     if let Some(b) = &resolved.board {

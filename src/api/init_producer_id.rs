@@ -61,6 +61,11 @@ pub async fn handle(
                 .with_producer_id(ProducerId(id))
                 .with_producer_epoch(0)
         }
+        Err(e @ crate::broker::ProducerIdError::Quorum(_)) => {
+            // Retriable: the controller hands out blocks again once it is back.
+            tracing::warn!(error = %e, "could not get producer ids from the controller");
+            refuse(ResponseError::CoordinatorNotAvailable)
+        }
         Err(e) => {
             tracing::error!(error = %e, "could not allocate a producer id");
             refuse(ResponseError::KafkaStorageError)

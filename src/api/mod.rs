@@ -248,6 +248,11 @@ pub fn topic_error(e: &crate::broker::TopicError) -> (i16, Option<StrBytes>) {
         E::Storage(_) => ResponseError::KafkaStorageError,
         E::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
         E::InvalidRequest(_) => ResponseError::InvalidRequest,
+        E::Refused { code, .. } => {
+            return (*code, Some(str_bytes(e.to_string())));
+        }
+        E::Unavailable(crate::meta::QuorumError::Timeout(_)) => ResponseError::RequestTimedOut,
+        E::Unavailable(_) => ResponseError::NotController,
     };
     (err.code(), Some(str_bytes(e.to_string())))
 }

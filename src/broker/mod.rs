@@ -2,6 +2,7 @@
 //! Handlers in `api/` ask it for topics and partitions and ask it to create, delete and alter
 //! them. This is the control plane's local state; record data flows through `log` only.
 
+pub mod cluster;
 pub mod dirs;
 pub mod dynamic;
 pub mod identity;
@@ -18,6 +19,7 @@ use uuid::Uuid;
 use crate::config::Config;
 use crate::io::DiskWriter;
 use crate::log::{self, LogConfig};
+pub use cluster::{NotLeading, follow_image};
 pub use identity::NodeIdentity;
 pub use producer_ids::{ProducerIdError, ProducerIds};
 pub use topic::{Replica, Topic, TopicMeta};
@@ -80,6 +82,12 @@ pub enum TopicError {
     /// A request Kafka refuses outright, such as deleting or growing an internal topic.
     #[error("{0}")]
     InvalidRequest(String),
+    /// The controller refused the change, with Kafka's error code.
+    #[error("{message}")]
+    Refused { code: i16, message: String },
+    /// The controller could not be reached or did not commit in time (retriable).
+    #[error("{0}")]
+    Unavailable(crate::meta::QuorumError),
 }
 
 /// One change of IncrementalAlterConfigs (or AlterConfigs) to a topic's explicit configs.
@@ -119,6 +127,8 @@ pub struct Broker {
     admin: tokio::sync::Mutex<()>,
     /// Dynamic broker configs in force (`dynamic`), by Kafka name.
     dynamic: RwLock<BTreeMap<String, String>>,
+    /// The metadata quorum, once attached: then the committed image is the truth about topics.
+    quorum: std::sync::OnceLock<Arc<dyn crate::meta::MetadataClient>>,
     /// The consumer group coordinator (its state lives in `__consumer_offsets`).
     pub groups: crate::group::Coordinator,
     /// Bytes of Fetch answers being read, encoded or written (`fetch_inflight_bytes_max`).
@@ -165,6 +175,7 @@ impl Broker {
             admin: tokio::sync::Mutex::new(()),
             dynamic,
             groups,
+            quorum: std::sync::OnceLock::new(),
         };
         broker.load_topics()?;
         Ok(broker)
@@ -172,13 +183,7 @@ impl Broker {
 
     fn open_topic(&self, meta: &TopicMeta) -> Result<Arc<Topic>, BrokerError> {
         let log_config = self.topic_log_config(&meta.configs);
-        let t = Arc::new(Topic {
-            name: meta.name.clone(),
-            id: meta.id,
-            replication_factor: meta.replication_factor,
-            partitions: RwLock::new(Vec::new()),
-            configs: RwLock::new(meta.configs.clone()),
-        });
+        let t = Arc::new(Topic::new(meta));
         self.add_partitions(&t, 0..meta.partitions, &log_config)?;
         Ok(t)
     }
@@ -186,11 +191,7 @@ impl Broker {
     /// Refuses growth past `partitions_max`: every partition holds open files and index memory, and
     /// on a small board those run out long before disk space does. Call under the admin lock.
     fn check_partition_budget(&self, adding: i32) -> Result<(), TopicError> {
-        let hosted: usize = self
-            .topics()
-            .iter()
-            .map(|t| t.partition_count() as usize)
-            .sum();
+        let hosted: usize = self.topics().iter().map(|t| t.hosted_count()).sum();
         let max = self.config.partitions_max;
         if hosted.saturating_add(adding.max(0) as usize) > max {
             return Err(TopicError::InvalidPartitions(format!(
@@ -257,7 +258,10 @@ impl Broker {
             t.partitions
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
-                .push(replica);
+                .insert(p, replica);
+            if p >= t.partition_count() {
+                t.set_partition_count(p + 1);
+            }
         }
         Ok(())
     }
@@ -374,9 +378,12 @@ impl Broker {
         None
     }
 
-    /// Brokers currently in the cluster: just this node until the metadata quorum exists.
+    /// Live brokers in the cluster (this node alone without a quorum).
     pub fn broker_count(&self) -> i16 {
-        1
+        match self.image() {
+            Some(image) => image.live_brokers().count().min(i16::MAX as usize) as i16,
+            None => 1,
+        }
     }
 
     /// The topic, created with the default partition count if auto-creation is on.
@@ -407,7 +414,22 @@ impl Broker {
     }
 
     /// The partition count and replication factor a CreateTopics asks for, -1 meaning the node
-    /// defaults, checked.
+    /// defaults (the controller checks them against the cluster).
+    fn default_counts(&self, partitions: i32, replication_factor: i16) -> (i32, i16) {
+        let partitions = if partitions == -1 {
+            self.config.num_partitions
+        } else {
+            partitions
+        };
+        let rf = if replication_factor == -1 {
+            self.config.default_replication_factor
+        } else {
+            replication_factor
+        };
+        (partitions, rf)
+    }
+
+    /// [`Self::default_counts`], checked against this node alone.
     fn resolve_counts(
         &self,
         partitions: i32,
@@ -447,6 +469,13 @@ impl Broker {
         validate_only: bool,
     ) -> Result<Arc<Topic>, TopicError> {
         topic::validate_name(name).map_err(TopicError::InvalidName)?;
+        if let Some(q) = self.quorum.get() {
+            let (partitions, rf) = self.default_counts(partitions, replication_factor);
+            topic::log_config(&self.log_defaults(), &configs)?;
+            return self
+                .cluster_create_topic(q, name, partitions, rf, configs, validate_only)
+                .await;
+        }
         let (partitions, rf) = self.resolve_counts(partitions, replication_factor)?;
         let log_config = topic::log_config(&self.log_defaults(), &configs)?;
         let _admin = self.admin.lock().await;
@@ -464,13 +493,8 @@ impl Broker {
             replication_factor: rf,
             configs,
         };
-        let t = Arc::new(Topic {
-            name: meta.name.clone(),
-            id: meta.id,
-            replication_factor: rf,
-            partitions: RwLock::new(Vec::new()),
-            configs: RwLock::new(meta.configs.clone()),
-        });
+        let t = Arc::new(Topic::new(&meta));
+        t.set_partition_count(partitions);
         if validate_only {
             return Ok(t);
         }
@@ -491,7 +515,6 @@ impl Broker {
     }
 
     pub async fn delete_topic(&self, name: &str) -> Result<Uuid, TopicError> {
-        let _admin = self.admin.lock().await;
         let t = self
             .topic(name)
             .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
@@ -501,6 +524,13 @@ impl Broker {
             return Err(TopicError::InvalidRequest(format!(
                 "topic {name} is an internal topic and cannot be deleted"
             )));
+        }
+        if let Some(q) = self.quorum.get() {
+            return self.cluster_delete_topic(q, &t).await;
+        }
+        let _admin = self.admin.lock().await;
+        if self.topic(name).is_none_or(|now| now.id != t.id) {
+            return Err(TopicError::Unknown(name.to_string()));
         }
         let marked = blocking(|| self.mark_for_deletion(&t))
             .map_err(|e| TopicError::Storage(e.to_string()))?;
@@ -585,7 +615,6 @@ impl Broker {
         assignments: Option<&[Vec<i32>]>,
         validate_only: bool,
     ) -> Result<(), TopicError> {
-        let _admin = self.admin.lock().await;
         let t = self
             .topic(name)
             .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
@@ -596,6 +625,12 @@ impl Broker {
                 "the number of partitions of internal topic {name} cannot be changed"
             )));
         }
+        if let Some(q) = self.quorum.get() {
+            return self
+                .cluster_create_partitions(q, name, count, assignments, validate_only)
+                .await;
+        }
+        let _admin = self.admin.lock().await;
         let current = t.partition_count();
         if count <= current {
             return Err(TopicError::InvalidPartitions(format!(
@@ -625,6 +660,11 @@ impl Broker {
         ops: Vec<ConfigOp>,
         validate_only: bool,
     ) -> Result<(), TopicError> {
+        if let Some(q) = self.quorum.get() {
+            return self
+                .cluster_alter_topic_configs(q, name, ops, validate_only)
+                .await;
+        }
         // Read, change and write under one lock, so concurrent alters of one topic all apply.
         let _admin = self.admin.lock().await;
         let t = self

@@ -21,6 +21,8 @@ use crate::protocol::batch::crc32c;
 
 /// Ids reserved by one write of the high-water mark.
 pub const IDS_PER_BLOCK: i64 = 1000;
+/// How long InitProducerId waits for the controller to hand this node a block.
+const PROPOSE_TIMEOUT_MS: u64 = 5_000;
 const FILE_NAME: &str = "producer-ids";
 const MARK_AT: usize = 0;
 const CRC_AT: usize = MARK_AT + 8;
@@ -38,6 +40,8 @@ pub enum ProducerIdError {
     Corrupt { path: PathBuf, why: String },
     #[error("producer ids exhausted")]
     Exhausted,
+    #[error("producer id block from the controller: {0}")]
+    Quorum(String),
 }
 
 /// Next id to hand out and the end of the reserved block (`next == block_end`: reserve first).
@@ -45,12 +49,16 @@ pub enum ProducerIdError {
 struct Alloc {
     next: i64,
     block_end: i64,
+    /// The block came from the local file (before a quorum was attached).
+    from_file: bool,
 }
 
 /// The node's producer id allocator. Async lock: a block reservation fsyncs, on a blocking thread.
 pub struct ProducerIds {
     path: PathBuf,
     alloc: tokio::sync::Mutex<Alloc>,
+    /// Set in a cluster: blocks are allocated by the controller instead of the local file.
+    quorum: std::sync::OnceLock<std::sync::Arc<dyn crate::meta::MetadataClient>>,
 }
 
 impl ProducerIds {
@@ -63,13 +71,36 @@ impl ProducerIds {
             alloc: tokio::sync::Mutex::new(Alloc {
                 next: mark,
                 block_end: mark,
+                from_file: true,
             }),
+            quorum: std::sync::OnceLock::new(),
         })
     }
 
     /// A producer id never handed out before by this data directory.
     pub async fn allocate(&self) -> Result<i64, ProducerIdError> {
         let mut alloc = self.alloc.lock().await;
+        if let Some(q) = self.quorum.get() {
+            if alloc.next >= alloc.block_end || alloc.from_file {
+                let cmd = crate::meta::command::MetadataCommand::AllocateProducerIds {
+                    node_id: q.node_id(),
+                    count: IDS_PER_BLOCK,
+                };
+                let timeout = std::time::Duration::from_millis(PROPOSE_TIMEOUT_MS);
+                match q.propose(cmd, timeout).await {
+                    Ok(crate::meta::command::MetadataResponse::ProducerIds { first, count }) => {
+                        alloc.next = first;
+                        alloc.block_end = first + count;
+                        alloc.from_file = false;
+                    }
+                    Ok(other) => return Err(ProducerIdError::Quorum(format!("{other:?}"))),
+                    Err(e) => return Err(ProducerIdError::Quorum(e.to_string())),
+                }
+            }
+            let id = alloc.next;
+            alloc.next += 1;
+            return Ok(id);
+        }
         if alloc.next >= alloc.block_end {
             let end = alloc
                 .block_end
@@ -90,10 +121,25 @@ impl ProducerIds {
         Ok(id)
     }
 
+    /// The first id this data directory has not reserved (what a new quorum imports).
+    pub async fn mark(&self) -> i64 {
+        self.alloc.lock().await.block_end
+    }
+
+    /// From now on blocks come from the controller (`AllocateProducerIds`), so two nodes never
+    /// hand out the same id; this node's own mark is no longer used.
+    pub fn use_quorum(&self, quorum: std::sync::Arc<dyn crate::meta::MetadataClient>) {
+        let _ = self.quorum.set(quorum);
+    }
+
     /// True if `id` was handed out by this allocator at some point (it is below the reserved
     /// mark). A KIP-360 epoch bump is only granted for such ids: bumping an id the client made
     /// up could collide with one handed out later.
     pub async fn was_allocated(&self, id: i64) -> bool {
+        if let Some(q) = self.quorum.get() {
+            // Any node's block: ids are unique cluster-wide, so bumping one collides with none.
+            return id >= 0 && id < q.image().next_producer_id;
+        }
         id >= 0 && id < self.alloc.lock().await.next
     }
 }

@@ -84,34 +84,73 @@ pub struct Replica {
     pub log: Arc<log::Partition>,
 }
 
+/// A topic as this node knows it: every topic of the cluster has one, and it holds the replicas
+/// this node hosts (in a cluster, some of the topic's partitions live on other nodes).
 pub struct Topic {
     pub name: String,
     pub id: Uuid,
     pub replication_factor: i16,
-    pub(super) partitions: RwLock<Vec<Arc<Replica>>>,
+    /// The topic's partition count in the cluster (not just the ones hosted here).
+    pub(super) count: std::sync::atomic::AtomicI32,
+    pub(super) partitions: RwLock<BTreeMap<i32, Arc<Replica>>>,
     pub(super) configs: RwLock<BTreeMap<String, String>>,
+    /// Known to the metadata quorum (not only from a single-node release's topic file).
+    pub(super) from_image: std::sync::atomic::AtomicBool,
 }
 
 impl Topic {
-    pub fn partition(&self, index: i32) -> Option<Arc<Replica>> {
-        let parts = self.partitions.read().unwrap_or_else(|e| e.into_inner());
-        usize::try_from(index)
-            .ok()
-            .and_then(|i| parts.get(i).cloned())
+    pub(super) fn mark_from_image(&self) {
+        self.from_image
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
+    pub(super) fn from_image(&self) -> bool {
+        self.from_image.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub(super) fn new(meta: &TopicMeta) -> Topic {
+        Topic {
+            name: meta.name.clone(),
+            id: meta.id,
+            replication_factor: meta.replication_factor,
+            count: std::sync::atomic::AtomicI32::new(0),
+            partitions: RwLock::new(BTreeMap::new()),
+            configs: RwLock::new(meta.configs.clone()),
+            from_image: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// The replica of partition `index` if this node hosts it.
+    pub fn partition(&self, index: i32) -> Option<Arc<Replica>> {
+        let parts = self.partitions.read().unwrap_or_else(|e| e.into_inner());
+        parts.get(&index).cloned()
+    }
+
+    /// The replicas this node hosts, by partition index.
     pub fn partitions(&self) -> Vec<Arc<Replica>> {
         self.partitions
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .values()
+            .cloned()
+            .collect()
     }
 
+    /// Partitions of the topic in the cluster.
     pub fn partition_count(&self) -> i32 {
+        self.count.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub(super) fn set_partition_count(&self, count: i32) {
+        self.count.store(count, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Partitions hosted here.
+    pub fn hosted_count(&self) -> usize {
         self.partitions
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .len() as i32
+            .len()
     }
 
     /// Configs set explicitly on this topic (not the node defaults).

@@ -8,6 +8,7 @@
 
 pub mod command;
 pub mod image;
+pub mod settings;
 pub mod types;
 
 use std::sync::Arc;
@@ -39,4 +40,40 @@ pub struct ReplicaStatus {
     pub last_fetch_ms: i64,
     /// Unix ms when the member last had every committed entry, -1 when unknown.
     pub last_caught_up_ms: i64,
+}
+
+/// Why a proposal did not commit. Every variant is retriable from a client's point of view
+/// (Kafka's NOT_CONTROLLER / REQUEST_TIMED_OUT): the quorum may come back.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum QuorumError {
+    /// No controller is known or reachable (no quorum, an election under way).
+    #[error("no controller available: {0}")]
+    NoController(String),
+    /// The controller did not commit within the time allowed.
+    #[error("the controller did not commit the change within {0} ms")]
+    Timeout(u64),
+    /// The node is stopping.
+    #[error("the metadata quorum is shutting down")]
+    ShuttingDown,
+}
+
+/// What the rest of the node asks of the metadata quorum: the committed image, and proposals
+/// that reach the controller wherever it runs. `quorum::Quorum` is the real one.
+pub trait MetadataClient: Send + Sync + 'static {
+    /// This node's id.
+    fn node_id(&self) -> i32;
+    /// The latest applied image.
+    fn image(&self) -> Arc<image::MetadataImage>;
+    /// A receiver that sees every image swap.
+    fn subscribe(&self) -> ImageCell;
+    /// Commits `cmd` through the controller and answers with its response, or fails within
+    /// `timeout`.
+    fn propose(
+        &self,
+        cmd: command::MetadataCommand,
+        timeout: std::time::Duration,
+    ) -> futures_util::future::BoxFuture<'_, Result<command::MetadataResponse, QuorumError>>;
+    /// The controller (Raft leader) as this node knows it.
+    fn controller_id(&self) -> Option<i32>;
+    fn status(&self) -> QuorumStatus;
 }
