@@ -26,7 +26,7 @@ pub async fn handle(
         let topic = broker.topic(&t.name);
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
-            partitions.push(delete(topic.as_deref(), &p).await);
+            partitions.push(delete(broker, topic.as_deref(), &p).await);
         }
         topics.push(
             DeleteRecordsTopicResult::default()
@@ -37,7 +37,11 @@ pub async fn handle(
     DeleteRecordsResponse::default().with_topics(topics)
 }
 
-async fn delete(topic: Option<&Topic>, p: &DeleteRecordsPartition) -> DeleteRecordsPartitionResult {
+async fn delete(
+    broker: &Broker,
+    topic: Option<&Topic>,
+    p: &DeleteRecordsPartition,
+) -> DeleteRecordsPartitionResult {
     let result = DeleteRecordsPartitionResult::default()
         .with_partition_index(p.partition_index)
         .with_low_watermark(-1);
@@ -45,8 +49,9 @@ async fn delete(topic: Option<&Topic>, p: &DeleteRecordsPartition) -> DeleteReco
     let Some(topic) = topic else {
         return refuse(ResponseError::UnknownTopicOrPartition);
     };
-    let Some(replica) = topic.partition(p.partition_index) else {
-        return refuse(ResponseError::UnknownTopicOrPartition);
+    let replica = match crate::api::lead(broker, topic, p.partition_index) {
+        Ok(replica) => replica,
+        Err(e) => return refuse(e),
     };
     // Kafka never deletes records of its internal topics (group offsets would vanish) nor of a
     // topic whose cleanup.policy lacks `delete`.

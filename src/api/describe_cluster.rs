@@ -17,10 +17,9 @@ pub async fn handle(
     header: &RequestHeader,
     request: DescribeClusterRequest,
 ) -> DescribeClusterResponse {
-    let node = broker.identity.node_id;
     let mut response = DescribeClusterResponse::default()
-        .with_cluster_id(str_bytes(broker.identity.cluster_id.clone()))
-        .with_controller_id(BrokerId(node))
+        .with_cluster_id(str_bytes(broker.cluster_id()))
+        .with_controller_id(BrokerId(broker.controller_id()))
         .with_cluster_authorized_operations(cluster_operations(
             request.include_cluster_authorized_operations,
         ));
@@ -32,10 +31,19 @@ pub async fn handle(
                 .with_error_message(Some(str_bytes("only broker endpoints are served")));
         }
     }
-    let me = DescribeClusterBroker::default()
-        .with_broker_id(BrokerId(node))
-        .with_host(str_bytes(broker.advertised.host.clone()))
-        .with_port(broker.advertised.port)
-        .with_rack(broker.config.rack.clone().map(str_bytes));
-    response.with_brokers(vec![me])
+    // v2 (KIP-1073) can ask for fenced brokers too, flagged as such.
+    let with_fenced = header.request_api_version >= 2 && request.include_fenced_brokers;
+    let brokers = broker
+        .broker_views(with_fenced)
+        .into_iter()
+        .map(|b| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(b.node_id))
+                .with_host(str_bytes(b.host))
+                .with_port(b.port)
+                .with_rack(b.rack.map(str_bytes))
+                .with_is_fenced(b.fenced)
+        })
+        .collect();
+    response.with_brokers(brokers)
 }

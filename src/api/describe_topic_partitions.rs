@@ -111,20 +111,27 @@ fn describe(
     first: i32,
     limit: i32,
 ) -> (DescribeTopicPartitionsResponseTopic, Option<i32>) {
-    let node = BrokerId(broker.identity.node_id);
-    let all = t.partitions();
+    let ids = |v: Vec<i32>| v.into_iter().map(BrokerId).collect::<Vec<_>>();
+    let all = broker.partition_views(t);
     let from = usize::try_from(first).unwrap_or(0).min(all.len());
     let take = usize::try_from(limit).unwrap_or(0);
     let partitions: Vec<_> = all[from..]
         .iter()
         .take(take)
         .map(|p| {
+            let error = if p.leader < 0 {
+                ResponseError::LeaderNotAvailable.code()
+            } else {
+                0
+            };
             DescribeTopicPartitionsResponsePartition::default()
+                .with_error_code(error)
                 .with_partition_index(p.index)
-                .with_leader_id(node)
+                .with_leader_id(BrokerId(p.leader))
                 .with_leader_epoch(p.leader_epoch)
-                .with_replica_nodes(vec![node])
-                .with_isr_nodes(vec![node])
+                .with_replica_nodes(ids(p.replicas.clone()))
+                .with_isr_nodes(ids(p.isr.clone()))
+                .with_offline_replicas(ids(p.offline.clone()))
                 .with_eligible_leader_replicas(Some(Vec::new()))
                 .with_last_known_elr(Some(Vec::new()))
         })

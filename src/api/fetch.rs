@@ -189,9 +189,7 @@ fn resolve(
             }
             let replica = match &topic {
                 None => Err(missing),
-                Some(t) => t
-                    .partition(fp.partition)
-                    .ok_or(ResponseError::UnknownTopicOrPartition),
+                Some(t) => crate::api::lead(broker, t, fp.partition),
             };
             let replica = replica.and_then(|r| check_epoch(fp.current_leader_epoch, r));
             wanted.push(Wanted {
@@ -208,9 +206,9 @@ fn resolve(
 
 /// A client that knows a newer leader epoch than ours is ahead of us; an older one is stale.
 fn check_epoch(client_epoch: i32, replica: Arc<Replica>) -> Result<Arc<Replica>, ResponseError> {
-    if client_epoch < 0 || client_epoch == replica.leader_epoch {
+    if client_epoch < 0 || client_epoch == replica.leader_epoch() {
         Ok(replica)
-    } else if client_epoch > replica.leader_epoch {
+    } else if client_epoch > replica.leader_epoch() {
         Err(ResponseError::UnknownLeaderEpoch)
     } else {
         Err(ResponseError::FencedLeaderEpoch)

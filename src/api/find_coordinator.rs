@@ -29,13 +29,13 @@ pub async fn handle(
         let coordinators = request
             .coordinator_keys
             .into_iter()
-            .map(|key| locate(broker, request.key_type, key))
-            .collect();
+            .map(|key| locate(broker, request.key_type, key));
+        let coordinators = futures_util::future::join_all(coordinators).await;
         return FindCoordinatorResponse::default()
             .with_error_message(None)
             .with_coordinators(coordinators);
     }
-    let c = locate(broker, request.key_type, request.key);
+    let c = locate(broker, request.key_type, request.key).await;
     let response = FindCoordinatorResponse::default()
         .with_error_code(c.error_code)
         .with_node_id(c.node_id)
@@ -49,10 +49,10 @@ pub async fn handle(
     }
 }
 
-fn locate(broker: &Broker, key_type: i8, key: StrBytes) -> Coordinator {
+async fn locate(broker: &Broker, key_type: i8, key: StrBytes) -> Coordinator {
     // Kafka sends a null error message on success (the type's default is "").
     let c = Coordinator::default()
-        .with_key(key)
+        .with_key(key.clone())
         .with_error_message(None);
     let refuse = |c: Coordinator, e: ResponseError, why: &str| {
         c.with_error_code(e.code())
@@ -61,10 +61,23 @@ fn locate(broker: &Broker, key_type: i8, key: StrBytes) -> Coordinator {
             .with_port(-1)
     };
     match key_type {
-        KEY_TYPE_GROUP => c
-            .with_node_id(BrokerId(broker.identity.node_id))
-            .with_host(str_bytes(broker.advertised.host.clone()))
-            .with_port(broker.advertised.port),
+        KEY_TYPE_GROUP => {
+            let node = match crate::group::coordinator_of(broker, key.as_str()).await {
+                Ok(node) => node,
+                Err(e) => return refuse(c, e, "the group's coordinator is not available yet"),
+            };
+            match broker.broker_views(false).into_iter().find(|b| b.node_id == node) {
+                Some(b) => c
+                    .with_node_id(BrokerId(node))
+                    .with_host(str_bytes(b.host))
+                    .with_port(b.port),
+                None => refuse(
+                    c,
+                    ResponseError::CoordinatorNotAvailable,
+                    "the group's coordinator is not available yet",
+                ),
+            }
+        }
         KEY_TYPE_TRANSACTION => refuse(
             c,
             ResponseError::CoordinatorNotAvailable,

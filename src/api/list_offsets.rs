@@ -41,14 +41,17 @@ pub async fn handle(
                 partitions.push(response.with_error_code(ResponseError::InvalidRequest.code()));
                 continue;
             }
-            let replica = topic.as_ref().and_then(|t| t.partition(p.partition_index));
+            let replica = match &topic {
+                Some(t) => crate::api::lead(broker, t, p.partition_index),
+                None => Err(ResponseError::UnknownTopicOrPartition),
+            };
             let response = match replica {
-                None => response.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
-                Some(r) => match lookup(&r, p.timestamp, &broker.inspect_budget).await {
+                Err(e) => response.with_error_code(e.code()),
+                Ok(r) => match lookup(&r, p.timestamp, &broker.inspect_budget).await {
                     Ok((offset, timestamp)) => {
                         let response = response.with_offset(offset).with_timestamp(timestamp);
                         if with_epoch {
-                            response.with_leader_epoch(r.leader_epoch)
+                            response.with_leader_epoch(r.leader_epoch())
                         } else {
                             response
                         }

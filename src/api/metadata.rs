@@ -50,16 +50,21 @@ pub async fn handle(
             && version <= CLUSTER_OPERATIONS_VERSION_MAX
             && request.include_cluster_authorized_operations,
     );
-    let node = broker.identity.node_id;
-    let broker_entry = MetadataResponseBroker::default()
-        .with_node_id(BrokerId(node))
-        .with_host(str_bytes(broker.advertised.host.clone()))
-        .with_port(broker.advertised.port)
-        .with_rack(broker.config.rack.clone().map(str_bytes));
+    let brokers = broker
+        .broker_views(false)
+        .into_iter()
+        .map(|b| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.node_id))
+                .with_host(str_bytes(b.host))
+                .with_port(b.port)
+                .with_rack(b.rack.map(str_bytes))
+        })
+        .collect();
     MetadataResponse::default()
-        .with_brokers(vec![broker_entry])
-        .with_cluster_id(Some(str_bytes(broker.identity.cluster_id.clone())))
-        .with_controller_id(BrokerId(node))
+        .with_brokers(brokers)
+        .with_cluster_id(Some(str_bytes(broker.cluster_id())))
+        .with_controller_id(BrokerId(broker.controller_id()))
         .with_topics(topics)
         .with_cluster_authorized_operations(cluster_ops)
 }
@@ -105,17 +110,25 @@ async fn lookup(
 }
 
 fn describe(broker: &Broker, t: &Topic) -> MetadataResponseTopic {
-    let node = BrokerId(broker.identity.node_id);
-    let partitions = t
-        .partitions()
-        .iter()
+    let ids = |v: Vec<i32>| v.into_iter().map(BrokerId).collect::<Vec<_>>();
+    let partitions = broker
+        .partition_views(t)
+        .into_iter()
         .map(|p| {
+            // Kafka flags a partition with no live leader; clients wait and refresh.
+            let error = if p.leader < 0 {
+                ResponseError::LeaderNotAvailable.code()
+            } else {
+                0
+            };
             MetadataResponsePartition::default()
+                .with_error_code(error)
                 .with_partition_index(p.index)
-                .with_leader_id(node)
+                .with_leader_id(BrokerId(p.leader))
                 .with_leader_epoch(p.leader_epoch)
-                .with_replica_nodes(vec![node])
-                .with_isr_nodes(vec![node])
+                .with_replica_nodes(ids(p.replicas))
+                .with_isr_nodes(ids(p.isr))
+                .with_offline_replicas(ids(p.offline))
         })
         .collect();
     MetadataResponseTopic::default()

@@ -235,6 +235,22 @@ pub fn str_bytes(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
 }
 
+/// The replica of `partition` if this node leads it; else the error Kafka answers a client that
+/// asked the wrong node (it refreshes its metadata and moves).
+pub fn lead(
+    broker: &Broker,
+    topic: &crate::broker::Topic,
+    partition: i32,
+) -> Result<std::sync::Arc<crate::broker::Replica>, ResponseError> {
+    match broker.leader_replica(topic, partition) {
+        Ok((replica, _)) => Ok(replica),
+        Err(crate::broker::NotLeading::UnknownPartition) => {
+            Err(ResponseError::UnknownTopicOrPartition)
+        }
+        Err(crate::broker::NotLeading::NotLeader) => Err(ResponseError::NotLeaderOrFollower),
+    }
+}
+
 /// Maps a topic administration failure onto Kafka's error table, keeping the message.
 pub fn topic_error(e: &crate::broker::TopicError) -> (i16, Option<StrBytes>) {
     use crate::broker::TopicError as E;

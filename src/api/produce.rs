@@ -80,10 +80,8 @@ pub async fn stage(broker: &Broker, _header: &RequestHeader, request: ProduceReq
         let mut slots = Vec::with_capacity(topic_data.partition_data.len());
         for pd in topic_data.partition_data {
             let target = match &topic {
-                Some(t) => t
-                    .partition(pd.index)
-                    .map(|r| (r.log.clone(), r.leader_epoch))
-                    .ok_or(ResponseError::UnknownTopicOrPartition),
+                Some(t) => crate::api::lead(broker, t, pd.index)
+                    .map(|r| (r.log.clone(), r.leader_epoch())),
                 None if topic::validate_name(&topic_data.name).is_err() => {
                     Err(ResponseError::InvalidTopicException)
                 }

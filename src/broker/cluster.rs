@@ -28,6 +28,29 @@ pub enum NotLeading {
     NotLeader,
 }
 
+/// One partition as Metadata describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionView {
+    pub index: i32,
+    /// -1 when no replica can lead.
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    /// Replicas on brokers that are fenced or gone.
+    pub offline: Vec<i32>,
+}
+
+/// One live broker as Metadata lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerView {
+    pub node_id: i32,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+    pub fenced: bool,
+}
+
 /// Where the single-node release's topic files go once the quorum holds them.
 const IMPORTED_TOPICS_DIR: &str = "topics.imported";
 
@@ -65,6 +88,93 @@ impl Broker {
         (topics, self.producer_ids.mark().await)
     }
 
+    /// Every partition of `t` with its leader, replicas and ISR, from the image (or this node
+    /// alone without a quorum).
+    pub fn partition_views(&self, t: &Topic) -> Vec<PartitionView> {
+        let me = self.identity.node_id;
+        let Some(image) = self.image() else {
+            return t
+                .partitions()
+                .iter()
+                .map(|r| PartitionView {
+                    index: r.index,
+                    leader: me,
+                    leader_epoch: r.leader_epoch(),
+                    replicas: vec![me],
+                    isr: vec![me],
+                    offline: Vec::new(),
+                })
+                .collect();
+        };
+        let Some(ti) = image.topics.get(&t.name).filter(|ti| ti.id == t.id) else {
+            return Vec::new();
+        };
+        ti.partitions
+            .iter()
+            .enumerate()
+            .map(|(i, p)| PartitionView {
+                index: i as i32,
+                leader: p.leader,
+                leader_epoch: p.leader_epoch,
+                replicas: p.replicas.clone(),
+                isr: p.isr.clone(),
+                offline: p
+                    .replicas
+                    .iter()
+                    .copied()
+                    .filter(|r| !image.is_live(*r))
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// The brokers Metadata lists: live ones (with `fenced`, every registered one), or this
+    /// node alone without a quorum.
+    pub fn broker_views(&self, fenced: bool) -> Vec<BrokerView> {
+        let me = BrokerView {
+            node_id: self.identity.node_id,
+            host: self.advertised.host.clone(),
+            port: self.advertised.port,
+            rack: self.config.rack.clone(),
+            fenced: false,
+        };
+        let Some(image) = self.image() else {
+            return vec![me];
+        };
+        let listed: Vec<BrokerView> = image
+            .brokers
+            .values()
+            .filter(|b| fenced || !b.fenced)
+            .map(|b| BrokerView {
+                node_id: b.node_id(),
+                host: b.registration.host.clone(),
+                port: b.registration.port,
+                rack: b.registration.rack.clone(),
+                fenced: b.fenced,
+            })
+            .collect();
+        if listed.is_empty() {
+            // Not registered yet (no quorum so far): clients still need a broker to talk to.
+            return vec![me];
+        }
+        listed
+    }
+
+    /// The controller's id as clients see it (-1 when none is known).
+    pub fn controller_id(&self) -> i32 {
+        match self.quorum.get() {
+            Some(q) => q.controller_id().unwrap_or(-1),
+            None => self.identity.node_id,
+        }
+    }
+
+    /// The cluster id: the quorum's once it has one, else this node's own.
+    pub fn cluster_id(&self) -> String {
+        self.image()
+            .and_then(|i| i.cluster_id.clone())
+            .unwrap_or_else(|| self.identity.cluster_id.clone())
+    }
+
     /// The replica of `partition` and its leader epoch, if this node leads it.
     pub fn leader_replica(
         &self,
@@ -74,7 +184,7 @@ impl Broker {
         let Some(image) = self.image() else {
             return t
                 .partition(partition)
-                .map(|r| (r.clone(), r.leader_epoch))
+                .map(|r| (r.clone(), r.leader_epoch()))
                 .ok_or(NotLeading::UnknownPartition);
         };
         let p = image
@@ -138,7 +248,13 @@ impl Broker {
         let log_config = self.topic_log_config(&ti.configs);
         for (index, p) in ti.partitions.iter().enumerate() {
             let index = index as i32;
-            if !p.replicas.contains(&me) || t.partition(index).is_some() {
+            if let Some(replica) = t.partition(index) {
+                replica
+                    .leader_epoch
+                    .store(p.leader_epoch, std::sync::atomic::Ordering::Release);
+                continue;
+            }
+            if !p.replicas.contains(&me) {
                 continue;
             }
             let cleanup = topic::cleanup_config(&ti.configs).unwrap_or_default();
@@ -147,6 +263,9 @@ impl Broker {
             });
             match opened {
                 Ok(replica) => {
+                    replica
+                        .leader_epoch
+                        .store(p.leader_epoch, std::sync::atomic::Ordering::Release);
                     t.partitions
                         .write()
                         .unwrap_or_else(|e| e.into_inner())

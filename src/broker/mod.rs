@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::config::Config;
 use crate::io::DiskWriter;
 use crate::log::{self, LogConfig};
-pub use cluster::{NotLeading, follow_image};
+pub use cluster::{BrokerView, NotLeading, PartitionView, follow_image};
 pub use identity::NodeIdentity;
 pub use producer_ids::{ProducerIdError, ProducerIds};
 pub use topic::{Replica, Topic, TopicMeta};
@@ -316,7 +316,7 @@ impl Broker {
         }
         Ok(Arc::new(Replica {
             index: partition,
-            leader_epoch: 0,
+            leader_epoch: std::sync::atomic::AtomicI32::new(0),
             log: Arc::new(log),
         }))
     }

@@ -80,8 +80,15 @@ pub struct TopicMeta {
 /// single node the node leads every partition at epoch 0.
 pub struct Replica {
     pub index: i32,
-    pub leader_epoch: i32,
+    /// The partition's leader epoch from the metadata image (0 on a node without a quorum).
+    pub(super) leader_epoch: std::sync::atomic::AtomicI32,
     pub log: Arc<log::Partition>,
+}
+
+impl Replica {
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch.load(std::sync::atomic::Ordering::Acquire)
+    }
 }
 
 /// A topic as this node knows it: every topic of the cluster has one, and it holds the replicas

@@ -76,6 +76,17 @@ impl Coordinator {
         self.groups.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether this node coordinates `group`: in a cluster, the leader of the group's
+    /// `__consumer_offsets` partition does (created on first need, as FindCoordinator does);
+    /// other nodes answer NOT_COORDINATOR so the client looks it up again.
+    pub async fn owns(&self, broker: &Broker, group: &str) -> Result<(), ResponseError> {
+        match coordinator_of(broker, group).await {
+            Ok(node) if node == broker.identity.node_id => Ok(()),
+            Ok(_) => Err(ResponseError::NotCoordinator),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Replays `__consumer_offsets` (once) and starts the timer.
     pub async fn ensure_loaded(&self, broker: &Broker) {
         self.loaded
@@ -173,6 +184,7 @@ impl Coordinator {
         group_id: &str,
         j: Join,
     ) -> Result<JoinAnswer, JoinError> {
+        self.owns(broker, group_id).await.map_err(JoinError::Error)?;
         self.ensure_loaded(broker).await;
         let wait = j.rebalance_timeout + Duration::from_millis(WAIT_SLACK_MS);
         let outcome = self
@@ -196,6 +208,7 @@ impl Coordinator {
         generation: i32,
         assignments: Vec<(String, Bytes)>,
     ) -> SyncResult {
+        self.owns(broker, group_id).await?;
         self.ensure_loaded(broker).await;
         let mut wait = Duration::from_millis(WAIT_SLACK_MS);
         let step = self.with_group(group_id, false, |g| {
@@ -221,6 +234,7 @@ impl Coordinator {
         instance_id: Option<&str>,
         generation: i32,
     ) -> Result<(), ResponseError> {
+        self.owns(broker, group_id).await?;
         self.ensure_loaded(broker).await;
         self.with_group(group_id, false, |g| {
             g.heartbeat(member_id, instance_id, generation, Instant::now())
@@ -234,6 +248,7 @@ impl Coordinator {
         group_id: &str,
         members: &[(String, Option<String>)],
     ) -> Result<Vec<Result<(), ResponseError>>, ResponseError> {
+        self.owns(broker, group_id).await?;
         self.ensure_loaded(broker).await;
         let results = self.with_group(group_id, false, |g| {
             let now = Instant::now();
@@ -306,6 +321,31 @@ async fn settle<T>(
             Ok(Ok(r)) => r,
             Ok(Err(_)) | Err(_) => Err(otherwise),
         },
+    }
+}
+
+/// The node coordinating `group`: the leader of its `__consumer_offsets` partition (this node
+/// without a quorum). COORDINATOR_NOT_AVAILABLE while the topic cannot be created or the
+/// partition has no leader.
+pub async fn coordinator_of(broker: &Broker, group: &str) -> Result<i32, ResponseError> {
+    let Some(image) = broker.image() else {
+        return Ok(broker.identity.node_id);
+    };
+    let count = match image.topics.get(store::OFFSETS_TOPIC) {
+        Some(t) => t.partitions.len() as i32,
+        None => match store::offsets_topic(broker).await {
+            Ok(t) => t.partition_count(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot create {}", store::OFFSETS_TOPIC);
+                return Err(ResponseError::CoordinatorNotAvailable);
+            }
+        },
+    };
+    let partition = store::partition_for(group, count);
+    let image = broker.image().unwrap_or(image);
+    match image.partition(store::OFFSETS_TOPIC, partition) {
+        Some(p) if p.leader >= 0 && image.is_live(p.leader) => Ok(p.leader),
+        _ => Err(ResponseError::CoordinatorNotAvailable),
     }
 }
 

@@ -83,6 +83,9 @@ impl Coordinator {
         who: Committer<'_>,
         commits: Vec<Commit>,
     ) -> Vec<Result<(), ResponseError>> {
+        if let Err(e) = self.owns(broker, group_id).await {
+            return commits.iter().map(|_| Err(e)).collect();
+        }
         self.ensure_loaded(broker).await;
         if let Err(e) = self.check_committer(group_id, &who) {
             return commits.iter().map(|_| Err(e)).collect();
@@ -154,6 +157,7 @@ impl Coordinator {
         group_id: &str,
         wanted: Option<Vec<(String, i32)>>,
     ) -> Result<Vec<((String, i32), Option<OffsetValue>)>, ResponseError> {
+        self.owns(broker, group_id).await?;
         self.ensure_loaded(broker).await;
         validate_group_id(group_id)?;
         let groups = self.lock();
@@ -181,6 +185,7 @@ impl Coordinator {
         group_id: &str,
         partitions: Vec<(String, i32)>,
     ) -> Result<Vec<Result<(), ResponseError>>, ResponseError> {
+        self.owns(broker, group_id).await?;
         self.ensure_loaded(broker).await;
         validate_group_id(group_id)?;
         let subscribed = {
@@ -243,6 +248,7 @@ impl Coordinator {
 
     /// DeleteGroups of one group: only an empty group may go (its offsets with it).
     pub async fn delete_group(&self, broker: &Broker, group_id: &str) -> Result<(), ResponseError> {
+        self.owns(broker, group_id).await?;
         self.ensure_loaded(broker).await;
         validate_group_id(group_id)?;
         let partitions: Vec<(String, i32)> = {
@@ -303,6 +309,7 @@ impl Coordinator {
         broker: &Broker,
         group_id: &str,
     ) -> Result<Description, ResponseError> {
+        self.owns(broker, group_id).await?;
         self.ensure_loaded(broker).await;
         validate_group_id(group_id)?;
         let groups = self.lock();

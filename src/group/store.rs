@@ -151,7 +151,7 @@ pub async fn append(
         .map_err(|e| StoreError::Encode(e.to_string()))?;
     replica
         .log
-        .append(buf.freeze(), replica.leader_epoch)
+        .append(buf.freeze(), replica.leader_epoch())
         .await?;
     Ok(())
 }
