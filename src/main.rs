@@ -37,6 +37,9 @@ enum Command {
     /// List, describe (members, committed offsets, lag), delete consumer groups; reset offsets.
     #[command(subcommand)]
     Group(GroupCommand),
+    /// The cluster: nodes, roles, controller and metadata quorum; partition leaders.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// A broker's identity, disk backend, fsync count and topic totals.
     Status {
         #[command(flatten)]
@@ -147,6 +150,27 @@ enum TopicCommand {
 }
 
 #[derive(Subcommand)]
+enum ClusterCommand {
+    /// Nodes (address, rack, voter/learner/broker, controller, fenced), the quorum's term and
+    /// commit index, and each quorum member's lag behind the leader.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        bootstrap: Bootstrap,
+    },
+    /// One line per partition: topic, partition, leader, replicas, ISR.
+    Leaders {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        bootstrap: Bootstrap,
+    },
+}
+
+#[derive(Subcommand)]
 enum GroupCommand {
     List {
         #[command(flatten)]
@@ -183,7 +207,11 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if matches!(
         cli.command,
-        Command::Topic(_) | Command::Group(_) | Command::Status { .. } | Command::Board(_)
+        Command::Topic(_)
+            | Command::Group(_)
+            | Command::Cluster(_)
+            | Command::Status { .. }
+            | Command::Board(_)
     ) {
         print_to_pipes_quietly();
     }
@@ -200,6 +228,12 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             runtime.block_on(group(cmd))
+        }
+        Command::Cluster(cmd) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(cluster(cmd))
         }
         Command::Status { bootstrap } => {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -477,6 +511,39 @@ async fn topic(cmd: TopicCommand) -> anyhow::Result<()> {
             let mut client = Client::connect(&bootstrap.bootstrap_server).await?;
             admin::delete_topic(&mut client, &name).await?;
             println!("Deleted topic {name}.");
+        }
+    }
+    Ok(())
+}
+
+async fn cluster(cmd: ClusterCommand) -> anyhow::Result<()> {
+    use bramble::client::cluster;
+    match cmd {
+        ClusterCommand::Status { json, bootstrap } => {
+            let addr = &bootstrap.bootstrap_server;
+            let status = async {
+                let mut client = Client::connect(addr).await?;
+                cluster::cluster_status(&mut client).await
+            }
+            .await
+            .with_context(|| format!("cluster status from broker {addr}"))?;
+            match json {
+                true => println!("{}", cluster::status_json(&status)),
+                false => print!("{}", cluster::render_status(&status)),
+            }
+        }
+        ClusterCommand::Leaders { json, bootstrap } => {
+            let addr = &bootstrap.bootstrap_server;
+            let rows = async {
+                let mut client = Client::connect(addr).await?;
+                cluster::partition_leaders(&mut client).await
+            }
+            .await
+            .with_context(|| format!("partition leaders from broker {addr}"))?;
+            match json {
+                true => println!("{}", cluster::leaders_json(&rows)),
+                false => print!("{}", cluster::render_leaders(&rows)),
+            }
         }
     }
     Ok(())

@@ -18,6 +18,7 @@ pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_log_dirs;
+pub mod describe_quorum;
 pub mod describe_topic_partitions;
 pub mod fetch;
 pub mod find_coordinator;
@@ -78,6 +79,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AlterReplicaLogDirs, 1, 2),
     (ApiKey::DescribeLogDirs, 1, 4),
     (ApiKey::DescribeTopicPartitions, 0, 0),
+    (ApiKey::DescribeQuorum, 0, 2),
 ];
 
 pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
@@ -220,6 +222,7 @@ pub async fn dispatch(broker: &Broker, mut frame: Bytes) -> Result<Reply, Dispat
         ApiKey::DescribeTopicPartitions => {
             serve!(describe_topic_partitions, DescribeTopicPartitionsRequest)
         }
+        ApiKey::DescribeQuorum => serve!(describe_quorum, DescribeQuorumRequest),
         _ => Err(DispatchError::UnsupportedApi(prefix.api_key)),
     }
 }

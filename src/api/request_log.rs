@@ -179,6 +179,10 @@ codes!(DescribeTopicPartitionsResponse, r, o => {
         t.partitions.iter().for_each(|p| o.push(p.error_code));
     }
 });
+codes!(DescribeQuorumResponse, r, o => {
+    o.push(r.error_code);
+    r.topics.iter().flat_map(|t| &t.partitions).for_each(|p| o.push(p.error_code));
+});
 
 #[cfg(test)]
 mod tests {

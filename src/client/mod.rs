@@ -3,6 +3,7 @@
 //! speaks the same codecs as the server (`protocol::codec`).
 
 pub mod admin;
+pub mod cluster;
 pub mod consumer;
 pub mod producer;
 
