@@ -180,7 +180,8 @@ def group_partition(group: str, partitions: int) -> int:
     """Kafka's (and bramble's, group::store::partition_for) `__consumer_offsets` partition of a
     group: abs(Java String.hashCode(group)) mod the partition count."""
     h = 0
-    for unit in struct.unpack(f"<{len(group.encode('utf-16-le')) // 2}H", group.encode("utf-16-le")):
+    units = group.encode("utf-16-le")
+    for unit in struct.unpack(f"<{len(units) // 2}H", units):
         h = (h * 31 + unit) & 0xFFFFFFFF
     if h >= 1 << 31:
         h -= 1 << 32
@@ -375,7 +376,8 @@ class Cluster:
                 return None
             return next(iter(controllers))
 
-        return self.wait_until(ids, agreed, timeout_s, f"nodes {ids} agreeing on brokers and controller")
+        return self.wait_until(ids, agreed, timeout_s,
+                               f"nodes {ids} agreeing on brokers and controller")
 
     def controller(self) -> int:
         """The controller every running node agrees on."""

@@ -155,7 +155,8 @@ def test_every_node_shows_three_brokers_one_controller_same_topics(cluster_facto
     seen_topics, seen_ids = {}, set()
     for i, node in cluster.nodes.items():
         md = kcat_metadata(node.bootstrap)
-        assert md["originating_broker"]["id"] == i, f"kcat asked node {i}: {md['originating_broker']}"
+        assert md["originating_broker"]["id"] == i, \
+            f"kcat asked node {i}, answered by {md['originating_broker']}"
         assert {b["id"]: b["name"] for b in md["brokers"]} == brokers, md["brokers"]
         assert md["controllerid"] == controller, f"node {i} (kcat): {md['controllerid']}"
         seen_topics[f"kcat via {i}"] = {t["topic"]: len(t["partitions"]) for t in md["topics"]}
@@ -167,7 +168,8 @@ def test_every_node_shows_three_brokers_one_controller_same_topics(cluster_facto
         seen_ids.add(described.cluster_id)
         listed = admin(node.bootstrap).list_topics(timeout=ADMIN_TIMEOUT_S)
         assert listed.controller_id == controller, f"node {i} (list_topics)"
-        seen_topics[f"AdminClient via {i}"] = {n: len(t.partitions) for n, t in listed.topics.items()}
+        seen_topics[f"AdminClient via {i}"] = {n: len(t.partitions)
+                                               for n, t in listed.topics.items()}
 
         raw = cluster.metadata(i)
         assert raw.controller == controller and sorted(raw.brokers) == sorted(brokers)
