@@ -112,7 +112,7 @@ class Broker:
         last_error = None
         for _ in range(attempts):
             if self.starts == 0:
-                self.port = free_port()
+                self._pick_port()
             try:
                 self._spawn_and_wait()
                 self.starts += 1
@@ -122,6 +122,11 @@ class Broker:
                 if "in use" not in self.log_tail(20).lower():
                     break
         raise last_error
+
+    def _pick_port(self) -> None:
+        """Chooses the port of the first start (a cluster node keeps the one its cluster gave it,
+        since the other nodes' settings name it)."""
+        self.port = free_port()
 
     def _spawn_and_wait(self) -> None:
         env = dict(os.environ)
@@ -252,6 +257,21 @@ def broker_factory(request, tmp_path):
     yield factory
     failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
     problems = [p for broker in factory.brokers for p in finish_broker(broker, failed)]
+    assert not problems, "\n".join(problems)
+
+
+@pytest.fixture
+def cluster_factory(request, tmp_path):
+    """Makes clusters of `bramble serve` processes (tests/compat/cluster.py); at teardown every
+    node prints its log tail if the test failed, and each running node is SIGTERMed and must exit
+    0."""
+    from cluster import ClusterFactory  # cluster.py imports this module: import it late
+
+    factory = ClusterFactory(tmp_path)
+    yield factory
+    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
+    problems = [p for cluster in factory.clusters for node in cluster.nodes.values()
+                for p in finish_broker(node, failed)]
     assert not problems, "\n".join(problems)
 
 
