@@ -357,9 +357,15 @@ async fn run_node(mut config: Config) -> anyhow::Result<()> {
     let broker = tokio::task::block_in_place(|| Broker::open(config, advertised.clone(), writer))
         .with_context(|| format!("opening data directory {}", data_dir.display()))?;
     let broker = Arc::new(broker);
+    let quorum = start_quorum(&broker, &data_dir).await?;
+    broker.attach_quorum(quorum.clone());
+    broker.producer_ids.use_quorum(quorum.clone());
+    let (follow_stop, follow_rx) = tokio::sync::watch::channel(false);
+    let follower = tokio::spawn(bramble::broker::follow_image(broker.clone(), follow_rx));
+    quorum.wait_ready().await;
     tracing::info!(
         node_id = broker.identity.node_id,
-        cluster_id = %broker.identity.cluster_id,
+        cluster_id = %broker.cluster_id(),
         data_dir = %data_dir.display(),
         advertised = %format!("{}:{}", advertised.host, advertised.port),
         io_backend,
@@ -378,7 +384,47 @@ async fn run_node(mut config: Config) -> anyhow::Result<()> {
         }
     };
     bramble::server::run(broker, listener, shutdown).await;
+    let _ = follow_stop.send(true);
+    let _ = follower.await;
+    quorum.shutdown().await;
     Ok(())
+}
+
+/// Starts this node's part of the metadata quorum: a voter of `voters` (this node alone by
+/// default), or a learner with `join`.
+async fn start_quorum(
+    broker: &Arc<Broker>,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<Arc<bramble::meta::quorum::Quorum>> {
+    use bramble::meta::{command::BrokerRegistration, quorum, settings};
+    let config = &broker.config;
+    let node_id = broker.identity.node_id;
+    let role = settings::role(config, node_id).map_err(|e| anyhow::anyhow!("cluster settings: {e}"))?;
+    let directory_id = broker
+        .identity
+        .directory_id
+        .context("node.toml has no directory id")?;
+    let (import, next_producer_id) = broker.legacy_import().await;
+    let registration = BrokerRegistration {
+        node_id,
+        incarnation: uuid::Uuid::new_v4(),
+        directory_id,
+        host: broker.advertised.host.clone(),
+        port: broker.advertised.port,
+        rack: config.rack.clone(),
+        raft_addr: config.raft_listen.clone().unwrap_or_default(),
+    };
+    let setup = quorum::QuorumSetup {
+        node_id,
+        directory_id,
+        role,
+        dir: data_dir.join("meta").join("raft"),
+        registration,
+        cluster_id: broker.identity.cluster_id.clone(),
+        import,
+        next_producer_id,
+    };
+    quorum::Quorum::start(config, setup).await
 }
 
 /// `bramble board list|show`: what the profiles set, and whether their budgets fit.

@@ -106,14 +106,26 @@ pub async fn handle(
     request: DescribeQuorumRequest,
 ) -> DescribeQuorumResponse {
     let status = broker.quorum_status();
-    // The registered brokers' listeners belong here once the image has them; until then this
-    // node is the only member whose address is known.
-    let nodes = [QuorumNode::new(
-        broker.identity.node_id,
-        Uuid::nil(),
-        &broker.advertised.host,
-        broker.advertised.port,
-    )];
+    // The registered brokers' listeners and directory ids; before this node's own registration
+    // is applied, at least its own address.
+    let mut nodes: Vec<QuorumNode> = broker
+        .image()
+        .map(|image| {
+            image
+                .brokers
+                .values()
+                .map(|b| QuorumNode::from_registration(&b.registration))
+                .collect()
+        })
+        .unwrap_or_default();
+    if !nodes.iter().any(|n| n.node_id == broker.identity.node_id) {
+        nodes.push(QuorumNode::new(
+            broker.identity.node_id,
+            broker.identity.directory_id.unwrap_or(Uuid::nil()),
+            &broker.advertised.host,
+            broker.advertised.port,
+        ));
+    }
     let view = QuorumView {
         local_id: broker.identity.node_id,
         status: status.as_ref(),

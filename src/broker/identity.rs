@@ -22,6 +22,11 @@ pub struct NodeIdentity {
     /// treated as pinned: an id that may have been chosen is never silently replaced.
     #[serde(default = "pinned_by_default")]
     pub pinned: bool,
+    /// This data directory's own id (KIP-853's directory id), drawn once: a voter whose card was
+    /// reflashed comes back with another one, and its peers refuse it (its vote is lost).
+    /// Files written before this field existed get one on their next start.
+    #[serde(default)]
+    pub directory_id: Option<Uuid>,
 }
 
 fn pinned_by_default() -> bool {
@@ -47,10 +52,15 @@ pub fn load(data_dir: &Path, configured: Option<i32>) -> Result<NodeIdentity, Br
             node_id: configured.unwrap_or(NODE_ID_DEFAULT),
             cluster_id: new_cluster_id(),
             pinned: configured.is_some(),
+            directory_id: Some(Uuid::new_v4()),
         };
         write(&path, &id)?;
         return Ok(id);
     };
+    if id.directory_id.is_none() {
+        id.directory_id = Some(Uuid::new_v4());
+        write(&path, &id)?;
+    }
     match configured {
         None => Ok(id),
         Some(wanted) if wanted == id.node_id && id.pinned => Ok(id),

@@ -375,7 +375,7 @@ impl Broker {
     /// The metadata quorum as this node sees it (DescribeQuorum, `bramble cluster status`);
     /// `None` while the quorum has not started.
     pub fn quorum_status(&self) -> Option<crate::meta::QuorumStatus> {
-        None
+        self.quorum().map(|q| q.status())
     }
 
     /// Live brokers in the cluster (this node alone without a quorum).

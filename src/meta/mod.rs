@@ -8,7 +8,10 @@
 
 pub mod command;
 pub mod image;
+pub mod network;
+pub mod quorum;
 pub mod settings;
+pub mod store;
 pub mod types;
 
 use std::sync::Arc;
