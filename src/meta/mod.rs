@@ -8,6 +8,7 @@
 
 pub mod command;
 pub mod image;
+pub mod network;
 pub mod types;
 
 use std::sync::Arc;
