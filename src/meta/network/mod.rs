@@ -28,6 +28,8 @@ pub mod wire;
 mod tests;
 #[cfg(test)]
 mod tests_raft;
+#[cfg(test)]
+mod tests_rpc;
 
 use std::sync::Arc;
 use std::time::Duration;
