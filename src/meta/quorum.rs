@@ -46,6 +46,9 @@ const RETRY_MAX_MS: u64 = 500;
 /// How long start-up waits for the quorum's first command (or, on a restart, the replay of the
 /// committed log) before the node serves clients anyway.
 const READY_WAIT_MS_MAX: u64 = 5_000;
+/// Longest pause between two rounds of the controller's duties (a new controller commits the
+/// cluster's first command within it).
+const CONTROLLER_TICK_MS_MAX: u64 = 100;
 
 /// Who this node is and what it brings, for [`Quorum::start`].
 pub struct QuorumSetup {
@@ -515,7 +518,7 @@ async fn broker_loop(q: Arc<Quorum>) {
 /// The controller's duties while this node leads: the first command, and fencing.
 async fn controller_loop(q: Arc<Quorum>) {
     let mut stop = q.stop.subscribe();
-    let tick = q.timing.broker_heartbeat / 2;
+    let tick = (q.timing.broker_heartbeat / 2).min(Duration::from_millis(CONTROLLER_TICK_MS_MAX));
     loop {
         tokio::select! {
             _ = tokio::time::sleep(tick) => {}
