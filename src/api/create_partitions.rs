@@ -12,6 +12,7 @@ pub async fn handle(
     request: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
     let mut results = Vec::with_capacity(request.topics.len());
+    let deadline = super::admin_deadline(request.timeout_ms);
     for t in request.topics {
         let result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
         // Null means "let the broker place them"; a list is checked against the cluster.
@@ -21,14 +22,16 @@ pub async fn handle(
                 .collect()
         });
         results.push(
-            match broker
-                .create_partitions(
+            match super::within(
+                deadline,
+                broker.create_partitions(
                     &t.name,
                     t.count,
                     assignments.as_deref(),
                     request.validate_only,
-                )
-                .await
+                ),
+            )
+            .await
             {
                 Ok(()) => result,
                 Err(e) => {

@@ -33,6 +33,7 @@ pub async fn handle(
         .map(|t| t.name.to_string())
         .collect();
     let mut results = Vec::with_capacity(request.topics.len());
+    let deadline = super::admin_deadline(request.timeout_ms);
     for t in request.topics {
         // Kafka sends a null error message on success (the type's default is "").
         let result = CreatableTopicResult::default()
@@ -48,7 +49,8 @@ pub async fn handle(
             );
             continue;
         }
-        results.push(create_one(broker, version, t, request.validate_only, result).await);
+        let created = create_one(broker, version, t, request.validate_only, result, deadline);
+        results.push(created.await);
     }
     CreateTopicsResponse::default().with_topics(results)
 }
@@ -59,6 +61,7 @@ async fn create_one(
     t: CreatableTopic,
     validate_only: bool,
     result: CreatableTopicResult,
+    deadline: Option<tokio::time::Instant>,
 ) -> CreatableTopicResult {
     let (partitions, replication_factor) = match explicit_assignment(broker, &t) {
         Ok(shape) => shape,
@@ -80,16 +83,14 @@ async fn create_one(
         };
         configs.insert(c.name.to_string(), v.to_string());
     }
-    match broker
-        .create_topic(
-            &t.name,
-            partitions,
-            replication_factor,
-            configs,
-            validate_only,
-        )
-        .await
-    {
+    let create = broker.create_topic(
+        &t.name,
+        partitions,
+        replication_factor,
+        configs,
+        validate_only,
+    );
+    match super::within(deadline, create).await {
         Ok(created) => {
             let mut result = result
                 .with_topic_id(created.id)

@@ -14,6 +14,7 @@ pub async fn handle(
     _header: &RequestHeader,
     request: DeleteTopicsRequest,
 ) -> DeleteTopicsResponse {
+    let deadline = super::admin_deadline(request.timeout_ms);
     // v0-5 name topics in `topic_names`; v6 in `topics`, each by name or by id.
     let mut targets: Vec<(Option<TopicName>, uuid::Uuid)> = request
         .topic_names
@@ -38,7 +39,7 @@ pub async fn handle(
             );
             continue;
         };
-        responses.push(match broker.delete_topic(&name).await {
+        responses.push(match super::within(deadline, broker.delete_topic(&name)).await {
             Ok(deleted_id) => result
                 .with_name(Some(TopicName(str_bytes(name))))
                 .with_topic_id(deleted_id),

@@ -254,6 +254,33 @@ pub fn lead(
     }
 }
 
+/// When an admin request (CreateTopics, DeleteTopics, CreatePartitions) must be answered: its
+/// own `timeout_ms` from now, when positive (Kafka's meaning; 0 or less asks not to wait, which
+/// here means the node's `controller_request_ms_max` alone bounds it).
+pub fn admin_deadline(timeout_ms: i32) -> Option<tokio::time::Instant> {
+    u64::try_from(timeout_ms)
+        .ok()
+        .filter(|ms| *ms > 0)
+        .map(|ms| tokio::time::Instant::now() + std::time::Duration::from_millis(ms))
+}
+
+/// Runs one admin change until `deadline`; past it the change fails with REQUEST_TIMED_OUT
+/// (retriable). The change may still commit, as on Kafka when a request times out.
+pub async fn within<T>(
+    deadline: Option<tokio::time::Instant>,
+    change: impl Future<Output = Result<T, crate::broker::TopicError>>,
+) -> Result<T, crate::broker::TopicError> {
+    let Some(deadline) = deadline else {
+        return change.await;
+    };
+    match tokio::time::timeout_at(deadline, change).await {
+        Ok(result) => result,
+        Err(_) => Err(crate::broker::TopicError::Unavailable(
+            crate::meta::QuorumError::Timeout(0),
+        )),
+    }
+}
+
 /// Maps a topic administration failure onto Kafka's error table, keeping the message.
 pub fn topic_error(e: &crate::broker::TopicError) -> (i16, Option<StrBytes>) {
     use crate::broker::TopicError as E;

@@ -94,9 +94,10 @@ impl Coordinator {
         let mut results = Vec::with_capacity(commits.len());
         let mut accepted = Vec::new();
         for c in commits {
+            // The partition may live on another node: the topic's cluster-wide count decides.
             let exists = broker
                 .topic(&c.topic)
-                .is_some_and(|t| t.partition(c.partition).is_some());
+                .is_some_and(|t| (0..t.partition_count()).contains(&c.partition));
             let r = if !exists {
                 Err(ResponseError::UnknownTopicOrPartition)
             } else if c

@@ -52,8 +52,8 @@ pub enum QuorumError {
     /// No controller is known or reachable (no quorum, an election under way).
     #[error("no controller available: {0}")]
     NoController(String),
-    /// The controller did not commit within the time allowed.
-    #[error("the controller did not commit the change within {0} ms")]
+    /// The controller did not commit within the time allowed (the request's own timeout).
+    #[error("the controller did not commit the change within the request's timeout")]
     Timeout(u64),
     /// The node is stopping.
     #[error("the metadata quorum is shutting down")]
