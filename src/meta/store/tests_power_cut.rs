@@ -1,0 +1,1 @@
+//! meta::store::tests_power_cut: randomized power cuts (written next).

@@ -1,0 +1,1 @@
+//! meta::store::tests_recovery: torn tails and damage on open (written next).
