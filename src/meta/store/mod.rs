@@ -172,11 +172,26 @@ pub fn open_with(
     image: tokio::sync::watch::Sender<Arc<MetadataImage>>,
     config: StoreConfig,
 ) -> Result<(LogStore, StateMachineStore), StoreError> {
-    storage
-        .create_dir_all(dir)
-        .map_err(|e| StoreError::io(dir, e))?;
+    create_dir_durably(&*storage, dir)?;
     record::remove_tmp_files(&*storage, dir)?;
     let log = LogStore::open(dir, storage.clone(), config)?;
     let sm = StateMachineStore::open(dir, storage, image)?;
     Ok((log, sm))
+}
+
+/// Creates `dir` and any missing ancestors, then syncs the parent of each one created, so the
+/// files later made durable inside it cannot vanish with an unsynced directory entry.
+fn create_dir_durably(storage: &dyn Storage, dir: &Path) -> Result<(), StoreError> {
+    let missing: Vec<&Path> = dir.ancestors().take_while(|a| !a.exists()).collect();
+    storage
+        .create_dir_all(dir)
+        .map_err(|e| StoreError::io(dir, e))?;
+    for created in missing.iter().rev() {
+        if let Some(parent) = created.parent() {
+            storage
+                .sync_dir(parent)
+                .map_err(|e| StoreError::io(parent, e))?;
+        }
+    }
+    Ok(())
 }
