@@ -4,6 +4,7 @@
 //!
 //! - [`command`]: the log's commands, their responses, and controller requests.
 //! - [`image`]: the state machine's state, how commands apply, placement.
+//! - [`store`]: the Raft log and state machine storage, on files through `io::Storage`.
 //! - [`types`]: openraft's type configuration.
 
 pub mod command;
