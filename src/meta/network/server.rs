@@ -217,6 +217,7 @@ async fn handshake(
         }
     };
     let ours = service.local.cluster_id();
+    let local = &service.local;
     let verdict = check_hello_shape(&hello)
         .and_then(
             |()| match cluster_mismatch(hello.cluster_id.as_deref(), ours.as_deref()) {
@@ -224,6 +225,17 @@ async fn handshake(
                 None => Ok(()),
             },
         )
+        .and_then(|()| {
+            // Two nodes configured with one id would split every vote they cast.
+            if hello.node_id == local.node_id && hello.directory_id != local.directory_id {
+                Err(format!(
+                    "it claims node id {} too, with data directory {} (this node's is {})",
+                    hello.node_id, hello.directory_id, local.directory_id
+                ))
+            } else {
+                Ok(())
+            }
+        })
         .and_then(|()| service.peer_check.check(hello.node_id, hello.directory_id));
     let reply = match &verdict {
         Ok(()) => HelloReply::Accepted {

@@ -389,7 +389,7 @@ async fn bad_bytes_close_the_connection_and_the_server_carries_on() {
 }
 
 /// The server refuses a hello with bad magic, an unknown protocol version, another cluster's id,
-/// or one its peer check rejects, saying why; a peer whose cluster id is not known yet (either
+/// its own node id from another data directory, or one its peer check rejects, saying why; a peer whose cluster id is not known yet (either
 /// side) is accepted.
 #[tokio::test]
 async fn handshake_refusals() {
@@ -444,6 +444,16 @@ async fn handshake_refusals() {
         .unwrap_err();
     assert!(
         matches!(&e, NetError::Refused { reason, .. } if reason.contains("directory id")),
+        "{e:?}"
+    );
+
+    let (twin, _i) = local(1, Some("c1"));
+    let e = PeerClient::new(twin, fast_config())
+        .call(&server.addr, heartbeat(1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, NetError::Refused { reason, .. } if reason.contains("claims node id 1")),
         "{e:?}"
     );
 
