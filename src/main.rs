@@ -363,14 +363,18 @@ async fn run_node(mut config: Config) -> anyhow::Result<()> {
     broker.producer_ids.use_quorum(quorum.clone());
     let (follow_stop, follow_rx) = tokio::sync::watch::channel(false);
     let follower = tokio::spawn(bramble::broker::follow_image(broker.clone(), follow_rx));
-    quorum.wait_ready().await;
     tracing::info!(
         node_id = broker.identity.node_id,
-        cluster_id = %broker.cluster_id(),
         data_dir = %data_dir.display(),
         advertised = %format!("{}:{}", advertised.host, advertised.port),
         io_backend,
         "listening on {bound}"
+    );
+    quorum.wait_ready().await;
+    tracing::info!(
+        cluster_id = %broker.cluster_id(),
+        controller = broker.controller_id(),
+        "serving"
     );
     // Ready only now: the socket is bound (clients queue in its backlog until the accept loop
     // runs) and Broker::open has recovered every log.

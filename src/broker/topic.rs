@@ -489,10 +489,14 @@ pub fn recovery_configs(name: &str) -> BTreeMap<String, String> {
     configs
 }
 
+/// Removes a topic's metadata file; none there (a topic the metadata quorum holds) is no error.
 pub fn remove_meta(data_dir: &Path, name: &str) -> std::io::Result<()> {
     let dir = meta_dir(data_dir);
-    std::fs::remove_file(dir.join(format!("{name}.toml")))?;
-    std::fs::File::open(&dir)?.sync_all()
+    match std::fs::remove_file(dir.join(format!("{name}.toml"))) {
+        Ok(()) => std::fs::File::open(&dir)?.sync_all(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Reads every topic metadata file; a file that does not parse is reported, not fatal.
