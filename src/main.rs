@@ -371,6 +371,8 @@ async fn run_node(mut config: Config) -> anyhow::Result<()> {
         "listening on {bound}"
     );
     quorum.wait_ready().await;
+    // The local registry follows what was applied before the first client is served.
+    broker.reconcile(&bramble::meta::MetadataClient::image(&*quorum)).await;
     tracing::info!(
         cluster_id = %broker.cluster_id(),
         controller = broker.controller_id(),

@@ -412,12 +412,25 @@ impl Broker {
             configs: configs.clone(),
             assignment: None,
         };
+        // Applying to a copy answers exactly what committing would, placement included.
+        let mut trial = (*q.image()).clone();
+        if let MetadataResponse::Refused(r) = trial.apply(trial.applied_index, &cmd) {
+            return Err(refused(r.code, &r.message, name));
+        }
+        let me = self.identity.node_id;
+        let hosted_here = trial
+            .topics
+            .get(name)
+            .is_some_and(|t| t.partitions.iter().any(|p| p.replicas.contains(&me)));
+        if hosted_here {
+            // A full or failed disk here would leave the new partitions offline once committed:
+            // refuse before committing, as the single node did.
+            let dir = self.data_dir.clone();
+            blocking(|| probe_writable(&dir)).map_err(|e| {
+                TopicError::Storage(format!("data directory {}: {e}", self.data_dir.display()))
+            })?;
+        }
         if validate_only {
-            // Applying to a copy answers exactly what committing would, placement included.
-            let mut trial = (*q.image()).clone();
-            if let MetadataResponse::Refused(r) = trial.apply(trial.applied_index, &cmd) {
-                return Err(refused(r.code, &r.message, name));
-            }
             let meta = TopicMeta {
                 name: name.to_string(),
                 id,
@@ -535,6 +548,21 @@ pub async fn follow_image(broker: Arc<Broker>, mut stop: tokio::sync::watch::Rec
             _ = stop.changed() => return,
         }
     }
+}
+
+/// Bytes written (and synced) to prove the data directory takes writes.
+const PROBE_BYTES: usize = 64 * 1024;
+
+/// Writes, syncs and removes a small file in `dir`: fails on a full or read-only disk.
+fn probe_writable(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let path = dir.join(".write-probe");
+    let result = std::fs::File::create(&path).and_then(|mut f| {
+        f.write_all(&[0u8; PROBE_BYTES])?;
+        f.sync_data()
+    });
+    let _ = std::fs::remove_file(&path);
+    result
 }
 
 fn unavailable(e: QuorumError) -> TopicError {

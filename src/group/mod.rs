@@ -81,10 +81,20 @@ impl Coordinator {
     /// other nodes answer NOT_COORDINATOR so the client looks it up again.
     pub async fn owns(&self, broker: &Broker, group: &str) -> Result<(), ResponseError> {
         match coordinator_of(broker, group).await {
-            Ok(node) if node == broker.identity.node_id => Ok(()),
-            Ok(_) => Err(ResponseError::NotCoordinator),
-            Err(e) => Err(e),
+            Ok(node) if node == broker.identity.node_id => {}
+            Ok(_) => return Err(ResponseError::NotCoordinator),
+            Err(e) => return Err(e),
         }
+        // Led here by the image, but not opened yet (this node is still catching up with the
+        // metadata): its groups cannot be loaded before their partition is.
+        let partition = store::group_partition(broker, group);
+        let hosted = broker
+            .topic(store::OFFSETS_TOPIC)
+            .is_some_and(|t| t.partition(partition).is_some());
+        if !hosted {
+            return Err(ResponseError::CoordinatorLoadInProgress);
+        }
+        Ok(())
     }
 
     /// Replays `__consumer_offsets` (once) and starts the timer.

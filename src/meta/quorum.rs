@@ -196,8 +196,17 @@ impl Quorum {
     /// Waits (bounded) until the image holds the cluster's first command, so a node that has
     /// metadata serves it from its first request.
     pub async fn wait_ready(&self) {
+        // What the local log held at start: applied once this node knows it is committed (at
+        // once on a lone voter; from the leader's first heartbeat elsewhere).
+        let logged = self.raft.metrics().borrow().last_log_index;
         let mut cell = self.image.clone();
-        let ready = cell.wait_for(|i| i.cluster_id.is_some());
+        let mut metrics = self.raft.metrics();
+        let ready = async {
+            let _ = cell.wait_for(|i| i.cluster_id.is_some()).await;
+            let _ = metrics
+                .wait_for(|m| m.last_applied.map(|l| l.index) >= logged)
+                .await;
+        };
         if tokio::time::timeout(Duration::from_millis(READY_WAIT_MS_MAX), ready)
             .await
             .is_err()
