@@ -260,11 +260,9 @@ fn print_to_pipes_quietly() {
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| // openraft narrates every vote and membership step at info.
-                tracing_subscriber::EnvFilter::new("info,openraft=warn")),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::new(log_filter(
+            std::env::var("RUST_LOG").ok(),
+        )))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
@@ -372,7 +370,9 @@ async fn run_node(mut config: Config) -> anyhow::Result<()> {
     );
     quorum.wait_ready().await;
     // The local registry follows what was applied before the first client is served.
-    broker.reconcile(&bramble::meta::MetadataClient::image(&*quorum)).await;
+    broker
+        .reconcile(&bramble::meta::MetadataClient::image(&*quorum))
+        .await;
     tracing::info!(
         cluster_id = %broker.cluster_id(),
         controller = broker.controller_id(),
@@ -397,6 +397,19 @@ async fn run_node(mut config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The log filter: RUST_LOG, or info. openraft narrates every vote and membership step at info,
+/// so it logs warnings only unless RUST_LOG names it.
+fn log_filter(env: Option<String>) -> String {
+    let base = env
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| "info".to_string());
+    if base.contains("openraft") {
+        base
+    } else {
+        format!("{base},openraft=warn")
+    }
+}
+
 /// Starts this node's part of the metadata quorum: a voter of `voters` (this node alone by
 /// default), or a learner with `join`.
 async fn start_quorum(
@@ -406,7 +419,8 @@ async fn start_quorum(
     use bramble::meta::{command::BrokerRegistration, quorum, settings};
     let config = &broker.config;
     let node_id = broker.identity.node_id;
-    let role = settings::role(config, node_id).map_err(|e| anyhow::anyhow!("cluster settings: {e}"))?;
+    let role =
+        settings::role(config, node_id).map_err(|e| anyhow::anyhow!("cluster settings: {e}"))?;
     let directory_id = broker
         .identity
         .directory_id
@@ -425,7 +439,7 @@ async fn start_quorum(
         node_id,
         directory_id,
         role,
-        dir: data_dir.join("meta").join("raft"),
+        dir: bramble::meta::raft_dir(data_dir),
         registration,
         cluster_id: broker.identity.cluster_id.clone(),
         import,

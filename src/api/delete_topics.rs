@@ -39,15 +39,17 @@ pub async fn handle(
             );
             continue;
         };
-        responses.push(match super::within(deadline, broker.delete_topic(&name)).await {
-            Ok(deleted_id) => result
-                .with_name(Some(TopicName(str_bytes(name))))
-                .with_topic_id(deleted_id),
-            Err(e) => {
-                let (code, message) = topic_error(&e);
-                result.with_error_code(code).with_error_message(message)
-            }
-        });
+        responses.push(
+            match super::within(deadline, broker.delete_topic(&name)).await {
+                Ok(deleted_id) => result
+                    .with_name(Some(TopicName(str_bytes(name))))
+                    .with_topic_id(deleted_id),
+                Err(e) => {
+                    let (code, message) = topic_error(&e);
+                    result.with_error_code(code).with_error_message(message)
+                }
+            },
+        );
     }
     DeleteTopicsResponse::default().with_responses(responses)
 }

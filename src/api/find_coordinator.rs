@@ -66,7 +66,11 @@ async fn locate(broker: &Broker, key_type: i8, key: StrBytes) -> Coordinator {
                 Ok(node) => node,
                 Err(e) => return refuse(c, e, "the group's coordinator is not available yet"),
             };
-            match broker.broker_views(false).into_iter().find(|b| b.node_id == node) {
+            match broker
+                .broker_views(false)
+                .into_iter()
+                .find(|b| b.node_id == node)
+            {
                 Some(b) => c
                     .with_node_id(BrokerId(node))
                     .with_host(str_bytes(b.host))

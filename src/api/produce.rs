@@ -72,7 +72,8 @@ pub async fn stage(broker: &Broker, _header: &RequestHeader, request: ProduceReq
     let mut key_check_budget = key_check_bytes_max(&request);
     let mut topics = Vec::with_capacity(request.topic_data.len());
     for topic_data in request.topic_data {
-        let topic = broker.topic_or_auto_create(&topic_data.name).await;
+        // Auto-creation is Metadata's (as on Kafka): a produce never waits on the controller.
+        let topic = broker.topic(&topic_data.name);
         let log_append_time = topic.as_ref().is_some_and(|t| {
             t.timestamp_type(broker.config.message_timestamp_type)
                 == MessageTimestampType::LogAppendTime
@@ -80,8 +81,9 @@ pub async fn stage(broker: &Broker, _header: &RequestHeader, request: ProduceReq
         let mut slots = Vec::with_capacity(topic_data.partition_data.len());
         for pd in topic_data.partition_data {
             let target = match &topic {
-                Some(t) => crate::api::lead(broker, t, pd.index)
-                    .map(|r| (r.log.clone(), r.leader_epoch())),
+                Some(t) => {
+                    crate::api::lead(broker, t, pd.index).map(|r| (r.log.clone(), r.leader_epoch()))
+                }
                 None if topic::validate_name(&topic_data.name).is_err() => {
                     Err(ResponseError::InvalidTopicException)
                 }

@@ -326,9 +326,14 @@ impl Broker {
             return;
         }
         let to = self.data_dir.join("meta").join(IMPORTED_TOPICS_DIR);
-        match std::fs::rename(&from, &to).and_then(|()| dirs::sync_dir(&self.data_dir.join("meta"))) {
-            Ok(()) => tracing::info!(kept = %to.display(), "topic files of the single-node release moved aside: the metadata quorum holds the topics now"),
-            Err(e) => tracing::warn!(error = %e, "could not move the single-node topic files aside"),
+        match std::fs::rename(&from, &to).and_then(|()| dirs::sync_dir(&self.data_dir.join("meta")))
+        {
+            Ok(()) => {
+                tracing::info!(kept = %to.display(), "topic files of the single-node release moved aside: the metadata quorum holds the topics now")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not move the single-node topic files aside")
+            }
         }
     }
 
@@ -386,7 +391,10 @@ impl Broker {
                 self.reconcile(&image).await;
                 return Ok(response);
             }
-            if tokio::time::timeout_at(deadline, cell.changed()).await.is_err() {
+            if tokio::time::timeout_at(deadline, cell.changed())
+                .await
+                .is_err()
+            {
                 return Err(unavailable(QuorumError::Timeout(
                     self.config.controller_request_ms_max,
                 )));
@@ -442,9 +450,16 @@ impl Broker {
             t.set_partition_count(partitions);
             return Ok(t);
         }
-        self.commit(q, name, cmd, |image| image.topics.get(name).is_some_and(|t| t.id == id))
-            .await?;
-        tracing::info!(topic = name, partitions, replication_factor = rf, "created topic");
+        self.commit(q, name, cmd, |image| {
+            image.topics.get(name).is_some_and(|t| t.id == id)
+        })
+        .await?;
+        tracing::info!(
+            topic = name,
+            partitions,
+            replication_factor = rf,
+            "created topic"
+        );
         self.topic(name)
             .ok_or_else(|| TopicError::Unknown(name.to_string()))
     }

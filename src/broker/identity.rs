@@ -70,6 +70,7 @@ pub fn load(data_dir: &Path, configured: Option<i32>) -> Result<NodeIdentity, Br
         ))),
         Some(wanted) => {
             if wanted != id.node_id {
+                set_aside_quorum(data_dir, id.node_id)?;
                 tracing::info!(
                     from = id.node_id,
                     to = wanted,
@@ -82,6 +83,32 @@ pub fn load(data_dir: &Path, configured: Option<i32>) -> Result<NodeIdentity, Br
             Ok(id)
         }
     }
+}
+
+/// A node renumbered from its unpinned first id cannot keep the metadata quorum it formed under
+/// that id (its log names the old id as the only voter): the store is moved aside, and the
+/// topics, recovered from their partition directories, are imported into the new quorum.
+fn set_aside_quorum(data_dir: &Path, old_id: i32) -> Result<(), BrokerError> {
+    let raft = crate::meta::raft_dir(data_dir);
+    if !raft.exists() {
+        return Ok(());
+    }
+    let kept = raft.with_file_name(format!("raft.node-{old_id}"));
+    let io = |source| BrokerError::DataDir {
+        path: raft.clone(),
+        source,
+    };
+    if kept.exists() {
+        std::fs::remove_dir_all(&kept).map_err(io)?;
+    }
+    std::fs::rename(&raft, &kept).map_err(io)?;
+    if let Some(meta) = raft.parent() {
+        std::fs::File::open(meta)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
+    }
+    tracing::warn!(kept = %kept.display(), "the metadata quorum formed as node {old_id} is set aside; this node's topics are recovered from their partition directories");
+    Ok(())
 }
 
 /// Replaces node.toml atomically: a temporary file, synced, renamed over it, directory synced.

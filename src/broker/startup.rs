@@ -14,6 +14,11 @@
 //!   its metadata file was written) are removed, with a log line;
 //! - directories that contradict the metadata (another topic id) are left in place and their
 //!   topic is refused with a clear error (`Broker::refused`), for an operator to decide.
+//!
+//! Once the data directory holds a metadata quorum (`meta/raft`), topics come from its image
+//! (`broker::cluster`) and only the deletions cut short are finished here. Without one (a
+//! single-node release's directory, or `meta/raft` lost), everything above applies and what is
+//! loaded is imported when the quorum first forms.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -47,6 +52,11 @@ impl Broker {
             }
         }
         self.finish_deletions(&mut scan, &mut metas);
+        if crate::meta::holds_quorum(&self.data_dir) {
+            // The metadata quorum's log holds the topics: the registry follows its image once it
+            // is applied (`broker::cluster`). Deletions cut short are finished above all the same.
+            return Ok(());
+        }
         for (name, meta) in metas {
             let found = scan.partitions.remove(&name).unwrap_or_default();
             self.load_topic(meta, found)?;

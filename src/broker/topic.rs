@@ -149,7 +149,8 @@ impl Topic {
     }
 
     pub(super) fn set_partition_count(&self, count: i32) {
-        self.count.store(count, std::sync::atomic::Ordering::Release);
+        self.count
+            .store(count, std::sync::atomic::Ordering::Release);
     }
 
     /// Partitions hosted here.

@@ -80,6 +80,12 @@ impl Coordinator {
     /// `__consumer_offsets` partition does (created on first need, as FindCoordinator does);
     /// other nodes answer NOT_COORDINATOR so the client looks it up again.
     pub async fn owns(&self, broker: &Broker, group: &str) -> Result<(), ResponseError> {
+        if broker.image().is_none() {
+            // A node without a quorum coordinates every group (and creates the offsets topic on
+            // first need, as it always did).
+            return Ok(());
+        }
+        validate_group_id(group)?;
         match coordinator_of(broker, group).await {
             Ok(node) if node == broker.identity.node_id => {}
             Ok(_) => return Err(ResponseError::NotCoordinator),
@@ -194,7 +200,9 @@ impl Coordinator {
         group_id: &str,
         j: Join,
     ) -> Result<JoinAnswer, JoinError> {
-        self.owns(broker, group_id).await.map_err(JoinError::Error)?;
+        self.owns(broker, group_id)
+            .await
+            .map_err(JoinError::Error)?;
         self.ensure_loaded(broker).await;
         let wait = j.rebalance_timeout + Duration::from_millis(WAIT_SLACK_MS);
         let outcome = self

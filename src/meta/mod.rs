@@ -17,6 +17,16 @@ pub mod types;
 
 use std::sync::Arc;
 
+/// Where a data directory keeps the quorum's store.
+pub fn raft_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("meta").join("raft")
+}
+
+/// Whether `data_dir` holds a metadata quorum's store with anything in it.
+pub fn holds_quorum(data_dir: &std::path::Path) -> bool {
+    std::fs::read_dir(raft_dir(data_dir)).is_ok_and(|mut entries| entries.next().is_some())
+}
+
 /// The latest applied image, swapped atomically by the state machine; readers take an `Arc`.
 pub type ImageCell = tokio::sync::watch::Receiver<Arc<image::MetadataImage>>;
 

@@ -184,7 +184,9 @@ impl Quorum {
                     Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
                         tracing::info!("metadata quorum already formed; rejoining it")
                     }
-                    Err(e) => tracing::error!(error = %e, "could not initialize the metadata quorum"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "could not initialize the metadata quorum")
+                    }
                 }
             }
             Role::Learner { join } => {
@@ -265,20 +267,19 @@ impl Quorum {
         Arc::new(move |node: NodeId, dir: Uuid| {
             let image = image.borrow();
             match image.brokers.get(&broker_id(node)) {
-                Some(b) if voters.contains(&node) && b.registration.directory_id != dir => Err(format!(
-                    "voter {node} presents data directory {dir}, but the cluster knows it by {}: a voter whose disk was wiped has lost its vote and must not rejoin under the same id",
-                    b.registration.directory_id
-                )),
+                Some(b) if voters.contains(&node) && b.registration.directory_id != dir => {
+                    Err(format!(
+                        "voter {node} presents data directory {dir}, but the cluster knows it by {}: a voter whose disk was wiped has lost its vote and must not rejoin under the same id",
+                        b.registration.directory_id
+                    ))
+                }
                 _ => Ok(()),
             }
         })
     }
 
     /// Commits on this node if it leads; `None` when it does not (the caller forwards).
-    async fn write_here(
-        &self,
-        cmd: MetadataCommand,
-    ) -> Option<Result<MetadataResponse, String>> {
+    async fn write_here(&self, cmd: MetadataCommand) -> Option<Result<MetadataResponse, String>> {
         match self.raft.client_write(cmd).await {
             Ok(r) => Some(Ok(r.data)),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => None,
@@ -299,16 +300,22 @@ impl Quorum {
             }
             let attempt = async {
                 match self.leader() {
-                    Some(id) if id == raft_id(self.node_id) => match self.write_here(cmd.clone()).await {
-                        Some(Ok(r)) => Ok(r),
-                        Some(Err(e)) => Err(e),
-                        None => Err("leadership moved".to_string()),
-                    },
+                    Some(id) if id == raft_id(self.node_id) => {
+                        match self.write_here(cmd.clone()).await {
+                            Some(Ok(r)) => Ok(r),
+                            Some(Err(e)) => Err(e),
+                            None => Err("leadership moved".to_string()),
+                        }
+                    }
                     Some(id) => {
                         let Some(addr) = self.addr_of(id) else {
                             return Err(format!("no address known for controller {id}"));
                         };
-                        match self.peers.call(&addr, ControllerRequest::Propose(cmd.clone())).await {
+                        match self
+                            .peers
+                            .call(&addr, ControllerRequest::Propose(cmd.clone()))
+                            .await
+                        {
                             Ok(ControllerResponse::Applied(r)) => Ok(r),
                             Ok(other) => Err(format!("controller {id} answered {other:?}")),
                             Err(e) => Err(format!("controller {id} at {addr}: {e}")),
@@ -421,7 +428,11 @@ impl MetadataClient for Quorum {
 struct ControllerHandle(std::sync::Weak<Quorum>);
 
 impl ControllerService for ControllerHandle {
-    fn handle(&self, _from: NodeId, req: ControllerRequest) -> BoxFuture<'static, ControllerResponse> {
+    fn handle(
+        &self,
+        _from: NodeId,
+        req: ControllerRequest,
+    ) -> BoxFuture<'static, ControllerResponse> {
         let Some(q) = self.0.upgrade() else {
             return Box::pin(async { ControllerResponse::Unavailable("stopping".into()) });
         };
@@ -495,7 +506,9 @@ async fn broker_loop(q: Arc<Quorum>) {
                     incarnation,
                 };
                 match q.peers.call(&addr, beat).await {
-                    Ok(ControllerResponse::HeartbeatAck { registered: known }) => registered = known,
+                    Ok(ControllerResponse::HeartbeatAck { registered: known }) => {
+                        registered = known
+                    }
                     Ok(_) | Err(_) => {}
                 }
             }
@@ -564,7 +577,9 @@ async fn controller_loop(q: Arc<Quorum>) {
                     imported_topics = q.setup.import.len(),
                     "cluster formed"
                 ),
-                Some(Err(e)) => tracing::warn!(error = %e, "could not commit the cluster's first command"),
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "could not commit the cluster's first command")
+                }
                 None => {}
             }
             continue;
@@ -618,7 +633,10 @@ async fn join_loop(q: Arc<Quorum>, join: String) {
             .get_node(&me)
             .is_some();
         if member {
-            tracing::info!(node_id = q.node_id, "joined the metadata quorum as a learner");
+            tracing::info!(
+                node_id = q.node_id,
+                "joined the metadata quorum as a learner"
+            );
             return;
         }
         let req = ControllerRequest::Join {

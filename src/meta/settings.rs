@@ -80,7 +80,10 @@ pub fn check(c: &Config) -> Result<(), (&'static str, String)> {
     if let Some(addr) = &c.raft_listen
         && addr.parse::<std::net::SocketAddr>().is_err()
     {
-        return Err(("raft_listen", "must be an IP:port such as 127.0.0.1:9192".into()));
+        return Err((
+            "raft_listen",
+            "must be an IP:port such as 127.0.0.1:9192".into(),
+        ));
     }
     if let Some(text) = &c.voters {
         parse_voters(text).map_err(|e| ("voters", e))?;
@@ -96,7 +99,10 @@ pub fn check(c: &Config) -> Result<(), (&'static str, String)> {
             return Err(("join", "must be host:port (a voter's raft address)".into()));
         }
         if c.voters.is_some() {
-            return Err(("join", "a node is either a voter (voters) or joins (join), not both".into()));
+            return Err((
+                "join",
+                "a node is either a voter (voters) or joins (join), not both".into(),
+            ));
         }
         if c.raft_listen.is_none() {
             return Err(("raft_listen", "must be set when join is".into()));
@@ -117,7 +123,10 @@ pub fn check(c: &Config) -> Result<(), (&'static str, String)> {
         ));
     }
     if c.raft_rpc_timeout_ms == 0 || c.raft_snapshot_entries == 0 {
-        return Err(("raft_rpc_timeout_ms", "raft_rpc_timeout_ms and raft_snapshot_entries must be >= 1".into()));
+        return Err((
+            "raft_rpc_timeout_ms",
+            "raft_rpc_timeout_ms and raft_snapshot_entries must be >= 1".into(),
+        ));
     }
     if c.broker_heartbeat_ms == 0 || c.broker_session_timeout_ms <= c.broker_heartbeat_ms {
         return Err((
