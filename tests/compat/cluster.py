@@ -208,13 +208,14 @@ class ClusterNode(Broker):
     `bramble serve`, which must still be a cluster of one)."""
 
     def __init__(self, cluster: "Cluster", node_id: int, workdir: Path, rack: str | None,
-                 config: dict):
+                 config: dict, learner: bool = False):
         # The rack goes in the TOML file (key `rack`, as old as racks in bramble); the launcher,
         # scripts/cluster.sh, passes the `--rack` flag.
         super().__init__(workdir, {**config, **({"rack": rack} if rack is not None else {})})
         self.cluster = cluster
         self.node_id = node_id
         self.rack = rack
+        self.learner = learner
         self.raft_port: int | None = None
 
     def _pick_port(self) -> None:
@@ -232,7 +233,10 @@ class ClusterNode(Broker):
             "--listen", self.bootstrap,
             "--advertise", self.bootstrap,
         ]
-        if self.cluster.cluster_flags:
+        if self.cluster.cluster_flags and self.learner:
+            # A broker-only node joins through the first voter.
+            cmd += ["--raft-listen", self.raft_address, "--join", self.cluster.nodes[1].raft_address]
+        elif self.cluster.cluster_flags:
             cmd += ["--raft-listen", self.raft_address, "--voters", self.cluster.voters]
         if self.config:
             config_path = self.workdir / "bramble.toml"
@@ -247,11 +251,12 @@ class ClusterError(AssertionError):
 
 
 class Cluster:
-    """N voters on 127.0.0.1. `racks` gives node i the rack racks[i-1]; `config` is TOML shared
-    by every node (CLUSTER_TIMING is added unless `cluster_flags` is off)."""
+    """N voters on 127.0.0.1, then `learners` broker-only nodes that `--join` through node 1.
+    `racks` gives node i the rack racks[i-1]; `config` is TOML shared by every node
+    (CLUSTER_TIMING is added unless `cluster_flags` is off)."""
 
     def __init__(self, workdir: Path, size: int = DEFAULT_SIZE, racks: list[str] | None = None,
-                 config: dict | None = None, cluster_flags: bool = True):
+                 config: dict | None = None, cluster_flags: bool = True, learners: int = 0):
         assert racks is None or len(racks) == size
         self.cluster_flags = cluster_flags
         shared = {**(CLUSTER_TIMING if cluster_flags else {}), **(config or {})}
@@ -261,6 +266,10 @@ class Cluster:
             node_dir.mkdir(parents=True)
             self.nodes[i] = ClusterNode(self, i, node_dir, racks[i - 1] if racks else None,
                                         dict(shared))
+        for i in range(size + 1, size + learners + 1):
+            node_dir = workdir / f"node{i}"
+            node_dir.mkdir(parents=True)
+            self.nodes[i] = ClusterNode(self, i, node_dir, None, dict(shared), learner=True)
         self._assign_ports()
 
     def _assign_ports(self) -> None:
@@ -273,7 +282,7 @@ class Cluster:
     @property
     def voters(self) -> str:
         """`--voters`: id@raft-host:port of every node."""
-        return ",".join(f"{i}@{n.raft_address}" for i, n in self.nodes.items())
+        return ",".join(f"{i}@{n.raft_address}" for i, n in self.nodes.items() if not n.learner)
 
     @property
     def bootstrap(self) -> str:
@@ -419,8 +428,8 @@ class ClusterFactory:
 
     def __call__(self, size: int = DEFAULT_SIZE, racks: list[str] | None = None,
                  config: dict | None = None, cluster_flags: bool = True,
-                 start: bool = True) -> Cluster:
+                 start: bool = True, learners: int = 0) -> Cluster:
         workdir = self.tmp_path / f"cluster{len(self.clusters)}"
-        cluster = Cluster(workdir, size, racks, config, cluster_flags)
+        cluster = Cluster(workdir, size, racks, config, cluster_flags, learners)
         self.clusters.append(cluster)
         return cluster.start_all() if start else cluster

@@ -26,7 +26,7 @@ from cluster import (
     FORM_TIMEOUT_S, Cluster, create_topic_raw, find_group_coordinator, group_partition, metadata,
 )
 from conftest import BRAMBLE_BIN
-from helpers import ADMIN_TIMEOUT_S, produce_confluent
+from helpers import ADMIN_TIMEOUT_S, consume_all, produce_confluent
 from test_groups import Member, wait_for_partitioning
 
 KCAT = shutil.which("kcat") or "kcat"
@@ -464,3 +464,34 @@ def test_group_of_three_coordinator_and_offsets_survive_cluster_restart(cluster_
     assert_coordinator_everywhere(cluster, group)
     for node in cluster.nodes.values():
         wait_committed(node.bootstrap, group, topic, want)
+
+
+def test_a_joined_broker_only_node_serves_its_partitions(cluster_factory):
+    """A fourth node started with `--join` (a learner: full metadata, no vote) is listed by every
+    node, shown as a learner by `bramble cluster status` and as an observer of the quorum, and
+    leads its share of a new topic's partitions, which real clients write and read through it;
+    losing one voter does not stop it."""
+    cluster = cluster_factory(learners=1)
+    mds = {i: metadata(n.bootstrap) for i, n in cluster.nodes.items()}
+    assert all(set(md.brokers) == {1, 2, 3, 4} for md in mds.values()), \
+        {i: md.summary() for i, md in mds.items()}
+    status = bramble_cli("cluster", "status", "--json", "-b", cluster.nodes[4].bootstrap)
+    assert status.returncode == 0, status.stderr
+    roles = {n["node_id"]: n["role"].lower() for n in json.loads(status.stdout)["nodes"]}
+    assert roles.get(4) == "learner" and all(roles.get(i) == "voter" for i in (1, 2, 3)), roles
+
+    topic, partitions = "with-learner", 8
+    create_topic_client(cluster.bootstrap, topic, partitions, 1)
+    md = cluster.wait_topic(topic, partitions)[4]
+    assert leader_counts(md, topic) == Counter({1: 2, 2: 2, 3: 2, 4: 2}), md.placement(topic)
+    records = [{"value": f"{p}".encode(), "partition": p} for p in range(partitions)]
+    run = produce_confluent(cluster.nodes[4].bootstrap, topic, records)
+    assert not run.errors, run.errors[:3]
+    got = consume_all(cluster.nodes[4].bootstrap, topic, partitions, len(records))
+    assert sorted(m.value for m in got) == sorted(r["value"] for r in records)
+
+    voter = next(i for i in (1, 2, 3) if i != cluster.controller())
+    cluster.kill(voter)
+    name = "after-voter-loss"
+    create_topic_retrying(cluster.nodes[4].bootstrap, name, 1, 1)
+    cluster.wait_topic(name, 1, ids=[i for i in cluster.nodes if i != voter])
