@@ -425,7 +425,7 @@ async fn start_quorum(
         node_id,
         directory_id,
         role,
-        dir: data_dir.join("meta").join("raft"),
+        dir: bramble::meta::store::dir(data_dir),
         registration,
         cluster_id: broker.identity.cluster_id.clone(),
         import,

@@ -13,7 +13,11 @@
 //! - partition directories with no records and no metadata (a CreateTopics cut by a stop before
 //!   its metadata file was written) are removed, with a log line;
 //! - directories that contradict the metadata (another topic id) are left in place and their
-//!   topic is refused with a clear error (`Broker::refused`), for an operator to decide.
+//!   topic is refused with a clear error (`Broker::refused`), for an operator to decide;
+//! - once the metadata quorum holds the topics (the node has run with a quorum and its
+//!   single-node topic files were imported), partition directories have no topic files by
+//!   design: they are left for the committed image to open (`cluster::reconcile`), neither
+//!   recovered nor removed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -51,10 +55,29 @@ impl Broker {
             let found = scan.partitions.remove(&name).unwrap_or_default();
             self.load_topic(meta, found)?;
         }
-        for (name, found) in std::mem::take(&mut scan.partitions) {
+        let orphans = std::mem::take(&mut scan.partitions);
+        if self.quorum_holds_topics() && !orphans.is_empty() {
+            // The committed image says which of them this node hosts (`cluster::reconcile`
+            // opens those); recovering them here would write topic files the quorum replaced.
+            tracing::info!(
+                topics = orphans.len(),
+                "partition directories left for the metadata quorum's image to open"
+            );
+            return Ok(());
+        }
+        for (name, found) in orphans {
             self.load_orphans(&name, found, set_aside.get(&name))?;
         }
         Ok(())
+    }
+
+    /// Whether the metadata quorum holds this node's topics: it has run with a quorum
+    /// (`meta/raft` exists) and no single-node topic files wait to be imported (`meta/topics`
+    /// is moved aside once they are). Then a partition directory without a topic file is the
+    /// quorum's, not a single-node topic whose file was lost.
+    fn quorum_holds_topics(&self) -> bool {
+        crate::meta::store::dir(&self.data_dir).is_dir()
+            && !topic::meta_dir(&self.data_dir).exists()
     }
 
     /// Removes what DeleteTopics marked. The marking is the commit point: a topic whose metadata

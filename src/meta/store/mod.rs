@@ -72,6 +72,12 @@ pub use log_store::{LogReader, LogStore};
 pub use record::{FORMAT_VERSION, RECORD_BYTES_MAX};
 pub use state_machine::{SnapshotBuilder, StateMachineStore};
 
+/// The store's directory in a data directory: `<data_dir>/meta/raft`. Its presence also tells
+/// start-up that the node has run with a quorum (`broker::startup`).
+pub fn dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("meta").join("raft")
+}
+
 /// Default size past which the next append starts a new log segment.
 pub const SEGMENT_BYTES_DEFAULT: u64 = 1 << 20;
 
