@@ -643,3 +643,6 @@ async fn join_loop(q: Arc<Quorum>, join: String) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
