@@ -52,9 +52,17 @@ impl Broker {
             }
         }
         self.finish_deletions(&mut scan, &mut metas);
-        if crate::meta::holds_quorum(&self.data_dir) {
+        if self.quorum_holds_topics() {
             // The metadata quorum's log holds the topics: the registry follows its image once it
-            // is applied (`broker::cluster`). Deletions cut short are finished above all the same.
+            // is applied (`broker::cluster::reconcile` opens what this node hosts); recovering
+            // directories here would write topic files the quorum replaced. Deletions cut short
+            // are finished above all the same.
+            if !scan.partitions.is_empty() {
+                tracing::debug!(
+                    topics = scan.partitions.len(),
+                    "partition directories left for the metadata quorum's image to open"
+                );
+            }
             return Ok(());
         }
         for (name, meta) in metas {
@@ -65,6 +73,15 @@ impl Broker {
             self.load_orphans(&name, found, set_aside.get(&name))?;
         }
         Ok(())
+    }
+
+    /// Whether the metadata quorum holds this node's topics: it has run with a quorum
+    /// (`meta/raft` holds a store) and no single-node topic files wait to be imported
+    /// (`meta/topics` is moved aside once they are; a stop before the import keeps them). Then a
+    /// partition directory without a topic file is the quorum's, not a single-node topic whose
+    /// file was lost.
+    fn quorum_holds_topics(&self) -> bool {
+        crate::meta::holds_quorum(&self.data_dir) && !topic::meta_dir(&self.data_dir).exists()
     }
 
     /// Removes what DeleteTopics marked. The marking is the commit point: a topic whose metadata

@@ -176,6 +176,39 @@ async fn recovered_topic_keeps_its_records_through_retention() {
     }
 }
 
+// Proves a node that runs with a metadata quorum (`meta/raft` present, its single-node topic
+// files moved aside) opens without recovering its partition directories as lost topics: none
+// is loaded or removed (empty ones included) and no topic file is written; the image opens them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_of_a_quorum_node_wait_for_the_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open(dir.path());
+    topic_with_records(&broker, "full", 1, 3).await;
+    topic_with_records(&broker, "empty", 2, 0).await;
+    broker.shutdown().await;
+    drop(broker);
+    // A quorum's store (its contents do not matter to start-up).
+    let raft = crate::meta::raft_dir(dir.path());
+    std::fs::create_dir_all(&raft).unwrap();
+    std::fs::write(raft.join("vote.bin"), b"").unwrap();
+    let imported = dir.path().join("meta").join("topics.imported");
+    std::fs::rename(topic::meta_dir(dir.path()), imported).unwrap();
+
+    let broker = open(dir.path());
+    assert!(
+        broker.topics().is_empty(),
+        "topics loaded without the image"
+    );
+    assert!(!topic::meta_dir(dir.path()).exists(), "topic files written");
+    for (name, p) in [("full", 0), ("empty", 0), ("empty", 1)] {
+        assert!(
+            topic::partition_dir(dir.path(), name, p).is_dir(),
+            "{name}-{p} removed"
+        );
+    }
+    broker.shutdown().await;
+}
+
 // Proves an unreadable metadata file is kept aside (not deleted) and the topic recovered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_topic_metadata_is_set_aside_and_recovered() {

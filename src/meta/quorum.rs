@@ -661,3 +661,6 @@ async fn join_loop(q: Arc<Quorum>, join: String) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

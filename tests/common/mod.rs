@@ -68,6 +68,22 @@ impl Broker {
     /// Like [`Broker::start_with_config`], with extra environment variables for the broker.
     pub fn start_with(config_toml: &str, env: &[(&str, &str)]) -> Broker {
         let dir = tempfile::tempdir().expect("tempdir");
+        let data_dir = dir.path().join("data");
+        Broker::start_in(dir, &data_dir, config_toml, env)
+    }
+
+    /// Starts on an existing data directory (a restart, or one a test wrote); the log and config
+    /// file go to a fresh temporary directory of their own.
+    pub fn start_on(data_dir: &Path, config_toml: &str) -> Broker {
+        Broker::start_in(
+            tempfile::tempdir().expect("tempdir"),
+            data_dir,
+            config_toml,
+            &[],
+        )
+    }
+
+    fn start_in(dir: TempDir, data_dir: &Path, config_toml: &str, env: &[(&str, &str)]) -> Broker {
         let log_path = dir.path().join("broker.log");
         let mut failure = String::new();
         for _ in 0..PORT_PICK_ATTEMPTS {
@@ -77,7 +93,7 @@ impl Broker {
                 .arg("--listen")
                 .arg(format!("{HOST}:{port}"))
                 .arg("--data-dir")
-                .arg(dir.path().join("data"))
+                .arg(data_dir)
                 .arg("--node-id")
                 .arg("1");
             if !config_toml.is_empty() {
