@@ -427,15 +427,22 @@ impl MetadataImage {
         MetadataResponse::Done
     }
 
-    /// A new partition: every replica in sync (it has no records yet), led by the first live one.
+    /// A new partition, led by its first live replica. Only the leader is in sync: followers do
+    /// not copy records yet (replication is the next step), so none of them may ever be elected
+    /// in its place; a partition whose leader is fenced waits for it instead of losing records.
     fn new_partition(&self, replicas: Vec<i32>) -> PartitionImage {
         let leader = replicas
             .iter()
             .copied()
             .find(|r| self.is_live(*r))
             .unwrap_or(NO_LEADER);
+        let in_sync = if leader == NO_LEADER {
+            replicas.first().copied().unwrap_or(NO_LEADER)
+        } else {
+            leader
+        };
         PartitionImage {
-            isr: replicas.clone(),
+            isr: vec![in_sync],
             replicas,
             leader,
             leader_epoch: 0,

@@ -79,7 +79,8 @@ fn rf3_spans_three_racks_with_even_leaders() {
             .map(|r| image.brokers[r].rack().map(str::to_string))
             .collect();
         assert_eq!(racks.len(), 3, "{p:?}");
-        assert_eq!(p.isr, p.replicas);
+        // Followers copy no records yet: only the leader is in sync.
+        assert_eq!(p.isr, vec![p.leader]);
         assert_eq!(p.leader, p.replicas[0]);
     }
     assert_eq!(
@@ -178,15 +179,59 @@ fn fence_of_an_old_incarnation_is_refused() {
 }
 
 #[test]
-fn fenced_leader_of_rf3_moves_to_a_live_isr_member() {
+fn fenced_leader_of_rf3_waits_for_its_return_while_followers_hold_no_records() {
     let mut image = cluster([None, None, None]);
     image.apply(4, &create("t", 1, 3));
     let leader = image.topics["t"].partitions[0].leader;
+    let incarnation = Uuid::from_u128(leader as u128);
     image.apply(
         5,
         &MetadataCommand::FenceBroker {
             node_id: leader,
-            incarnation: Uuid::from_u128(leader as u128),
+            incarnation,
+        },
+    );
+    let p = &image.topics["t"].partitions[0];
+    assert_eq!(
+        (p.leader, p.isr.clone()),
+        (NO_LEADER, vec![leader]),
+        "an empty follower was elected"
+    );
+    image.apply(
+        6,
+        &MetadataCommand::UnfenceBroker {
+            node_id: leader,
+            incarnation,
+        },
+    );
+    assert_eq!(image.topics["t"].partitions[0].leader, leader);
+}
+
+#[test]
+fn fenced_leader_moves_to_a_live_isr_member() {
+    let mut image = cluster([None, None, None]);
+    image.apply(4, &create("t", 1, 3));
+    let t = image.topics["t"].clone();
+    let p = &t.partitions[0];
+    // Once a follower is in sync (replication, AlterPartition), it takes over.
+    image.apply(
+        5,
+        &MetadataCommand::AlterPartition {
+            topic_id: t.id,
+            partition: 0,
+            partition_epoch: p.partition_epoch,
+            leader: p.leader,
+            replicas: p.replicas.clone(),
+            isr: p.replicas.clone(),
+        },
+    );
+    let leader = p.leader;
+    let incarnation = Uuid::from_u128(leader as u128);
+    image.apply(
+        6,
+        &MetadataCommand::FenceBroker {
+            node_id: leader,
+            incarnation,
         },
     );
     let p = &image.topics["t"].partitions[0];
