@@ -69,8 +69,10 @@ pub fn load(data_dir: &Path, configured: Option<i32>) -> Result<NodeIdentity, Br
             id.node_id
         ))),
         Some(wanted) => {
+            // The quorum formed before the node had its identity was a provisional cluster of
+            // one: the node's real config (its id, its voters) starts it afresh.
+            set_aside_quorum(data_dir, id.node_id)?;
             if wanted != id.node_id {
-                set_aside_quorum(data_dir, id.node_id)?;
                 tracing::info!(
                     from = id.node_id,
                     to = wanted,
@@ -85,9 +87,11 @@ pub fn load(data_dir: &Path, configured: Option<i32>) -> Result<NodeIdentity, Br
     }
 }
 
-/// A node renumbered from its unpinned first id cannot keep the metadata quorum it formed under
-/// that id (its log names the old id as the only voter): the store is moved aside, and the
-/// topics, recovered from their partition directories, are imported into the new quorum.
+/// A node first started without an id (a package's first start) formed a provisional quorum of
+/// one, as node 1 with no peers. When its configured id arrives (with the cluster's voters, as the
+/// Pi walkthrough's step 3 gives it), that quorum cannot join the cluster — it has its own cluster
+/// id and lists itself as the only voter — so its store is moved aside, and the topics, recovered
+/// from their partition directories, are imported when the node's real quorum forms.
 fn set_aside_quorum(data_dir: &Path, old_id: i32) -> Result<(), BrokerError> {
     let raft = crate::meta::raft_dir(data_dir);
     if !raft.exists() {
@@ -107,7 +111,7 @@ fn set_aside_quorum(data_dir: &Path, old_id: i32) -> Result<(), BrokerError> {
             .and_then(|d| d.sync_all())
             .map_err(io)?;
     }
-    tracing::warn!(kept = %kept.display(), "the metadata quorum formed as node {old_id} is set aside; this node's topics are recovered from their partition directories");
+    tracing::warn!(kept = %kept.display(), "the provisional metadata quorum formed before this node had an id is set aside; its topics are recovered from their partition directories");
     Ok(())
 }
 
@@ -159,6 +163,27 @@ mod tests {
         // From now on node 2 it is: another id is refused, no id keeps 2.
         assert!(load(dir.path(), Some(3)).is_err());
         assert_eq!(load(dir.path(), None).unwrap().node_id, 2);
+    }
+
+    #[test]
+    fn a_provisional_quorum_is_set_aside_when_the_id_arrives() {
+        let dir = tempfile::tempdir().unwrap();
+        load(dir.path(), None).unwrap();
+        let raft = crate::meta::raft_dir(dir.path());
+        std::fs::create_dir_all(&raft).unwrap();
+        std::fs::write(raft.join("vote.bin"), b"v").unwrap();
+        // Restarts without an id keep the provisional quorum.
+        load(dir.path(), None).unwrap();
+        assert!(raft.join("vote.bin").exists());
+        // The same id, given explicitly (pi1 in the walkthrough), still starts afresh.
+        load(dir.path(), Some(NODE_ID_DEFAULT)).unwrap();
+        assert!(!raft.exists());
+        let kept = raft.with_file_name(format!("raft.node-{NODE_ID_DEFAULT}"));
+        assert_eq!(std::fs::read(kept.join("vote.bin")).unwrap(), b"v");
+        // Once pinned, the quorum stays where it is.
+        std::fs::create_dir_all(&raft).unwrap();
+        load(dir.path(), Some(NODE_ID_DEFAULT)).unwrap();
+        assert!(raft.exists());
     }
 
     #[test]

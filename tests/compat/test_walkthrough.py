@@ -5,8 +5,10 @@ step 3's heredoc writes and restarts it. The node must come up as the id that co
 start pinned node.toml to id 1 and pi2/pi3 refused to start.
 
 The packaged config and the step-3 heredoc are read from the repository itself, so the test
-follows the files and the README rather than a copy of them. Only `--listen` is overridden (the
-heredoc's 0.0.0.0:9092 may be taken on a test machine); everything else is the node's own."""
+follows the files and the README rather than a copy of them. Only `--listen` and `--raft-listen` are
+overridden (the heredoc's 0.0.0.0 ports may be taken on a test machine); everything else is the
+node's own. Step 3 names pi1..pi3 as the quorum's voters, which this machine cannot reach: the
+node answers alone, as a Pi does until the others come up."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
-from conftest import REPO_ROOT, Broker, finish_broker
+from conftest import REPO_ROOT, Broker, finish_broker, free_port
 
 PACKAGED_CONFIG = REPO_ROOT / "packaging" / "bramble.toml"
 README = REPO_ROOT / "README.md"
@@ -37,10 +39,13 @@ class ServiceNode(Broker):
     def __init__(self, workdir: Path, config_file: Path):
         super().__init__(workdir)
         self.config_file = config_file
+        self.raft_port = free_port()
 
     def _command(self) -> list[str]:
+        # The step-3 quorum port, 0.0.0.0:9192, may be taken on a test machine too.
         return [str(self.binary), "serve", "--config", str(self.config_file),
-                "--data-dir", str(self.data_dir), "--listen", self.bootstrap]
+                "--data-dir", str(self.data_dir), "--listen", self.bootstrap,
+                "--raft-listen", f"127.0.0.1:{self.raft_port}"]
 
 
 def broker_ids(node: Broker) -> set[int]:
