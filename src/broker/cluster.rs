@@ -207,7 +207,7 @@ impl Broker {
         for t in self.topics() {
             match image.topics.get(&t.name) {
                 Some(ti) if ti.id == t.id => {}
-                _ if !t.from_image() => {
+                _ if !t.is_from_image() => {
                     // A single-node release's topic the quorum did not import (this node did not
                     // form the cluster): close it, keep its data.
                     self.write_topics().remove(&t.name);

@@ -111,7 +111,7 @@ impl Topic {
             .store(true, std::sync::atomic::Ordering::Release);
     }
 
-    pub(super) fn from_image(&self) -> bool {
+    pub(super) fn is_from_image(&self) -> bool {
         self.from_image.load(std::sync::atomic::Ordering::Acquire)
     }
 

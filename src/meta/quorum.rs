@@ -505,11 +505,12 @@ async fn broker_loop(q: Arc<Quorum>) {
                     node_id,
                     incarnation,
                 };
-                match q.peers.call(&addr, beat).await {
-                    Ok(ControllerResponse::HeartbeatAck { registered: known }) => {
-                        registered = known
-                    }
-                    Ok(_) | Err(_) => {}
+                // Any other answer (no controller there, unreachable) keeps the registration: the
+                // next beat finds the new controller.
+                if let Ok(ControllerResponse::HeartbeatAck { registered: known }) =
+                    q.peers.call(&addr, beat).await
+                {
+                    registered = known;
                 }
             }
         }
