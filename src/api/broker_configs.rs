@@ -36,11 +36,14 @@ pub async fn alter(
         ));
     }
     broker
-        .alter_broker_configs(ops, validate_only)
+        .alter_broker_configs(ops, validate_only, name.is_empty())
         .await
         .map_err(|e| match e {
             BrokerConfigError::Storage(_) => {
                 refuse(ResponseError::KafkaStorageError, e.to_string())
+            }
+            BrokerConfigError::Unavailable(_) => {
+                refuse(ResponseError::RequestTimedOut, e.to_string())
             }
             // Kafka answers both a static key and a bad value with INVALID_REQUEST.
             _ => refuse(ResponseError::InvalidRequest, e.to_string()),

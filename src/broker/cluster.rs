@@ -219,6 +219,10 @@ impl Broker {
         for ti in image.topics.values() {
             self.host(image, ti).await;
         }
+        let dynamic = self.merged_dynamic(image);
+        if dynamic != self.dynamic_configs() {
+            self.set_dynamic(dynamic);
+        }
         self.retire_topic_files(image);
     }
 
@@ -545,6 +549,52 @@ impl Broker {
             |image| image.topics.get(name).is_some_and(|t| t.configs == want),
         )
         .await?;
+        Ok(())
+    }
+}
+
+impl Broker {
+    /// Dynamic broker settings through the controller: the scope's settings in the image, changed
+    /// by `ops`, checked, committed, and in force here once applied.
+    pub(super) async fn cluster_alter_broker_configs(
+        &self,
+        q: &Arc<dyn MetadataClient>,
+        ops: Vec<ConfigOp>,
+        validate_only: bool,
+        cluster_wide: bool,
+    ) -> Result<(), super::dynamic::BrokerConfigError> {
+        use super::dynamic::BrokerConfigError;
+        let scope = if cluster_wide {
+            crate::meta::image::CLUSTER_DEFAULT
+        } else {
+            self.identity.node_id
+        };
+        let current = q
+            .image()
+            .broker_configs
+            .get(&scope)
+            .cloned()
+            .unwrap_or_default();
+        let configs = self.checked_dynamic(current, ops)?;
+        if validate_only {
+            return Ok(());
+        }
+        let want = configs.clone();
+        let cmd = MetadataCommand::SetBrokerConfigs {
+            node_id: (!cluster_wide).then_some(scope),
+            configs,
+        };
+        let unavailable = |e: TopicError| BrokerConfigError::Unavailable(e.to_string());
+        self.commit(q, "", cmd, |image| {
+            image
+                .broker_configs
+                .get(&scope)
+                .cloned()
+                .unwrap_or_default()
+                == want
+        })
+        .await
+        .map_err(unavailable)?;
         Ok(())
     }
 }

@@ -33,6 +33,9 @@ pub enum BrokerConfigError {
     Invalid(#[from] topic::ConfigValueError),
     #[error("storage: {0}")]
     Storage(#[source] std::io::Error),
+    /// The controller could not commit the change in time (retriable).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 fn path(data_dir: &Path) -> PathBuf {
@@ -119,11 +122,20 @@ impl Broker {
 
     /// Changes dynamic broker settings; refuses the whole change if any key is not dynamic or any
     /// value is invalid. Applied to every partition that has no override of its own.
+    /// `cluster_wide` (the BROKER resource "") changes the cluster's default, which every node
+    /// applies; otherwise this node's own settings. Without a quorum both are this node's.
     pub async fn alter_broker_configs(
         &self,
         ops: Vec<ConfigOp>,
         validate_only: bool,
+        cluster_wide: bool,
     ) -> Result<(), BrokerConfigError> {
+        if let Some(q) = self.quorum() {
+            let q = q.clone();
+            return self
+                .cluster_alter_broker_configs(&q, ops, validate_only, cluster_wide)
+                .await;
+        }
         let _admin = self.admin.lock().await;
         let mut configs = self.dynamic_configs();
         let base = self.config.log_defaults();
@@ -145,6 +157,12 @@ impl Broker {
             return Ok(());
         }
         super::blocking(|| store(&self.data_dir, &configs)).map_err(BrokerConfigError::Storage)?;
+        self.set_dynamic(configs);
+        Ok(())
+    }
+
+    /// Puts `configs` in force: every partition without its own override follows them.
+    pub(super) fn set_dynamic(&self, configs: BTreeMap<String, String>) {
         *self.dynamic.write().unwrap_or_else(|e| e.into_inner()) = configs.clone();
         for t in self.topics() {
             let log_config = self.topic_log_config(&t.configs());
@@ -153,6 +171,42 @@ impl Broker {
             }
         }
         tracing::info!(?configs, "dynamic broker configs changed");
-        Ok(())
+    }
+
+    /// Checks one scope's new settings (after `ops`) as the local path does.
+    pub(super) fn checked_dynamic(
+        &self,
+        mut configs: BTreeMap<String, String>,
+        ops: Vec<ConfigOp>,
+    ) -> Result<BTreeMap<String, String>, BrokerConfigError> {
+        let base = self.config.log_defaults();
+        let named = ops.iter().filter_map(op_key).map(str::to_string);
+        let mut refused = not_dynamic(named);
+        for op in ops {
+            topic::apply_config_op(&base, &mut configs, op);
+        }
+        refused.extend(not_dynamic(configs.keys().cloned()));
+        if !refused.is_empty() {
+            refused.sort();
+            refused.dedup();
+            return Err(BrokerConfigError::NotDynamic(refused));
+        }
+        topic::log_config(&base, &as_topic_configs(&configs))?;
+        Ok(configs)
+    }
+
+    /// What this node runs with in a cluster: its own file of the single-node release, then the
+    /// cluster's default, then its own settings in the image, each over the one before.
+    pub(super) fn merged_dynamic(
+        &self,
+        image: &crate::meta::image::MetadataImage,
+    ) -> BTreeMap<String, String> {
+        let mut merged = load(&self.data_dir);
+        for scope in [crate::meta::image::CLUSTER_DEFAULT, self.identity.node_id] {
+            if let Some(set) = image.broker_configs.get(&scope) {
+                merged.extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+        }
+        merged
     }
 }

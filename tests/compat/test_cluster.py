@@ -15,18 +15,20 @@ import json
 import os
 import shutil
 import statistics
+import struct
 import subprocess
 import time
 from collections import Counter
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from cluster import (
-    FORM_TIMEOUT_S, Cluster, create_topic_raw, find_group_coordinator, group_partition, metadata,
+    FORM_TIMEOUT_S, PROPAGATION_TIMEOUT_S, Cluster, create_topic_raw, find_group_coordinator,
+    group_partition, metadata,
 )
 from conftest import BRAMBLE_BIN
-from helpers import ADMIN_TIMEOUT_S, consume_all, produce_confluent
+from helpers import ADMIN_TIMEOUT_S, _kstr, _raw_call, consume_all, produce_confluent, raw_connect
 from test_groups import Member, wait_for_partitioning
 
 KCAT = shutil.which("kcat") or "kcat"
@@ -495,3 +497,54 @@ def test_a_joined_broker_only_node_serves_its_partitions(cluster_factory):
     name = "after-voter-loss"
     create_topic_retrying(cluster.nodes[4].bootstrap, name, 1, 1)
     cluster.wait_topic(name, 1, ids=[i for i in cluster.nodes if i != voter])
+
+
+# IncrementalAlterConfigs v0, BROKER resource type, SET.
+API_INCREMENTAL_ALTER_CONFIGS = 44
+RESOURCE_BROKER = 4
+OP_SET = 0
+
+
+def alter_cluster_default_raw(bootstrap: str, name: str, value: str) -> int:
+    """IncrementalAlterConfigs v0 of the cluster-wide BROKER resource ("") sent to exactly the
+    node at `bootstrap` (confluent-kafka and kafka-python both refuse an empty broker name);
+    returns the resource's error code."""
+    body = struct.pack(">i", 1) + struct.pack(">b", RESOURCE_BROKER) + _kstr("")
+    body += struct.pack(">i", 1) + _kstr(name) + struct.pack(">b", OP_SET) + _kstr(value)
+    body += struct.pack(">b", 0)  # validate_only
+    with raw_connect(bootstrap) as sock:
+        resp = _raw_call(sock, API_INCREMENTAL_ALTER_CONFIGS, 0, 44, body)
+    _throttle, count, error_code = struct.unpack_from(">iih", resp, 0)
+    assert count == 1, resp
+    return error_code
+
+
+def test_cluster_wide_broker_config_reaches_every_node(cluster_factory):
+    """A dynamic broker setting altered on the cluster-wide BROKER resource ("") through one node
+    that is not the controller is committed through the controller and in force on every node
+    (confluent-kafka's DescribeConfigs of each node's own BROKER resource), and survives a
+    restart of the whole cluster."""
+    cluster = cluster_factory()
+    follower = next(i for i in cluster.nodes if i != cluster.controller())
+    error = alter_cluster_default_raw(cluster.nodes[follower].bootstrap, "log.retention.ms",
+                                      "3600000")
+    assert error == 0, error
+
+    def retention_everywhere() -> dict[int, str]:
+        seen = {}
+        for i, node in cluster.nodes.items():
+            own = ConfigResource("BROKER", str(i))
+            client = admin(node.bootstrap)  # kept alive until its answer arrives
+            result = client.describe_configs(
+                [own], request_timeout=ADMIN_TIMEOUT_S)[own].result(timeout=ADMIN_TIMEOUT_S)
+            seen[i] = result["log.retention.ms"].value
+        return seen
+
+    want = {i: "3600000" for i in cluster.nodes}
+    deadline = time.monotonic() + PROPAGATION_TIMEOUT_S
+    while (seen := retention_everywhere()) != want:
+        assert time.monotonic() < deadline, seen
+        time.sleep(0.2)
+    cluster.stop_all()
+    cluster.start_all()
+    assert retention_everywhere() == want
