@@ -330,6 +330,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn run_node(mut config: Config) -> anyhow::Result<()> {
+    let signals = StopSignals::install();
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -359,8 +360,6 @@ async fn run_node(mut config: Config) -> anyhow::Result<()> {
     let quorum = start_quorum(&broker, &data_dir).await?;
     broker.attach_quorum(quorum.clone());
     broker.producer_ids.use_quorum(quorum.clone());
-    let (follow_stop, follow_rx) = tokio::sync::watch::channel(false);
-    let follower = tokio::spawn(bramble::broker::follow_image(broker.clone(), follow_rx));
     tracing::info!(
         node_id = broker.identity.node_id,
         data_dir = %data_dir.display(),
@@ -373,6 +372,9 @@ async fn run_node(mut config: Config) -> anyhow::Result<()> {
     broker
         .reconcile(&bramble::meta::MetadataClient::image(&*quorum))
         .await;
+    // Only now: the image has caught up with what this node applied before it stopped.
+    let (follow_stop, follow_rx) = tokio::sync::watch::channel(false);
+    let follower = tokio::spawn(bramble::broker::follow_image(broker.clone(), follow_rx));
     tracing::info!(
         cluster_id = %broker.cluster_id(),
         controller = broker.controller_id(),
@@ -382,8 +384,17 @@ async fn run_node(mut config: Config) -> anyhow::Result<()> {
     // runs) and Broker::open has recovered every log.
     systemd::notify_ready(&ready_status(&broker, bound));
     let watchdog = systemd::spawn_watchdog(broker.clone());
+    let failed = Arc::new(std::sync::Mutex::new(None::<String>));
+    let quorum_for_shutdown = quorum.clone();
+    let failed_in = failed.clone();
     let shutdown = async move {
-        shutdown_signal().await;
+        tokio::select! {
+            () = shutdown_signal(signals) => {}
+            why = quorum_for_shutdown.fatal() => {
+                tracing::error!(error = %why, "the metadata quorum stopped (its store failed): shutting down so the node restarts");
+                *failed_in.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+            }
+        }
         systemd::notify_stopping();
         // systemd stops enforcing the watchdog at STOPPING=1; the writer is about to stop.
         if let Some(task) = watchdog {
@@ -394,6 +405,9 @@ async fn run_node(mut config: Config) -> anyhow::Result<()> {
     let _ = follow_stop.send(true);
     let _ = follower.await;
     quorum.shutdown().await;
+    if let Some(why) = failed.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        bail!("metadata quorum stopped: {why}");
+    }
     Ok(())
 }
 
@@ -491,13 +505,28 @@ fn ready_status(broker: &Broker, bound: std::net::SocketAddr) -> String {
     )
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+/// SIGTERM and SIGINT, caught from the start of `run_node` on (one that arrives while the node
+/// opens its logs or waits for the quorum is acted on once it serves, never the default kill).
+struct StopSignals(Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>);
+
+impl StopSignals {
+    fn install() -> StopSignals {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(term), Ok(int)) => StopSignals(Some((term, int))),
+            _ => {
+                tracing::error!("cannot install signal handlers; stop with SIGKILL");
+                StopSignals(None)
+            }
+        }
+    }
+}
+
+async fn shutdown_signal(signals: StopSignals) {
+    let Some((mut term, mut int)) = signals.0 else {
         return std::future::pending().await;
     };
     tokio::select! {

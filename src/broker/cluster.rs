@@ -187,8 +187,17 @@ impl Broker {
                 .map(|r| (r.clone(), r.leader_epoch()))
                 .ok_or(NotLeading::UnknownPartition);
         };
-        let p = image
-            .partition(&t.name, partition)
+        let Some(ti) = image.topics.get(&t.name) else {
+            return Err(NotLeading::UnknownPartition);
+        };
+        if ti.id != t.id {
+            // The name was deleted and made again; this registry entry is the old topic until
+            // reconcile catches up. Never append to (or serve) the deleted one.
+            return Err(NotLeading::NotLeader);
+        }
+        let p = usize::try_from(partition)
+            .ok()
+            .and_then(|i| ti.partitions.get(i))
             .ok_or(NotLeading::UnknownPartition)?;
         if p.leader != self.identity.node_id {
             return Err(NotLeading::NotLeader);
@@ -294,8 +303,11 @@ impl Broker {
         cleanup: crate::log::Cleanup,
     ) -> Result<Arc<Replica>, super::BrokerError> {
         match self.open_replica(t, index, log_config.clone(), cleanup.clone()) {
+            // Only a directory of a topic the cluster deleted (while this node was down) goes: one
+            // of an id the image does not know yet (it is still catching up) stays, and the
+            // partition stays offline here until the next image.
             Err(super::BrokerError::ForeignPartition { path, found, .. })
-                if image.topic_by_id(found).is_none() =>
+                if image.deleted_topics.contains(&found) =>
             {
                 tracing::info!(dir = %path.display(), topic_id = %found, "removing a partition directory of a deleted topic");
                 std::fs::remove_dir_all(&path).map_err(|source| super::BrokerError::DataDir {
@@ -430,11 +442,9 @@ impl Broker {
             return Err(refused(r.code, &r.message, name));
         }
         let me = self.identity.node_id;
-        let hosted_here = trial
-            .topics
-            .get(name)
-            .is_some_and(|t| t.partitions.iter().any(|p| p.replicas.contains(&me)));
-        if hosted_here {
+        let mine = hosted_by(&trial, name, me);
+        self.check_partition_budget(mine as i32)?;
+        if mine > 0 {
             // A full or failed disk here would leave the new partitions offline once committed:
             // refuse before committing, as the single node did.
             let dir = self.data_dir.clone();
@@ -478,7 +488,10 @@ impl Broker {
         self.commit(
             q,
             &t.name,
-            MetadataCommand::DeleteTopic { name: name.clone() },
+            MetadataCommand::DeleteTopic {
+                name: name.clone(),
+                id: Some(id),
+            },
             |image| image.topics.get(&name).is_none_or(|t| t.id != id),
         )
         .await?;
@@ -498,11 +511,14 @@ impl Broker {
             count,
             assignment: assignments.map(<[Vec<i32>]>::to_vec),
         };
+        let mut trial = (*q.image()).clone();
+        let before = hosted_by(&trial, name, self.identity.node_id);
+        if let MetadataResponse::Refused(r) = trial.apply(trial.applied_index, &cmd) {
+            return Err(refused(r.code, &r.message, name));
+        }
+        let adding = hosted_by(&trial, name, self.identity.node_id) - before;
+        self.check_partition_budget(adding as i32)?;
         if validate_only {
-            let mut trial = (*q.image()).clone();
-            if let MetadataResponse::Refused(r) = trial.apply(trial.applied_index, &cmd) {
-                return Err(refused(r.code, &r.message, name));
-            }
             return Ok(());
         }
         self.commit(q, name, cmd, |image| {
@@ -615,6 +631,16 @@ pub async fn follow_image(broker: Arc<Broker>, mut stop: tokio::sync::watch::Rec
     }
 }
 
+/// Partitions of `topic` in `image` that `node` holds a replica of.
+fn hosted_by(image: &MetadataImage, topic: &str, node: i32) -> usize {
+    image.topics.get(topic).map_or(0, |t| {
+        t.partitions
+            .iter()
+            .filter(|p| p.replicas.contains(&node))
+            .count()
+    })
+}
+
 /// Bytes written (and synced) to prove the data directory takes writes.
 const PROBE_BYTES: usize = 64 * 1024;
 
@@ -645,3 +671,6 @@ fn refused(code: i16, message: &str, name: &str) -> TopicError {
         },
     }
 }
+
+#[cfg(test)]
+mod tests;

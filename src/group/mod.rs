@@ -43,8 +43,10 @@ pub struct Coordinator {
     groups: Arc<Mutex<Groups>>,
     limits: Limits,
     groups_max: usize,
-    /// Set once `__consumer_offsets` has been replayed and the timer started.
+    /// Set once the timer started.
     loaded: tokio::sync::OnceCell<()>,
+    /// The `__consumer_offsets` partitions (by topic id) replayed into `groups` so far.
+    replayed: tokio::sync::Mutex<std::collections::BTreeSet<(uuid::Uuid, i32)>>,
     /// Serialises appends per partition of `__consumer_offsets`, so a group's records land in
     /// decision order while other partitions' appends (and fsyncs) go on concurrently.
     store_locks: store::StoreLocks,
@@ -64,6 +66,7 @@ impl Coordinator {
             },
             groups_max: config.groups_max,
             loaded: tokio::sync::OnceCell::new(),
+            replayed: tokio::sync::Mutex::new(std::collections::BTreeSet::new()),
             store_locks: store::StoreLocks::default(),
         }
     }
@@ -107,13 +110,33 @@ impl Coordinator {
     pub async fn ensure_loaded(&self, broker: &Broker) {
         self.loaded
             .get_or_init(|| async {
-                match store::replay(broker).await {
-                    Ok(entries) => self.restore(entries),
-                    Err(e) => tracing::error!(error = %e, "cannot replay {}; groups start empty", store::OFFSETS_TOPIC),
-                }
                 tokio::spawn(tick_loop(Arc::downgrade(&self.groups), self.limits));
             })
             .await;
+        // Every partition of the offsets topic this node hosts is replayed once, when it is
+        // first seen open: in a cluster they open as the node catches up with the metadata,
+        // so a group request can come before some of them are there.
+        let Some(topic) = broker.topic(store::OFFSETS_TOPIC) else {
+            return;
+        };
+        let mut replayed = self.replayed.lock().await;
+        for replica in topic.partitions() {
+            if !replayed.insert((topic.id, replica.index)) {
+                continue;
+            }
+            match store::replay_partition(&replica).await {
+                Ok(entries) => self.restore(entries),
+                Err(e) => {
+                    tracing::error!(partition = replica.index, error = %e, "cannot replay {}; its groups start empty", store::OFFSETS_TOPIC)
+                }
+            }
+        }
+    }
+
+    /// Records that partition `index` of the offsets topic `topic_id` has nothing in it the
+    /// coordinator lacks (it is empty and about to be written by this node).
+    pub(crate) async fn mark_replayed(&self, topic_id: uuid::Uuid, index: i32) {
+        self.replayed.lock().await.insert((topic_id, index));
     }
 
     fn restore(&self, entries: Vec<(records::Key, Option<Bytes>)>) {

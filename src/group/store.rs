@@ -121,6 +121,11 @@ pub async fn append(
     let replica = topic
         .partition(index)
         .ok_or(StoreError::NoPartition(index))?;
+    // A partition this write creates (the topic was just made) holds nothing to replay: what
+    // the coordinator has in memory is already all of it.
+    if replica.log.log_end_offset() == replica.log.log_start_offset() {
+        broker.groups.mark_replayed(topic.id, index).await;
+    }
     let now = crate::api::now_ms();
     let batch: Vec<Record> = entries
         .into_iter()
@@ -156,14 +161,13 @@ pub async fn append(
     Ok(())
 }
 
-/// Every record of the offsets topic in log order, as (key, value-or-tombstone). Records that do
+/// Every record of one partition of the offsets topic, in log order, as (key, value-or-tombstone). Records that do
 /// not decode are logged and skipped: one damaged record must not stop the node from starting.
-pub async fn replay(broker: &Broker) -> Result<Vec<(Key, Option<Bytes>)>, StoreError> {
-    let Some(topic) = broker.topic(OFFSETS_TOPIC) else {
-        return Ok(Vec::new());
-    };
+pub async fn replay_partition(
+    replica: &crate::broker::Replica,
+) -> Result<Vec<(Key, Option<Bytes>)>, StoreError> {
     let mut out = Vec::new();
-    for replica in topic.partitions() {
+    {
         let log = &replica.log;
         let mut offset = log.log_start_offset();
         while offset < log.high_watermark() {

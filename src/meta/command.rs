@@ -75,8 +75,11 @@ pub enum MetadataCommand {
         configs: BTreeMap<String, String>,
         assignment: Option<Vec<Vec<i32>>>,
     },
+    /// Deletes the topic `name`; with `id`, only the topic of that id, and a retry of a deletion
+    /// already applied answers Done again (proposals are retried across elections).
     DeleteTopic {
         name: String,
+        id: Option<Uuid>,
     },
     CreatePartitions {
         name: String,

@@ -15,6 +15,11 @@ use super::command::{BrokerRegistration, MetadataCommand, MetadataResponse, Refu
 /// No leader (Kafka's -1): every replica in the ISR is fenced.
 pub const NO_LEADER: i32 = -1;
 
+/// Most partitions one topic may have, cluster-wide. Each node also holds its own share under
+/// its `partitions_max` (checked before a proposal); this bound is what every node enforces when
+/// applying, so no command in the log can make a node open, or allocate for, millions.
+pub const TOPIC_PARTITIONS_MAX: i32 = 100_000;
+
 /// A registered broker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerInfo {
@@ -77,6 +82,9 @@ pub struct MetadataImage {
     pub next_producer_id: i64,
     /// Log index of the last command applied to this image.
     pub applied_index: u64,
+    /// Ids of every topic the cluster deleted (16 bytes each): a node that was down meanwhile
+    /// removes their directories, and only theirs; a retried DeleteTopic answers Done.
+    pub deleted_topics: BTreeSet<Uuid>,
 }
 
 /// The key of the cluster-wide default in [`MetadataImage::broker_configs`].
@@ -187,13 +195,26 @@ impl MetadataImage {
                 configs,
                 assignment.as_deref(),
             ),
-            MetadataCommand::DeleteTopic { name } => match self.topics.remove(name) {
-                Some(_) => MetadataResponse::Done,
-                None => refuse(
-                    codes::UNKNOWN_TOPIC_OR_PARTITION,
-                    format!("unknown topic {name}"),
-                ),
-            },
+            MetadataCommand::DeleteTopic { name, id } => {
+                match (self.topics.get(name).map(|t| t.id), id) {
+                    (Some(found), Some(wanted)) if found != *wanted => refuse(
+                        codes::UNKNOWN_TOPIC_OR_PARTITION,
+                        format!("topic {name} is another topic now (id {found})"),
+                    ),
+                    (Some(found), _) => {
+                        self.topics.remove(name);
+                        self.deleted_topics.insert(found);
+                        MetadataResponse::Done
+                    }
+                    (None, Some(wanted)) if self.deleted_topics.contains(wanted) => {
+                        MetadataResponse::Done
+                    }
+                    (None, _) => refuse(
+                        codes::UNKNOWN_TOPIC_OR_PARTITION,
+                        format!("unknown topic {name}"),
+                    ),
+                }
+            }
             MetadataCommand::CreatePartitions {
                 name,
                 count,
@@ -345,7 +366,11 @@ impl MetadataImage {
         configs: &BTreeMap<String, String>,
         assignment: Option<&[Vec<i32>]>,
     ) -> MetadataResponse {
-        if self.topics.contains_key(name) {
+        if let Some(t) = self.topics.get(name) {
+            if t.id == id {
+                // A retry of this very creation (the first try committed): the same answer.
+                return MetadataResponse::TopicCreated { id };
+            }
             return refuse(
                 codes::TOPIC_ALREADY_EXISTS,
                 format!("topic {name} already exists"),
@@ -354,10 +379,10 @@ impl MetadataImage {
         if self.topic_by_id(id).is_some() {
             return refuse(codes::INVALID_REQUEST, format!("topic id {id} is in use"));
         }
-        if partitions < 1 {
+        if !(1..=TOPIC_PARTITIONS_MAX).contains(&partitions) {
             return refuse(
                 codes::INVALID_PARTITIONS,
-                format!("{partitions}: must be at least 1"),
+                format!("{partitions}: must be 1..={TOPIC_PARTITIONS_MAX}"),
             );
         }
         let placed = match assignment {
@@ -403,6 +428,12 @@ impl MetadataImage {
             return refuse(
                 codes::INVALID_PARTITIONS,
                 format!("topic has {current} partitions; asked for {count}"),
+            );
+        }
+        if count > TOPIC_PARTITIONS_MAX {
+            return refuse(
+                codes::INVALID_PARTITIONS,
+                format!("{count}: a topic has at most {TOPIC_PARTITIONS_MAX} partitions"),
             );
         }
         let rf = t.replication_factor();
@@ -516,7 +547,7 @@ impl MetadataImage {
                 }
             }
         }
-        let mut placed = Vec::with_capacity(count.max(0) as usize);
+        let mut placed = Vec::new();
         let mut cursor = 0usize;
         for _ in 0..count.max(0) {
             // The least-loaded leader, scanning from the cursor so ties rotate.

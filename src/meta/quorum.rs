@@ -71,6 +71,8 @@ pub struct QuorumSetup {
 struct Timing {
     broker_heartbeat: Duration,
     session_timeout: Duration,
+    /// Longest wait for one write on the leader (`controller_request_ms_max`).
+    write_timeout: Duration,
 }
 
 pub struct Quorum {
@@ -84,6 +86,8 @@ pub struct Quorum {
     seen: Mutex<HashMap<i32, (Uuid, Instant)>>,
     /// Controller side: the term this node leads in and since when (the fencing grace period).
     leading: Mutex<Option<(u64, Instant)>>,
+    /// Controller side: brokers whose unfencing is being committed (one write each at a time).
+    unfencing: Mutex<std::collections::HashSet<i32>>,
     stop: watch::Sender<bool>,
 }
 
@@ -119,6 +123,7 @@ impl Quorum {
             node_id: raft_id(setup.node_id),
             directory_id: setup.directory_id,
             image: image_rx.clone(),
+            peer_check: voter_check(image_rx.clone(), &setup.role),
         };
         let network = NetworkFactory::new(local.clone(), transport.clone());
         let raft = Raft::new(
@@ -139,10 +144,12 @@ impl Quorum {
             timing: Timing {
                 broker_heartbeat: Duration::from_millis(config.broker_heartbeat_ms),
                 session_timeout: Duration::from_millis(config.broker_session_timeout_ms),
+                write_timeout: Duration::from_millis(config.controller_request_ms_max),
             },
             setup,
             seen: Mutex::new(HashMap::new()),
             leading: Mutex::new(None),
+            unfencing: Mutex::new(std::collections::HashSet::new()),
             stop,
         });
         if let Some(addr) = &config.raft_listen {
@@ -150,11 +157,11 @@ impl Quorum {
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen for peers on {addr}: {e}"))?;
             let service = Arc::new(PeerService {
+                peer_check: local.peer_check.clone(),
                 local,
                 config: transport,
                 raft: Arc::new(raft.clone()),
                 controller: Arc::new(ControllerHandle(Arc::downgrade(&quorum))),
-                peer_check: quorum.peer_check(),
             });
             let mut stopped = quorum.stop.subscribe();
             tokio::spawn(super::network::serve(listener, service, async move {
@@ -256,34 +263,32 @@ impl Quorum {
         })
     }
 
-    /// Refuses a voter whose data directory is not the one the quorum registered for its id: a
-    /// reflashed card has lost its vote, and voting again could elect two leaders in one term.
-    fn peer_check(&self) -> Arc<dyn super::network::PeerCheck> {
-        let image = self.image.clone();
-        let voters: Vec<NodeId> = match &self.setup.role {
-            Role::Voter(v) => v.iter().map(|v| v.id).collect(),
-            Role::Learner { .. } => Vec::new(),
-        };
-        Arc::new(move |node: NodeId, dir: Uuid| {
-            let image = image.borrow();
-            match image.brokers.get(&broker_id(node)) {
-                Some(b) if voters.contains(&node) && b.registration.directory_id != dir => {
-                    Err(format!(
-                        "voter {node} presents data directory {dir}, but the cluster knows it by {}: a voter whose disk was wiped has lost its vote and must not rejoin under the same id",
-                        b.registration.directory_id
-                    ))
-                }
-                _ => Ok(()),
-            }
-        })
+    /// Commits on this node if it leads; `None` when it does not (the caller forwards).
+    /// Bounded by `controller_request_ms_max`: with the quorum lost a leader's write never
+    /// commits, and nothing may wait on it for ever.
+    async fn write_here(&self, cmd: MetadataCommand) -> Option<Result<MetadataResponse, String>> {
+        match tokio::time::timeout(self.timing.write_timeout, self.raft.client_write(cmd)).await {
+            Ok(Ok(r)) => Some(Ok(r.data)),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => None,
+            Ok(Err(e)) => Some(Err(e.to_string())),
+            Err(_) => Some(Err(format!(
+                "not committed within {} ms (no quorum?)",
+                self.timing.write_timeout.as_millis()
+            ))),
+        }
     }
 
-    /// Commits on this node if it leads; `None` when it does not (the caller forwards).
-    async fn write_here(&self, cmd: MetadataCommand) -> Option<Result<MetadataResponse, String>> {
-        match self.raft.client_write(cmd).await {
-            Ok(r) => Some(Ok(r.data)),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => None,
-            Err(e) => Some(Err(e.to_string())),
+    /// Resolves, with why, if Raft stops for good (a storage error: a full or failing disk
+    /// under `meta/raft`). The node then exits, so its supervisor restarts it, rather than
+    /// serving an image that can no longer change.
+    pub async fn fatal(&self) -> String {
+        let mut metrics = self.raft.metrics();
+        match metrics.wait_for(|m| m.running_state.is_err()).await {
+            Ok(m) => match &m.running_state {
+                Err(e) => e.to_string(),
+                Ok(()) => "stopped".to_string(),
+            },
+            Err(_) => "raft stopped".to_string(),
         }
     }
 
@@ -351,7 +356,12 @@ impl Quorum {
         if b.registration.incarnation != incarnation {
             return false;
         }
-        if b.fenced {
+        let first = self
+            .unfencing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(node_id);
+        if b.fenced && first {
             let q = self.clone();
             tokio::spawn(async move {
                 let cmd = MetadataCommand::UnfenceBroker {
@@ -361,7 +371,16 @@ impl Quorum {
                 if let Some(Ok(_)) = q.write_here(cmd).await {
                     tracing::info!(node_id, "broker is back: unfenced");
                 }
+                q.unfencing
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&node_id);
             });
+        } else if first {
+            self.unfencing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&node_id);
         }
         true
     }
@@ -421,6 +440,28 @@ impl MetadataClient for Quorum {
             observers: membership.learner_ids().map(member).collect(),
         }
     }
+}
+
+/// Refuses a voter whose data directory is not the one the quorum registered for its id: a
+/// reflashed card has lost its vote, and voting again could elect two leaders in one term. Run
+/// on both ends of every peer connection.
+fn voter_check(image: ImageCell, role: &Role) -> Arc<dyn super::network::PeerCheck> {
+    let voters: Vec<NodeId> = match role {
+        Role::Voter(v) => v.iter().map(|v| v.id).collect(),
+        Role::Learner { .. } => Vec::new(),
+    };
+    Arc::new(move |node: NodeId, dir: Uuid| {
+        let image = image.borrow();
+        match image.brokers.get(&broker_id(node)) {
+            Some(b) if voters.contains(&node) && b.registration.directory_id != dir => {
+                Err(format!(
+                    "voter {node} presents data directory {dir}, but the cluster knows it by {}: a voter whose disk was wiped has lost its vote and must not rejoin under the same id",
+                    b.registration.directory_id
+                ))
+            }
+            _ => Ok(()),
+        }
+    })
 }
 
 /// The controller side of the peer transport: a weak handle, so the server never keeps a

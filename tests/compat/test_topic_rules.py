@@ -15,12 +15,13 @@ import time
 import pytest
 
 from confluent_kafka import (TIMESTAMP_CREATE_TIME, TIMESTAMP_LOG_APPEND_TIME, Consumer,
-                             KafkaError, Producer, TopicPartition)
-from confluent_kafka.admin import AdminClient, ConfigResource, ConfigSource
+                             KafkaError, KafkaException, Producer, TopicPartition)
+from confluent_kafka.admin import AdminClient, ConfigResource, ConfigSource, NewTopic
 
 from kafka import KafkaProducer
 from kafka.errors import InvalidRecordError
 
+from cluster import create_topic_raw
 from helpers import ADMIN_TIMEOUT_S, create_topic, produce_confluent
 
 # A producer timestamp far in the past: 2001-09-09T01:46:40Z.
@@ -156,3 +157,22 @@ def test_describe_configs_reports_the_node_timestamp_type(broker_factory):
     entry = topic["message.timestamp.type"]
     assert entry.value == "LogAppendTime"
     assert entry.source == ConfigSource.DEFAULT_CONFIG.value
+
+
+def test_partition_counts_past_the_nodes_budget_are_refused(broker_factory):
+    """CreateTopics for more partitions than the node's `partitions_max` (50 here, through
+    confluent-kafka), or than any topic may have (2,000,000,000, a raw request: confluent-kafka
+    refuses it itself), is refused with INVALID_PARTITIONS before anything is committed: the node
+    keeps serving and a topic within the budget is still created (found by review: the huge count
+    aborted the node)."""
+    broker = broker_factory({"partitions_max": 50})
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    futures = admin.create_topics([NewTopic("big", 60, 1)], request_timeout=ADMIN_TIMEOUT_S)
+    with pytest.raises(KafkaException) as refused:
+        futures["big"].result(timeout=ADMIN_TIMEOUT_S)
+    assert refused.value.args[0].code() == KafkaError.INVALID_PARTITIONS, refused.value
+    error, message = create_topic_raw(broker.bootstrap, "huge", 2_000_000_000, 1, 5_000)
+    assert error == KafkaError.INVALID_PARTITIONS, (error, message)
+    create_topic(broker.bootstrap, "small", 10)
+    assert broker.is_running()
+    assert not {"big", "huge"} & set(admin.list_topics(timeout=ADMIN_TIMEOUT_S).topics)

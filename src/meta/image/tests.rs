@@ -326,3 +326,59 @@ fn image_round_trips_through_postcard() {
     let back: MetadataImage = postcard::from_bytes(&bytes).expect("decode");
     assert_eq!(back, image);
 }
+
+// Proves no command can make every node allocate or open millions of partitions: a count past
+// TOPIC_PARTITIONS_MAX is refused when applied (found by review: 2,000,000,000 partitions
+// aborted the node allocating 48 GB).
+#[test]
+fn huge_partition_counts_are_refused_when_applied() {
+    let mut image = cluster([None, None, None]);
+    let refused = image.apply(4, &create("t", 2_000_000_000, 1));
+    assert!(
+        matches!(&refused, MetadataResponse::Refused(r) if r.code == codes::INVALID_PARTITIONS),
+        "{refused:?}"
+    );
+    image.apply(5, &create("t", 1, 1));
+    let grow = MetadataCommand::CreatePartitions {
+        name: "t".into(),
+        count: TOPIC_PARTITIONS_MAX + 1,
+        assignment: None,
+    };
+    assert!(matches!(
+        image.apply(6, &grow),
+        MetadataResponse::Refused(_)
+    ));
+    assert_eq!(image.topics["t"].partitions.len(), 1);
+}
+
+// Proves a proposal retried after its first try committed gets the same answer: CreateTopic of
+// the same name and id is TopicCreated again (not TOPIC_ALREADY_EXISTS), DeleteTopic of an id
+// already deleted is Done (not UNKNOWN_TOPIC_OR_PARTITION), and a DeleteTopic naming an old id
+// never deletes the topic now under that name.
+#[test]
+fn retried_proposals_answer_as_the_first_try() {
+    let mut image = cluster([None, None, None]);
+    let cmd = create("t", 1, 1);
+    let MetadataCommand::CreateTopic { id, .. } = &cmd else {
+        unreachable!()
+    };
+    let id = *id;
+    assert_eq!(image.apply(4, &cmd), MetadataResponse::TopicCreated { id });
+    assert_eq!(image.apply(5, &cmd), MetadataResponse::TopicCreated { id });
+    let delete = MetadataCommand::DeleteTopic {
+        name: "t".into(),
+        id: Some(id),
+    };
+    assert_eq!(image.apply(6, &delete), MetadataResponse::Done);
+    assert_eq!(image.apply(7, &delete), MetadataResponse::Done);
+    assert!(image.deleted_topics.contains(&id));
+    image.apply(8, &create("t", 1, 1));
+    assert!(matches!(
+        image.apply(9, &delete),
+        MetadataResponse::Refused(_)
+    ));
+    assert!(
+        image.topics.contains_key("t"),
+        "the new t was deleted by the old id"
+    );
+}

@@ -84,11 +84,12 @@ impl Connection {
         let reply: HelloReply = frame::read(&mut stream, HELLO_BYTES_MAX)
             .await
             .map_err(handshake)?;
-        let (peer, their_cluster) = match reply {
+        let (peer, their_cluster, their_directory) = match reply {
             HelloReply::Accepted {
                 node_id,
                 cluster_id,
-            } => (node_id, cluster_id),
+                directory_id,
+            } => (node_id, cluster_id, directory_id),
             HelloReply::Refused { reason } => {
                 tracing::warn!(peer = addr, "peer {addr} refused this node: {reason}");
                 return Err(NetError::Refused {
@@ -97,15 +98,12 @@ impl Connection {
                 });
             }
         };
-        let mismatch =
-            cluster_mismatch(their_cluster.as_deref(), our_cluster.as_deref()).or_else(|| {
-                match expect {
-                    Some(want) if want != peer => {
-                        Some(format!("it is node {peer}, not node {want}"))
-                    }
-                    _ => None,
-                }
-            });
+        let mismatch = cluster_mismatch(their_cluster.as_deref(), our_cluster.as_deref())
+            .or_else(|| match expect {
+                Some(want) if want != peer => Some(format!("it is node {peer}, not node {want}")),
+                _ => None,
+            })
+            .or_else(|| local.peer_check.check(peer, their_directory).err());
         if let Some(reason) = mismatch {
             tracing::warn!(peer = addr, "refusing peer {addr} (node {peer}): {reason}");
             return Err(NetError::Refused {

@@ -169,13 +169,24 @@ pub fn accept_any_peer() -> Arc<dyn PeerCheck> {
     Arc::new(|_: NodeId, _: Uuid| Ok(()))
 }
 
-/// Who this node is, as it introduces itself to peers.
-#[derive(Debug, Clone)]
+/// Who this node is, as it introduces itself to peers, and whom it accepts.
+#[derive(Clone)]
 pub struct LocalNode {
     pub node_id: NodeId,
     pub directory_id: Uuid,
     /// The applied metadata image; its `cluster_id` goes into every hello.
     pub image: ImageCell,
+    /// Run on every peer's identity, on connections this node accepts and on those it opens.
+    pub peer_check: Arc<dyn PeerCheck>,
+}
+
+impl std::fmt::Debug for LocalNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalNode")
+            .field("node_id", &self.node_id)
+            .field("directory_id", &self.directory_id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl LocalNode {

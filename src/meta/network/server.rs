@@ -241,6 +241,7 @@ async fn handshake(
         Ok(()) => HelloReply::Accepted {
             node_id: service.local.node_id,
             cluster_id: ours,
+            directory_id: service.local.directory_id,
         },
         Err(reason) => {
             tracing::warn!(
@@ -260,6 +261,10 @@ async fn handshake(
     verdict.ok().map(|()| hello.node_id)
 }
 
+/// Largest snapshot a peer may send (its chunks' end offset): the metadata image of a very large
+/// cluster is a few MiB; the store refuses records past `store::RECORD_BYTES_MAX` anyway.
+pub const SNAPSHOT_BYTES_MAX: u64 = crate::meta::store::RECORD_BYTES_MAX as u64;
+
 async fn dispatch(service: &PeerService, from: NodeId, req: PeerRequest) -> PeerResponse {
     match req {
         PeerRequest::AppendEntries(rpc) => {
@@ -267,6 +272,31 @@ async fn dispatch(service: &PeerService, from: NodeId, req: PeerRequest) -> Peer
         }
         PeerRequest::Vote(rpc) => PeerResponse::Vote(service.raft.vote(rpc).await),
         PeerRequest::InstallSnapshot(rpc) => {
+            let end = rpc.offset.saturating_add(rpc.data.len() as u64);
+            if end > SNAPSHOT_BYTES_MAX {
+                // openraft writes a chunk at its offset into a buffer in memory: an offset far
+                // past any real snapshot would make this node allocate it. Answered as a
+                // mismatch, which makes the leader start the snapshot over from offset 0.
+                tracing::warn!(
+                    from,
+                    offset = rpc.offset,
+                    "refusing a snapshot chunk past {SNAPSHOT_BYTES_MAX} bytes"
+                );
+                let id = rpc.meta.snapshot_id.clone();
+                let mismatch = openraft::error::SnapshotMismatch {
+                    expect: openraft::SnapshotSegmentId {
+                        id: id.clone(),
+                        offset: 0,
+                    },
+                    got: openraft::SnapshotSegmentId {
+                        id,
+                        offset: rpc.offset,
+                    },
+                };
+                return PeerResponse::InstallSnapshot(Err(RaftError::APIError(
+                    InstallSnapshotError::SnapshotMismatch(mismatch),
+                )));
+            }
             PeerResponse::InstallSnapshot(service.raft.install_snapshot(rpc).await)
         }
         PeerRequest::Controller(req) => {

@@ -48,6 +48,7 @@ pub(super) fn local(
         node_id,
         directory_id: Uuid::new_v4(),
         image: rx,
+        peer_check: accept_any_peer(),
     };
     (local, tx)
 }
@@ -237,6 +238,7 @@ async fn closed_by_server(s: &mut TcpStream) -> bool {
 async fn frame_round_trip() {
     let req = PeerRequest::Controller(ControllerRequest::Propose(MetadataCommand::DeleteTopic {
         name: "orders".into(),
+        id: None,
     }));
     let buf = frame::encode(&req, 1024).unwrap();
     let len = u32::from_be_bytes(buf[0..4].try_into().unwrap()) as usize;
@@ -247,6 +249,7 @@ async fn frame_round_trip() {
     match back {
         PeerRequest::Controller(ControllerRequest::Propose(MetadataCommand::DeleteTopic {
             name,
+            ..
         })) => assert_eq!(name, "orders"),
         other => panic!("decoded {other:?}"),
     }
@@ -500,6 +503,7 @@ async fn client_refuses_a_server_of_another_cluster() {
         let reply = HelloReply::Accepted {
             node_id: 1,
             cluster_id: Some("c9".into()),
+            directory_id: Uuid::new_v4(),
         };
         frame::write(&mut s, &reply, HELLO_BYTES_MAX).await.unwrap();
         let _ = s.read(&mut [0u8; 16]).await;
@@ -512,6 +516,25 @@ async fn client_refuses_a_server_of_another_cluster() {
         matches!(&e, NetError::Refused { reason, .. } if reason.contains("cluster c9")),
         "{e:?}"
     );
+}
+
+/// The client checks the server's directory id too: a voter whose disk was wiped is refused
+/// when a healthy node connects to it, not only when it connects out.
+#[tokio::test]
+async fn client_refuses_a_server_its_peer_check_refuses() {
+    let server = start(1, Some("c1")).await;
+    let (mut me, _i) = local(2, Some("c1"));
+    me.peer_check = Arc::new(|node: NodeId, _dir: Uuid| {
+        Err(format!("node {node} came back with another data directory"))
+    });
+    let e = client::Connection::open(&server.addr, &me, &fast_config(), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, NetError::Refused { reason, .. } if reason.contains("another data directory")),
+        "{e:?}"
+    );
+    server.stop().await;
 }
 
 /// No more than `peer_connections_max` connections are served; one more is closed at once,

@@ -280,6 +280,7 @@ async fn three_rafts_elect_replicate_and_fail_over() {
     // A command proposed on the leader is applied on all three.
     let cmd = MetadataCommand::DeleteTopic {
         name: "over-the-wire".into(),
+        id: None,
     };
     let written = nodes[&leader].raft.client_write(cmd.clone()).await.unwrap();
     for node in nodes.values() {
@@ -311,6 +312,7 @@ async fn three_rafts_elect_replicate_and_fail_over() {
     assert!(nodes.contains_key(&new_leader));
     let cmd2 = MetadataCommand::DeleteTopic {
         name: "after-failover".into(),
+        id: None,
     };
     nodes[&new_leader]
         .raft

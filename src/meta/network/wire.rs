@@ -22,7 +22,7 @@ use crate::meta::types::{NodeId, TypeConfig};
 pub const MAGIC: u32 = u32::from_be_bytes(*b"BRMQ");
 
 /// The protocol this build speaks. A peer announcing another version is refused.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Largest hello or hello reply, in bytes: read before the peer is known, so it gets a small
 /// budget of its own rather than `frame_bytes_max`.
@@ -48,6 +48,9 @@ pub enum HelloReply {
     Accepted {
         node_id: NodeId,
         cluster_id: Option<String>,
+        /// The server's data directory id: the client checks it too, so a wiped voter is
+        /// refused whichever side opens the connection.
+        directory_id: Uuid,
     },
     Refused {
         reason: String,

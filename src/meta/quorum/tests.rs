@@ -168,7 +168,10 @@ async fn one_voter_commits_proposals_and_keeps_its_image_across_a_restart() {
     };
     assert_eq!(propose(&q, allocate()).await, second);
 
-    let delete = |name: &str| MetadataCommand::DeleteTopic { name: name.into() };
+    let delete = |name: &str| MetadataCommand::DeleteTopic {
+        name: name.into(),
+        id: None,
+    };
     assert_eq!(propose(&q, delete("legacy")).await, MetadataResponse::Done);
     assert!(refused(codes::UNKNOWN_TOPIC_OR_PARTITION)(
         &propose(&q, delete("legacy")).await

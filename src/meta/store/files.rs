@@ -605,9 +605,9 @@ impl LogFiles {
         record::replace_durably(&*self.storage, &self.dir, VOTE_FILE, &bytes)
     }
 
-    /// Overwrites the committed mark in place WITHOUT fsync: losing it (or tearing it) is safe,
-    /// openraft then learns the commit index from the leader again; it only lets a restarted
-    /// node re-apply its committed entries at once. Open checks it against the log.
+    /// Overwrites the committed mark in place, synced. For Raft a lost mark is safe (openraft
+    /// learns the commit index from the leader again); the sync is for the node, whose local
+    /// view must not restart older than what it acted on. Open checks it against the log.
     pub(super) fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StoreError> {
         let path = self.dir.join(COMMITTED_FILE);
         let bytes = record::frame(&path, &committed)?;
@@ -622,7 +622,11 @@ impl LogFiles {
                 f
             }
         };
+        // Synced: after a power cut the node must not replay less than it had acted on (a
+        // partition directory recreated under a new topic id would look unknown to an older
+        // image). One small overwrite within a sector, so never torn.
         file.write_at(&bytes, 0)
+            .and_then(|()| file.sync_data())
             .map_err(|e| StoreError::io(&path, e))
     }
 }

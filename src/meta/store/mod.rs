@@ -12,7 +12,7 @@
 //! log-<20-digit first index>.bin   log segments: LogRecords, append-only, rolled past segment_bytes
 //! vote.bin                         the vote: one record (Vote)
 //! purged.bin                       the last purged log id: one record (LogId)
-//! committed.bin                    the committed log id: one record (Option<LogId>), not fsynced
+//! committed.bin                    the committed log id: one record (Option<LogId>), synced
 //! snapshot-<20-digit seq>.bin      the newest snapshot: a SnapshotMeta record, then an image record
 //! *.tmp                            a replacement being written (removed on open)
 //! ```
@@ -35,8 +35,9 @@
 //! can damage only the last record of the last segment. Truncation appends a marker instead of
 //! rewriting a record in place (a rewrite could lose the entries before the cut point, which may
 //! be committed). Why this suits SD cards: the log only appends, one fdatasync per append, and
-//! small files are replaced by rename, never rewritten in place (except `committed.bin`, whose
-//! loss is harmless).
+//! small files are replaced by rename, never rewritten in place (except `committed.bin`, one
+//! record overwritten within a sector and synced, so a restarted node replays at least as far
+//! as its local view had acted on).
 //!
 //! Recovery on open: segments are scanned record by record. At the first bad record (short,
 //! length out of range, CRC mismatch) the rest of the file is searched byte by byte for any valid

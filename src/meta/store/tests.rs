@@ -94,6 +94,7 @@ fn openraft_types_round_trip_through_postcard() {
             3,
             MetadataCommand::DeleteTopic {
                 name: "orders".into(),
+                id: None,
             },
         ),
     ];
