@@ -137,22 +137,7 @@ impl Broker {
                 .await;
         }
         let _admin = self.admin.lock().await;
-        let mut configs = self.dynamic_configs();
-        let base = self.config.log_defaults();
-        // Every op's key, not only the keys left after applying them: a DELETE of a static
-        // setting leaves nothing behind, yet Kafka refuses it all the same.
-        let named = ops.iter().filter_map(op_key).map(str::to_string);
-        let mut refused = not_dynamic(named);
-        for op in ops {
-            topic::apply_config_op(&base, &mut configs, op);
-        }
-        refused.extend(not_dynamic(configs.keys().cloned()));
-        if !refused.is_empty() {
-            refused.sort();
-            refused.dedup();
-            return Err(BrokerConfigError::NotDynamic(refused));
-        }
-        topic::log_config(&base, &as_topic_configs(&configs))?;
+        let configs = self.checked_dynamic(self.dynamic_configs(), ops)?;
         if validate_only {
             return Ok(());
         }
@@ -180,6 +165,8 @@ impl Broker {
         ops: Vec<ConfigOp>,
     ) -> Result<BTreeMap<String, String>, BrokerConfigError> {
         let base = self.config.log_defaults();
+        // Every op's key, not only the keys left after applying them: a DELETE of a static
+        // setting leaves nothing behind, yet Kafka refuses it all the same.
         let named = ops.iter().filter_map(op_key).map(str::to_string);
         let mut refused = not_dynamic(named);
         for op in ops {
