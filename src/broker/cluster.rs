@@ -213,6 +213,14 @@ impl Broker {
             // The quorum has not committed its first command: nothing to follow yet.
             return;
         }
+        // Callers read the image before queueing for the lock: one that read an older image
+        // than the last reconciled must not undo what the newer one did.
+        let last = self
+            .reconciled_index
+            .fetch_max(image.applied_index, std::sync::atomic::Ordering::AcqRel);
+        if image.applied_index < last {
+            return;
+        }
         for t in self.topics() {
             match image.topics.get(&t.name) {
                 Some(ti) if ti.id == t.id => {}
@@ -268,6 +276,13 @@ impl Broker {
                 continue;
             }
             if !p.replicas.contains(&me) {
+                continue;
+            }
+            let hosted: usize = self.topics().iter().map(|t| t.hosted_count()).sum();
+            if hosted >= self.config.partitions_max {
+                // Placed here by a node that could not see this one's budget: open files and
+                // index memory are what partitions_max protects, so the partition stays offline.
+                tracing::error!(topic = %t.name, partition = index, partitions_max = self.config.partitions_max, "not opening a partition past partitions_max; it stays offline here (raise partitions_max or move partitions away)");
                 continue;
             }
             let cleanup = topic::cleanup_config(&ti.configs).unwrap_or_default();

@@ -182,18 +182,17 @@ impl Broker {
         Ok(configs)
     }
 
-    /// What this node runs with in a cluster: its own file of the single-node release, then the
-    /// cluster's default, then its own settings in the image, each over the one before.
+    /// What this node runs with in a cluster: the cluster's default, then its own file of the
+    /// single-node release (this broker's settings, as Kafka ranks per-broker over default), then
+    /// its own settings in the image, each over the one before.
     pub(super) fn merged_dynamic(
         &self,
         image: &crate::meta::image::MetadataImage,
     ) -> BTreeMap<String, String> {
-        let mut merged = load(&self.data_dir);
-        for scope in [crate::meta::image::CLUSTER_DEFAULT, self.identity.node_id] {
-            if let Some(set) = image.broker_configs.get(&scope) {
-                merged.extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
-            }
-        }
+        let scope = |id| image.broker_configs.get(&id).cloned().unwrap_or_default();
+        let mut merged = scope(crate::meta::image::CLUSTER_DEFAULT);
+        merged.extend(load(&self.data_dir));
+        merged.extend(scope(self.identity.node_id));
         merged
     }
 }

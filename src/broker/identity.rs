@@ -57,7 +57,15 @@ pub fn load(data_dir: &Path, configured: Option<i32>) -> Result<NodeIdentity, Br
         write(&path, &id)?;
         return Ok(id);
     };
-    if id.directory_id.is_none() {
+    if id.directory_id.is_none() || !crate::meta::holds_quorum(data_dir) {
+        // A store that is gone took this node's vote with it: under a new directory id its peers
+        // refuse it as a voter instead of letting it vote twice in one term (KIP-853). A node
+        // that never had a store (a single-node release's directory) just gets its first id.
+        if id.directory_id.is_some() {
+            tracing::warn!(
+                "the metadata quorum's store (meta/raft) is missing: this data directory gets a new directory id, and its peers will not take it back as the voter it was"
+            );
+        }
         id.directory_id = Some(Uuid::new_v4());
         write(&path, &id)?;
     }

@@ -129,6 +129,8 @@ pub struct Broker {
     dynamic: RwLock<BTreeMap<String, String>>,
     /// The metadata quorum, once attached: then the committed image is the truth about topics.
     quorum: std::sync::OnceLock<Arc<dyn crate::meta::MetadataClient>>,
+    /// The applied index of the newest image `cluster::reconcile` has followed.
+    reconciled_index: std::sync::atomic::AtomicU64,
     /// The consumer group coordinator (its state lives in `__consumer_offsets`).
     pub groups: crate::group::Coordinator,
     /// Bytes of Fetch answers being read, encoded or written (`fetch_inflight_bytes_max`).
@@ -176,6 +178,7 @@ impl Broker {
             dynamic,
             groups,
             quorum: std::sync::OnceLock::new(),
+            reconciled_index: std::sync::atomic::AtomicU64::new(0),
         };
         broker.load_topics()?;
         Ok(broker)

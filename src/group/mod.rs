@@ -97,10 +97,14 @@ impl Coordinator {
         // Led here by the image, but not opened yet (this node is still catching up with the
         // metadata): its groups cannot be loaded before their partition is.
         let partition = store::group_partition(broker, group);
-        let hosted = broker
+        let Some(topic) = broker
             .topic(store::OFFSETS_TOPIC)
-            .is_some_and(|t| t.partition(partition).is_some());
-        if !hosted {
+            .filter(|t| t.partition(partition).is_some())
+        else {
+            return Err(ResponseError::CoordinatorLoadInProgress);
+        };
+        self.ensure_loaded(broker).await;
+        if !self.replayed.lock().await.contains(&(topic.id, partition)) {
             return Err(ResponseError::CoordinatorLoadInProgress);
         }
         Ok(())
@@ -121,13 +125,18 @@ impl Coordinator {
         };
         let mut replayed = self.replayed.lock().await;
         for replica in topic.partitions() {
-            if !replayed.insert((topic.id, replica.index)) {
+            if replayed.contains(&(topic.id, replica.index)) {
                 continue;
             }
             match store::replay_partition(&replica).await {
-                Ok(entries) => self.restore(entries),
+                Ok(entries) => {
+                    self.restore(entries);
+                    replayed.insert((topic.id, replica.index));
+                }
+                // Tried again on the next group request; meanwhile owns() answers
+                // COORDINATOR_LOAD_IN_PROGRESS for its groups.
                 Err(e) => {
-                    tracing::error!(partition = replica.index, error = %e, "cannot replay {}; its groups start empty", store::OFFSETS_TOPIC)
+                    tracing::error!(partition = replica.index, error = %e, "cannot replay {} yet", store::OFFSETS_TOPIC)
                 }
             }
         }
@@ -140,10 +149,16 @@ impl Coordinator {
     }
 
     fn restore(&self, entries: Vec<(records::Key, Option<Bytes>)>) {
+        if entries.is_empty() {
+            return;
+        }
         let now = Instant::now();
         let mut groups = self.lock();
+        // Only the groups this partition's records name: others in memory are live state.
+        let mut named = std::collections::BTreeSet::new();
         for (key, value) in entries {
             let id = key.group().to_string();
+            named.insert(id.clone());
             if !groups.contains_key(&id) && groups.len() >= self.groups_max {
                 tracing::warn!(group = %id, "groups_max reached while loading; group skipped");
                 continue;
@@ -181,7 +196,8 @@ impl Coordinator {
             }
         }
         // A group with neither members nor offsets was deleted (tombstones) or never used.
-        groups.retain(|_, g| !g.members.is_empty() || !g.offsets.is_empty());
+        groups
+            .retain(|id, g| !named.contains(id) || !g.members.is_empty() || !g.offsets.is_empty());
         tracing::info!(groups = groups.len(), "consumer groups loaded");
     }
 

@@ -376,8 +376,13 @@ impl MetadataImage {
                 format!("topic {name} already exists"),
             );
         }
-        if self.topic_by_id(id).is_some() {
-            return refuse(codes::INVALID_REQUEST, format!("topic id {id} is in use"));
+        if self.topic_by_id(id).is_some() || self.deleted_topics.contains(&id) {
+            // A retry that lands after its topic was deleted must not bring the id back: a
+            // node that was down would take the deleted topic's directories for the new one's.
+            return refuse(
+                codes::INVALID_REQUEST,
+                format!("topic id {id} is in use or deleted"),
+            );
         }
         if !(1..=TOPIC_PARTITIONS_MAX).contains(&partitions) {
             return refuse(

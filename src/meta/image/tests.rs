@@ -372,6 +372,9 @@ fn retried_proposals_answer_as_the_first_try() {
     assert_eq!(image.apply(6, &delete), MetadataResponse::Done);
     assert_eq!(image.apply(7, &delete), MetadataResponse::Done);
     assert!(image.deleted_topics.contains(&id));
+    // A create retried after its topic was deleted never brings the deleted id back.
+    assert!(matches!(image.apply(8, &cmd), MetadataResponse::Refused(_)));
+    assert!(!image.topics.contains_key("t"));
     image.apply(8, &create("t", 1, 1));
     assert!(matches!(
         image.apply(9, &delete),

@@ -263,7 +263,7 @@ async fn handshake(
 
 /// Largest snapshot a peer may send (its chunks' end offset): the metadata image of a very large
 /// cluster is a few MiB; the store refuses records past `store::RECORD_BYTES_MAX` anyway.
-pub const SNAPSHOT_BYTES_MAX: u64 = crate::meta::store::RECORD_BYTES_MAX as u64;
+pub const SNAPSHOT_BYTES_MAX: u64 = crate::meta::store::RECORD_BYTES_MAX as u64 + 64 * 1024;
 
 async fn dispatch(service: &PeerService, from: NodeId, req: PeerRequest) -> PeerResponse {
     match req {

@@ -224,9 +224,15 @@ async fn a_restart_over_a_snapshot_rebuilds_the_same_image() {
         propose(&q, allocate()).await;
     }
     let mut metrics = q.raft.metrics();
+    // Built, purged behind, and no build still running: one is started only once the applied
+    // index is SNAPSHOT_ENTRIES past the last snapshot, and until it lands that stays so. (A
+    // build left running would write into the directory the second start reads.)
     tokio::time::timeout(
         IMAGE_WAIT,
-        metrics.wait_for(|m| m.snapshot.is_some() && m.purged.is_some()),
+        metrics.wait_for(|m| {
+            m.purged.is_some()
+                && matches!((m.snapshot, m.last_applied), (Some(s), Some(a)) if a.index - s.index < SNAPSHOT_ENTRIES)
+        }),
     )
     .await
     .expect("no snapshot built, or no log purged behind it")
