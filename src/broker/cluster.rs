@@ -236,6 +236,7 @@ impl Broker {
         for ti in image.topics.values() {
             self.host(image, ti).await;
         }
+        self.sweep_deleted(image);
         let dynamic = self.merged_dynamic(image);
         if dynamic != self.dynamic_configs() {
             self.set_dynamic(dynamic);
@@ -302,6 +303,46 @@ impl Broker {
                 }
                 Err(e) => {
                     tracing::error!(topic = %t.name, partition = index, error = %e, "cannot open a partition this node hosts; it stays offline here")
+                }
+            }
+        }
+    }
+
+    /// Removes the partition directories of topics the cluster deleted while this node was down
+    /// (their ids are in the image's deleted set): no other directory is touched.
+    fn sweep_deleted(&self, image: &MetadataImage) {
+        if image.deleted_topics.is_empty() {
+            return;
+        }
+        let scan = match blocking(|| dirs::scan(&self.data_dir)) {
+            Ok(scan) => scan,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot scan the data directory for deleted topics' partitions");
+                return;
+            }
+        };
+        for (name, found) in scan.partitions {
+            let hosted = self.topic(&name);
+            for (index, dir) in found {
+                if hosted
+                    .as_ref()
+                    .is_some_and(|t| t.partition(index).is_some())
+                {
+                    continue;
+                }
+                let Ok(Some(id)) = dirs::read_topic_id(&dir) else {
+                    continue;
+                };
+                if !image.deleted_topics.contains(&id) {
+                    continue;
+                }
+                match blocking(|| std::fs::remove_dir_all(&dir)) {
+                    Ok(()) => {
+                        tracing::info!(dir = %dir.display(), topic_id = %id, "removed a partition directory of a topic deleted while this node was down")
+                    }
+                    Err(e) => {
+                        tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a deleted topic's partition directory")
+                    }
                 }
             }
         }
