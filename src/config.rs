@@ -81,6 +81,9 @@ pub struct Config {
     pub voters: Option<String>,
     /// A voter's raft address to join as a learner (a broker-only node holding full metadata).
     pub join: Option<String>,
+    /// host:port the other nodes reach this node's quorum transport at (what a `join` node
+    /// announces). Defaults to `raft_listen`, which must then be a concrete address.
+    pub raft_advertise: Option<String>,
     /// The Raft leader's heartbeat interval.
     pub raft_heartbeat_ms: u64,
     /// A follower that hears no leader for a random time in this range starts an election. SD
@@ -229,6 +232,7 @@ impl Default for Config {
             raft_listen: None,
             voters: None,
             join: None,
+            raft_advertise: None,
             raft_heartbeat_ms: 500,
             raft_election_timeout_min_ms: 1_500,
             raft_election_timeout_max_ms: 3_000,

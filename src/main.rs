@@ -93,6 +93,9 @@ struct ServeArgs {
     /// Join the cluster of this voter (its raft address) as a broker-only node (a learner).
     #[arg(long, value_name = "HOST:PORT")]
     join: Option<String>,
+    /// host:port other nodes reach this node's quorum transport at (default: --raft-listen).
+    #[arg(long, value_name = "HOST:PORT")]
+    raft_advertise: Option<String>,
     /// Disk writer backend: auto (io_uring if available, else std), uring, or std.
     #[arg(long, value_name = "auto|uring|std")]
     io_backend: Option<Backend>,
@@ -295,6 +298,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(v) = args.join {
         config.join = Some(v);
     }
+    if let Some(v) = args.raft_advertise {
+        config.raft_advertise = Some(v);
+    }
     resolved.check()?;
     if let Some(b) = &resolved.board {
         if let Some(warning) =
@@ -447,7 +453,7 @@ async fn start_quorum(
         host: broker.advertised.host.clone(),
         port: broker.advertised.port,
         rack: config.rack.clone(),
-        raft_addr: config.raft_listen.clone().unwrap_or_default(),
+        raft_addr: settings::raft_advertised(config),
     };
     let setup = quorum::QuorumSetup {
         node_id,

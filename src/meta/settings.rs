@@ -75,6 +75,14 @@ pub fn role(config: &Config, node_id: i32) -> Result<Role, String> {
     Ok(Role::Voter(voters))
 }
 
+/// The raft address this node announces: `raft_advertise`, else `raft_listen`.
+pub fn raft_advertised(c: &Config) -> String {
+    c.raft_advertise
+        .clone()
+        .or_else(|| c.raft_listen.clone())
+        .unwrap_or_default()
+}
+
 /// Config checks of the cluster keys: `(key, reason)` of the first bad one.
 pub fn check(c: &Config) -> Result<(), (&'static str, String)> {
     if let Some(addr) = &c.raft_listen
@@ -94,6 +102,11 @@ pub fn check(c: &Config) -> Result<(), (&'static str, String)> {
             return Err(("node_id", "must be set when voters are".into()));
         }
     }
+    if let Some(adv) = &c.raft_advertise
+        && crate::config::split_host_port(adv).is_none()
+    {
+        return Err(("raft_advertise", "must be host:port".into()));
+    }
     if let Some(join) = &c.join {
         if crate::config::split_host_port(join).is_none() {
             return Err(("join", "must be host:port (a voter's raft address)".into()));
@@ -104,8 +117,17 @@ pub fn check(c: &Config) -> Result<(), (&'static str, String)> {
                 "a node is either a voter (voters) or joins (join), not both".into(),
             ));
         }
-        if c.raft_listen.is_none() {
+        let Some(listen) = &c.raft_listen else {
             return Err(("raft_listen", "must be set when join is".into()));
+        };
+        let unspecified = listen
+            .parse::<std::net::SocketAddr>()
+            .is_ok_and(|a| a.ip().is_unspecified());
+        if unspecified && c.raft_advertise.is_none() {
+            return Err((
+                "raft_advertise",
+                "must be set when join is and raft_listen binds every address (the others need one to reach this node at)".into(),
+            ));
         }
         if c.node_id.is_none() {
             return Err(("node_id", "must be set when join is".into()));
@@ -152,6 +174,24 @@ mod tests {
         for bad in ["", "1@", "x@h:1", "1@h", "1@h:1,1@h:2", "-1@h:1"] {
             assert!(parse_voters(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_joining_node_needs_an_address_the_others_can_reach() {
+        let mut c = Config {
+            node_id: Some(4),
+            raft_listen: Some("0.0.0.0:9192".into()),
+            join: Some("pi1.local:9192".into()),
+            ..Config::default()
+        };
+        assert_eq!(check(&c).unwrap_err().0, "raft_advertise");
+        c.raft_advertise = Some("pi4.local:9192".into());
+        assert!(check(&c).is_ok());
+        assert_eq!(raft_advertised(&c), "pi4.local:9192");
+        c.raft_advertise = None;
+        c.raft_listen = Some("192.168.1.4:9192".into());
+        assert!(check(&c).is_ok());
+        assert_eq!(raft_advertised(&c), "192.168.1.4:9192");
     }
 
     #[test]
