@@ -102,6 +102,28 @@ pub struct Config {
     /// Longest an admin request (CreateTopics, …) waits for the controller to commit it; then it
     /// fails with a retriable error (the request's own timeout applies when shorter).
     pub controller_request_ms_max: u64,
+    /// A follower that has not caught up with its leader's log end for this long leaves the ISR
+    /// (Kafka's replica.lag.time.max.ms); it rejoins once it has caught up again.
+    pub replica_lag_ms_max: u64,
+    /// Longest a follower's fetch waits at the leader for new records (replica.fetch.wait.max.ms).
+    pub replica_fetch_wait_ms_max: u64,
+    /// Bytes a follower asks for per partition in one fetch (replica.fetch.max.bytes).
+    pub replica_fetch_bytes_max: usize,
+    /// Bytes a follower asks for in one fetch across its partitions
+    /// (replica.fetch.response.max.bytes): one such answer per leader it follows is in memory.
+    pub replica_fetch_response_bytes_max: usize,
+    /// Pause before a follower retries a leader that failed or refused its fetch
+    /// (replica.fetch.backoff.ms).
+    pub replica_fetch_backoff_ms: u64,
+    /// Memory for answering followers' fetches on this node (apart from consumers'
+    /// `fetch_inflight_bytes_max`, so consumers cannot starve replication or the reverse).
+    pub replica_fetch_inflight_bytes_max: usize,
+    /// Node default of `min.insync.replicas`: an acks=all produce needs this many replicas in the
+    /// ISR, else NOT_ENOUGH_REPLICAS.
+    pub min_insync_replicas: i32,
+    /// How often each partition's high watermark is checkpointed to disk
+    /// (replica.high.watermark.checkpoint.interval.ms).
+    pub hw_checkpoint_ms: u64,
     /// Create a topic on first Produce/Metadata naming it (Kafka's auto.create.topics.enable).
     pub auto_create_topics: bool,
     /// Partition count of auto-created topics and of CreateTopics asking for the default (-1).
@@ -241,6 +263,14 @@ impl Default for Config {
             broker_heartbeat_ms: 1_000,
             broker_session_timeout_ms: 9_000,
             controller_request_ms_max: 10_000,
+            replica_lag_ms_max: 30_000,
+            replica_fetch_wait_ms_max: 500,
+            replica_fetch_bytes_max: 1024 * 1024,
+            replica_fetch_response_bytes_max: 10 * 1024 * 1024,
+            replica_fetch_backoff_ms: 1_000,
+            replica_fetch_inflight_bytes_max: 32 * 1024 * 1024,
+            min_insync_replicas: 1,
+            hw_checkpoint_ms: 5_000,
             auto_create_topics: true,
             num_partitions: 1,
             partitions_max: 2_000,
@@ -322,6 +352,9 @@ impl Config {
             && split_host_port(adv).is_none()
         {
             return invalid("advertise", "must be host:port");
+        }
+        if let Err((key, reason)) = crate::replica::settings::check(self) {
+            return invalid(key, &reason);
         }
         if let Err(reason) = crate::meta::settings::check(self) {
             return Err(ConfigError::Invalid {

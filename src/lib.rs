@@ -17,6 +17,7 @@
 //! - [`api`]: Kafka API handlers, one file per API key, each decode → handle → encode.
 //! - [`broker`]: the node's view of topics and partitions (the control plane's local state).
 //! - [`group`]: the consumer group coordinator; its state lives in `__consumer_offsets`.
+//! - [`replica`]: leader/follower replication between brokers: ISR, high watermark, fetchers.
 //! - [`log`]: per-partition append-only segment files (the data plane).
 //! - [`io`]: the one door to the disk for writes.
 //! - [`client`]: a small Kafka client used by the CLI (and later replication).
@@ -33,4 +34,5 @@ pub mod io;
 pub mod log;
 pub mod meta;
 pub mod protocol;
+pub mod replica;
 pub mod server;

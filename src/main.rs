@@ -381,6 +381,10 @@ async fn run_node(mut config: Config) -> anyhow::Result<()> {
     // Only now: the image has caught up with what this node applied before it stopped.
     let (follow_stop, follow_rx) = tokio::sync::watch::channel(false);
     let follower = tokio::spawn(bramble::broker::follow_image(broker.clone(), follow_rx));
+    let replication = tokio::spawn(bramble::broker::run_replication(
+        broker.clone(),
+        follow_stop.subscribe(),
+    ));
     tracing::info!(
         cluster_id = %broker.cluster_id(),
         controller = broker.controller_id(),
@@ -410,6 +414,7 @@ async fn run_node(mut config: Config) -> anyhow::Result<()> {
     bramble::server::run(broker, listener, shutdown).await;
     let _ = follow_stop.send(true);
     let _ = follower.await;
+    let _ = replication.await;
     quorum.shutdown().await;
     if let Some(why) = failed.lock().unwrap_or_else(|e| e.into_inner()).take() {
         bail!("metadata quorum stopped: {why}");

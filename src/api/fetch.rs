@@ -37,6 +37,39 @@ struct Wanted {
     replica: Result<Arc<Replica>, ResponseError>,
     fetch_offset: i64,
     max_bytes: usize,
+    /// A consumer in another rack is told to read from this follower instead (KIP-392).
+    preferred: Option<i32>,
+}
+
+/// Who is fetching: a consumer (reads up to the high watermark) or a follower broker (reads
+/// up to the durable end, and its fetch offset is its progress).
+#[derive(Debug, Clone, PartialEq)]
+enum Fetcher {
+    Consumer { rack: Option<String>, any_replica: bool },
+    Follower(i32),
+}
+
+/// Fetch v11 added rack_id (KIP-392): from then on consumers may read from followers.
+const FOLLOWER_READ_VERSION_MIN: i16 = 11;
+/// Fetch v15 moved the replica id into replica_state.
+const REPLICA_STATE_VERSION_MIN: i16 = 15;
+
+impl Fetcher {
+    fn of(version: i16, request: &FetchRequest) -> Fetcher {
+        let replica_id = if version >= REPLICA_STATE_VERSION_MIN {
+            request.replica_state.replica_id.0
+        } else {
+            request.replica_id.0
+        };
+        if replica_id >= 0 {
+            return Fetcher::Follower(replica_id);
+        }
+        let rack = Some(request.rack_id.to_string()).filter(|r| !r.is_empty());
+        Fetcher::Consumer {
+            rack,
+            any_replica: version >= FOLLOWER_READ_VERSION_MIN,
+        }
+    }
 }
 
 /// Answers a Fetch; the permit is the answer's share of the node's fetch budget.
@@ -46,7 +79,9 @@ pub async fn handle(
     request: FetchRequest,
 ) -> (FetchResponse, Option<OwnedSemaphorePermit>) {
     let version = header.request_api_version;
-    let (topics, wanted) = resolve(broker, version, &request);
+    let fetcher = Fetcher::of(version, &request);
+    let (topics, wanted) = resolve(broker, version, &request, &fetcher);
+    let follower = matches!(fetcher, Fetcher::Follower(_));
     let max_bytes = usize::try_from(request.max_bytes)
         .unwrap_or(0)
         .min(broker.config.fetch_bytes_max);
@@ -59,15 +94,23 @@ pub async fn handle(
     );
     let deadline = Instant::now() + max_wait;
     // Subscribe before the first read so no append between read and wait is missed.
+    // A follower also wakes for new durable records (it copies up to the durable end) and for
+    // a high watermark that moved (it learns the HW from the answer).
     let mut watchers: Vec<_> = wanted
         .iter()
+        .filter(|w| w.preferred.is_none())
         .filter_map(|w| w.replica.as_ref().ok())
-        .map(|r| r.log.subscribe())
+        .flat_map(|r| {
+            let durable = follower.then(|| r.log.subscribe_durable());
+            std::iter::once(r.log.subscribe()).chain(durable)
+        })
         .collect();
+    let redirected = wanted.iter().any(|w| w.preferred.is_some());
     loop {
-        let (partitions, bytes, any_error, budget) = read_round(broker, &wanted, max_bytes).await;
+        let (partitions, bytes, any_error, budget) =
+            read_round(broker, &wanted, max_bytes, follower).await;
         let waited_enough = Instant::now() >= deadline;
-        if bytes >= min_bytes || any_error || waited_enough || watchers.is_empty() {
+        if bytes >= min_bytes || any_error || redirected || waited_enough || watchers.is_empty() {
             return (respond(topics, partitions), budget);
         }
         drop(budget);
@@ -81,7 +124,8 @@ pub async fn handle(
         match woke {
             None => {
                 // Deadline passed: answer with whatever is there now.
-                let (partitions, _, _, budget) = read_round(broker, &wanted, max_bytes).await;
+                let (partitions, _, _, budget) =
+                    read_round(broker, &wanted, max_bytes, follower).await;
                 return (respond(topics, partitions), budget);
             }
             // A closed notifier (partition deleted) would wake us forever: stop watching it.
@@ -114,14 +158,18 @@ type Round = (
 /// batch larger than the cap (KIP-74; at most frame_bytes_max) needs more: taken at once if
 /// free, otherwise the round lets go of everything — never waiting while holding part of the
 /// budget, which could deadlock two such rounds — and reads again under the larger reservation.
-async fn read_round(broker: &Broker, wanted: &[Wanted], max_bytes: usize) -> Round {
+async fn read_round(broker: &Broker, wanted: &[Wanted], max_bytes: usize, follower: bool) -> Round {
     let overhead = ANSWER_BYTES_PER_PARTITION.saturating_mul(wanted.len());
-    let capacity = broker.config.fetch_inflight_bytes_max;
+    let (pool, capacity) = if follower {
+        (&broker.replica_fetch_budget, broker.config.replica_fetch_inflight_bytes_max)
+    } else {
+        (&broker.fetch_budget, broker.config.fetch_inflight_bytes_max)
+    };
     let mut want = max_bytes.saturating_mul(2).saturating_add(overhead);
     let mut attempt = 1;
     loop {
-        let mut budget = reserve(broker, want).await;
-        let (partitions, total, any_error) = read_all(wanted, max_bytes).await;
+        let mut budget = reserve(pool, capacity, want).await;
+        let (partitions, total, any_error) = read_all(wanted, max_bytes, follower).await;
         let need = total
             .saturating_mul(2)
             .saturating_add(overhead)
@@ -135,7 +183,7 @@ async fn read_round(broker: &Broker, wanted: &[Wanted], max_bytes: usize) -> Rou
         let extra = u32::try_from(need - have).unwrap_or(u32::MAX);
         if let (Some(held), Ok(more)) = (
             budget.as_mut(),
-            broker.fetch_budget.clone().try_acquire_many_owned(extra),
+            pool.clone().try_acquire_many_owned(extra),
         ) {
             held.merge(more);
             return (partitions, total, any_error, budget);
@@ -149,15 +197,13 @@ async fn read_round(broker: &Broker, wanted: &[Wanted], max_bytes: usize) -> Rou
 /// Waits for `bytes` of the fetch budget (at least 1, at most all of it; validation keeps the
 /// budget at least twice the largest frame, so any round fits and the wait ends).
 /// `None` only if the budget was closed, which the broker never does.
-async fn reserve(broker: &Broker, bytes: usize) -> Option<OwnedSemaphorePermit> {
-    let capacity = broker.config.fetch_inflight_bytes_max;
+async fn reserve(
+    pool: &Arc<tokio::sync::Semaphore>,
+    capacity: usize,
+    bytes: usize,
+) -> Option<OwnedSemaphorePermit> {
     let want = u32::try_from(bytes.clamp(1, capacity)).unwrap_or(u32::MAX);
-    broker
-        .fetch_budget
-        .clone()
-        .acquire_many_owned(want)
-        .await
-        .ok()
+    pool.clone().acquire_many_owned(want).await.ok()
 }
 
 /// Resolves topics (by name, or by id from v13) and partitions once per request.
@@ -165,6 +211,7 @@ fn resolve(
     broker: &Broker,
     version: i16,
     request: &FetchRequest,
+    fetcher: &Fetcher,
 ) -> (Vec<(TopicName, Uuid)>, Vec<Wanted>) {
     let mut topics = Vec::with_capacity(request.topics.len());
     let mut wanted = Vec::new();
@@ -187,21 +234,59 @@ fn resolve(
             if !seen.insert((ft.topic.to_string(), ft.topic_id, fp.partition)) {
                 continue;
             }
-            let replica = match &topic {
-                None => Err(missing),
-                Some(t) => crate::api::lead(broker, t, fp.partition),
+            let (replica, preferred) = match &topic {
+                None => (Err(missing), None),
+                Some(t) => serve(broker, fetcher, t, fp.partition, fp.current_leader_epoch, fp.fetch_offset),
             };
-            let replica = replica.and_then(|r| check_epoch(fp.current_leader_epoch, r));
             wanted.push(Wanted {
                 topic_slot: slot,
                 partition: fp.partition,
                 replica,
                 fetch_offset: fp.fetch_offset,
                 max_bytes: usize::try_from(fp.partition_max_bytes).unwrap_or(0),
+                preferred,
             });
         }
     }
     (topics, wanted)
+}
+
+/// Which local replica serves one partition of this fetch, and for a consumer in another rack
+/// the follower it should read from instead (KIP-392).
+fn serve(
+    broker: &Broker,
+    fetcher: &Fetcher,
+    t: &crate::broker::Topic,
+    partition: i32,
+    client_epoch: i32,
+    fetch_offset: i64,
+) -> (Result<Arc<Replica>, ResponseError>, Option<i32>) {
+    match fetcher {
+        Fetcher::Follower(id) => {
+            let replica = crate::api::lead(broker, t, partition)
+                .and_then(|r| check_epoch(client_epoch, r));
+            let replica = replica.and_then(|r| {
+                match r.state.on_follower_fetch(*id, fetch_offset, tokio::time::Instant::now()) {
+                    Ok(Some(change)) => broker.replication.propose(change),
+                    Ok(None) => {}
+                    Err(_) => return Err(ResponseError::NotLeaderOrFollower),
+                }
+                Ok(r)
+            });
+            (replica, None)
+        }
+        Fetcher::Consumer { rack, any_replica } => {
+            let replica = match broker.serving_replica(t, partition, *any_replica) {
+                Ok(r) => check_epoch(client_epoch, r),
+                Err(e) => Err(crate::api::not_leading(e)),
+            };
+            let preferred = match (&replica, rack) {
+                (Ok(r), Some(rack)) => broker.preferred_read_replica(t, r, rack),
+                _ => None,
+            };
+            (replica, preferred)
+        }
+    }
 }
 
 /// A client that knows a newer leader epoch than ours is ahead of us; an older one is stale.
@@ -220,6 +305,7 @@ fn check_epoch(client_epoch: i32, replica: Arc<Replica>) -> Result<Arc<Replica>,
 async fn read_all(
     wanted: &[Wanted],
     max_bytes: usize,
+    follower: bool,
 ) -> (Vec<(usize, PartitionData)>, usize, bool) {
     let mut out = Vec::with_capacity(wanted.len());
     let mut total = 0usize;
@@ -237,9 +323,26 @@ async fn read_all(
                 continue;
             }
         };
-        let budget = w.max_bytes.min(max_bytes.saturating_sub(total));
         let log = &replica.log;
-        let data = match log.read(w.fetch_offset, budget.max(1)).await {
+        if let Some(preferred) = w.preferred {
+            // KIP-392: no records, only where to read them (the consumer goes there).
+            out.push((
+                w.topic_slot,
+                data.with_high_watermark(log.high_watermark())
+                    .with_last_stable_offset(log.high_watermark())
+                    .with_log_start_offset(log.log_start_offset())
+                    .with_preferred_read_replica(kafka_protocol::messages::BrokerId(preferred))
+                    .with_records(Some(Bytes::new())),
+            ));
+            continue;
+        }
+        let budget = w.max_bytes.min(max_bytes.saturating_sub(total));
+        let read = if follower {
+            log.read_replica(w.fetch_offset, budget.max(1)).await
+        } else {
+            log.read(w.fetch_offset, budget.max(1)).await
+        };
+        let data = match read {
             Ok(read) => {
                 // Past the first non-empty partition, a batch that does not fit the budget waits.
                 let records = if total > 0 && read.records.len() > budget {

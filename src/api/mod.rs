@@ -33,6 +33,7 @@ pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
+pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod request_log;
 pub mod sync_group;
@@ -80,6 +81,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeLogDirs, 1, 4),
     (ApiKey::DescribeTopicPartitions, 0, 0),
     (ApiKey::DescribeQuorum, 0, 2),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
 ];
 
 pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
@@ -223,6 +225,9 @@ pub async fn dispatch(broker: &Broker, mut frame: Bytes) -> Result<Reply, Dispat
             serve!(describe_topic_partitions, DescribeTopicPartitionsRequest)
         }
         ApiKey::DescribeQuorum => serve!(describe_quorum, DescribeQuorumRequest),
+        ApiKey::OffsetForLeaderEpoch => {
+            serve!(offset_for_leader_epoch, OffsetForLeaderEpochRequest)
+        }
         _ => Err(DispatchError::UnsupportedApi(prefix.api_key)),
     }
 }
@@ -245,12 +250,17 @@ pub fn lead(
     topic: &crate::broker::Topic,
     partition: i32,
 ) -> Result<std::sync::Arc<crate::broker::Replica>, ResponseError> {
-    match broker.leader_replica(topic, partition) {
-        Ok((replica, _)) => Ok(replica),
-        Err(crate::broker::NotLeading::UnknownPartition) => {
-            Err(ResponseError::UnknownTopicOrPartition)
-        }
-        Err(crate::broker::NotLeading::NotLeader) => Err(ResponseError::NotLeaderOrFollower),
+    broker
+        .leader_replica(topic, partition)
+        .map(|(replica, _)| replica)
+        .map_err(not_leading)
+}
+
+/// The Kafka error for a partition this node may not serve.
+pub fn not_leading(e: crate::broker::NotLeading) -> ResponseError {
+    match e {
+        crate::broker::NotLeading::UnknownPartition => ResponseError::UnknownTopicOrPartition,
+        crate::broker::NotLeading::NotLeader => ResponseError::NotLeaderOrFollower,
     }
 }
 

@@ -32,6 +32,9 @@ use crate::broker::{Broker, topic};
 use crate::config::MessageTimestampType;
 use crate::log::{self, AppendInfo, LogError};
 use crate::protocol::{batch, records as batch_records};
+use crate::replica::{PartitionState, WaitError};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// Kafka's valid `acks` values: all in-sync replicas, none, leader only.
 const ACKS_VALID: [i16; 3] = [-1, 0, 1];
@@ -49,12 +52,21 @@ const KEY_CHECK_EXPANSION_MAX: usize = 16;
 const ONE_BATCH_ONLY: &str =
     "Produce requests with version 3 are only allowed to contain exactly one record batch";
 
+/// A queued write and what its answer waits on: durability here, and for acks=all the ISR.
+struct Pending {
+    write: log::Staged,
+    state: Arc<PartitionState>,
+    epoch: i32,
+}
+
 /// A partition's answer so far, and the write it still waits for (None: already answered).
-type PartitionSlot = (PartitionProduceResponse, Option<log::Staged>);
+type PartitionSlot = (PartitionProduceResponse, Option<Pending>);
 
 /// A produce request whose writes are queued in order; owns everything, so it outlives the call.
 pub struct Staged {
     acks: i16,
+    /// acks=all waits for the ISR until then (the request's timeout_ms).
+    deadline: Instant,
     topics: Vec<(TopicName, Uuid, Vec<PartitionSlot>)>,
 }
 
@@ -69,6 +81,8 @@ pub async fn handle(
 /// The ordered half: every partition's batches validated, offsets assigned, writes queued.
 pub async fn stage(broker: &Broker, _header: &RequestHeader, request: ProduceRequest) -> Staged {
     let acks = request.acks;
+    let timeout_ms = u64::try_from(request.timeout_ms).unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
     let mut key_check_budget = key_check_bytes_max(&request);
     let mut topics = Vec::with_capacity(request.topic_data.len());
     for topic_data in request.topic_data {
@@ -82,7 +96,7 @@ pub async fn stage(broker: &Broker, _header: &RequestHeader, request: ProduceReq
         for pd in topic_data.partition_data {
             let target = match &topic {
                 Some(t) => {
-                    crate::api::lead(broker, t, pd.index).map(|r| (r.log.clone(), r.leader_epoch()))
+                    crate::api::lead(broker, t, pd.index).map(|r| (r.state.clone(), r.leader_epoch()))
                 }
                 None if topic::validate_name(&topic_data.name).is_err() => {
                     Err(ResponseError::InvalidTopicException)
@@ -100,18 +114,23 @@ pub async fn stage(broker: &Broker, _header: &RequestHeader, request: ProduceReq
         }
         topics.push((topic_data.name, topic_data.topic_id, slots));
     }
-    Staged { acks, topics }
+    Staged {
+        acks,
+        deadline,
+        topics,
+    }
 }
 
 impl Staged {
     /// The waiting half: all partitions' writes become durable together (one group commit).
     pub async fn finish(self) -> Option<ProduceResponse> {
         let mut responses = Vec::with_capacity(self.topics.len());
+        let (acks, deadline) = (self.acks, self.deadline);
         for (name, topic_id, slots) in self.topics {
             let partition_responses =
                 join_all(slots.into_iter().map(|(response, pending)| async move {
                     match pending {
-                        Some(write) => answer(response, write.durable().await),
+                        Some(p) => answer(response, replicated(p, acks, deadline).await),
                         None => response,
                     }
                 }))
@@ -144,7 +163,7 @@ struct Rules<'a> {
 }
 
 async fn stage_partition(
-    target: Result<(Arc<log::Partition>, i32), ResponseError>,
+    target: Result<(Arc<PartitionState>, i32), ResponseError>,
     index: i32,
     records: Option<Bytes>,
     rules: Rules<'_>,
@@ -165,10 +184,11 @@ async fn stage_partition(
             &format!("acks must be -1, 0 or 1, not {acks}"),
         );
     }
-    let (log, leader_epoch) = match target {
+    let (state, leader_epoch) = match target {
         Ok(target) => target,
         Err(e) => return fail(e, "this broker does not host that topic-partition"),
     };
+    let log = state.log.clone();
     let Some(records) = records.filter(|r| !r.is_empty()) else {
         return fail(
             ResponseError::InvalidRecord,
@@ -190,23 +210,93 @@ async fn stage_partition(
         Ok(applied) => applied,
         Err(refused) => return (refused.answer(response), None),
     };
+    // Leadership is checked under the partition's role lock, which a leader change also takes:
+    // no write lands after this node stopped leading at this epoch.
+    let staged = {
+        let _held = state.hold().await;
+        if state.leading() != Some(leader_epoch) {
+            return fail(
+                ResponseError::NotLeaderOrFollower,
+                "leadership moved; refresh metadata",
+            );
+        }
+        if acks == -1 && state.isr_len() < state.min_isr() as usize {
+            let message = format!(
+                "the ISR has {} replica(s), fewer than min.insync.replicas {}",
+                state.isr_len(),
+                state.min_isr()
+            );
+            return fail(ResponseError::NotEnoughReplicas, &message);
+        }
+        log.append_staged(records, leader_epoch).await
+    };
     let response = response.with_log_append_time_ms(append_time);
-    match log.append_staged(records, leader_epoch).await {
-        Ok(write) => (response, Some(write)),
-        Err(e) => (answer(response.clone(), Err(e)), None),
+    match staged {
+        Ok(write) => {
+            let pending = Pending {
+                write,
+                state,
+                epoch: leader_epoch,
+            };
+            (response, Some(pending))
+        }
+        Err(e) => (answer(response.clone(), Err(Refusal::Log(e))), None),
     }
+}
+
+/// Waits for a queued write: durable here, then for acks=all in every ISR member's durable log
+/// (the high watermark passed it), with the ISR still at least min.insync.replicas.
+async fn replicated(p: Pending, acks: i16, deadline: Instant) -> Result<AppendInfo, Refusal> {
+    let info = match p.write.durable().await {
+        Ok(info) => info,
+        // A retry of a batch already in the log: as good as appended at its first offsets,
+        // and it too must be replicated before acks=all answers.
+        Err(LogError::DuplicateSequence { original, .. }) => original,
+        Err(e) => return Err(Refusal::Log(e)),
+    };
+    if acks != -1 {
+        return Ok(info);
+    }
+    let end = info.last_offset.saturating_add(1);
+    match p.state.wait_replicated(end, p.epoch, deadline).await {
+        Ok(()) => {}
+        Err(WaitError::TimedOut) => return Err(Refusal::Code(ResponseError::RequestTimedOut, "the in-sync replicas did not all have the records within the request's timeout".into())),
+        Err(WaitError::NotLeader) => return Err(Refusal::Code(ResponseError::NotLeaderOrFollower, "leadership moved before the records were replicated".into())),
+    }
+    let (isr, min) = (p.state.isr_len(), p.state.min_isr());
+    if isr < min as usize {
+        return Err(Refusal::Code(
+            ResponseError::NotEnoughReplicasAfterAppend,
+            format!("written, but the ISR shrank to {isr}, below min.insync.replicas {min}"),
+        ));
+    }
+    Ok(info)
+}
+
+/// Why a written partition is not answered with success.
+enum Refusal {
+    Log(LogError),
+    Code(ResponseError, String),
 }
 
 /// A partition's answer from the outcome of its append.
 fn answer(
     response: PartitionProduceResponse,
-    appended: Result<AppendInfo, LogError>,
+    appended: Result<AppendInfo, Refusal>,
 ) -> PartitionProduceResponse {
     let appended = match appended {
         // A producer's retry of a batch already in the log: Kafka answers success with the
         // original offsets (not DUPLICATE_SEQUENCE_NUMBER), so the client completes the send.
-        Err(LogError::DuplicateSequence { original, .. }) => Ok(original),
-        other => other,
+        Err(Refusal::Log(LogError::DuplicateSequence { original, .. })) => Ok(original),
+        Err(Refusal::Code(err, message)) => {
+            tracing::debug!(partition = response.index, error = %message, "produce not acknowledged");
+            return response
+                .with_error_code(err.code())
+                .with_log_append_time_ms(-1)
+                .with_error_message(Some(str_bytes(message)));
+        }
+        Err(Refusal::Log(e)) => Err(e),
+        Ok(info) => Ok(info),
     };
     match appended {
         Ok(info) => response
@@ -223,6 +313,7 @@ fn answer(
                 | LogError::Io { .. }
                 | LogError::CorruptStored { .. }
                 | LogError::DuplicateSequence { .. } => ResponseError::KafkaStorageError,
+                LogError::UnexpectedOffset { .. } => ResponseError::KafkaStorageError,
             };
             tracing::debug!(partition = response.index, error = %e, "produce refused");
             response

@@ -168,6 +168,7 @@ codes!(OffsetDeleteResponse, r, o => {
     r.topics.iter().flat_map(|t| &t.partitions).for_each(|p| o.push(p.error_code));
 });
 codes!(DeleteRecordsResponse, r, o => r.topics.iter().flat_map(|t| &t.partitions).for_each(|p| o.push(p.error_code)));
+codes!(OffsetForLeaderEpochResponse, r, o => r.topics.iter().flat_map(|t| &t.partitions).for_each(|p| o.push(p.error_code)));
 codes!(DescribeLogDirsResponse, r, o => {
     o.push(r.error_code);
     r.results.iter().for_each(|d| o.push(d.error_code));

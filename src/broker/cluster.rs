@@ -203,6 +203,11 @@ impl Broker {
             return Err(NotLeading::NotLeader);
         }
         let replica = t.partition(partition).ok_or(NotLeading::NotLeader)?;
+        if replica.state.leading() != Some(p.leader_epoch) {
+            // The image says so, but this node has not taken over yet (it records the
+            // epoch's start first): the client retries in a moment.
+            return Err(NotLeading::NotLeader);
+        }
         Ok((replica, p.leader_epoch))
     }
 
@@ -274,6 +279,7 @@ impl Broker {
                 replica
                     .leader_epoch
                     .store(p.leader_epoch, std::sync::atomic::Ordering::Release);
+                self.apply_assignment(image, &replica, p).await;
                 continue;
             }
             if !p.replicas.contains(&me) {
@@ -298,8 +304,9 @@ impl Broker {
                     t.partitions
                         .write()
                         .unwrap_or_else(|e| e.into_inner())
-                        .insert(index, replica);
+                        .insert(index, replica.clone());
                     tracing::info!(topic = %t.name, partition = index, "hosting partition");
+                    self.apply_assignment(image, &replica, p).await;
                 }
                 Err(e) => {
                     tracing::error!(topic = %t.name, partition = index, error = %e, "cannot open a partition this node hosts; it stays offline here")
@@ -381,9 +388,11 @@ impl Broker {
         let cleanup = topic::cleanup_config(&configs).unwrap_or_default();
         *t.configs.write().unwrap_or_else(|e| e.into_inner()) = configs;
         blocking(|| self.write_config_copies(t));
+        let min_isr = self.min_insync_replicas(&t.configs());
         for replica in t.partitions() {
             replica.log.set_config(log_config.clone());
             replica.log.set_cleanup(cleanup.clone());
+            replica.state.set_min_isr(min_isr);
         }
     }
 
@@ -420,6 +429,7 @@ impl Broker {
         };
         self.write_topics().remove(&t.name);
         for replica in t.partitions() {
+            self.replication.unregister(t.id, replica.index);
             if let Err(e) = replica.log.clone().delete().await {
                 tracing::warn!(topic = %t.name, partition = replica.index, error = %e, "could not stop partition");
             }

@@ -7,6 +7,7 @@ pub mod dirs;
 pub mod dynamic;
 pub mod identity;
 pub mod producer_ids;
+mod replication;
 mod startup;
 pub mod topic;
 
@@ -22,6 +23,7 @@ use crate::log::{self, LogConfig};
 pub use cluster::{BrokerView, NotLeading, PartitionView, follow_image};
 pub use identity::NodeIdentity;
 pub use producer_ids::{ProducerIdError, ProducerIds};
+pub use replication::{MIN_INSYNC_REPLICAS, run_replication};
 pub use topic::{Replica, Topic, TopicMeta};
 
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +143,11 @@ pub struct Broker {
     /// the memory model counts their snappy buffers, although they run in `blocking`, which
     /// lets more threads than the workers run at a time.
     pub key_checks: tokio::sync::Semaphore,
+    /// Bytes of followers' Fetch answers being read or written (`replica_fetch_inflight_bytes_max`),
+    /// apart from consumers' budget.
+    pub replica_fetch_budget: Arc<tokio::sync::Semaphore>,
+    /// Replication: partition states, fetchers, ISR proposals (`replica`).
+    pub replication: crate::replica::Manager,
 }
 
 impl Broker {
@@ -162,7 +169,16 @@ impl Broker {
         let dynamic = RwLock::new(dynamic::load(&data_dir));
         let inspect_budget = crate::log::InspectBudget::new(config.decompress_bytes_max);
         let key_checks = tokio::sync::Semaphore::new(crate::board::worker_threads(&config));
+        let replica_fetch_budget = Arc::new(tokio::sync::Semaphore::new(
+            config.replica_fetch_inflight_bytes_max,
+        ));
+        let replication = crate::replica::Manager::new(crate::replica::manager::Settings::from_config(
+            &config,
+            identity.node_id,
+        ));
         let broker = Broker {
+            replica_fetch_budget,
+            replication,
             fetch_budget,
             inspect_budget,
             key_checks,
@@ -317,10 +333,25 @@ impl Broker {
                 tracing::info!(dir = %dir.display(), topic_id = %t.id, "wrote partition.metadata into a partition directory from an earlier version");
             }
         }
+        let log = Arc::new(log);
+        let state = Arc::new(crate::replica::PartitionState::new(
+            topic,
+            t.id,
+            partition,
+            log.clone(),
+            self.identity.node_id,
+        ));
+        state.set_min_isr(self.min_insync_replicas(&configs));
+        if self.quorum.get().is_none() {
+            // No metadata quorum (yet): this node is the only replica there is.
+            state.lead_alone();
+        }
+        self.replication.register(&state);
         Ok(Arc::new(Replica {
             index: partition,
             leader_epoch: std::sync::atomic::AtomicI32::new(0),
-            log: Arc::new(log),
+            log,
+            state,
         }))
     }
 
@@ -539,6 +570,7 @@ impl Broker {
             .map_err(|e| TopicError::Storage(e.to_string()))?;
         self.write_topics().remove(name);
         for replica in t.partitions() {
+            self.replication.unregister(t.id, replica.index);
             // Waits for the partition's queued writes; its directory is already renamed.
             if let Err(e) = replica.log.clone().delete().await {
                 tracing::warn!(topic = name, partition = replica.index, error = %e, "could not stop partition");
@@ -759,6 +791,8 @@ impl Broker {
 
     /// Syncs every partition and stops the disk writer (clean shutdown).
     pub async fn shutdown(&self) {
+        // Followers stop copying before the logs are flushed for the last time.
+        self.replication.stop();
         self.flush_all().await;
         self.writer.shutdown().await;
     }

@@ -83,6 +83,8 @@ pub struct Replica {
     /// The partition's leader epoch from the metadata image (0 on a node without a quorum).
     pub(super) leader_epoch: std::sync::atomic::AtomicI32,
     pub log: Arc<log::Partition>,
+    /// Its replication role and, when it leads, its followers' progress.
+    pub state: Arc<crate::replica::PartitionState>,
 }
 
 impl Replica {

@@ -70,6 +70,12 @@ impl Client {
         })
     }
 
+    /// The client id sent with every request (brokers log it; "bramble-cli" by default).
+    pub fn with_client_id(mut self, client_id: &str) -> Client {
+        self.client_id = StrBytes::from_string(client_id.to_string());
+        self
+    }
+
     /// Sends `request` at `version` and waits for its response.
     pub async fn call<R: Request>(
         &mut self,

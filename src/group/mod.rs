@@ -45,8 +45,10 @@ pub struct Coordinator {
     groups_max: usize,
     /// Set once the timer started.
     loaded: tokio::sync::OnceCell<()>,
-    /// The `__consumer_offsets` partitions (by topic id) replayed into `groups` so far.
-    replayed: tokio::sync::Mutex<std::collections::BTreeSet<(uuid::Uuid, i32)>>,
+    /// The `__consumer_offsets` partitions (by topic id) replayed into `groups`, with the
+    /// leader epoch they were replayed at: a partition led again after another node led it is
+    /// replayed again (its groups moved on meanwhile).
+    replayed: tokio::sync::Mutex<BTreeMap<(uuid::Uuid, i32), i32>>,
     /// Serialises appends per partition of `__consumer_offsets`, so a group's records land in
     /// decision order while other partitions' appends (and fsyncs) go on concurrently.
     store_locks: store::StoreLocks,
@@ -66,7 +68,7 @@ impl Coordinator {
             },
             groups_max: config.groups_max,
             loaded: tokio::sync::OnceCell::new(),
-            replayed: tokio::sync::Mutex::new(std::collections::BTreeSet::new()),
+            replayed: tokio::sync::Mutex::new(BTreeMap::new()),
             store_locks: store::StoreLocks::default(),
         }
     }
@@ -97,14 +99,17 @@ impl Coordinator {
         // Led here by the image, but not opened yet (this node is still catching up with the
         // metadata): its groups cannot be loaded before their partition is.
         let partition = store::group_partition(broker, group);
-        let Some(topic) = broker
+        let Some((topic, replica)) = broker
             .topic(store::OFFSETS_TOPIC)
-            .filter(|t| t.partition(partition).is_some())
+            .and_then(|t| t.partition(partition).map(|r| (t, r)))
         else {
             return Err(ResponseError::CoordinatorLoadInProgress);
         };
         self.ensure_loaded(broker).await;
-        if !self.replayed.lock().await.contains(&(topic.id, partition)) {
+        let epoch = replica.leader_epoch();
+        if replica.state.leading() != Some(epoch)
+            || self.replayed.lock().await.get(&(topic.id, partition)) != Some(&epoch)
+        {
             return Err(ResponseError::CoordinatorLoadInProgress);
         }
         Ok(())
@@ -124,14 +129,29 @@ impl Coordinator {
             return;
         };
         let mut replayed = self.replayed.lock().await;
+        let count = topic.partition_count();
         for replica in topic.partitions() {
-            if replayed.contains(&(topic.id, replica.index)) {
+            let key = (topic.id, replica.index);
+            let epoch = replica.leader_epoch();
+            if replayed.get(&key) == Some(&epoch) {
                 continue;
+            }
+            let leading = replica.state.leading() == Some(epoch);
+            if !leading && broker.image().is_some() {
+                // Another node coordinates these groups: what this node remembers of them
+                // goes stale, and is rebuilt from the log if it leads the partition again.
+                if replayed.remove(&key).is_some() {
+                    self.forget_partition(replica.index, count);
+                }
+                continue;
+            }
+            if replayed.remove(&key).is_some() {
+                self.forget_partition(replica.index, count);
             }
             match store::replay_partition(&replica).await {
                 Ok(entries) => {
                     self.restore(entries);
-                    replayed.insert((topic.id, replica.index));
+                    replayed.insert(key, epoch);
                 }
                 // Tried again on the next group request; meanwhile owns() answers
                 // COORDINATOR_LOAD_IN_PROGRESS for its groups.
@@ -144,8 +164,14 @@ impl Coordinator {
 
     /// Records that partition `index` of the offsets topic `topic_id` has nothing in it the
     /// coordinator lacks (it is empty and about to be written by this node).
-    pub(crate) async fn mark_replayed(&self, topic_id: uuid::Uuid, index: i32) {
-        self.replayed.lock().await.insert((topic_id, index));
+    pub(crate) async fn mark_replayed(&self, topic_id: uuid::Uuid, index: i32, epoch: i32) {
+        self.replayed.lock().await.insert((topic_id, index), epoch);
+    }
+
+    /// Drops the in-memory groups of partition `index` (of `count`) of the offsets topic.
+    fn forget_partition(&self, index: i32, count: i32) {
+        self.lock()
+            .retain(|id, _| store::partition_for(id, count) != index);
     }
 
     fn restore(&self, entries: Vec<(records::Key, Option<Bytes>)>) {

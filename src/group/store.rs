@@ -42,7 +42,21 @@ pub enum StoreError {
     Log(#[from] LogError),
     #[error("cannot encode records: {0}")]
     Encode(String),
+    /// This node stopped leading the group's partition (another coordinator takes over).
+    #[error("no longer the leader of the group's {OFFSETS_TOPIC} partition")]
+    NotLeader,
+    /// The in-sync replicas did not all have the records within `OFFSET_COMMIT_TIMEOUT_MS`.
+    #[error("the group's records were not replicated within {OFFSET_COMMIT_TIMEOUT_MS} ms")]
+    NotReplicated,
 }
+
+/// How long a group's write waits for its partition's in-sync replicas (Kafka's
+/// offsets.commit.timeout.ms): a commit is answered only once a coordinator failover keeps it.
+pub const OFFSET_COMMIT_TIMEOUT_MS: u64 = 5_000;
+
+/// Replicas of `__consumer_offsets` (Kafka's offsets.topic.replication.factor), or fewer when
+/// the cluster has fewer live brokers when the topic is made.
+pub const OFFSETS_TOPIC_REPLICATION_FACTOR: i16 = 3;
 
 /// Kafka's partition of a group: abs(Java hashCode(group id)) mod partition count.
 pub fn partition_for(group: &str, partitions: i32) -> i32 {
@@ -61,8 +75,12 @@ pub async fn offsets_topic(broker: &Broker) -> Result<Arc<Topic>, StoreError> {
     }
     let configs = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
     let partitions = broker.config.offsets_topic_num_partitions;
+    let live = broker
+        .image()
+        .map_or(1, |i| i.live_brokers().count())
+        .clamp(1, OFFSETS_TOPIC_REPLICATION_FACTOR as usize);
     match broker
-        .create_topic(OFFSETS_TOPIC, partitions, -1, configs, false)
+        .create_topic(OFFSETS_TOPIC, partitions, live as i16, configs, false)
         .await
     {
         Ok(t) => Ok(t),
@@ -124,7 +142,10 @@ pub async fn append(
     // A partition this write creates (the topic was just made) holds nothing to replay: what
     // the coordinator has in memory is already all of it.
     if replica.log.log_end_offset() == replica.log.log_start_offset() {
-        broker.groups.mark_replayed(topic.id, index).await;
+        broker
+            .groups
+            .mark_replayed(topic.id, index, replica.leader_epoch())
+            .await;
     }
     let now = crate::api::now_ms();
     let batch: Vec<Record> = entries
@@ -154,11 +175,23 @@ pub async fn append(
     let mut buf = BytesMut::new();
     RecordBatchEncoder::encode(&mut buf, batch.iter(), &options)
         .map_err(|e| StoreError::Encode(e.to_string()))?;
-    replica
-        .log
-        .append(buf.freeze(), replica.leader_epoch())
-        .await?;
-    Ok(())
+    let epoch = replica.leader_epoch();
+    let staged = {
+        let _held = replica.state.hold().await;
+        if replica.state.leading() != Some(epoch) {
+            return Err(StoreError::NotLeader);
+        }
+        replica.log.append_staged(buf.freeze(), epoch).await?
+    };
+    let info = staged.durable().await?;
+    let deadline =
+        tokio::time::Instant::now() + std::time::Duration::from_millis(OFFSET_COMMIT_TIMEOUT_MS);
+    let end = info.last_offset.saturating_add(1);
+    match replica.state.wait_replicated(end, epoch, deadline).await {
+        Ok(()) => Ok(()),
+        Err(crate::replica::WaitError::NotLeader) => Err(StoreError::NotLeader),
+        Err(crate::replica::WaitError::TimedOut) => Err(StoreError::NotReplicated),
+    }
 }
 
 /// Every record of one partition of the offsets topic, in log order, as (key, value-or-tombstone). Records that do
@@ -170,8 +203,10 @@ pub async fn replay_partition(
     {
         let log = &replica.log;
         let mut offset = log.log_start_offset();
-        while offset < log.high_watermark() {
-            let read = log.read(offset, REPLAY_READ_BYTES).await?;
+        // A new leader's whole log counts: what it holds past the HW is what the ISR will
+        // agree on (followers copy it), as Kafka loads a coordinator's partition to its end.
+        while offset < log.durable_end() {
+            let read = log.read_replica(offset, REPLAY_READ_BYTES).await?;
             if read.records.is_empty() {
                 break;
             }

@@ -38,6 +38,7 @@ mod inspect;
 mod producers;
 mod read;
 mod records;
+mod replica_shim;
 mod recovery;
 mod resume;
 mod retention;
@@ -153,6 +154,10 @@ pub enum LogError {
         sequence: i32,
         expected: i32,
     },
+    /// A follower's batches do not start at or past its log end offset (Maps to
+    /// OFFSET_OUT_OF_RANGE; the follower finds its truncation point again).
+    #[error("replica batches start at offset {got}, below the log end offset {expected}")]
+    UnexpectedOffset { expected: i64, got: i64 },
     /// Not a failure: the batch was appended before (a producer's retry) and nothing was written
     /// this time. The produce handler answers success with `original`'s offsets, as Kafka does.
     /// Returned only once those offsets are below the high watermark, like a fresh append.

@@ -1,0 +1,205 @@
+//! replica::manager: the node's replication as a whole — every hosted partition's state, one
+//! fetcher per leader this node follows, and the periodic work (ISR shrink checks, high
+//! watermark checkpoints). `broker` drives it: it applies each committed image's assignments
+//! ([`Manager::apply`]) and carries the ISR changes it proposes to the controller
+//! ([`Manager::take_isr_changes`]).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::fetcher::{FetchSettings, Fetcher};
+use super::{Assignment, IsrChange, PartitionState, Transition};
+use crate::config::Config;
+
+/// The replication settings the manager runs by.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub fetch: FetchSettings,
+    pub lag_ms_max: u64,
+    pub hw_checkpoint_ms: u64,
+}
+
+impl Settings {
+    pub fn from_config(c: &Config, me: i32) -> Settings {
+        Settings {
+            fetch: FetchSettings {
+                me,
+                wait_ms_max: c.replica_fetch_wait_ms_max,
+                partition_bytes_max: c.replica_fetch_bytes_max,
+                response_bytes_max: c.replica_fetch_response_bytes_max,
+                backoff_ms: c.replica_fetch_backoff_ms,
+            },
+            lag_ms_max: c.replica_lag_ms_max,
+            hw_checkpoint_ms: c.hw_checkpoint_ms,
+        }
+    }
+}
+
+type Key = (Uuid, i32);
+
+pub struct Manager {
+    settings: Settings,
+    states: Mutex<BTreeMap<Key, Arc<PartitionState>>>,
+    /// By leader id.
+    fetchers: Mutex<BTreeMap<i32, Fetcher>>,
+    isr_tx: mpsc::UnboundedSender<IsrChange>,
+    isr_rx: Mutex<Option<mpsc::UnboundedReceiver<IsrChange>>>,
+}
+
+impl Manager {
+    pub fn new(settings: Settings) -> Manager {
+        // Unbounded, yet bounded by the partitions: each has at most one change in flight.
+        let (isr_tx, isr_rx) = mpsc::unbounded_channel();
+        Manager {
+            settings,
+            states: Mutex::new(BTreeMap::new()),
+            fetchers: Mutex::new(BTreeMap::new()),
+            isr_tx,
+            isr_rx: Mutex::new(Some(isr_rx)),
+        }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    fn states(&self) -> MutexGuard<'_, BTreeMap<Key, Arc<PartitionState>>> {
+        self.states.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn fetchers(&self) -> MutexGuard<'_, BTreeMap<i32, Fetcher>> {
+        self.fetchers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The ISR changes leaders propose, for the one task that carries them to the controller.
+    pub fn take_isr_changes(&self) -> Option<mpsc::UnboundedReceiver<IsrChange>> {
+        self.isr_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    /// Queues an ISR change for the controller.
+    pub fn propose(&self, change: IsrChange) {
+        // The receiver lives as long as the node serves; after that nothing needs proposing.
+        let _ = self.isr_tx.send(change);
+    }
+
+    /// Tracks a hosted partition.
+    pub fn register(&self, state: &Arc<PartitionState>) {
+        self.states()
+            .insert((state.topic_id, state.index), state.clone());
+    }
+
+    /// Forgets a partition (deleted): stops fetching it.
+    pub fn unregister(&self, topic_id: Uuid, index: i32) {
+        self.states().remove(&(topic_id, index));
+        self.unfollow(topic_id, index);
+    }
+
+    /// Applies the image's assignment of one hosted partition; `leader_addr` is the leader's
+    /// Kafka listener (host:port) when another node leads.
+    pub async fn apply(
+        &self,
+        state: &Arc<PartitionState>,
+        assignment: Assignment,
+        leader_addr: Option<String>,
+    ) {
+        let _held = state.hold().await;
+        let transition = state.apply(assignment, Instant::now());
+        match transition {
+            Transition::Unchanged => {
+                if let (super::Role::Follower { leader, epoch }, Some(addr)) =
+                    (state.role(), leader_addr)
+                {
+                    // A leader that came back on another address is followed there.
+                    let moved = self
+                        .fetchers()
+                        .get(&leader)
+                        .is_some_and(|f| f.addr() != addr);
+                    if moved {
+                        self.follow(state, leader, epoch, addr);
+                    }
+                }
+            }
+            Transition::BecameLeader { epoch } => {
+                self.unfollow(state.topic_id, state.index);
+                let start = state.log.log_end_offset();
+                state.log.assign_epoch(epoch, start).await;
+                tracing::info!(topic = %state.topic, partition = state.index, epoch, log_end = start, "leading partition");
+            }
+            Transition::Follow { leader, epoch } => match leader_addr {
+                Some(addr) => {
+                    tracing::info!(topic = %state.topic, partition = state.index, leader, epoch, "following partition");
+                    self.follow(state, leader, epoch, addr);
+                }
+                None => {
+                    tracing::warn!(topic = %state.topic, partition = state.index, leader, "leader has no known address; not fetching until it registers");
+                    self.unfollow(state.topic_id, state.index);
+                }
+            },
+            Transition::Stop => {
+                tracing::info!(topic = %state.topic, partition = state.index, "partition has no leader; waiting");
+                self.unfollow(state.topic_id, state.index);
+            }
+        }
+    }
+
+    fn follow(&self, state: &Arc<PartitionState>, leader: i32, epoch: i32, addr: String) {
+        self.unfollow(state.topic_id, state.index);
+        let mut fetchers = self.fetchers();
+        if fetchers.get(&leader).is_some_and(|f| f.addr() != addr) {
+            fetchers.remove(&leader);
+        }
+        let fetcher = fetchers
+            .entry(leader)
+            .or_insert_with(|| Fetcher::start(leader, addr, self.settings.fetch.clone()));
+        fetcher.add(state.clone(), epoch);
+    }
+
+    fn unfollow(&self, topic_id: Uuid, index: i32) {
+        let mut fetchers = self.fetchers();
+        let idle: Vec<i32> = fetchers
+            .iter()
+            .filter(|(_, f)| f.contains(topic_id, index))
+            .filter_map(|(leader, f)| f.remove(topic_id, index).then_some(*leader))
+            .collect();
+        for leader in idle {
+            // Dropping the fetcher stops its task.
+            fetchers.remove(&leader);
+        }
+    }
+
+    /// Every led partition's ISR shrink, if due.
+    pub fn lagging(&self, now: Instant) -> Vec<IsrChange> {
+        let states: Vec<_> = self.states().values().cloned().collect();
+        states
+            .iter()
+            .filter_map(|s| s.lagging(now, self.settings.lag_ms_max))
+            .collect()
+    }
+
+    /// Writes every partition's high watermark checkpoint (cheap when unchanged).
+    pub async fn checkpoint(&self) {
+        let states: Vec<_> = self.states().values().cloned().collect();
+        for s in states {
+            if let Err(e) = s.log.checkpoint_high_watermark().await {
+                tracing::warn!(topic = %s.topic, partition = s.index, error = %e, "cannot checkpoint the high watermark");
+            }
+        }
+    }
+
+    /// The state of a hosted partition.
+    pub fn state(&self, topic_id: Uuid, index: i32) -> Option<Arc<PartitionState>> {
+        self.states().get(&(topic_id, index)).cloned()
+    }
+
+    /// Stops every fetcher (shutdown).
+    pub fn stop(&self) {
+        self.fetchers().clear();
+    }
+}
