@@ -20,6 +20,9 @@ const LATEST_TIERED: i64 = -5;
 
 /// ListOffsets v4 added the leader epoch to each answer.
 const LEADER_EPOCH_VERSION_MIN: i16 = 4;
+/// Kafka's DEBUGGING_REPLICA_ID: any replica answers, latest is its log end offset (what
+/// `bramble cluster leaders` reads each replica's progress with).
+const DEBUGGING_REPLICA_ID: i32 = -2;
 
 pub async fn handle(
     broker: &Broker,
@@ -27,6 +30,9 @@ pub async fn handle(
     request: ListOffsetsRequest,
 ) -> ListOffsetsResponse {
     let with_epoch = header.request_api_version >= LEADER_EPOCH_VERSION_MIN;
+    // Consumers read to the high watermark; brokers and the debugging id see the log end.
+    let replica_id = request.replica_id.0;
+    let log_end = replica_id >= 0 || replica_id == DEBUGGING_REPLICA_ID;
     let mut topics = Vec::with_capacity(request.topics.len());
     // Kafka refuses a partition named twice; answering each once also bounds the work one request
     // can ask for (a by-timestamp lookup may decompress a batch).
@@ -42,12 +48,16 @@ pub async fn handle(
                 continue;
             }
             let replica = match &topic {
-                Some(t) => crate::api::lead(broker, t, p.partition_index),
+                Some(t) if replica_id == DEBUGGING_REPLICA_ID => t
+                    .partition(p.partition_index)
+                    .ok_or(ResponseError::NotLeaderOrFollower),
+                Some(t) => crate::api::lead(broker, t, p.partition_index)
+                    .and_then(|r| check_epoch(p.current_leader_epoch, r)),
                 None => Err(ResponseError::UnknownTopicOrPartition),
             };
             let response = match replica {
                 Err(e) => response.with_error_code(e.code()),
-                Ok(r) => match lookup(&r, p.timestamp, &broker.inspect_budget).await {
+                Ok(r) => match lookup(&r, p.timestamp, log_end, &broker.inspect_budget).await {
                     Ok((offset, timestamp)) => {
                         let response = response.with_offset(offset).with_timestamp(timestamp);
                         if with_epoch {
@@ -78,10 +88,12 @@ pub async fn handle(
 async fn lookup(
     replica: &Replica,
     timestamp: i64,
+    log_end: bool,
     inspect: &InspectBudget,
 ) -> Result<(i64, i64), LogError> {
     let log = &replica.log;
     Ok(match timestamp {
+        LATEST if log_end => (log.log_end_offset(), -1),
         LATEST => (log.high_watermark(), -1),
         EARLIEST | EARLIEST_LOCAL => (log.log_start_offset(), -1),
         MAX_TIMESTAMP => log.max_timestamp(inspect).await?.unwrap_or((-1, -1)),
@@ -92,4 +104,20 @@ async fn lookup(
             .unwrap_or((-1, -1)),
         _ => (-1, -1),
     })
+}
+
+/// A client that knows a newer leader epoch than ours is ahead of us (UNKNOWN_LEADER_EPOCH); an
+/// older one is stale (FENCED_LEADER_EPOCH). -1: the client does not say.
+fn check_epoch(
+    client_epoch: i32,
+    replica: std::sync::Arc<Replica>,
+) -> Result<std::sync::Arc<Replica>, ResponseError> {
+    let current = replica.leader_epoch();
+    if client_epoch < 0 || client_epoch == current {
+        Ok(replica)
+    } else if client_epoch > current {
+        Err(ResponseError::UnknownLeaderEpoch)
+    } else {
+        Err(ResponseError::FencedLeaderEpoch)
+    }
 }

@@ -130,8 +130,12 @@ pub struct PartitionLeader {
     pub partition: i32,
     /// -1 when the partition has no leader.
     pub leader: i32,
+    pub leader_epoch: i32,
     pub replicas: Vec<i32>,
     pub isr: Vec<i32>,
+    /// Offsets each replica's log end is behind its leader's (replicas whose broker did not
+    /// answer are missing).
+    pub lag: BTreeMap<i32, i64>,
 }
 
 /// The error a Kafka error code names, with its message, or `None` for no error.
@@ -391,7 +395,10 @@ pub fn status_json(s: &ClusterStatus) -> serde_json::Value {
 /// Every partition's leader, replicas and ISR, from one Metadata answer for all topics.
 pub async fn partition_leaders(client: &mut Client) -> Result<Vec<PartitionLeader>, ClientError> {
     let metadata = admin::metadata(client, None).await?;
-    leaders_from_metadata(&metadata).map_err(ClientError::Broker)
+    let mut rows = leaders_from_metadata(&metadata).map_err(ClientError::Broker)?;
+    let ends = super::replica_lag::log_ends(&metadata, &rows).await;
+    super::replica_lag::fill_lag(&mut rows, &ends);
+    Ok(rows)
 }
 
 /// The partitions of a Metadata answer, by topic then partition; a topic the broker answered
@@ -408,8 +415,10 @@ pub fn leaders_from_metadata(metadata: &MetadataResponse) -> Result<Vec<Partitio
                 topic: topic.clone(),
                 partition: p.partition_index,
                 leader: p.leader_id.0,
+                leader_epoch: p.leader_epoch,
                 replicas: p.replica_nodes.iter().map(|b| b.0).collect(),
                 isr: p.isr_nodes.iter().map(|b| b.0).collect(),
+                lag: BTreeMap::new(),
             });
         }
     }
@@ -432,16 +441,35 @@ pub fn render_leaders(rows: &[PartitionLeader]) -> String {
                 l if l < 0 => NONE_SHOWN.to_string(),
                 l => l.to_string(),
             };
+            // Followers only: the leader's own lag is 0 by definition.
+            let lag = r
+                .replicas
+                .iter()
+                .filter(|id| **id != r.leader)
+                .map(|id| match r.lag.get(id) {
+                    Some(l) => format!("{id}:{l}"),
+                    None => format!("{id}:?"),
+                })
+                .collect::<Vec<_>>()
+                .join(",");
             vec![
                 r.topic.clone(),
                 r.partition.to_string(),
                 leader,
+                match r.leader_epoch {
+                    e if e < 0 => NONE_SHOWN.to_string(),
+                    e => e.to_string(),
+                },
                 ids(&r.replicas),
                 ids(&r.isr),
+                lag,
             ]
         })
         .collect();
-    table(&["TOPIC", "PARTITION", "LEADER", "REPLICAS", "ISR"], &rows)
+    table(
+        &["TOPIC", "PARTITION", "LEADER", "EPOCH", "REPLICAS", "ISR", "LAG"],
+        &rows,
+    )
 }
 
 /// `cluster leaders --json`: an array of partitions.

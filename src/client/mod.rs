@@ -6,6 +6,7 @@ pub mod admin;
 pub mod cluster;
 pub mod consumer;
 pub mod producer;
+pub mod replica_lag;
 
 use std::time::Duration;
 

@@ -209,22 +209,31 @@ fn leaders_are_sorted_and_aligned() {
             "orders",
             vec![
                 partition(1, 2, &[2, 3, 1], &[2, 3]),
-                partition(0, 1, &[1, 2, 3], &[1, 2, 3]),
+                partition(0, 1, &[1, 2, 3], &[1, 2, 3]).with_leader_epoch(4),
             ],
         ),
         topic("a", vec![partition(0, -1, &[3], &[])]),
     ]);
-    let rows = leaders_from_metadata(&metadata).unwrap();
+    let mut rows = leaders_from_metadata(&metadata).unwrap();
+    let ends = crate::client::replica_lag::LogEnds::from([
+        (("orders".to_string(), 0, 1), 100),
+        (("orders".to_string(), 0, 2), 100),
+        (("orders".to_string(), 0, 3), 60),
+        (("orders".to_string(), 1, 2), 7),
+        (("orders".to_string(), 1, 3), 7),
+    ]);
+    crate::client::replica_lag::fill_lag(&mut rows, &ends);
     let expected = "\
-TOPIC   PARTITION  LEADER  REPLICAS  ISR
-a       0          -       3
-orders  0          1       1,2,3     1,2,3
-orders  1          2       2,3,1     2,3
+TOPIC   PARTITION  LEADER  EPOCH  REPLICAS  ISR    LAG
+a       0          -       -      3                3:?
+orders  0          1       4      1,2,3     1,2,3  2:0,3:40
+orders  1          2       -      2,3,1     2,3    3:0,1:?
 ";
     assert_eq!(render_leaders(&rows), expected);
     let json = leaders_json(&rows);
     assert_eq!(json[2]["isr"], serde_json::json!([2, 3]));
     assert_eq!(json[0]["leader"], -1);
+    assert_eq!(json[1]["lag"]["3"], 40);
 }
 
 #[test]
