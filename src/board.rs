@@ -78,6 +78,10 @@ const INDEX_ENTRY_PAIR_BYTES: u64 = 20;
 const OFFSET_MAP_ENTRY_BYTES: u64 = 48;
 /// A consumer group's members and committed offsets (typical groups; metadata strings vary).
 const GROUP_BYTES: u64 = 8 * 1024;
+/// Leaders a node is modelled to follow at once (one fetcher and one answer in memory each):
+/// a bramble of five. A larger cluster spreads the same partitions over more fetchers, each
+/// answer still at most `replica_fetch_response_bytes_max`.
+const FOLLOWED_LEADERS_MODELED: u64 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BoardError {
@@ -317,6 +321,15 @@ pub fn memory_model(c: &Config) -> Vec<(&'static str, u64)> {
         (
             "fetch_inflight_bytes_max",
             c.fetch_inflight_bytes_max as u64,
+        ),
+        // Answering followers' fetches, then the answers this node's fetchers read.
+        (
+            "replica_fetch_inflight_bytes_max",
+            c.replica_fetch_inflight_bytes_max as u64,
+        ),
+        (
+            "replica_fetch_response_bytes_max",
+            (c.replica_fetch_response_bytes_max as u64).saturating_mul(FOLLOWED_LEADERS_MODELED),
         ),
         // ListOffsets by timestamp looking inside (and decompressing) stored batches.
         ("decompress_bytes_max", c.decompress_bytes_max as u64),
