@@ -183,6 +183,23 @@ enum ClusterCommand {
         #[command(flatten)]
         bootstrap: Bootstrap,
     },
+    /// Elect leaders (Kafka's ElectLeaders): preferred replicas back, or with --unclean any live
+    /// replica where no in-sync one is left. Every partition unless --topic names one topic.
+    ElectLeaders {
+        #[arg(long)]
+        topic: Option<String>,
+        /// One partition of --topic.
+        #[arg(long, requires = "topic")]
+        partition: Option<i32>,
+        /// Elect outside the ISR where no in-sync replica is live (records may be lost).
+        #[arg(long)]
+        unclean: bool,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        bootstrap: Bootstrap,
+    },
 }
 
 #[derive(Subcommand)]
@@ -674,6 +691,26 @@ async fn cluster(cmd: ClusterCommand) -> anyhow::Result<()> {
             match json {
                 true => println!("{}", cluster::leaders_json(&rows)),
                 false => print!("{}", cluster::render_leaders(&rows)),
+            }
+        }
+        ClusterCommand::ElectLeaders {
+            topic,
+            partition,
+            unclean,
+            json,
+            bootstrap,
+        } => {
+            let addr = &bootstrap.bootstrap_server;
+            let rows = async {
+                let mut client = Client::connect(addr).await?;
+                cluster::elect::elect_leaders(&mut client, unclean, topic.as_deref(), partition)
+                    .await
+            }
+            .await
+            .with_context(|| format!("leader election through broker {addr}"))?;
+            match json {
+                true => println!("{}", cluster::elect::elections_json(&rows)),
+                false => print!("{}", cluster::elect::render_elections(&rows)),
             }
         }
     }

@@ -20,6 +20,7 @@ pub mod describe_groups;
 pub mod describe_log_dirs;
 pub mod describe_quorum;
 pub mod describe_topic_partitions;
+pub mod elect_leaders;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -80,6 +81,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeLogDirs, 1, 4),
     (ApiKey::DescribeTopicPartitions, 0, 0),
     (ApiKey::DescribeQuorum, 0, 2),
+    (ApiKey::ElectLeaders, 0, 2),
 ];
 
 pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
@@ -223,6 +225,7 @@ pub async fn dispatch(broker: &Broker, mut frame: Bytes) -> Result<Reply, Dispat
             serve!(describe_topic_partitions, DescribeTopicPartitionsRequest)
         }
         ApiKey::DescribeQuorum => serve!(describe_quorum, DescribeQuorumRequest),
+        ApiKey::ElectLeaders => serve!(elect_leaders, ElectLeadersRequest),
         _ => Err(DispatchError::UnsupportedApi(prefix.api_key)),
     }
 }
