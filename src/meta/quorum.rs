@@ -739,3 +739,5 @@ async fn join_loop(q: Arc<Quorum>, join: String) {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_elect;
