@@ -33,6 +33,9 @@ pub const UNCLEAN_CONFIG: &str = "unclean.leader.election.enable";
 /// How often a stopping node asks again while leaderships it could hand over remain (a leader
 /// that re-grew an ISR meanwhile, a proposal lost in a controller change).
 const CONTROLLED_SHUTDOWN_RETRY_MS: u64 = 1_000;
+/// Longest one ControlledShutdown proposal may take: with no quorum (the other voters down) no
+/// proposal commits, and the node must still stop well within its supervisor's patience.
+const HANDOVER_PROPOSE_MS_MAX: u64 = 5_000;
 /// Longest the stopping node waits for its own fence to commit (its leaderships are moved
 /// already; the controller would fence it after its session timeout anyway).
 const SELF_FENCE_MS_MAX: u64 = 2_000;
@@ -158,6 +161,10 @@ impl Quorum {
             tracing::info!("no other live broker: nothing to hand over before stopping");
             return;
         }
+        if self.leader().is_none() {
+            tracing::warn!("no controller known: stopping without a controlled shutdown");
+            return;
+        }
         let started = Instant::now();
         let deadline = started + max;
         let mut cell = self.image.clone();
@@ -166,7 +173,9 @@ impl Quorum {
                 node_id: me,
                 incarnation,
             };
-            match self.propose_until(cmd, deadline).await {
+            let until = (Instant::now() + Duration::from_millis(HANDOVER_PROPOSE_MS_MAX))
+                .min(deadline);
+            match self.propose_until(cmd, until).await {
                 Ok(MetadataResponse::Done) => {}
                 Ok(other) => {
                     tracing::warn!(answer = ?other, "the controller refused the controlled shutdown; stopping without it");
