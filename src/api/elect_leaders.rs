@@ -25,9 +25,12 @@ pub const ELECTION_UNCLEAN: i8 = 1;
 /// One partition's outcome: topic name, partition, Kafka error code.
 type Outcome = (String, i32, i16);
 
+/// The first version whose answer has a request-level error code.
+const VERSION_TOP_LEVEL_ERROR: i16 = 1;
+
 pub async fn handle(
     broker: &Broker,
-    _header: &RequestHeader,
+    header: &RequestHeader,
     request: ElectLeadersRequest,
 ) -> ElectLeadersResponse {
     let election = match request.election_type {
@@ -46,10 +49,15 @@ pub async fn handle(
             .collect()
     });
     let deadline = super::admin_deadline(request.timeout_ms);
+    let mut response = ElectLeadersResponse::default();
     let outcomes = match super::within(deadline, elect(broker, election, wanted.clone())).await {
         Ok(outcomes) => outcomes,
         Err(e) => {
             let (code, _) = topic_error(&e);
+            if wanted.is_none() && header.request_api_version >= VERSION_TOP_LEVEL_ERROR {
+                // Every partition was asked for: no partition to carry the failure.
+                response = response.with_error_code(code);
+            }
             wanted
                 .unwrap_or_default()
                 .into_iter()
@@ -57,7 +65,7 @@ pub async fn handle(
                 .collect()
         }
     };
-    ElectLeadersResponse::default().with_replica_election_results(group(outcomes))
+    response.with_replica_election_results(group(outcomes))
 }
 
 /// Every named partition answered with `code` (a request refused as a whole).

@@ -173,8 +173,8 @@ impl Quorum {
                 node_id: me,
                 incarnation,
             };
-            let until = (Instant::now() + Duration::from_millis(HANDOVER_PROPOSE_MS_MAX))
-                .min(deadline);
+            let until =
+                (Instant::now() + Duration::from_millis(HANDOVER_PROPOSE_MS_MAX)).min(deadline);
             match self.propose_until(cmd, until).await {
                 Ok(MetadataResponse::Done) => {}
                 Ok(other) => {
