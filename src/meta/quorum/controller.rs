@@ -223,8 +223,11 @@ impl Quorum {
             incarnation,
         };
         let until = Instant::now() + Duration::from_millis(SELF_FENCE_MS_MAX);
-        if let Err(e) = self.propose_until(fence, until).await {
-            tracing::info!(error = %e, "could not fence this node on the way out; the controller will after its session timeout");
+        match self.propose_until(fence, until).await {
+            Ok(_) => tracing::info!("fenced on the way out: Metadata no longer names this node"),
+            Err(e) => {
+                tracing::info!(error = %e, "could not fence this node on the way out; the controller will after its session timeout")
+            }
         }
     }
 }
