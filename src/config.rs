@@ -124,6 +124,20 @@ pub struct Config {
     /// How often each partition's high watermark is checkpointed to disk
     /// (replica.high.watermark.checkpoint.interval.ms).
     pub hw_checkpoint_ms: u64,
+    /// With no live in-sync replica left, let the controller elect any live replica (Kafka's
+    /// unclean.leader.election.enable): availability over records acknowledged only by the lost
+    /// ISR. The topic config, then the cluster-default dynamic broker config, override it; the
+    /// controller's own setting is what applies.
+    pub unclean_leader_election_enable: bool,
+    /// The controller moves leadership back to each partition's preferred replica (its first)
+    /// once it is in sync again (Kafka's auto.leader.rebalance.enable).
+    pub auto_leader_rebalance_enable: bool,
+    /// How often the controller looks for partitions led by another than their in-sync preferred
+    /// replica (Kafka's leader.imbalance.check.interval.seconds).
+    pub leader_imbalance_check_interval_ms: u64,
+    /// Longest a stopping node (SIGTERM) waits for the controller to move its leaderships away
+    /// before it shuts down anyway (Kafka's controlled shutdown, bounded).
+    pub controlled_shutdown_ms_max: u64,
     /// Create a topic on first Produce/Metadata naming it (Kafka's auto.create.topics.enable).
     pub auto_create_topics: bool,
     /// Partition count of auto-created topics and of CreateTopics asking for the default (-1).
@@ -271,6 +285,14 @@ impl Default for Config {
             replica_fetch_inflight_bytes_max: 32 * 1024 * 1024,
             min_insync_replicas: 1,
             hw_checkpoint_ms: 5_000,
+            unclean_leader_election_enable: false,
+            auto_leader_rebalance_enable: true,
+            // Kafka checks every 300 s to spare large clusters the churn; a Pi cluster has a few
+            // thousand partitions at most, the check is a scan of the in-memory image and one
+            // metadata entry when something moves, and a returning node should take its share
+            // of the load back within a rolling restart, not minutes after it.
+            leader_imbalance_check_interval_ms: 30_000,
+            controlled_shutdown_ms_max: 30_000,
             auto_create_topics: true,
             num_partitions: 1,
             partitions_max: 2_000,

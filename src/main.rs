@@ -96,6 +96,18 @@ struct ServeArgs {
     /// host:port other nodes reach this node's quorum transport at (default: --raft-listen).
     #[arg(long, value_name = "HOST:PORT")]
     raft_advertise: Option<String>,
+    /// Let the controller elect a live replica outside the ISR when no in-sync one is left.
+    #[arg(long, value_name = "BOOL")]
+    unclean_leader_election_enable: Option<bool>,
+    /// Hand leadership back to preferred replicas once they are in sync again.
+    #[arg(long, value_name = "BOOL")]
+    auto_leader_rebalance_enable: Option<bool>,
+    /// How often the controller checks for partitions off their preferred leader.
+    #[arg(long, value_name = "MS")]
+    leader_imbalance_check_interval_ms: Option<u64>,
+    /// Longest a stopping node waits for its leaderships to move away (SIGTERM).
+    #[arg(long, value_name = "MS")]
+    controlled_shutdown_ms_max: Option<u64>,
     /// Disk writer backend: auto (io_uring if available, else std), uring, or std.
     #[arg(long, value_name = "auto|uring|std")]
     io_backend: Option<Backend>,
@@ -165,6 +177,23 @@ enum ClusterCommand {
     },
     /// One line per partition: topic, partition, leader, replicas, ISR.
     Leaders {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        bootstrap: Bootstrap,
+    },
+    /// Elect leaders (Kafka's ElectLeaders): preferred replicas back, or with --unclean any live
+    /// replica where no in-sync one is left. Every partition unless --topic names one topic.
+    ElectLeaders {
+        #[arg(long)]
+        topic: Option<String>,
+        /// One partition of --topic.
+        #[arg(long, requires = "topic")]
+        partition: Option<i32>,
+        /// Elect outside the ISR where no in-sync replica is live (records may be lost).
+        #[arg(long)]
+        unclean: bool,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -301,6 +330,18 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(v) = args.raft_advertise {
         config.raft_advertise = Some(v);
     }
+    if let Some(v) = args.unclean_leader_election_enable {
+        config.unclean_leader_election_enable = v;
+    }
+    if let Some(v) = args.auto_leader_rebalance_enable {
+        config.auto_leader_rebalance_enable = v;
+    }
+    if let Some(v) = args.leader_imbalance_check_interval_ms {
+        config.leader_imbalance_check_interval_ms = v;
+    }
+    if let Some(v) = args.controlled_shutdown_ms_max {
+        config.controlled_shutdown_ms_max = v;
+    }
     resolved.check()?;
     if let Some(b) = &resolved.board {
         if let Some(warning) =
@@ -397,9 +438,14 @@ async fn run_node(mut config: Config) -> anyhow::Result<()> {
     let failed = Arc::new(std::sync::Mutex::new(None::<String>));
     let quorum_for_shutdown = quorum.clone();
     let failed_in = failed.clone();
+    let handover = std::time::Duration::from_millis(broker.config.controlled_shutdown_ms_max);
     let shutdown = async move {
         tokio::select! {
-            () = shutdown_signal(signals) => {}
+            () = shutdown_signal(signals) => {
+                // Before the listener closes: leaderships move to other in-sync replicas while
+                // this node still answers (clients get NOT_LEADER_OR_FOLLOWER and move on).
+                quorum_for_shutdown.controlled_shutdown(handover).await;
+            }
             why = quorum_for_shutdown.fatal() => {
                 tracing::error!(error = %why, "the metadata quorum stopped (its store failed): shutting down so the node restarts");
                 *failed_in.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
@@ -650,6 +696,26 @@ async fn cluster(cmd: ClusterCommand) -> anyhow::Result<()> {
             match json {
                 true => println!("{}", cluster::leaders_json(&rows)),
                 false => print!("{}", cluster::render_leaders(&rows)),
+            }
+        }
+        ClusterCommand::ElectLeaders {
+            topic,
+            partition,
+            unclean,
+            json,
+            bootstrap,
+        } => {
+            let addr = &bootstrap.bootstrap_server;
+            let rows = async {
+                let mut client = Client::connect(addr).await?;
+                cluster::elect::elect_leaders(&mut client, unclean, topic.as_deref(), partition)
+                    .await
+            }
+            .await
+            .with_context(|| format!("leader election through broker {addr}"))?;
+            match json {
+                true => println!("{}", cluster::elect::elections_json(&rows)),
+                false => print!("{}", cluster::elect::render_elections(&rows)),
             }
         }
     }

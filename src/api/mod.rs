@@ -20,6 +20,7 @@ pub mod describe_groups;
 pub mod describe_log_dirs;
 pub mod describe_quorum;
 pub mod describe_topic_partitions;
+pub mod elect_leaders;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -82,6 +83,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeTopicPartitions, 0, 0),
     (ApiKey::DescribeQuorum, 0, 2),
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
+    (ApiKey::ElectLeaders, 0, 2),
 ];
 
 pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
@@ -228,6 +230,7 @@ pub async fn dispatch(broker: &Broker, mut frame: Bytes) -> Result<Reply, Dispat
         ApiKey::OffsetForLeaderEpoch => {
             serve!(offset_for_leader_epoch, OffsetForLeaderEpochRequest)
         }
+        ApiKey::ElectLeaders => serve!(elect_leaders, ElectLeadersRequest),
         _ => Err(DispatchError::UnsupportedApi(prefix.api_key)),
     }
 }

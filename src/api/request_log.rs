@@ -184,6 +184,10 @@ codes!(DescribeQuorumResponse, r, o => {
     o.push(r.error_code);
     r.topics.iter().flat_map(|t| &t.partitions).for_each(|p| o.push(p.error_code));
 });
+codes!(ElectLeadersResponse, r, o => {
+    o.push(r.error_code);
+    r.replica_election_results.iter().flat_map(|t| &t.partition_result).for_each(|p| o.push(p.error_code));
+});
 
 #[cfg(test)]
 mod tests {

@@ -22,6 +22,11 @@ pub const DYNAMIC_BROKER_CONFIGS: &[(&str, &str)] = &[
     ("log.roll.ms", "segment.ms"),
     ("log.segment.bytes", "segment.bytes"),
     ("message.max.bytes", "max.message.bytes"),
+    // Read by the controller (meta::quorum) as the cluster default under a topic's own config.
+    (
+        "unclean.leader.election.enable",
+        "unclean.leader.election.enable",
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]

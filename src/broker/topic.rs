@@ -274,6 +274,11 @@ pub fn log_config(
                 MessageTimestampType::parse(value)
                     .ok_or_else(|| bad("must be CreateTime or LogAppendTime"))?;
             }
+            // Read by the controller (meta::quorum), as Kafka spells a boolean.
+            "unclean.leader.election.enable" => {
+                crate::meta::quorum::parse_bool(value)
+                    .ok_or_else(|| bad("must be true or false"))?;
+            }
             stored if STORED_TOPIC_CONFIG_KEYS.contains(&stored) => {}
             other => return Err(ConfigValueError::UnknownKey(other.to_string())),
         }

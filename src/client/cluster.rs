@@ -18,8 +18,11 @@ use serde::Serialize;
 
 use super::{Client, ClientError, admin};
 
+pub mod elect;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_elect;
 
 /// ApiVersions version asked first (Kafka 2.4+ and bramble serve it).
 const API_VERSIONS_VERSION: i16 = 3;

@@ -111,6 +111,41 @@ pub enum MetadataCommand {
         node_id: i32,
         count: i64,
     },
+    /// The broker is stopping (SIGTERM; KRaft's controlled shutdown): it is marked as shutting
+    /// down (never elected, its heartbeats unfence nothing), each partition it leads moves to
+    /// another live ISR member that is not shutting down (leader epoch bumped), and it leaves
+    /// every ISR that has other members. Partitions it alone can lead stay with it. Idempotent:
+    /// sent again, it moves what became movable since. Its next registration clears the mark.
+    ControlledShutdown {
+        node_id: i32,
+        incarnation: Uuid,
+    },
+    /// Kafka's ElectLeaders: an election of each named partition (`None`: every partition, and
+    /// the answer leaves out those that needed none). Answered by [`MetadataResponse::Elected`].
+    ElectLeaders {
+        election: Election,
+        partitions: Option<Vec<(Uuid, i32)>>,
+    },
+}
+
+/// Which leader an [`MetadataCommand::ElectLeaders`] asks for (Kafka's ElectionType).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Election {
+    /// The first replica, if it is live, in the ISR and not shutting down.
+    Preferred,
+    /// Only for a partition with no live ISR member: any live replica (records acknowledged only
+    /// by the lost ISR may be gone).
+    Unclean,
+}
+
+/// One partition's outcome of an [`MetadataCommand::ElectLeaders`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ElectionResult {
+    pub topic_id: Uuid,
+    pub partition: i32,
+    /// A Kafka error code: `NONE`, `ELECTION_NOT_NEEDED`, `PREFERRED_LEADER_NOT_AVAILABLE`,
+    /// `ELIGIBLE_LEADERS_NOT_AVAILABLE` or `UNKNOWN_TOPIC_OR_PARTITION` (see [`codes`]).
+    pub code: i16,
 }
 
 /// Why the state machine refused a command: a Kafka error code and a message for the client.
@@ -132,6 +167,9 @@ pub enum MetadataResponse {
     ProducerIds { first: i64, count: i64 },
     /// Not applied; the image is unchanged.
     Refused(Refusal),
+    /// `ElectLeaders`: each partition's outcome, in the order asked (by topic id and partition
+    /// for all partitions).
+    Elected(Vec<ElectionResult>),
 }
 
 /// A broker's request to the controller (the Raft leader), carried by the peer transport.
@@ -165,6 +203,7 @@ pub enum ControllerResponse {
 
 /// Kafka error codes the state machine answers with.
 pub mod codes {
+    pub const NONE: i16 = 0;
     pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
     pub const TOPIC_ALREADY_EXISTS: i16 = 36;
     pub const INVALID_PARTITIONS: i16 = 37;
@@ -175,4 +214,9 @@ pub mod codes {
     pub const INCONSISTENT_CLUSTER_ID: i16 = 104;
     pub const FENCED_LEADER_EPOCH: i16 = 74;
     pub const INVALID_UPDATE_VERSION: i16 = 108;
+    pub const PREFERRED_LEADER_NOT_AVAILABLE: i16 = 80;
+    pub const ELIGIBLE_LEADERS_NOT_AVAILABLE: i16 = 83;
+    pub const ELECTION_NOT_NEEDED: i16 = 84;
+    /// An ISR change that adds a fenced or shutting-down broker (KIP-841).
+    pub const INELIGIBLE_REPLICA: i16 = 107;
 }

@@ -12,6 +12,12 @@ use uuid::Uuid;
 
 use super::command::{BrokerRegistration, MetadataCommand, MetadataResponse, Refusal, codes};
 
+mod elect;
+mod legacy;
+
+pub use elect::{Change, Reason};
+pub use legacy::decode_image;
+
 /// No leader (Kafka's -1): every replica in the ISR is fenced.
 pub const NO_LEADER: i32 = -1;
 
@@ -85,6 +91,11 @@ pub struct MetadataImage {
     /// Ids of every topic the cluster deleted (16 bytes each): a node that was down meanwhile
     /// removes their directories, and only theirs; a retried DeleteTopic answers Done.
     pub deleted_topics: BTreeSet<Uuid>,
+    /// Brokers in controlled shutdown (`ControlledShutdown`): never elected, never added to an
+    /// ISR, left out of placement. Their next registration (a new incarnation) clears the mark.
+    /// Added in issue 11: images written before it decode through [`decode_image`].
+    #[serde(default)]
+    pub shutting_down: BTreeSet<i32>,
 }
 
 /// The key of the cluster-wide default in [`MetadataImage::broker_configs`].
@@ -116,9 +127,33 @@ impl MetadataImage {
         self.brokers.get(&node_id).is_some_and(|b| !b.fenced)
     }
 
+    /// Whether `node_id` may lead or join an ISR: live and not in controlled shutdown.
+    pub fn is_eligible(&self, node_id: i32) -> bool {
+        self.is_live(node_id) && !self.shutting_down.contains(&node_id)
+    }
+
+    /// Ids of every eligible broker ([`MetadataImage::is_eligible`]).
+    fn eligible_ids(&self) -> BTreeSet<i32> {
+        self.live_brokers()
+            .map(|b| b.node_id())
+            .filter(|id| !self.shutting_down.contains(id))
+            .collect()
+    }
+
     /// Applies one committed command at log `index`. A refused command leaves the image as it
     /// was (apart from `applied_index`).
     pub fn apply(&mut self, index: u64, cmd: &MetadataCommand) -> MetadataResponse {
+        self.apply_traced(index, cmd, &mut Vec::new())
+    }
+
+    /// [`MetadataImage::apply`], pushing every election and ISR change it makes onto `trace`
+    /// (the controller logs them: [`Change::log`]).
+    pub fn apply_traced(
+        &mut self,
+        index: u64,
+        cmd: &MetadataCommand,
+        trace: &mut Vec<Change>,
+    ) -> MetadataResponse {
         self.applied_index = index;
         match cmd {
             MetadataCommand::InitCluster {
@@ -154,9 +189,10 @@ impl MetadataImage {
                 }
                 MetadataResponse::Done
             }
-            MetadataCommand::RegisterBroker(reg) => self.register(index, reg),
+            MetadataCommand::RegisterBroker(reg) => self.register(index, reg, trace),
             MetadataCommand::UnregisterBroker { node_id } => {
-                self.fence(*node_id);
+                self.fence(*node_id, trace);
+                self.shutting_down.remove(node_id);
                 self.brokers.remove(node_id);
                 MetadataResponse::Done
             }
@@ -165,7 +201,7 @@ impl MetadataImage {
                 incarnation,
             } => match self.brokers.get(node_id) {
                 Some(b) if b.registration.incarnation == *incarnation => {
-                    self.fence(*node_id);
+                    self.fence(*node_id, trace);
                     MetadataResponse::Done
                 }
                 _ => refuse(codes::STALE_BROKER_EPOCH, "stale incarnation"),
@@ -175,7 +211,7 @@ impl MetadataImage {
                 incarnation,
             } => match self.brokers.get(node_id) {
                 Some(b) if b.registration.incarnation == *incarnation => {
-                    self.unfence(*node_id);
+                    self.unfence(*node_id, trace);
                     MetadataResponse::Done
                 }
                 _ => refuse(codes::STALE_BROKER_EPOCH, "stale incarnation"),
@@ -228,6 +264,7 @@ impl MetadataImage {
                 replicas,
                 isr,
             } => {
+                let eligible = self.eligible_ids();
                 let Some(t) = self.topics.values_mut().find(|t| t.id == *topic_id) else {
                     return refuse(codes::UNKNOWN_TOPIC_OR_PARTITION, "unknown topic id");
                 };
@@ -246,6 +283,18 @@ impl MetadataImage {
                         ),
                     );
                 }
+                // KIP-841: a fenced or shutting-down broker never joins an ISR (a broker in
+                // controlled shutdown left them; its leader must not take it back).
+                if let Some(r) = isr
+                    .iter()
+                    .find(|r| !p.isr.contains(r) && !eligible.contains(r))
+                {
+                    return refuse(
+                        codes::INELIGIBLE_REPLICA,
+                        format!("broker {r} is fenced or shutting down: it cannot join the ISR"),
+                    );
+                }
+                let before = p.clone();
                 if p.leader != *leader {
                     p.leader_epoch += 1;
                 }
@@ -253,6 +302,7 @@ impl MetadataImage {
                 p.replicas = replicas.clone();
                 p.isr = isr.clone();
                 p.partition_epoch += 1;
+                elect::record(trace, &t.name, *partition, Reason::Altered, &before, p);
                 MetadataResponse::Done
             }
             MetadataCommand::SetTopicConfigs { name, configs } => match self.topics.get_mut(name) {
@@ -285,11 +335,30 @@ impl MetadataImage {
                     count: *count,
                 }
             }
+            MetadataCommand::ControlledShutdown {
+                node_id,
+                incarnation,
+            } => self.controlled_shutdown(*node_id, *incarnation, trace),
+            MetadataCommand::ElectLeaders {
+                election,
+                partitions,
+            } => self.elect_leaders(*election, partitions.as_deref(), trace),
         }
     }
 
-    fn register(&mut self, index: u64, reg: &BrokerRegistration) -> MetadataResponse {
-        let returning = self.brokers.get(&reg.node_id).is_some_and(|b| b.fenced);
+    fn register(
+        &mut self,
+        index: u64,
+        reg: &BrokerRegistration,
+        trace: &mut Vec<Change>,
+    ) -> MetadataResponse {
+        let known = self.brokers.get(&reg.node_id);
+        let returning = known.is_some_and(|b| b.fenced);
+        if known.is_none_or(|b| b.registration.incarnation != reg.incarnation) {
+            // A restart: the stop it announced is over. (The same incarnation registering again
+            // is a broker that found a new controller not knowing it, still stopping.)
+            self.shutting_down.remove(&reg.node_id);
+        }
         self.brokers.insert(
             reg.node_id,
             BrokerInfo {
@@ -299,59 +368,45 @@ impl MetadataImage {
             },
         );
         if returning {
-            self.unfence(reg.node_id);
+            self.unfence(reg.node_id, trace);
         } else {
             // A restart never fenced (it came back within the session timeout): partitions left
             // leaderless by an earlier fence may still wait for it.
-            self.elect_waiting(reg.node_id);
+            self.elect_waiting(reg.node_id, trace);
         }
         MetadataResponse::Done
     }
 
-    /// Fences `node_id`: each partition it leads moves to another live ISR member, or is left
-    /// with no leader (its ISR kept, so the broker leads again when it returns).
-    fn fence(&mut self, node_id: i32) {
+    /// Fences `node_id`: each partition it leads moves to another eligible ISR member, or is
+    /// left with no leader (its ISR kept, so the broker leads again when it returns); it leaves
+    /// every ISR that has other members.
+    fn fence(&mut self, node_id: i32, trace: &mut Vec<Change>) {
         if let Some(b) = self.brokers.get_mut(&node_id) {
             b.fenced = true;
         }
-        let live: BTreeSet<i32> = self.live_brokers().map(|b| b.node_id()).collect();
-        for t in self.topics.values_mut() {
-            for p in &mut t.partitions {
-                if p.leader != node_id && !p.isr.contains(&node_id) {
-                    continue;
-                }
-                let next = p
-                    .isr
-                    .iter()
-                    .copied()
-                    .find(|r| *r != node_id && live.contains(r));
-                if p.isr.len() > 1 {
-                    p.isr.retain(|r| *r != node_id);
-                }
-                if p.leader == node_id {
-                    p.leader = next.unwrap_or(NO_LEADER);
-                    p.leader_epoch += 1;
-                }
-                p.partition_epoch += 1;
-            }
-        }
+        self.move_away(node_id, Reason::Fenced, true, trace);
     }
 
-    fn unfence(&mut self, node_id: i32) {
+    fn unfence(&mut self, node_id: i32, trace: &mut Vec<Change>) {
         if let Some(b) = self.brokers.get_mut(&node_id) {
             b.fenced = false;
         }
-        self.elect_waiting(node_id);
+        self.elect_waiting(node_id, trace);
     }
 
-    /// Partitions with no leader whose ISR holds `node_id` get it as leader.
-    fn elect_waiting(&mut self, node_id: i32) {
+    /// Partitions with no leader whose ISR holds `node_id` get it as leader (if it is eligible).
+    fn elect_waiting(&mut self, node_id: i32, trace: &mut Vec<Change>) {
+        if !self.is_eligible(node_id) {
+            return;
+        }
         for t in self.topics.values_mut() {
-            for p in &mut t.partitions {
+            for (i, p) in t.partitions.iter_mut().enumerate() {
                 if p.leader == NO_LEADER && p.isr.contains(&node_id) {
+                    let before = p.clone();
                     p.leader = node_id;
                     p.leader_epoch += 1;
                     p.partition_epoch += 1;
+                    elect::record(trace, &t.name, i as i32, Reason::Returned, &before, p);
                 }
             }
         }
@@ -463,22 +518,25 @@ impl MetadataImage {
         MetadataResponse::Done
     }
 
-    /// A new partition, led by its first live replica. Only the leader is in sync: followers do
-    /// not copy records yet (replication is the next step), so none of them may ever be elected
-    /// in its place; a partition whose leader is fenced waits for it instead of losing records.
+    /// A new, empty partition: every eligible replica (live, not shutting down) is in sync, as
+    /// Kafka puts every unfenced replica in the ISR of a new partition (there is nothing to
+    /// copy), and the first of them leads. With none eligible (a manual assignment naming only
+    /// fenced brokers) it waits, leaderless, for its first replica.
     fn new_partition(&self, replicas: Vec<i32>) -> PartitionImage {
-        let leader = replicas
+        let isr: Vec<i32> = replicas
             .iter()
             .copied()
-            .find(|r| self.is_live(*r))
-            .unwrap_or(NO_LEADER);
-        let in_sync = if leader == NO_LEADER {
-            replicas.first().copied().unwrap_or(NO_LEADER)
-        } else {
-            leader
+            .filter(|r| self.is_eligible(*r))
+            .collect();
+        let (leader, isr) = match isr.first() {
+            Some(&leader) => (leader, isr),
+            None => (
+                NO_LEADER,
+                vec![replicas.first().copied().unwrap_or(NO_LEADER)],
+            ),
         };
         PartitionImage {
-            isr: vec![in_sync],
+            isr,
             replicas,
             leader,
             leader_epoch: 0,
@@ -590,11 +648,15 @@ impl MetadataImage {
         Ok(placed)
     }
 
-    /// Live brokers ordered so racks alternate (Kafka's rack-alternated list): the first broker of
-    /// each rack, then the second of each, …; brokers without a rack form one group.
+    /// Eligible brokers (live, not shutting down: Kafka's usable brokers) ordered so racks
+    /// alternate (Kafka's rack-alternated list): the first broker of each rack, then the second
+    /// of each, …; brokers without a rack form one group.
     fn rack_interleaved(&self) -> Vec<(i32, Option<&str>)> {
         let mut by_rack: BTreeMap<Option<&str>, Vec<i32>> = BTreeMap::new();
-        for b in self.live_brokers() {
+        for b in self
+            .live_brokers()
+            .filter(|b| !self.shutting_down.contains(&b.node_id()))
+        {
             by_rack.entry(b.rack()).or_default().push(b.node_id());
         }
         let mut order = Vec::new();
@@ -612,3 +674,5 @@ impl MetadataImage {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_elect;

@@ -6,8 +6,10 @@
 //!   new incarnation) and heartbeats every `broker_heartbeat_ms`;
 //! - the **controller loop** acts only while this node is the Raft leader: it commits the
 //!   quorum's first command (the cluster id, and the topics of a single-node data directory),
-//!   and fences brokers it has not heard from within `broker_session_timeout_ms` (a new leader
-//!   gives every broker one full session first);
+//!   fences brokers it has not heard from within `broker_session_timeout_ms` (a new leader
+//!   gives every broker one full session first), elects uncleanly where allowed and hands
+//!   leadership back to preferred replicas (`controller`), and logs every election and ISR
+//!   change the quorum applies;
 //! - for a `--join` node, the **join loop** asks a voter to add it as a learner until it is one.
 //!
 //! Proposals ([`MetadataClient::propose`]) go to the Raft leader wherever it runs: written
@@ -16,6 +18,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -38,6 +41,10 @@ use super::settings::Role;
 use super::types::{NodeId, Raft, broker_id, raft_id};
 use super::{ImageCell, MetadataClient, QuorumError, QuorumStatus, ReplicaStatus};
 use crate::config::Config;
+
+mod controller;
+
+pub use controller::{UNCLEAN_CONFIG, parse_bool, unclean_allowed, unclean_wanted};
 
 /// First pause between two tries of a proposal that found no controller; doubles up to
 /// [`RETRY_MAX_MS`].
@@ -73,6 +80,13 @@ struct Timing {
     session_timeout: Duration,
     /// Longest wait for one write on the leader (`controller_request_ms_max`).
     write_timeout: Duration,
+    /// `unclean_leader_election_enable`: what applies where neither the topic nor the cluster
+    /// default says.
+    unclean_default: bool,
+    /// `auto_leader_rebalance_enable`.
+    auto_rebalance: bool,
+    /// `leader_imbalance_check_interval_ms`.
+    imbalance_check: Duration,
 }
 
 pub struct Quorum {
@@ -88,6 +102,10 @@ pub struct Quorum {
     leading: Mutex<Option<(u64, Instant)>>,
     /// Controller side: brokers whose unfencing is being committed (one write each at a time).
     unfencing: Mutex<std::collections::HashSet<i32>>,
+    /// Controller side: what the election duties remember between rounds.
+    elections: Mutex<controller::ElectionState>,
+    /// On while this node leads: the state machine then logs each election and ISR change.
+    change_log: Arc<AtomicBool>,
     stop: watch::Sender<bool>,
 }
 
@@ -100,6 +118,7 @@ impl Quorum {
         let dir = setup.dir.clone();
         let (log, sm) = tokio::task::block_in_place(|| super::store::open(&dir, storage, image_tx))
             .map_err(|e| anyhow::anyhow!("metadata store: {e}"))?;
+        let change_log = sm.change_log_switch();
         let transport = TransportConfig {
             rpc_timeout_ms: config.raft_rpc_timeout_ms,
             controller_timeout_ms: config.controller_request_ms_max,
@@ -145,11 +164,16 @@ impl Quorum {
                 broker_heartbeat: Duration::from_millis(config.broker_heartbeat_ms),
                 session_timeout: Duration::from_millis(config.broker_session_timeout_ms),
                 write_timeout: Duration::from_millis(config.controller_request_ms_max),
+                unclean_default: config.unclean_leader_election_enable,
+                auto_rebalance: config.auto_leader_rebalance_enable,
+                imbalance_check: Duration::from_millis(config.leader_imbalance_check_interval_ms),
             },
             setup,
             seen: Mutex::new(HashMap::new()),
             leading: Mutex::new(None),
             unfencing: Mutex::new(std::collections::HashSet::new()),
+            elections: Mutex::new(controller::ElectionState::default()),
+            change_log,
             stop,
         });
         if let Some(addr) = &config.raft_listen {
@@ -356,12 +380,14 @@ impl Quorum {
         if b.registration.incarnation != incarnation {
             return false;
         }
+        // A stopping broker fenced itself on its way out: its last beats must not undo that.
+        let fenced = b.fenced && !image.shutting_down.contains(&node_id);
         let first = self
             .unfencing
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(node_id);
-        if b.fenced && first {
+        if fenced && first {
             let q = self.clone();
             tokio::spawn(async move {
                 let cmd = MetadataCommand::UnfenceBroker {
@@ -590,9 +616,15 @@ async fn controller_loop(q: Arc<Quorum>) {
         }
         let term = q.raft.metrics().borrow().current_term;
         if !q.is_leader() {
+            q.change_log.store(false, Ordering::Relaxed);
             *q.leading.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            q.elections
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .reset();
             continue;
         }
+        q.change_log.store(true, Ordering::Relaxed);
         let since = {
             let mut leading = q.leading.lock().unwrap_or_else(|e| e.into_inner());
             match *leading {
@@ -656,6 +688,7 @@ async fn controller_loop(q: Arc<Quorum>) {
                 );
             }
         }
+        controller::election_duties(&q, &image).await;
     }
 }
 
@@ -706,3 +739,5 @@ async fn join_loop(q: Arc<Quorum>, join: String) {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_elect;

@@ -159,6 +159,9 @@ pub fn check(c: &Config) -> Result<(), (&'static str, String)> {
     if c.controller_request_ms_max == 0 {
         return Err(("controller_request_ms_max", "must be >= 1".into()));
     }
+    if c.leader_imbalance_check_interval_ms == 0 {
+        return Err(("leader_imbalance_check_interval_ms", "must be >= 1".into()));
+    }
     Ok(())
 }
 

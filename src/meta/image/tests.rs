@@ -79,8 +79,8 @@ fn rf3_spans_three_racks_with_even_leaders() {
             .map(|r| image.brokers[r].rack().map(str::to_string))
             .collect();
         assert_eq!(racks.len(), 3, "{p:?}");
-        // Followers copy no records yet: only the leader is in sync.
-        assert_eq!(p.isr, vec![p.leader]);
+        // A new partition is empty: every live replica is in sync.
+        assert_eq!(p.isr, p.replicas);
         assert_eq!(p.leader, p.replicas[0]);
     }
     assert_eq!(
@@ -179,13 +179,26 @@ fn fence_of_an_old_incarnation_is_refused() {
 }
 
 #[test]
-fn fenced_leader_of_rf3_waits_for_its_return_while_followers_hold_no_records() {
+fn fenced_leader_of_rf3_waits_for_its_return_when_alone_in_the_isr() {
     let mut image = cluster([None, None, None]);
     image.apply(4, &create("t", 1, 3));
-    let leader = image.topics["t"].partitions[0].leader;
-    let incarnation = Uuid::from_u128(leader as u128);
+    let t = image.topics["t"].clone();
+    let leader = t.partitions[0].leader;
+    // The followers fell behind and left the ISR.
     image.apply(
         5,
+        &MetadataCommand::AlterPartition {
+            topic_id: t.id,
+            partition: 0,
+            partition_epoch: 0,
+            leader,
+            replicas: t.partitions[0].replicas.clone(),
+            isr: vec![leader],
+        },
+    );
+    let incarnation = Uuid::from_u128(leader as u128);
+    image.apply(
+        6,
         &MetadataCommand::FenceBroker {
             node_id: leader,
             incarnation,
@@ -195,10 +208,10 @@ fn fenced_leader_of_rf3_waits_for_its_return_while_followers_hold_no_records() {
     assert_eq!(
         (p.leader, p.isr.clone()),
         (NO_LEADER, vec![leader]),
-        "an empty follower was elected"
+        "a follower outside the ISR was elected"
     );
     image.apply(
-        6,
+        7,
         &MetadataCommand::UnfenceBroker {
             node_id: leader,
             incarnation,

@@ -10,10 +10,10 @@ use super::*;
 use crate::meta::command::{Refusal, codes};
 use crate::meta::settings::Voter;
 
-const NODE: i32 = 1;
+pub(super) const NODE: i32 = 1;
 /// The data directory's id: the same on every start, as node.toml keeps it.
 const DIRECTORY_ID: Uuid = Uuid::from_u128(0x5eed_0001);
-const CLUSTER_ID: &str = "quorum-test-cluster";
+pub(super) const CLUSTER_ID: &str = "quorum-test-cluster";
 const OLD_MARK: i64 = 3_000;
 const PRODUCER_BLOCK: i64 = 1_000;
 const PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -22,7 +22,7 @@ const IMAGE_WAIT: Duration = Duration::from_secs(20);
 /// Entries between snapshots in the snapshot test: small, so a few proposals build two.
 const SNAPSHOT_ENTRIES: u64 = 4;
 
-fn setup(
+pub(super) fn setup(
     dir: &Path,
     cluster_id: &str,
     import: Vec<TopicImport>,
@@ -62,14 +62,17 @@ fn import(name: &str, partitions: i32) -> TopicImport {
 
 /// Starts the quorum and waits until it has formed and this node is registered (placement
 /// needs a live broker).
-async fn start(config: &Config, setup: QuorumSetup) -> Arc<Quorum> {
+pub(super) async fn start(config: &Config, setup: QuorumSetup) -> Arc<Quorum> {
     let q = Quorum::start(config, setup).await.unwrap();
     q.wait_ready().await;
     wait_image(&q, |i| i.cluster_id.is_some() && i.is_live(NODE)).await;
     q
 }
 
-async fn wait_image(q: &Quorum, done: impl Fn(&MetadataImage) -> bool) -> Arc<MetadataImage> {
+pub(super) async fn wait_image(
+    q: &Quorum,
+    done: impl Fn(&MetadataImage) -> bool,
+) -> Arc<MetadataImage> {
     let mut cell = q.subscribe();
     let found = tokio::time::timeout(IMAGE_WAIT, cell.wait_for(|i| done(i))).await;
     match found {
@@ -78,7 +81,7 @@ async fn wait_image(q: &Quorum, done: impl Fn(&MetadataImage) -> bool) -> Arc<Me
     }
 }
 
-async fn propose(q: &Quorum, cmd: MetadataCommand) -> MetadataResponse {
+pub(super) async fn propose(q: &Quorum, cmd: MetadataCommand) -> MetadataResponse {
     q.propose(cmd, PROPOSE_TIMEOUT).await.unwrap()
 }
 

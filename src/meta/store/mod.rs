@@ -28,6 +28,12 @@
 //!                         Option<LogId>, snapshot SnapshotMeta then MetadataImage
 //! ```
 //!
+//! The format version stays 1 across issue 11: log payloads only gained enum variants at the
+//! end (postcard encodes a variant by its index), and the image gained one trailing field
+//! (`shutting_down`), which `image::decode_image` reads as empty from images written before it.
+//! An older build refuses the newer bytes (an unknown variant, or trailing bytes), never
+//! misreads them.
+//!
 //! A log record is one `append` call's entries (`LogRecord::Entries`) or a truncation
 //! (`LogRecord::Truncate { from }`: entries from `from` on, written earlier in this segment, are
 //! void). One record per append means at most one record is ever unsynced: each append is

@@ -146,6 +146,16 @@ pub(super) fn single<T: DeserializeOwned>(
     bytes: &[u8],
     trailing_ok: bool,
 ) -> Result<T, StoreError> {
+    single_with(path, bytes, trailing_ok, decode)
+}
+
+/// [`single`] with the payload decoded by `decode` (the image's, which reads older layouts).
+pub(super) fn single_with<T>(
+    path: &Path,
+    bytes: &[u8],
+    trailing_ok: bool,
+    decode: impl FnOnce(&[u8]) -> Result<T, String>,
+) -> Result<T, StoreError> {
     match parse(bytes, 0) {
         Parsed::Record { payload, end } if trailing_ok || end == bytes.len() => {
             decode(payload).map_err(|why| StoreError::corrupt(path, 0, why))

@@ -6,6 +6,7 @@
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -16,7 +17,7 @@ use super::record::{self, Parsed};
 use super::{StoreError, blocking};
 use crate::io::Storage;
 use crate::meta::command::MetadataResponse;
-use crate::meta::image::MetadataImage;
+use crate::meta::image::{MetadataImage, decode_image};
 use crate::meta::types::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 
 pub(super) const SNAPSHOT_PREFIX: &str = "snapshot-";
@@ -63,7 +64,7 @@ fn parse_snapshot(path: &Path, bytes: &[u8]) -> Result<Loaded, StoreError> {
     let meta: SnapshotMeta =
         record::decode(meta).map_err(|why| StoreError::corrupt(path, 0, why))?;
     let data = bytes.get(image_at..).unwrap_or_default().to_vec();
-    let image = record::single(path, &data, false).map_err(|e| match e {
+    let image = record::single_with(path, &data, false, decode_image).map_err(|e| match e {
         StoreError::Corrupt { why, offset, .. } => {
             StoreError::corrupt(path, image_at as u64 + offset, why)
         }
@@ -171,6 +172,9 @@ pub struct StateMachineStore {
     membership: StoredMembership,
     published: watch::Sender<Arc<MetadataImage>>,
     snapshots: Arc<Snapshots>,
+    /// Set while this node is the controller: it alone logs the elections and ISR changes every
+    /// node applies ([`StateMachineStore::change_log_switch`]).
+    log_changes: Arc<AtomicBool>,
 }
 
 /// Builds a snapshot of the state as it was when the builder was taken.
@@ -200,12 +204,20 @@ impl StateMachineStore {
             membership,
             published,
             snapshots: Arc::new(snapshots),
+            log_changes: Arc::new(AtomicBool::new(false)),
         })
     }
 
     /// The image as last applied (what the watch channel carries).
     pub fn image(&self) -> &MetadataImage {
         &self.image
+    }
+
+    /// The switch that makes applying log each election and ISR change (`image::Change::log`):
+    /// the quorum turns it on while this node is the Raft leader, so each change is logged once,
+    /// by the controller, rather than by every node.
+    pub fn change_log_switch(&self) -> Arc<AtomicBool> {
+        self.log_changes.clone()
     }
 
     fn publish(&self) {
@@ -258,9 +270,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I::IntoIter: openraft::OptionalSend,
     {
         let mut responses = Vec::new();
+        let mut changes = Vec::new();
         for entry in entries {
             let response = match entry.payload {
-                EntryPayload::Normal(cmd) => self.image.apply(entry.log_id.index, &cmd),
+                EntryPayload::Normal(cmd) => {
+                    self.image
+                        .apply_traced(entry.log_id.index, &cmd, &mut changes)
+                }
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(entry.log_id), m);
                     MetadataResponse::Done
@@ -272,6 +288,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }
         if !responses.is_empty() {
             self.publish();
+        }
+        if self.log_changes.load(Ordering::Relaxed) {
+            changes.iter().for_each(crate::meta::image::Change::log);
         }
         Ok(responses)
     }
@@ -297,8 +316,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
         let path = self.snapshots.dir.join("(received snapshot)");
-        let image: MetadataImage =
-            record::single(&path, &data, false).map_err(|e| snapshot_error(Some(meta), &e))?;
+        let image = record::single_with(&path, &data, false, decode_image)
+            .map_err(|e| snapshot_error(Some(meta), &e))?;
         let snapshots = self.snapshots.clone();
         let m = meta.clone();
         blocking(&snapshots.dir.clone(), move || {
