@@ -594,8 +594,8 @@ def test_stalled_follower_leaves_isr_and_rejoins(cluster_factory, capsys):
     SIGSTOPped while an acks=all producer writes to partition 0. Within replica_lag_ms_max +
     ISR_SHRINK_SLACK_S it leaves the partition's ISR (the other nodes' Metadata) — the broker
     session timeout is set far longer here, so only the lag rule can remove it — and every
-    record is acknowledged, those sent after the shrink within ACKS_ALL_AFTER_SHRINK_S. SIGCONT: it is back
-    in the ISR within REJOIN_TIMEOUT_S."""
+    record is acknowledged, those sent after the shrink within ACKS_ALL_AFTER_SHRINK_S.
+    SIGCONT: it is back in the ISR within REJOIN_TIMEOUT_S."""
     config = {**REPLICATION_CONFIG, "broker_session_timeout_ms": 15_000}
     cluster = cluster_factory(config=config)
     topic = "stalled-follower"
@@ -775,8 +775,8 @@ def test_rolling_restart_gives_clients_no_error_and_loses_nothing(cluster_factor
     """Acceptance 7: each node in turn gets SIGTERM, exits 0 having moved its leadership away
     (controlled shutdown: within CONTROLLED_SHUTDOWN_VISIBLE_S of its exit the others' Metadata
     show none of its partitions led by it), leaves every ISR, starts again, and the ISR of every
-    partition (the topic and __consumer_offsets) is full before the next; meanwhile an idempotent acks=all producer
-    writes and a group consumer reads. No delivery fails, neither client reports an error
+    partition (the topic and __consumer_offsets) is full before the next; meanwhile an
+    idempotent acks=all producer writes and a group consumer reads. No delivery fails, neither client reports an error
     beyond TOLERATED_CLIENT_ERRORS (never a fatal one), and the group has read every record."""
     cluster = cluster_factory(config={**REPLICATION_CONFIG, **GROUP_CONFIG})
     topic, partitions = "rolling", 6
