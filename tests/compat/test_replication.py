@@ -84,6 +84,8 @@ FAILOVER_KILL_AT_SHARE = 0.3
 FAILOVER_TRIALS = int(os.environ.get("BRAMBLE_REPLICATION_FAILOVER_TRIALS", "1"))
 # Bound on every delivery report of a stream after its last record was queued.
 FLUSH_TIMEOUT_S = 90.0
+# How often a flushing producer checks whether its stream was abandoned.
+ABANDON_POLL_S = 0.5
 # Bound on reading a topic back from the beginning.
 READ_BACK_TIMEOUT_S = 60.0
 # Bound on a group (or a consumer) having read everything produced.
@@ -192,6 +194,7 @@ class Stream:
 
     def __post_init__(self):
         self._stop = threading.Event()
+        self._abandoned = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -213,7 +216,8 @@ class Stream:
         try:
             self._produce()
         except BaseException as e:  # e.g. KafkaException after a fatal error: finish() says it
-            self.crashed = e
+            # Without its traceback, which would keep the producer (and its connections) alive.
+            self.crashed = e.with_traceback(None)
 
     def _produce(self) -> None:
         producer = Producer({"bootstrap.servers": self.bootstrap, **PRODUCER_CONF,
@@ -231,7 +235,11 @@ class Stream:
             seq += 1
             wait = started + seq / self.rate - time.monotonic()
             producer.poll(max(wait, 0))
-        self.undelivered = producer.flush(FLUSH_TIMEOUT_S)
+        deadline = time.monotonic() + FLUSH_TIMEOUT_S
+        while (remaining := producer.flush(ABANDON_POLL_S)) and not self._abandoned.is_set() \
+                and time.monotonic() < deadline:
+            pass
+        self.undelivered = remaining
 
     def value(self, seq: int) -> bytes:
         return f"{self.tag}{seq:08d}".encode()
@@ -266,7 +274,8 @@ class Stream:
         """Stops queueing and waits for the thread without checking anything (cleanup after a
         failure elsewhere)."""
         self._stop.set()
-        self._thread.join(FLUSH_TIMEOUT_S + 30)
+        self._abandoned.set()
+        self._thread.join(FLUSH_TIMEOUT_S)
 
     def queued(self) -> int:
         return len(self.queued_at)
