@@ -256,19 +256,29 @@ class Stream:
                 f"(failed: {list(self.failed.values())[:3]})"
             time.sleep(0.01)
 
-    def finish(self) -> "Stream":
+    def finish(self, check: bool = True) -> "Stream":
         """Waits until every record is queued (an endless stream: stops queueing) and has its
-        delivery report."""
+        delivery report; with `check`, asserts the producer did not fail (failure())."""
         if self.total is None:
             self._stop.set()
         self._thread.join(FLUSH_TIMEOUT_S + 30)
         assert not self._thread.is_alive(), "the producer thread did not finish"
-        fatal = [e.str() for e in self.client_errors if e.fatal()]
-        assert self.crashed is None and not fatal, \
-            f"the producer failed: {fatal or repr(self.crashed)} ({len(self.acked)} acked, " \
-            f"{len(self.failed)} failed: {[kafka_code(e) for e in list(self.failed.values())[:3]]})"
-        assert self.undelivered == 0, f"{self.undelivered} records without a delivery report"
+        if check:
+            failure = self.failure()
+            assert failure is None, failure
         return self
+
+    def failure(self) -> str | None:
+        """What went wrong with the producer itself after finish(): a fatal error (librdkafka
+        raises one on an idempotence violation), a crash, records without a delivery report."""
+        fatal = [e.str() for e in self.client_errors if e.fatal()]
+        if self.crashed is not None or fatal:
+            return (f"the producer failed: {fatal or repr(self.crashed)} ({len(self.acked)} "
+                    f"acked, {len(self.failed)} failed: "
+                    f"{[kafka_code(e) for e in list(self.failed.values())[:3]]})")
+        if self.undelivered:
+            return f"{self.undelivered} records without a delivery report"
+        return None
 
     def abandon(self) -> None:
         """Stops queueing and waits for the thread without checking anything (cleanup after a
@@ -399,10 +409,12 @@ def test_rf3_topic_leaders_spread_and_isr_full(cluster_factory, capsys):
 # --- acceptance 2 ----------------------------------------------------------------------------
 
 def kill_leader_mid_stream(cluster: Cluster, topic: str, partitions: int, records: int
-                           ) -> tuple[int, Stream, float, float, float]:
+                           ) -> tuple[int, Stream, float, float, float | None]:
     """Runs a Stream of `records`, kill -9s the leader of partition 0 once FAILOVER_KILL_AT_SHARE
     of them are acknowledged; returns (killed node, finished stream, kill time, seconds until a
-    new leader of partition 0 is in the survivors' Metadata, unavailability window)."""
+    new leader of partition 0 is in the survivors' Metadata, unavailability window: None if
+    no record queued after the kill was delivered to partition 0). The stream is not checked:
+    see Stream.failure()."""
     stream = Stream(cluster.bootstrap, topic, partitions, records, FAILOVER_RATE_PER_S).start()
     try:
         stream.wait_acked(int(records * FAILOVER_KILL_AT_SHARE), FLUSH_TIMEOUT_S)
@@ -416,15 +428,13 @@ def kill_leader_mid_stream(cluster: Cluster, topic: str, partitions: int, record
                                 f"{topic}: leaders among {survivors}", ids=survivors,
                                 timeout_s=NEW_LEADER_S)
         new_leader_s = time.monotonic() - killed
-        stream.finish()
+        stream.finish(check=False)
     finally:
         stream.abandon()
     # Only the new leader can acknowledge a record queued after the kill.
     after = [a.at for a in stream.acked.values()
              if a.partition == 0 and a.seq >= queued_before_kill]
-    assert after, f"no record queued after the kill was delivered to partition 0 " \
-                  f"({len(stream.acked)} acked, failed {list(stream.failed.values())[:3]})"
-    return victim, stream, killed, new_leader_s, min(after) - killed
+    return victim, stream, killed, new_leader_s, min(after) - killed if after else None
 
 
 def test_kill9_leader_mid_stream_loses_no_acknowledged_record(cluster_factory, capsys):
@@ -446,23 +456,28 @@ def test_kill9_leader_mid_stream_loses_no_acknowledged_record(cluster_factory, c
             cluster, topic, partitions, FAILOVER_RECORDS)
         # Any delivery report for partition 0 after the kill (an answer of the old leader may
         # still be on its way, so the window above counts records queued after the kill).
-        first_any = min((a.at for a in stream.acked.values()
-                         if a.partition == 0 and a.at > killed), default=killed) - killed
-        windows.append(window)
+        reports = [a.at - killed for a in stream.acked.values()
+                   if a.partition == 0 and a.at > killed]
+        first_any = f"{min(reports):.2f}s" if reports else "never"
         elections.append(new_leader_s)
         survivor = next(n for i, n in cluster.nodes.items() if i != victim)
         got = read_back(survivor.bootstrap, topic, partitions)
-        problems = check_acked_readable(stream, got)
+        problems = [stream.failure()] if stream.failure() else []
+        if window is None:
+            problems.append("no record queued after the kill was delivered to partition 0")
+        problems += check_acked_readable(stream, got)
         problems += [f"record {seq} failed: {kafka_code(e)}" for seq, e in
                      sorted(stream.failed.items())[:10]]
+        shown = f"{window:.2f}s" if window is not None else "(never available again)"
         say(capsys, f"trial {trial}: killed node {victim} (leader of partition 0) after "
                     f"{int(FAILOVER_RECORDS * FAILOVER_KILL_AT_SHARE)} acks; new leaders in "
-                    f"{new_leader_s:.2f}s, partition 0 unavailable {window:.2f}s (first "
-                    f"delivery report after the kill at {first_any:.2f}s); "
+                    f"{new_leader_s:.2f}s, partition 0 unavailable {shown} (first "
+                    f"delivery report after the kill: {first_any}); "
                     f"{len(stream.acked)} acked, {len(stream.failed)} failed, "
                     f"{sum(map(len, got.values()))} read back")
         assert not problems, f"{len(problems)} problems: {problems[:10]}"
         assert window <= UNAVAILABLE_MAX_S, f"partition 0 unavailable {window:.2f}s"
+        windows.append(window)
         if trial + 1 < FAILOVER_TRIALS:
             cluster.start(victim)
             wait_isr_full(cluster, {topic: partitions}, REJOIN_TIMEOUT_S)
@@ -486,6 +501,7 @@ def test_killed_leader_returns_catches_up_and_leads_again(cluster_factory, capsy
     wait_isr_full(cluster, {topic: partitions}, REJOIN_TIMEOUT_S, preferred=True)
     victim, stream, _killed, _new, _window = kill_leader_mid_stream(
         cluster, topic, partitions, 6_000)
+    assert stream.failure() is None, stream.failure()
     assert not stream.failed, list(stream.failed.values())[:3]
     # Written while it was down: it must fetch these after any truncation.
     more = Stream(cluster.bootstrap, topic, partitions, 3_000, FAILOVER_RATE_PER_S,
