@@ -9,11 +9,14 @@ Metadata (a raw request on a connection to that node) until the cluster agrees, 
 what each node last said and every node's log tail.
 
 The timing settings that make elections and fencing fast enough for a test run live in
-CLUSTER_TIMING (one place: if the server names a key differently, change it here).
+CLUSTER_TIMING (one place: if the server names a key differently, change it here). A test that
+needs settings a node may not know yet passes them itself (`config`, or `args` for command-line
+flags), so the other tests keep running against a binary without them.
 """
 
 from __future__ import annotations
 
+import signal
 import socket
 import struct
 import time
@@ -208,7 +211,7 @@ class ClusterNode(Broker):
     `bramble serve`, which must still be a cluster of one)."""
 
     def __init__(self, cluster: "Cluster", node_id: int, workdir: Path, rack: str | None,
-                 config: dict, learner: bool = False):
+                 config: dict, learner: bool = False, args: list[str] | None = None):
         # The rack goes in the TOML file (key `rack`, as old as racks in bramble); the launcher,
         # scripts/cluster.sh, passes the `--rack` flag.
         super().__init__(workdir, {**config, **({"rack": rack} if rack is not None else {})})
@@ -216,7 +219,10 @@ class ClusterNode(Broker):
         self.node_id = node_id
         self.rack = rack
         self.learner = learner
+        self.args = list(args or [])
         self.raft_port: int | None = None
+        # SIGSTOPped by the test (pause) and not continued yet.
+        self.paused = False
 
     def _pick_port(self) -> None:
         assert self.port is not None, "the cluster picks its nodes' ports"
@@ -243,7 +249,24 @@ class ClusterNode(Broker):
             config_path.write_text(
                 "".join(f"{k} = {_toml_value(v)}\n" for k, v in self.config.items()))
             cmd += ["--config", str(config_path)]
-        return cmd
+        return cmd + self.args
+
+    def pause(self) -> None:
+        """SIGSTOP: the process keeps its sockets but answers nothing (a stalled board)."""
+        assert self.is_running(), "node is not running"
+        self.proc.send_signal(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        """SIGCONT after pause()."""
+        if self.paused and self.is_running():
+            self.proc.send_signal(signal.SIGCONT)
+        self.paused = False
+
+    def stop(self) -> int:
+        # A stopped process would hold SIGTERM pending until the shutdown timeout: continue it.
+        self.resume()
+        return super().stop()
 
 
 class ClusterError(AssertionError):
@@ -256,7 +279,8 @@ class Cluster:
     (CLUSTER_TIMING is added unless `cluster_flags` is off)."""
 
     def __init__(self, workdir: Path, size: int = DEFAULT_SIZE, racks: list[str] | None = None,
-                 config: dict | None = None, cluster_flags: bool = True, learners: int = 0):
+                 config: dict | None = None, cluster_flags: bool = True, learners: int = 0,
+                 args: list[str] | None = None):
         assert racks is None or len(racks) == size
         self.cluster_flags = cluster_flags
         shared = {**(CLUSTER_TIMING if cluster_flags else {}), **(config or {})}
@@ -265,11 +289,12 @@ class Cluster:
             node_dir = workdir / f"node{i}"
             node_dir.mkdir(parents=True)
             self.nodes[i] = ClusterNode(self, i, node_dir, racks[i - 1] if racks else None,
-                                        dict(shared))
+                                        dict(shared), args=args)
         for i in range(size + 1, size + learners + 1):
             node_dir = workdir / f"node{i}"
             node_dir.mkdir(parents=True)
-            self.nodes[i] = ClusterNode(self, i, node_dir, None, dict(shared), learner=True)
+            self.nodes[i] = ClusterNode(self, i, node_dir, None, dict(shared), learner=True,
+                                        args=args)
         self._assign_ports()
 
     def _assign_ports(self) -> None:
@@ -333,6 +358,12 @@ class Cluster:
 
     def kill(self, node_id: int) -> None:
         self.nodes[node_id].kill()
+
+    def pause(self, node_id: int) -> None:
+        self.nodes[node_id].pause()
+
+    def resume(self, node_id: int) -> None:
+        self.nodes[node_id].resume()
 
     def restart(self, node_id: int) -> ClusterNode:
         self.stop(node_id)
@@ -420,6 +451,45 @@ class Cluster:
 
         return self.wait_until(ids, visible, timeout_s, f"topic {name} on nodes {ids}")
 
+    def wait_partitions(self, topics: dict[str, int], check, what: str,
+                        ids: list[int] | None = None,
+                        timeout_s: float = PROPAGATION_TIMEOUT_S) -> dict[int, NodeMetadata]:
+        """Waits until each node of `ids` (default: running) shows every topic of `topics`
+        (name -> partition count) with all its partitions, and check(topic, index, PartitionInfo)
+        holds for each of them; returns their Metadata. A failure names the partitions that did
+        not pass on each node."""
+        ids = ids or self.running()
+        failing: dict[int, list] = {}
+
+        def passed(mds):
+            failing.clear()
+            for i, m in mds.items():
+                for name, count in topics.items():
+                    t = m.topics.get(name)
+                    if t is None or t.error != 0 or sorted(t.partitions) != list(range(count)):
+                        failing.setdefault(i, []).append((name, "missing"))
+                        continue
+                    failing.setdefault(i, []).extend(
+                        (name, p, info) for p, info in sorted(t.partitions.items())
+                        if not check(name, p, info))
+            return mds if not any(failing.values()) else None
+
+        try:
+            return self.wait_until(ids, passed, timeout_s, what)
+        except ClusterError as e:
+            shown = {i: f[:12] for i, f in failing.items()}
+            raise ClusterError(f"{what}: partitions failing on each node: {shown}\n{e}") from None
+
+    def leader(self, topic: str, partition: int, ids: list[int] | None = None) -> int:
+        """The leader of one partition as the nodes of `ids` (default: running) agree on it."""
+        def agreed(mds):
+            leaders = {m.topics[topic].partitions[partition].leader
+                       for m in mds.values() if topic in m.topics}
+            return leaders.pop() if len(leaders) == 1 and min(leaders) >= 0 else None
+
+        return self.wait_until(ids or self.running(), agreed, PROPAGATION_TIMEOUT_S,
+                               f"one leader of {topic}-{partition}")
+
 
 class ClusterFactory:
     def __init__(self, tmp_path: Path):
@@ -428,8 +498,8 @@ class ClusterFactory:
 
     def __call__(self, size: int = DEFAULT_SIZE, racks: list[str] | None = None,
                  config: dict | None = None, cluster_flags: bool = True,
-                 start: bool = True, learners: int = 0) -> Cluster:
+                 start: bool = True, learners: int = 0, args: list[str] | None = None) -> Cluster:
         workdir = self.tmp_path / f"cluster{len(self.clusters)}"
-        cluster = Cluster(workdir, size, racks, config, cluster_flags, learners)
+        cluster = Cluster(workdir, size, racks, config, cluster_flags, learners, args)
         self.clusters.append(cluster)
         return cluster.start_all() if start else cluster
