@@ -133,6 +133,13 @@ pub(super) fn cap(inner: &Inner, me: i32) -> i64 {
         .unwrap_or(i64::MAX)
 }
 
+/// Whether a leader may propose an ISR change now: none in flight, none refused just now.
+fn may_propose(inner: &Inner, now: Instant) -> bool {
+    matches!(inner.role, Role::Leader { .. })
+        && inner.pending.is_none()
+        && inner.retry_at.is_none_or(|at| now >= at)
+}
+
 /// What a proposal carries: partition epoch, replicas, new ISR, reason.
 pub(super) type Proposal = (i32, ReplicaIds, ReplicaIds, IsrReason);
 
@@ -145,9 +152,9 @@ pub(super) fn expansion(
     follower: i32,
     offset: i64,
     hw: i64,
-    _now: Instant,
+    now: Instant,
 ) -> Option<Proposal> {
-    if !matches!(inner.role, Role::Leader { .. }) || inner.pending.is_some() {
+    if !may_propose(inner, now) {
         return None;
     }
     let a = inner.assignment.as_ref()?;
@@ -186,7 +193,7 @@ pub(super) fn shrink(
     now: Instant,
     lag_ms_max: u64,
 ) -> Option<Proposal> {
-    if !matches!(inner.role, Role::Leader { .. }) || inner.pending.is_some() {
+    if !may_propose(inner, now) {
         return None;
     }
     let a = inner.assignment.as_ref()?;

@@ -135,7 +135,13 @@ struct Inner {
     /// The log end offset when this node became leader (Kafka's leader epoch start offset): a
     /// follower joins the ISR only once past it.
     epoch_start: i64,
+    /// After the controller refused a change (or could not be reached): no new proposal before.
+    retry_at: Option<Instant>,
 }
+
+/// Pause after a refused or failed ISR change before the leader proposes another: the refusal
+/// (a follower not eligible, a stale epoch) holds until the image changes.
+pub const ISR_CHANGE_RETRY_MS: u64 = 1_000;
 
 /// One hosted partition's replication state. Shared by the data path (produce, fetch), the
 /// follower fetcher and the image follower; cheap to consult (one short mutex).
@@ -179,6 +185,7 @@ impl PartitionState {
                 followers: heapless::Vec::new(),
                 pending: None,
                 epoch_start: 0,
+                retry_at: None,
             }),
             generation,
             transition: tokio::sync::Mutex::new(()),
@@ -380,6 +387,8 @@ impl PartitionState {
             .is_some_and(|p| p.partition_epoch == partition_epoch)
         {
             inner.pending = None;
+            inner.retry_at =
+                Some(Instant::now() + std::time::Duration::from_millis(ISR_CHANGE_RETRY_MS));
             let cap = match inner.role {
                 Role::Leader { .. } => Some(leader::cap(&inner, self.me)),
                 _ => None,
