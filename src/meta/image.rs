@@ -21,6 +21,11 @@ pub use legacy::decode_image;
 /// No leader (Kafka's -1): every replica in the ISR is fenced.
 pub const NO_LEADER: i32 = -1;
 
+/// Most replicas one partition may have (every node enforces it when applying). A Pi cluster
+/// has a handful of nodes; the data path keeps replica sets in fixed-capacity arrays this size
+/// (`replica::REPLICAS_MAX`).
+pub const REPLICAS_MAX: usize = 8;
+
 /// Most partitions one topic may have, cluster-wide. Each node also holds its own share under
 /// its `partitions_max` (checked before a proposal); this bound is what every node enforces when
 /// applying, so no command in the log can make a node open, or allocate for, millions.
@@ -561,6 +566,12 @@ impl MetadataImage {
         }
         let rf = rf.unwrap_or_else(|| assignment.first().map_or(0, |r| r.len() as i16));
         for replicas in assignment {
+            if replicas.len() > REPLICAS_MAX {
+                return bad(format!(
+                    "a partition may have at most {REPLICAS_MAX} replicas, not {}",
+                    replicas.len()
+                ));
+            }
             if replicas.is_empty() {
                 return bad(
                     "the manual partition assignment includes an empty replica list".into(),
@@ -595,6 +606,12 @@ impl MetadataImage {
     pub fn place(&self, count: i32, rf: i16) -> Result<Vec<Vec<i32>>, MetadataResponse> {
         let order = self.rack_interleaved();
         let live = order.len();
+        if rf as usize > REPLICAS_MAX {
+            return Err(refuse(
+                codes::INVALID_REPLICATION_FACTOR,
+                format!("replication factor {rf} is larger than the most a partition may have, {REPLICAS_MAX}"),
+            ));
+        }
         if rf < 1 || rf as usize > live {
             return Err(refuse(
                 codes::INVALID_REPLICATION_FACTOR,

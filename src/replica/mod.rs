@@ -38,9 +38,8 @@ use crate::log;
 pub use leader::Progress;
 pub use manager::Manager;
 
-/// Most replicas one partition may have. A Pi cluster has a handful of nodes; a replication
-/// factor past this buys no safety and costs a fetch per replica.
-pub const REPLICAS_MAX: usize = 8;
+/// Most replicas one partition may have: the bound the metadata image enforces on placement.
+pub const REPLICAS_MAX: usize = crate::meta::image::REPLICAS_MAX;
 
 /// A partition's replica or ISR set: broker ids, fixed capacity, kept inline.
 pub type ReplicaIds = heapless::Vec<i32, REPLICAS_MAX>;

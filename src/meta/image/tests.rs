@@ -398,3 +398,37 @@ fn retried_proposals_answer_as_the_first_try() {
         "the new t was deleted by the old id"
     );
 }
+
+// Proves no partition gets more replicas than the data path's fixed-capacity replica sets
+// hold, by placement or by a manual assignment, however many brokers there are.
+#[test]
+fn replication_factor_is_capped_at_replicas_max() {
+    let mut image = MetadataImage::default();
+    let brokers = REPLICAS_MAX as i32 + 2;
+    for id in 1..=brokers {
+        image.apply(id as u64, &reg(id, None));
+    }
+    let at = brokers as u64 + 1;
+    let refused = image.apply(at, &create("wide", 1, REPLICAS_MAX as i16 + 1));
+    assert!(
+        matches!(&refused, MetadataResponse::Refused(r) if r.code == codes::INVALID_REPLICATION_FACTOR),
+        "{refused:?}"
+    );
+    let manual = MetadataCommand::CreateTopic {
+        name: "manual".into(),
+        id: Uuid::new_v4(),
+        partitions: 1,
+        replication_factor: -1,
+        configs: BTreeMap::new(),
+        assignment: Some(vec![(1..=brokers).collect()]),
+    };
+    let refused = image.apply(at + 1, &manual);
+    assert!(
+        matches!(&refused, MetadataResponse::Refused(r) if r.code == codes::INVALID_REPLICA_ASSIGNMENT),
+        "{refused:?}"
+    );
+    assert!(matches!(
+        image.apply(at + 2, &create("ok", 1, REPLICAS_MAX as i16)),
+        MetadataResponse::TopicCreated { .. }
+    ));
+}
