@@ -45,7 +45,10 @@ struct Wanted {
 /// up to the durable end, and its fetch offset is its progress).
 #[derive(Debug, Clone, PartialEq)]
 enum Fetcher {
-    Consumer { rack: Option<String>, any_replica: bool },
+    Consumer {
+        rack: Option<String>,
+        any_replica: bool,
+    },
     Follower(i32),
 }
 
@@ -161,7 +164,10 @@ type Round = (
 async fn read_round(broker: &Broker, wanted: &[Wanted], max_bytes: usize, follower: bool) -> Round {
     let overhead = ANSWER_BYTES_PER_PARTITION.saturating_mul(wanted.len());
     let (pool, capacity) = if follower {
-        (&broker.replica_fetch_budget, broker.config.replica_fetch_inflight_bytes_max)
+        (
+            &broker.replica_fetch_budget,
+            broker.config.replica_fetch_inflight_bytes_max,
+        )
     } else {
         (&broker.fetch_budget, broker.config.fetch_inflight_bytes_max)
     };
@@ -181,10 +187,9 @@ async fn read_round(broker: &Broker, wanted: &[Wanted], max_bytes: usize, follow
             return (partitions, total, any_error, budget);
         }
         let extra = u32::try_from(need - have).unwrap_or(u32::MAX);
-        if let (Some(held), Ok(more)) = (
-            budget.as_mut(),
-            pool.clone().try_acquire_many_owned(extra),
-        ) {
+        if let (Some(held), Ok(more)) =
+            (budget.as_mut(), pool.clone().try_acquire_many_owned(extra))
+        {
             held.merge(more);
             return (partitions, total, any_error, budget);
         }
@@ -236,7 +241,14 @@ fn resolve(
             }
             let (replica, preferred) = match &topic {
                 None => (Err(missing), None),
-                Some(t) => serve(broker, fetcher, t, fp.partition, fp.current_leader_epoch, fp.fetch_offset),
+                Some(t) => serve(
+                    broker,
+                    fetcher,
+                    t,
+                    fp.partition,
+                    fp.current_leader_epoch,
+                    fp.fetch_offset,
+                ),
             };
             wanted.push(Wanted {
                 topic_slot: slot,
@@ -263,10 +275,13 @@ fn serve(
 ) -> (Result<Arc<Replica>, ResponseError>, Option<i32>) {
     match fetcher {
         Fetcher::Follower(id) => {
-            let replica = crate::api::lead(broker, t, partition)
-                .and_then(|r| check_epoch(client_epoch, r));
+            let replica =
+                crate::api::lead(broker, t, partition).and_then(|r| check_epoch(client_epoch, r));
             let replica = replica.and_then(|r| {
-                match r.state.on_follower_fetch(*id, fetch_offset, tokio::time::Instant::now()) {
+                match r
+                    .state
+                    .on_follower_fetch(*id, fetch_offset, tokio::time::Instant::now())
+                {
                     Ok(Some(change)) => broker.replication.propose(change),
                     Ok(None) => {}
                     Err(_) => return Err(ResponseError::NotLeaderOrFollower),

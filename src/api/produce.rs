@@ -95,9 +95,8 @@ pub async fn stage(broker: &Broker, _header: &RequestHeader, request: ProduceReq
         let mut slots = Vec::with_capacity(topic_data.partition_data.len());
         for pd in topic_data.partition_data {
             let target = match &topic {
-                Some(t) => {
-                    crate::api::lead(broker, t, pd.index).map(|r| (r.state.clone(), r.leader_epoch()))
-                }
+                Some(t) => crate::api::lead(broker, t, pd.index)
+                    .map(|r| (r.state.clone(), r.leader_epoch())),
                 None if topic::validate_name(&topic_data.name).is_err() => {
                     Err(ResponseError::InvalidTopicException)
                 }
@@ -260,8 +259,19 @@ async fn replicated(p: Pending, acks: i16, deadline: Instant) -> Result<AppendIn
     let end = info.last_offset.saturating_add(1);
     match p.state.wait_replicated(end, p.epoch, deadline).await {
         Ok(()) => {}
-        Err(WaitError::TimedOut) => return Err(Refusal::Code(ResponseError::RequestTimedOut, "the in-sync replicas did not all have the records within the request's timeout".into())),
-        Err(WaitError::NotLeader) => return Err(Refusal::Code(ResponseError::NotLeaderOrFollower, "leadership moved before the records were replicated".into())),
+        Err(WaitError::TimedOut) => {
+            return Err(Refusal::Code(
+                ResponseError::RequestTimedOut,
+                "the in-sync replicas did not all have the records within the request's timeout"
+                    .into(),
+            ));
+        }
+        Err(WaitError::NotLeader) => {
+            return Err(Refusal::Code(
+                ResponseError::NotLeaderOrFollower,
+                "leadership moved before the records were replicated".into(),
+            ));
+        }
     }
     let (isr, min) = (p.state.isr_len(), p.state.min_isr());
     if isr < min as usize {

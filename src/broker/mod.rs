@@ -172,10 +172,9 @@ impl Broker {
         let replica_fetch_budget = Arc::new(tokio::sync::Semaphore::new(
             config.replica_fetch_inflight_bytes_max,
         ));
-        let replication = crate::replica::Manager::new(crate::replica::manager::Settings::from_config(
-            &config,
-            identity.node_id,
-        ));
+        let replication = crate::replica::Manager::new(
+            crate::replica::manager::Settings::from_config(&config, identity.node_id),
+        );
         let broker = Broker {
             replica_fetch_budget,
             replication,

@@ -62,7 +62,11 @@ impl Broker {
         }
         replica.state.leading()?;
         let image = self.image()?;
-        let p = image.topics.get(&t.name)?.partitions.get(replica.index as usize)?;
+        let p = image
+            .topics
+            .get(&t.name)?
+            .partitions
+            .get(replica.index as usize)?;
         p.isr.iter().copied().find(|id| {
             *id != self.identity.node_id
                 && image

@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use super::{Client, ClientError, admin};
 
+pub mod cli;
 pub mod elect;
 #[cfg(test)]
 mod tests;
@@ -470,7 +471,15 @@ pub fn render_leaders(rows: &[PartitionLeader]) -> String {
         })
         .collect();
     table(
-        &["TOPIC", "PARTITION", "LEADER", "EPOCH", "REPLICAS", "ISR", "LAG"],
+        &[
+            "TOPIC",
+            "PARTITION",
+            "LEADER",
+            "EPOCH",
+            "REPLICAS",
+            "ISR",
+            "LAG",
+        ],
         &rows,
     )
 }

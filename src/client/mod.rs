@@ -47,6 +47,18 @@ pub enum ClientError {
     Encode(String),
 }
 
+/// The `-b/--bootstrap-server` argument of the CLI's client commands.
+#[derive(clap::Args)]
+pub struct Bootstrap {
+    /// Broker to talk to.
+    #[arg(
+        short = 'b',
+        long = "bootstrap-server",
+        default_value = "localhost:9092"
+    )]
+    pub bootstrap_server: String,
+}
+
 pub struct Client {
     stream: TcpStream,
     correlation_id: i32,

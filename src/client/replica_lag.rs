@@ -32,7 +32,10 @@ pub async fn log_ends(metadata: &MetadataResponse, rows: &[PartitionLeader]) -> 
         let node = b.node_id.0;
         let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
         for r in rows.iter().filter(|r| r.replicas.contains(&node)) {
-            topics.entry(r.topic.as_str()).or_default().push(r.partition);
+            topics
+                .entry(r.topic.as_str())
+                .or_default()
+                .push(r.partition);
         }
         if topics.is_empty() {
             continue;

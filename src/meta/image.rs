@@ -609,7 +609,9 @@ impl MetadataImage {
         if rf as usize > REPLICAS_MAX {
             return Err(refuse(
                 codes::INVALID_REPLICATION_FACTOR,
-                format!("replication factor {rf} is larger than the most a partition may have, {REPLICAS_MAX}"),
+                format!(
+                    "replication factor {rf} is larger than the most a partition may have, {REPLICAS_MAX}"
+                ),
             ));
         }
         if rf < 1 || rf as usize > live {

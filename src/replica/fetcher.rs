@@ -25,9 +25,7 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,
 };
-use kafka_protocol::messages::{
-    BrokerId, FetchRequest, OffsetForLeaderEpochRequest, TopicName,
-};
+use kafka_protocol::messages::{BrokerId, FetchRequest, OffsetForLeaderEpochRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -284,15 +282,12 @@ async fn truncate(
             shared.update(key, entry.epoch, |e| e.phase = Phase::Fetch);
             continue;
         };
-        by_topic
-            .entry(entry.state.topic.clone())
-            .or_default()
-            .push(
-                OffsetForLeaderPartition::default()
-                    .with_partition(entry.state.index)
-                    .with_current_leader_epoch(entry.epoch)
-                    .with_leader_epoch(local_epoch),
-            );
+        by_topic.entry(entry.state.topic.clone()).or_default().push(
+            OffsetForLeaderPartition::default()
+                .with_partition(entry.state.index)
+                .with_current_leader_epoch(entry.epoch)
+                .with_leader_epoch(local_epoch),
+        );
         asked.insert(
             (entry.state.topic.clone(), entry.state.index),
             (key, entry, local_epoch),
@@ -316,12 +311,21 @@ async fn truncate(
     let response = until_stopped(shared, client.call(&request, EPOCH_VERSION)).await?;
     for topic in response.topics {
         for p in topic.partitions {
-            let Some((key, entry, local_epoch)) = asked.remove(&(topic.topic.to_string(), p.partition))
+            let Some((key, entry, local_epoch)) =
+                asked.remove(&(topic.topic.to_string(), p.partition))
             else {
                 continue;
             };
-            on_epoch_answer(shared, key, &entry, local_epoch, p.error_code, p.leader_epoch, p.end_offset)
-                .await;
+            on_epoch_answer(
+                shared,
+                key,
+                &entry,
+                local_epoch,
+                p.error_code,
+                p.leader_epoch,
+                p.end_offset,
+            )
+            .await;
         }
     }
     // Partitions the leader did not answer: try again later.
@@ -416,7 +420,9 @@ async fn fetch(
                 .with_fetch_offset(log.log_end_offset())
                 .with_last_fetched_epoch(-1)
                 .with_log_start_offset(log.log_start_offset())
-                .with_partition_max_bytes(i32::try_from(settings.partition_bytes_max).unwrap_or(i32::MAX)),
+                .with_partition_max_bytes(
+                    i32::try_from(settings.partition_bytes_max).unwrap_or(i32::MAX),
+                ),
         );
         asked.insert(key, entry);
     }
@@ -468,7 +474,11 @@ async fn fetch(
             Ok(_) => after_append(state, entry.epoch, hw, leader_start).await,
             Err(e) => {
                 tracing::error!(topic = %state.topic, partition = state.index, error = %e, "follower append failed");
-                shared.back_off((state.topic_id, state.index), entry.epoch, settings.backoff_ms);
+                shared.back_off(
+                    (state.topic_id, state.index),
+                    entry.epoch,
+                    settings.backoff_ms,
+                );
             }
         }
     }
@@ -508,7 +518,13 @@ async fn on_fetch_answer(
         return None;
     }
     if answer.records.is_empty() {
-        after_append(&state, entry.epoch, answer.high_watermark, answer.log_start_offset).await;
+        after_append(
+            &state,
+            entry.epoch,
+            answer.high_watermark,
+            answer.log_start_offset,
+        )
+        .await;
         return None;
     }
     let staged = {
@@ -519,7 +535,12 @@ async fn on_fetch_answer(
         state.log.append_replica(answer.records).await
     };
     match staged {
-        Ok(staged) => Some((entry, staged, answer.high_watermark, answer.log_start_offset)),
+        Ok(staged) => Some((
+            entry,
+            staged,
+            answer.high_watermark,
+            answer.log_start_offset,
+        )),
         Err(LogError::UnexpectedOffset { .. }) => {
             // Our log end is not where the leader's answer starts: find the boundary again.
             shared.update(key, entry.epoch, |e| e.phase = Phase::Truncate);

@@ -167,7 +167,12 @@ pub(super) fn expansion(
     let mut isr = a.isr.clone();
     isr.push(follower).ok()?;
     // The preferred order (replica order) reads best in Metadata and logs.
-    let order = |id: &i32| a.replicas.iter().position(|r| r == id).unwrap_or(REPLICAS_MAX);
+    let order = |id: &i32| {
+        a.replicas
+            .iter()
+            .position(|r| r == id)
+            .unwrap_or(REPLICAS_MAX)
+    };
     isr.sort_unstable_by_key(order);
     let proposal = (
         a.partition_epoch,

@@ -77,10 +77,7 @@ impl Manager {
 
     /// The ISR changes leaders propose, for the one task that carries them to the controller.
     pub fn take_isr_changes(&self) -> Option<mpsc::UnboundedReceiver<IsrChange>> {
-        self.isr_rx
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
+        self.isr_rx.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     /// Queues an ISR change for the controller.

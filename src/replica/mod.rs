@@ -66,10 +66,17 @@ pub struct Assignment {
 pub enum Role {
     /// Opened, but no image applied yet: serves nothing, holds its high watermark.
     Unassigned,
-    Leader { epoch: i32 },
-    Follower { leader: i32, epoch: i32 },
+    Leader {
+        epoch: i32,
+    },
+    Follower {
+        leader: i32,
+        epoch: i32,
+    },
     /// The partition has no leader (every ISR member is down): wait.
-    Leaderless { epoch: i32 },
+    Leaderless {
+        epoch: i32,
+    },
 }
 
 /// What [`PartitionState::apply`] changed, for the caller to act on.
@@ -77,9 +84,14 @@ pub enum Role {
 pub enum Transition {
     Unchanged,
     /// Record the new epoch's start in the log (`assign_epoch`) before serving.
-    BecameLeader { epoch: i32 },
+    BecameLeader {
+        epoch: i32,
+    },
     /// Fetch from `leader` at `epoch` (after truncating to its epoch boundary).
-    Follow { leader: i32, epoch: i32 },
+    Follow {
+        leader: i32,
+        epoch: i32,
+    },
     /// Stop fetching: no leader to follow.
     Stop,
 }
@@ -349,14 +361,16 @@ impl PartitionState {
         let change = leader::expansion(&mut inner, self.me, follower, fetch_offset, hw, now);
         drop(inner);
         self.log.set_high_watermark_cap(cap);
-        Ok(change.map(|(partition_epoch, replicas, isr, reason)| IsrChange {
-            state: self.clone(),
-            partition_epoch,
-            leader: self.me,
-            replicas,
-            isr,
-            reason,
-        }))
+        Ok(
+            change.map(|(partition_epoch, replicas, isr, reason)| IsrChange {
+                state: self.clone(),
+                partition_epoch,
+                leader: self.me,
+                replicas,
+                isr,
+                reason,
+            }),
+        )
     }
 
     /// On a leader: the ISR members that have not caught up for longer than `lag_ms_max`, as

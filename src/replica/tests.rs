@@ -88,14 +88,20 @@ async fn caught_up_follower_joins_the_isr() {
     append(&s, 10).await;
     s.on_follower_fetch(2, 10, now).unwrap();
     assert_eq!(s.log.high_watermark(), 10);
-    assert!(s.on_follower_fetch(3, 5, now).unwrap().is_none(), "below the HW");
+    assert!(
+        s.on_follower_fetch(3, 5, now).unwrap().is_none(),
+        "below the HW"
+    );
     let change = s
         .on_follower_fetch(3, 10, now)
         .unwrap()
         .expect("caught up: joins");
     assert_eq!(change.isr.as_slice(), &[1, 2, 3]);
     assert_eq!(change.partition_epoch, 0);
-    assert!(matches!(change.reason, IsrReason::Expand { replica: 3, .. }));
+    assert!(matches!(
+        change.reason,
+        IsrReason::Expand { replica: 3, .. }
+    ));
     assert!(
         s.on_follower_fetch(3, 10, now).unwrap().is_none(),
         "one change in flight at a time"
@@ -130,7 +136,9 @@ async fn lagging_follower_leaves_the_isr() {
     s.on_follower_fetch(2, 20, later).unwrap();
     let change = s.lagging(later, LAG_MS_MAX).expect("replica 3 lags");
     assert_eq!(change.isr.as_slice(), &[1, 2]);
-    assert!(matches!(&change.reason, IsrReason::Shrink { replicas, .. } if replicas.as_slice() == [3]));
+    assert!(
+        matches!(&change.reason, IsrReason::Shrink { replicas, .. } if replicas.as_slice() == [3])
+    );
     assert!(s.lagging(later, LAG_MS_MAX).is_none(), "in flight");
     assert_eq!(s.log.high_watermark(), 10, "3 still counts until committed");
     s.apply(assignment(ME, 1, 1, &[1, 2]), later);
@@ -192,7 +200,10 @@ async fn wait_replicated_outcomes() {
     s.apply(assignment(ME, 1, 0, &[1, 2]), Instant::now());
     let end = append(&s, 3).await;
     let soon = Instant::now() + Duration::from_millis(50);
-    assert_eq!(s.wait_replicated(end, 1, soon).await, Err(WaitError::TimedOut));
+    assert_eq!(
+        s.wait_replicated(end, 1, soon).await,
+        Err(WaitError::TimedOut)
+    );
 }
 
 // Proves a leader alone in its ISR moves the HW with its own durable end (a single node, or
@@ -226,7 +237,11 @@ async fn alone_and_follower_high_watermarks() {
     f.follower_high_watermark(3, 3);
     assert_eq!(f.log.high_watermark(), 3);
     f.follower_high_watermark(2, 5);
-    assert_eq!(f.log.high_watermark(), 3, "an answer from an older epoch is ignored");
+    assert_eq!(
+        f.log.high_watermark(),
+        3,
+        "an answer from an older epoch is ignored"
+    );
     f.follower_high_watermark(3, 100);
     assert_eq!(f.log.high_watermark(), 5, "never past its own log");
 }
