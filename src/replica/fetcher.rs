@@ -39,8 +39,23 @@ use crate::log::{LogError, Staged};
 const FETCH_VERSION: i16 = 13;
 /// OffsetForLeaderEpoch version: replica id and current leader epoch.
 const EPOCH_VERSION: i16 = 4;
-/// A leader that does not know our epoch yet is catching up on the image: ask again soon.
-const UNKNOWN_EPOCH_BACKOFF_MS: u64 = 100;
+/// A leader that does not lead yet, or does not know our epoch yet, is catching up on the
+/// image (or ours is): ask again soon, not after a full `replica_fetch_backoff_ms`.
+const LEADERSHIP_BACKOFF_MS: u64 = 100;
+
+/// The pause after a partition error from the leader.
+fn backoff_for(code: i16, settings: &FetchSettings) -> u64 {
+    let leadership = [
+        ResponseError::UnknownLeaderEpoch,
+        ResponseError::FencedLeaderEpoch,
+        ResponseError::NotLeaderOrFollower,
+    ];
+    if leadership.iter().any(|e| e.code() == code) {
+        LEADERSHIP_BACKOFF_MS
+    } else {
+        settings.backoff_ms
+    }
+}
 
 /// The replication settings a fetcher needs.
 #[derive(Debug, Clone)]
@@ -346,11 +361,7 @@ async fn on_epoch_answer(
     leader_end: i64,
 ) {
     if error_code != 0 {
-        let ms = if error_code == ResponseError::UnknownLeaderEpoch.code() {
-            UNKNOWN_EPOCH_BACKOFF_MS
-        } else {
-            shared.settings.backoff_ms
-        };
+        let ms = backoff_for(error_code, &shared.settings);
         tracing::debug!(topic = %entry.state.topic, partition = entry.state.index, error_code, "leader refused OffsetForLeaderEpoch");
         shared.back_off(key, entry.epoch, ms);
         return;
@@ -508,11 +519,7 @@ async fn on_fetch_answer(
         return None;
     }
     if code != 0 {
-        let ms = if code == ResponseError::UnknownLeaderEpoch.code() {
-            UNKNOWN_EPOCH_BACKOFF_MS
-        } else {
-            shared.settings.backoff_ms
-        };
+        let ms = backoff_for(code, &shared.settings);
         tracing::debug!(topic = %state.topic, partition = state.index, error_code = code, "leader refused a replica fetch");
         shared.back_off(key, entry.epoch, ms);
         return None;
