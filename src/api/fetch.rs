@@ -109,11 +109,23 @@ pub async fn handle(
         })
         .collect();
     let redirected = wanted.iter().any(|w| w.preferred.is_some());
+    // A follower is answered at once when a high watermark moved, data or not: its own HW (and
+    // what consumers reading from it see) follows the leader's only through these answers.
+    let hw_seen = follower.then(|| high_watermarks(&wanted));
     loop {
         let (partitions, bytes, any_error, budget) =
             read_round(broker, &wanted, max_bytes, follower).await;
         let waited_enough = Instant::now() >= deadline;
-        if bytes >= min_bytes || any_error || redirected || waited_enough || watchers.is_empty() {
+        let hw_moved = hw_seen
+            .as_ref()
+            .is_some_and(|seen| *seen != high_watermarks(&wanted));
+        if bytes >= min_bytes
+            || any_error
+            || redirected
+            || hw_moved
+            || waited_enough
+            || watchers.is_empty()
+        {
             return (respond(topics, partitions), budget);
         }
         drop(budget);
@@ -138,6 +150,14 @@ pub async fn handle(
             Some((false, _)) => {}
         }
     }
+}
+
+/// The high watermark of each partition being read (-1 where it failed to resolve).
+fn high_watermarks(wanted: &[Wanted]) -> Vec<i64> {
+    wanted
+        .iter()
+        .map(|w| w.replica.as_ref().map_or(-1, |r| r.log.high_watermark()))
+        .collect()
 }
 
 /// Room in an answer for one partition's fields around its records (index, error, watermarks,
