@@ -100,6 +100,34 @@ impl Broker {
             .await;
     }
 
+    /// Partitions this node leads whose log failed, handed to the first eligible ISR member.
+    fn failed_leaderships(&self, now: tokio::time::Instant) -> Vec<IsrChange> {
+        let Some(image) = self.image() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for t in self.topics() {
+            for replica in t.partitions() {
+                if !replica.log.is_failed() || replica.state.leading().is_none() {
+                    continue;
+                }
+                let Some(p) = image
+                    .topics
+                    .get(&t.name)
+                    .and_then(|ti| ti.partitions.get(replica.index as usize))
+                else {
+                    continue;
+                };
+                let me = self.identity.node_id;
+                let to = p.isr.iter().copied().find(|id| *id != me && image.is_eligible(*id));
+                if let Some(change) = to.and_then(|to| replica.state.hand_over(to, now)) {
+                    out.push(change);
+                }
+            }
+        }
+        out
+    }
+
     /// Proposes one ISR change to the controller; a refusal (the partition moved on) or a
     /// failure frees the leader to decide again.
     async fn propose_isr_change(&self, change: IsrChange) {
@@ -128,6 +156,9 @@ impl Broker {
                 }
                 IsrReason::Shrink { replicas, lag_ms } => {
                     tracing::warn!(topic = %state.topic, partition = state.index, replicas = ?replicas.as_slice(), lag_ms, isr = ?change.isr.as_slice(), "replicas fell behind: left the ISR");
+                }
+                IsrReason::StorageFailed { to } => {
+                    tracing::error!(topic = %state.topic, partition = state.index, new_leader = to, "this node's log of the partition failed: leadership handed over");
                 }
             },
             Err(e) => {
@@ -162,7 +193,11 @@ pub async fn run_replication(broker: Arc<Broker>, mut stop: tokio::sync::watch::
                 None => return,
             },
             _ = lag_check.tick() => {
-                for change in broker.replication.lagging(tokio::time::Instant::now()) {
+                let now = tokio::time::Instant::now();
+                for change in broker.replication.lagging(now) {
+                    broker.replication.propose(change);
+                }
+                for change in broker.failed_leaderships(now) {
                     broker.replication.propose(change);
                 }
             }

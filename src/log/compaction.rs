@@ -233,7 +233,9 @@ impl Partition {
         Some((inner.cleanup.clone(), sealed, mapped))
     }
 
-    fn is_failed(&self) -> bool {
+    /// Whether a write or sync failed and the partition has not re-checked itself since
+    /// (`resume`): until then it acknowledges nothing, so a leader hands its leadership over.
+    pub fn is_failed(&self) -> bool {
         self.shared.failed.load(std::sync::atomic::Ordering::SeqCst)
     }
 

@@ -235,3 +235,27 @@ pub(super) fn shrink(
     });
     Some(proposal)
 }
+
+/// A leader handing over to `to` (an ISR member) and leaving the ISR: (partition epoch,
+/// replicas, new ISR), when no change is in flight.
+pub(super) fn hand_over(
+    inner: &mut Inner,
+    me: i32,
+    to: i32,
+    now: Instant,
+) -> Option<(i32, ReplicaIds, ReplicaIds)> {
+    if !may_propose(inner, now) {
+        return None;
+    }
+    let a = inner.assignment.as_ref()?;
+    if to == me || !a.isr.contains(&to) {
+        return None;
+    }
+    let isr: ReplicaIds = a.isr.iter().copied().filter(|id| *id != me).collect();
+    let out = (a.partition_epoch, a.replicas.clone(), isr);
+    inner.pending = Some(Pending {
+        isr: a.isr.clone(),
+        partition_epoch: a.partition_epoch,
+    });
+    Some(out)
+}

@@ -103,6 +103,8 @@ pub enum IsrReason {
     Expand { replica: i32, offset: i64 },
     /// The followers have not caught up for longer than `replica_lag_ms_max`.
     Shrink { replicas: ReplicaIds, lag_ms: u64 },
+    /// This leader's log failed: leadership moves to `to`.
+    StorageFailed { to: i32 },
 }
 
 /// An ISR change a leader asks the controller to commit (Kafka's AlterPartition).
@@ -387,6 +389,23 @@ impl PartitionState {
             replicas,
             isr,
             reason,
+        })
+    }
+
+    /// On a leader whose log failed (a full or broken disk): a change handing leadership to
+    /// `to`, an ISR member, and leaving the ISR, so the partition is served elsewhere instead of
+    /// failing every write. None when `to` is not in the ISR or a change is in flight.
+    pub fn hand_over(self: &Arc<Self>, to: i32, now: Instant) -> Option<IsrChange> {
+        let mut inner = self.lock();
+        let (partition_epoch, replicas, isr) = leader::hand_over(&mut inner, self.me, to, now)?;
+        drop(inner);
+        Some(IsrChange {
+            state: self.clone(),
+            partition_epoch,
+            leader: to,
+            replicas,
+            isr,
+            reason: IsrReason::StorageFailed { to },
         })
     }
 
