@@ -245,3 +245,24 @@ async fn alone_and_follower_high_watermarks() {
     f.follower_high_watermark(3, 100);
     assert_eq!(f.log.high_watermark(), 5, "never past its own log");
 }
+
+// Proves a failed leader's hand-over names an ISR member as the new leader and leaves the ISR,
+// is proposed once while in flight, and never names a replica outside the ISR.
+#[tokio::test]
+async fn hand_over_goes_to_an_isr_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = state(dir.path());
+    let now = Instant::now();
+    s.apply(assignment(ME, 1, 4, &[1, 2]), now);
+    assert!(s.hand_over(3, now).is_none(), "3 is not in the ISR");
+    let change = s.hand_over(2, now).expect("2 is in the ISR");
+    assert_eq!(change.leader, 2);
+    assert_eq!(change.isr.as_slice(), &[2]);
+    assert_eq!(change.partition_epoch, 4);
+    assert!(matches!(change.reason, IsrReason::StorageFailed { to: 2 }));
+    assert!(s.hand_over(2, now).is_none(), "in flight");
+    s.abandon_pending(4);
+    assert!(s.hand_over(2, now).is_none(), "refused just now: waits before retrying");
+    let later = now + Duration::from_millis(ISR_CHANGE_RETRY_MS);
+    assert!(s.hand_over(2, later).is_some());
+}
