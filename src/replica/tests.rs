@@ -263,6 +263,6 @@ async fn hand_over_goes_to_an_isr_member() {
     assert!(s.hand_over(2, now).is_none(), "in flight");
     s.abandon_pending(4);
     assert!(s.hand_over(2, now).is_none(), "refused just now: waits before retrying");
-    let later = now + Duration::from_millis(ISR_CHANGE_RETRY_MS);
+    let later = Instant::now() + Duration::from_millis(ISR_CHANGE_RETRY_MS + 1);
     assert!(s.hand_over(2, later).is_some());
 }
