@@ -355,21 +355,30 @@ impl Coordinator {
                 .map(|g| g.id.clone())
                 .collect()
         };
-        for id in dirty {
-            let _store = self.store_locks.lock(broker, &id).await;
-            let value = {
-                let mut groups = self.lock();
-                match groups.get_mut(&id) {
-                    Some(g) if g.dirty => {
-                        g.dirty = false;
-                        records::encode_group(&g.to_value())
-                    }
-                    _ => continue,
+        // Side by side: each waits for its own partition's ISR, not for the others'.
+        futures_util::future::join_all(dirty.iter().map(|id| self.persist_group(broker, id)))
+            .await;
+    }
+
+    /// Writes one group's metadata record; a write that fails (not replicated in time, or this
+    /// node no longer leads the partition) leaves the group dirty for the next try.
+    async fn persist_group(&self, broker: &Broker, id: &str) {
+        let _store = self.store_locks.lock(broker, id).await;
+        let value = {
+            let mut groups = self.lock();
+            match groups.get_mut(id) {
+                Some(g) if g.dirty => {
+                    g.dirty = false;
+                    records::encode_group(&g.to_value())
                 }
-            };
-            let key = records::Key::Group(id.clone());
-            if let Err(e) = store::append(broker, &id, vec![(key, Some(value))]).await {
-                tracing::warn!(group = %id, error = %e, "cannot persist group metadata");
+                _ => return,
+            }
+        };
+        let key = records::Key::Group(id.to_string());
+        if let Err(e) = store::append(broker, id, vec![(key, Some(value))]).await {
+            tracing::warn!(group = %id, error = %e, "cannot persist group metadata");
+            if let Some(g) = self.lock().get_mut(id) {
+                g.dirty = true;
             }
         }
     }

@@ -55,7 +55,7 @@ pub enum StoreError {
 pub const OFFSET_COMMIT_TIMEOUT_MS: u64 = 5_000;
 
 /// Replicas of `__consumer_offsets` (Kafka's offsets.topic.replication.factor), or fewer when
-/// the cluster has fewer live brokers when the topic is made.
+/// fewer brokers have ever registered when the topic is made.
 pub const OFFSETS_TOPIC_REPLICATION_FACTOR: i16 = 3;
 
 /// Kafka's partition of a group: abs(Java hashCode(group id)) mod partition count.
@@ -75,12 +75,17 @@ pub async fn offsets_topic(broker: &Broker) -> Result<Arc<Topic>, StoreError> {
     }
     let configs = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
     let partitions = broker.config.offsets_topic_num_partitions;
-    let live = broker
-        .image()
-        .map_or(1, |i| i.live_brokers().count())
+    // Every registered broker and every voter counts, live or not: a node restarting (or not
+    // yet registered) at the first group request must not leave the offsets topic with fewer
+    // replicas for good. Until enough are
+    // live, creation fails and coordinators answer COORDINATOR_NOT_AVAILABLE (as Kafka).
+    let voters = broker.quorum_status().map_or(0, |q| q.voters.len());
+    let registered = broker.image().map_or(1, |i| i.brokers.len());
+    let rf = registered
+        .max(voters)
         .clamp(1, OFFSETS_TOPIC_REPLICATION_FACTOR as usize);
     match broker
-        .create_topic(OFFSETS_TOPIC, partitions, live as i16, configs, false)
+        .create_topic(OFFSETS_TOPIC, partitions, rf as i16, configs, false)
         .await
     {
         Ok(t) => Ok(t),
