@@ -126,7 +126,10 @@ pub async fn handle(
             || waited_enough
             || watchers.is_empty()
         {
-            return (respond(topics, partitions), budget);
+            return (
+                respond(topics, fresh(partitions, &wanted, follower)),
+                budget,
+            );
         }
         drop(budget);
         let woke = {
@@ -141,7 +144,10 @@ pub async fn handle(
                 // Deadline passed: answer with whatever is there now.
                 let (partitions, _, _, budget) =
                     read_round(broker, &wanted, max_bytes, follower).await;
-                return (respond(topics, partitions), budget);
+                return (
+                    respond(topics, fresh(partitions, &wanted, follower)),
+                    budget,
+                );
             }
             // A closed notifier (partition deleted) would wake us forever: stop watching it.
             Some((true, index)) => {
@@ -150,6 +156,25 @@ pub async fn handle(
             Some((false, _)) => {}
         }
     }
+}
+
+/// A follower's answer carries each partition's high watermark as of now, not as of its read:
+/// one that moved meanwhile would otherwise reach the follower only a long poll later.
+fn fresh(
+    mut partitions: Vec<(usize, PartitionData)>,
+    wanted: &[Wanted],
+    follower: bool,
+) -> Vec<(usize, PartitionData)> {
+    if follower {
+        for ((_, data), w) in partitions.iter_mut().zip(wanted) {
+            if let Ok(r) = &w.replica
+                && data.error_code == 0
+            {
+                data.high_watermark = r.log.high_watermark();
+            }
+        }
+    }
+    partitions
 }
 
 /// The high watermark of each partition being read (-1 where it failed to resolve).
@@ -316,7 +341,7 @@ fn serve(
                 Err(e) => Err(crate::api::not_leading(e)),
             };
             let preferred = match (&replica, rack) {
-                (Ok(r), Some(rack)) => broker.preferred_read_replica(t, r, rack),
+                (Ok(r), Some(rack)) => broker.preferred_read_replica(t, r, rack, fetch_offset),
                 _ => None,
             };
             (replica, preferred)

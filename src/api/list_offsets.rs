@@ -55,6 +55,18 @@ pub async fn handle(
                     .and_then(|r| check_epoch(p.current_leader_epoch, r)),
                 None => Err(ResponseError::UnknownTopicOrPartition),
             };
+            let replica = replica.and_then(|r| {
+                // A new leader whose HW has not reached its epoch's start cannot say where the
+                // committed log ends yet (Kafka's OFFSET_NOT_AVAILABLE; clients retry).
+                let behind = r
+                    .state
+                    .epoch_start()
+                    .is_some_and(|start| r.log.high_watermark() < start);
+                if behind && !log_end {
+                    return Err(ResponseError::OffsetNotAvailable);
+                }
+                Ok(r)
+            });
             let response = match replica {
                 Err(e) => response.with_error_code(e.code()),
                 Ok(r) => match lookup(&r, p.timestamp, log_end, &broker.inspect_budget).await {
@@ -92,16 +104,20 @@ async fn lookup(
     inspect: &InspectBudget,
 ) -> Result<(i64, i64), LogError> {
     let log = &replica.log;
+    // Consumers are never told of a record at or above the high watermark (Kafka filters
+    // timestamp answers the same way); brokers and the debugging id see the whole log.
+    let visible = |found: Option<(i64, i64)>| {
+        found
+            .filter(|(offset, _)| log_end || *offset < log.high_watermark())
+            .unwrap_or((-1, -1))
+    };
     Ok(match timestamp {
         LATEST if log_end => (log.log_end_offset(), -1),
         LATEST => (log.high_watermark(), -1),
         EARLIEST | EARLIEST_LOCAL => (log.log_start_offset(), -1),
-        MAX_TIMESTAMP => log.max_timestamp(inspect).await?.unwrap_or((-1, -1)),
+        MAX_TIMESTAMP => visible(log.max_timestamp(inspect).await?),
         LATEST_TIERED => (-1, -1),
-        ts if ts >= 0 => log
-            .offset_for_timestamp(ts, inspect)
-            .await?
-            .unwrap_or((-1, -1)),
+        ts if ts >= 0 => visible(log.offset_for_timestamp(ts, inspect).await?),
         _ => (-1, -1),
     })
 }

@@ -50,12 +50,14 @@ impl Broker {
     }
 
     /// KIP-392: the in-sync follower a consumer in `rack` should read `replica`'s partition
-    /// from, when this node leads it and sits in another rack.
+    /// from, when this node leads it and sits in another rack, and the follower has
+    /// `fetch_offset` already (else the consumer would bounce back and forth).
     pub fn preferred_read_replica(
         &self,
         t: &super::Topic,
         replica: &Replica,
         rack: &str,
+        fetch_offset: i64,
     ) -> Option<i32> {
         if self.config.rack.as_deref() == Some(rack) {
             return None;
@@ -69,6 +71,8 @@ impl Broker {
             .get(replica.index as usize)?;
         p.isr.iter().copied().find(|id| {
             *id != self.identity.node_id
+                && replica.state.follower_end(*id) >= fetch_offset
+                && fetch_offset >= replica.log.log_start_offset()
                 && image
                     .brokers
                     .get(id)
@@ -119,7 +123,11 @@ impl Broker {
                     continue;
                 };
                 let me = self.identity.node_id;
-                let to = p.isr.iter().copied().find(|id| *id != me && image.is_eligible(*id));
+                let to = p
+                    .isr
+                    .iter()
+                    .copied()
+                    .find(|id| *id != me && image.is_eligible(*id));
                 if let Some(change) = to.and_then(|to| replica.state.hand_over(to, now)) {
                     out.push(change);
                 }

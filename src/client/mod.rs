@@ -63,6 +63,8 @@ pub struct Client {
     stream: TcpStream,
     correlation_id: i32,
     client_id: StrBytes,
+    /// Longest response frame read (`RESPONSE_BYTES_MAX` unless set).
+    response_bytes_max: usize,
 }
 
 impl Client {
@@ -80,12 +82,20 @@ impl Client {
             stream,
             correlation_id: 0,
             client_id: StrBytes::from_static_str("bramble-cli"),
+            response_bytes_max: RESPONSE_BYTES_MAX,
         })
     }
 
     /// The client id sent with every request (brokers log it; "bramble-cli" by default).
     pub fn with_client_id(mut self, client_id: &str) -> Client {
         self.client_id = StrBytes::from_string(client_id.to_string());
+        self
+    }
+
+    /// The longest response frame this client reads (at most `RESPONSE_BYTES_MAX`); a longer
+    /// one fails the call (and the connection must be dropped).
+    pub fn with_response_bytes_max(mut self, bytes: usize) -> Client {
+        self.response_bytes_max = bytes.min(RESPONSE_BYTES_MAX);
         self
     }
 
@@ -148,7 +158,7 @@ impl Client {
         let len = self.stream.read_i32().await?;
         let size = usize::try_from(len)
             .ok()
-            .filter(|l| *l <= RESPONSE_BYTES_MAX)
+            .filter(|l| *l <= self.response_bytes_max)
             .ok_or(ClientError::BadLength(len))?;
         let mut body = BytesMut::zeroed(size);
         self.stream.read_exact(&mut body).await?;

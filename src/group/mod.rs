@@ -356,8 +356,7 @@ impl Coordinator {
                 .collect()
         };
         // Side by side: each waits for its own partition's ISR, not for the others'.
-        futures_util::future::join_all(dirty.iter().map(|id| self.persist_group(broker, id)))
-            .await;
+        futures_util::future::join_all(dirty.iter().map(|id| self.persist_group(broker, id))).await;
     }
 
     /// Writes one group's metadata record; a write that fails (not replicated in time, or this

@@ -65,7 +65,14 @@ pub struct FetchSettings {
     pub partition_bytes_max: usize,
     pub response_bytes_max: usize,
     pub backoff_ms: u64,
+    /// The largest batch a leader may hold (a produce frame): one may come whole past
+    /// `response_bytes_max` (KIP-74), so an answer is read up to the sum.
+    pub batch_bytes_max: usize,
 }
+
+/// Pause before fetching a partition whose last append is not durable yet (a write still in
+/// the disk queue from before a leader change): its fetch offset must be its durable end.
+const NOT_DURABLE_RETRY_MS: u64 = 20;
 
 /// Where a followed partition is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,6 +165,15 @@ impl Fetcher {
         entries.is_empty()
     }
 
+    /// Takes every partition out (the fetcher is being replaced): (state, epoch) each.
+    pub fn drain(&self) -> Vec<(Arc<PartitionState>, i32)> {
+        let mut entries = self.shared.entries();
+        std::mem::take(&mut *entries)
+            .into_values()
+            .map(|e| (e.state, e.epoch))
+            .collect()
+    }
+
     pub fn contains(&self, topic_id: Uuid, index: i32) -> bool {
         self.shared.entries().contains_key(&(topic_id, index))
     }
@@ -242,7 +258,14 @@ async fn connect(shared: &Shared) -> Option<Client> {
     let stop = shared.wake.notified();
     tokio::select! {
         c = connect => match c {
-            Ok(c) => Some(c.with_client_id(&format!("bramble-replica-{}", shared.settings.me))),
+            Ok(c) => {
+                let cap = shared
+                    .settings
+                    .response_bytes_max
+                    .saturating_add(shared.settings.batch_bytes_max);
+                let id = format!("bramble-replica-{}", shared.settings.me);
+                Some(c.with_client_id(&id).with_response_bytes_max(cap))
+            }
             Err(e) => {
                 tracing::debug!(leader = shared.leader, error = %e, "cannot reach the leader");
                 None
@@ -424,11 +447,24 @@ async fn fetch(
     let mut asked: BTreeMap<Key, Entry> = BTreeMap::new();
     for (key, entry) in work {
         let log = &entry.state.log;
+        if log.is_failed() {
+            // A replica that cannot write counts for nothing: it stops fetching, so it leaves
+            // the ISR, until its log re-checks itself.
+            shared.back_off(key, entry.epoch, settings.backoff_ms);
+            continue;
+        }
+        // The fetch offset is what the leader counts as this replica's durable end: only
+        // fetch once everything appended is durable.
+        let durable = log.durable_end();
+        if durable < log.log_end_offset() {
+            shared.back_off(key, entry.epoch, NOT_DURABLE_RETRY_MS);
+            continue;
+        }
         topics.entry(key.0).or_default().push(
             FetchPartition::default()
                 .with_partition(key.1)
                 .with_current_leader_epoch(entry.epoch)
-                .with_fetch_offset(log.log_end_offset())
+                .with_fetch_offset(durable)
                 .with_last_fetched_epoch(-1)
                 .with_log_start_offset(log.log_start_offset())
                 .with_partition_max_bytes(
@@ -454,6 +490,9 @@ async fn fetch(
                 })
                 .collect(),
         );
+    if asked.is_empty() {
+        return Ok(());
+    }
     let response = until_stopped(shared, client.call(&request, FETCH_VERSION)).await?;
     if response.error_code != 0 {
         return Err(ClientError::Broker(format!(
@@ -548,9 +587,22 @@ async fn on_fetch_answer(
             answer.high_watermark,
             answer.log_start_offset,
         )),
-        Err(LogError::UnexpectedOffset { .. }) => {
-            // Our log end is not where the leader's answer starts: find the boundary again.
-            shared.update(key, entry.epoch, |e| e.phase = Phase::Truncate);
+        Err(LogError::UnexpectedOffset { expected, got }) => {
+            let log = &state.log;
+            if log.log_start_offset() == expected && got < expected {
+                // An empty log started inside the leader's first batch (its log start was
+                // raised mid-batch): start at that batch instead (KAFKA-6975).
+                let _held = state.hold().await;
+                if still_following(shared, &state, entry.epoch)
+                    && let Err(e) = log.truncate_fully_and_start_at(got).await
+                {
+                    tracing::error!(topic = %state.topic, partition = state.index, error = %e, "cannot restart the follower's log");
+                }
+            } else {
+                // Our log end is not where the leader's answer starts: find the boundary again.
+                shared.update(key, entry.epoch, |e| e.phase = Phase::Truncate);
+            }
+            shared.back_off(key, entry.epoch, LEADERSHIP_BACKOFF_MS);
             None
         }
         Err(e) => {

@@ -32,6 +32,7 @@ impl Settings {
                 partition_bytes_max: c.replica_fetch_bytes_max,
                 response_bytes_max: c.replica_fetch_response_bytes_max,
                 backoff_ms: c.replica_fetch_backoff_ms,
+                batch_bytes_max: c.frame_bytes_max,
             },
             lag_ms_max: c.replica_lag_ms_max,
             hw_checkpoint_ms: c.hw_checkpoint_ms,
@@ -106,30 +107,33 @@ impl Manager {
         assignment: Assignment,
         leader_addr: Option<String>,
     ) {
-        let _held = state.hold().await;
-        let transition = state.apply(assignment, Instant::now());
+        // Most images change nothing for most partitions: no lock then, so one partition busy
+        // with a truncation or a full disk queue never delays another's failover.
+        if state.assignment().as_ref() != Some(&assignment) {
+            let _held = state.hold().await;
+            let transition = state.apply(assignment, Instant::now());
+            self.act(state, transition, leader_addr.clone()).await;
+        }
+        if let (super::Role::Follower { leader, epoch }, Some(addr)) = (state.role(), leader_addr)
+            && !self.following(state, leader, &addr)
+        {
+            // A leader that came back on another address, or a fetcher that was replaced:
+            // follow it there.
+            self.follow(state, leader, epoch, addr);
+        }
+    }
+
+    /// Acts on a role change (under the partition's role lock).
+    async fn act(&self, state: &Arc<PartitionState>, transition: Transition, addr: Option<String>) {
         match transition {
-            Transition::Unchanged => {
-                if let (super::Role::Follower { leader, epoch }, Some(addr)) =
-                    (state.role(), leader_addr)
-                {
-                    // A leader that came back on another address is followed there.
-                    let moved = self
-                        .fetchers()
-                        .get(&leader)
-                        .is_some_and(|f| f.addr() != addr);
-                    if moved {
-                        self.follow(state, leader, epoch, addr);
-                    }
-                }
-            }
+            Transition::Unchanged => {}
             Transition::BecameLeader { epoch } => {
                 self.unfollow(state.topic_id, state.index);
                 let start = state.log.log_end_offset();
                 state.log.assign_epoch(epoch, start).await;
                 tracing::info!(topic = %state.topic, partition = state.index, epoch, log_end = start, "leading partition");
             }
-            Transition::Follow { leader, epoch } => match leader_addr {
+            Transition::Follow { leader, epoch } => match addr {
                 Some(addr) => {
                     tracing::info!(topic = %state.topic, partition = state.index, leader, epoch, "following partition");
                     self.follow(state, leader, epoch, addr);
@@ -146,15 +150,32 @@ impl Manager {
         }
     }
 
+    /// Whether `state` is in `leader`'s fetcher at `addr`.
+    fn following(&self, state: &PartitionState, leader: i32, addr: &str) -> bool {
+        self.fetchers()
+            .get(&leader)
+            .is_some_and(|f| f.addr() == addr && f.contains(state.topic_id, state.index))
+    }
+
     fn follow(&self, state: &Arc<PartitionState>, leader: i32, epoch: i32, addr: String) {
         self.unfollow(state.topic_id, state.index);
         let mut fetchers = self.fetchers();
-        if fetchers.get(&leader).is_some_and(|f| f.addr() != addr) {
-            fetchers.remove(&leader);
-        }
+        let moved = match fetchers.get(&leader) {
+            Some(f) if f.addr() != addr => {
+                // The leader moved: its other partitions move with it (each starts again with
+                // its truncation step).
+                let entries = f.drain();
+                fetchers.remove(&leader);
+                entries
+            }
+            _ => Vec::new(),
+        };
         let fetcher = fetchers
             .entry(leader)
             .or_insert_with(|| Fetcher::start(leader, addr, self.settings.fetch.clone()));
+        for (other, other_epoch) in moved {
+            fetcher.add(other, other_epoch);
+        }
         fetcher.add(state.clone(), epoch);
     }
 

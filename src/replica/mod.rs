@@ -238,6 +238,23 @@ impl PartitionState {
         self.lock().assignment.clone()
     }
 
+    /// On a leader: where its epoch's records start (its log end when it took over). Until its
+    /// high watermark reaches this, it cannot tell consumers where the log ends (Kafka's
+    /// OFFSET_NOT_AVAILABLE).
+    pub fn epoch_start(&self) -> Option<i64> {
+        let inner = self.lock();
+        matches!(inner.role, Role::Leader { .. }).then_some(inner.epoch_start)
+    }
+
+    /// On a leader: how far `follower`'s durable log reaches (-1 unknown or not a follower).
+    pub fn follower_end(&self, follower: i32) -> i64 {
+        self.lock()
+            .followers
+            .iter()
+            .find(|p| p.id == follower)
+            .map_or(-1, |p| p.end)
+    }
+
     pub fn set_min_isr(&self, min: i32) {
         self.min_isr.store(min.max(1), Ordering::Release);
     }
@@ -349,7 +366,8 @@ impl PartitionState {
         fetch_offset: i64,
         now: Instant,
     ) -> Result<Option<IsrChange>, FollowerFetchError> {
-        let leader_end = self.log.log_end_offset();
+        // A follower can only ever read to this leader's durable end: caught up means that.
+        let leader_end = self.log.durable_end();
         let hw = self.log.high_watermark();
         let mut inner = self.lock();
         let Role::Leader { .. } = inner.role else {

@@ -262,7 +262,10 @@ async fn hand_over_goes_to_an_isr_member() {
     assert!(matches!(change.reason, IsrReason::StorageFailed { to: 2 }));
     assert!(s.hand_over(2, now).is_none(), "in flight");
     s.abandon_pending(4);
-    assert!(s.hand_over(2, now).is_none(), "refused just now: waits before retrying");
+    assert!(
+        s.hand_over(2, now).is_none(),
+        "refused just now: waits before retrying"
+    );
     let later = Instant::now() + Duration::from_millis(ISR_CHANGE_RETRY_MS + 1);
     assert!(s.hand_over(2, later).is_some());
 }
