@@ -322,8 +322,8 @@ fn answer(
                 LogError::OffsetOutOfRange { .. }
                 | LogError::Io { .. }
                 | LogError::CorruptStored { .. }
-                | LogError::DuplicateSequence { .. } => ResponseError::KafkaStorageError,
-                LogError::UnexpectedOffset { .. } => ResponseError::KafkaStorageError,
+                | LogError::DuplicateSequence { .. }
+                | LogError::UnexpectedOffset { .. } => ResponseError::KafkaStorageError,
             };
             tracing::debug!(partition = response.index, error = %e, "produce refused");
             response

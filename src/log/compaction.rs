@@ -205,7 +205,13 @@ impl Partition {
         let lag = i64::try_from(inner.cleanup.compaction_lag_ms_min).unwrap_or(i64::MAX);
         let sealed_count = inner.segments.len().saturating_sub(1);
         let mut sealed = Vec::new();
+        let hw = inner.wm.hw.offset;
         for seg in inner.segments.values().take(sealed_count) {
+            // Never at or above the high watermark (Kafka's rule): a follower may yet truncate
+            // those records, and consumers have not seen them.
+            if seg.next_offset > hw {
+                break;
+            }
             let newest = seg.visible_max.0;
             if seg.size_bytes > 0 && lag > 0 && (newest < 0 || now_ms.saturating_sub(newest) < lag)
             {
@@ -227,7 +233,7 @@ impl Partition {
             mapped.push(View {
                 base: active.base_offset,
                 log: active.log.clone(),
-                end: inner.readable_end(active),
+                end: super::Inner::readable_end(active, inner.wm.hw),
             });
         }
         Some((inner.cleanup.clone(), sealed, mapped))
@@ -248,11 +254,10 @@ impl Partition {
         if inner.deleted {
             return Ok(());
         }
-        // A segment sealed with no append since holds the high watermark's byte position, which
-        // pointed into the old file: the segment is sealed, so all of the new file is readable.
-        if inner.visible.segment_base == cleaned.base {
-            inner.visible.position = cleaned.size_bytes;
-        }
+        // A segment sealed with no append since holds the high watermark's (and the durable
+        // end's) byte position, which pointed into the old file: only segments wholly below the
+        // HW are cleaned, so all of the new file is readable. No mark lies in such a segment.
+        inner.wm.segment_rewritten(cleaned.base, cleaned.size_bytes);
         let Some(seg) = inner.segments.get_mut(&cleaned.base) else {
             return Ok(());
         };

@@ -6,11 +6,16 @@
 //! lock, roll the active segment if due (`retention`), reserve a slot in the writer's queue,
 //! assign offsets and patch them into the bytes, queue one job (log bytes + index entries + the
 //! fsync when `fsync_on_ack`), release the lock, await the job. The writer completes jobs in
-//! submission order and runs each job's callback on its thread, which moves the high watermark
-//! forward in offset order, only over bytes that are written (and synced when asked).
+//! submission order and runs each job's callback on its thread, which moves the durable end and
+//! the high watermark forward in offset order, only over bytes that are written (and synced when
+//! asked).
 //!
-//! Reads (`read`) never look past the high watermark's byte position, so they only see bytes the
-//! writer has finished. Recovery on open is in `recovery`; what it, reads and the scrubber
+//! Three positions (`watermark`): the log end offset, the durable end (what the writer finished)
+//! and the high watermark (min of the durable end and a cap the replication layer sets).
+//! Consumer reads (`read`) never look past the high watermark's byte position; replica reads
+//! (`read_replica`) stop at the durable end's, so both only see bytes the writer has finished.
+//! Followers append the leader's batches as they are (`replica`), keep a leader-epoch cache
+//! (`epochs`) and truncate divergent tails (`truncate`). Recovery on open is in `recovery`; what it, reads and the scrubber
 //! (`scrub`) find damaged is kept in `damage`; a partition whose write failed (a full disk)
 //! re-checks itself and resumes in `resume`.
 //!
@@ -33,13 +38,14 @@ pub use inspect::{InspectBudget, Inspecting};
 
 mod compaction;
 mod damage;
+mod epochs;
 mod index;
 mod inspect;
 mod producers;
 mod read;
 mod records;
 mod recovery;
-mod replica_shim;
+mod replica;
 mod resume;
 mod retention;
 mod scrub;
@@ -57,6 +63,8 @@ mod tests_disk_full;
 #[cfg(test)]
 mod tests_durability;
 #[cfg(test)]
+mod tests_epochs;
+#[cfg(test)]
 mod tests_power_cut;
 #[cfg(test)]
 mod tests_power_cut_compaction;
@@ -65,14 +73,23 @@ mod tests_power_cut_producers;
 #[cfg(test)]
 mod tests_producers;
 #[cfg(test)]
+mod tests_replica;
+#[cfg(test)]
 mod tests_snapshot;
+#[cfg(test)]
+mod tests_truncate;
+mod truncate;
+mod watermark;
 
 pub use compaction::{
     BATCH_BYTES_MAX as COMPACTION_BATCH_BYTES_MAX, Cleanup, CompactionStats, OFFSET_MAP_KEYS_MAX,
 };
 pub use damage::{Damage, DamageLog};
+pub use epochs::{EPOCH_ENTRIES_MAX, UNDEFINED_EPOCH, UNDEFINED_OFFSET};
 pub use scrub::{Pace, SCRUB_CHUNK_BYTES, ScrubStats};
 use segment::{Segment, io_error};
+pub use watermark::MARKS_MAX;
+use watermark::{Mark, Position, Watermarks};
 
 /// Per-topic log settings (Kafka topic config names in brackets). Units last.
 #[derive(Debug, Clone, PartialEq)]
@@ -154,9 +171,10 @@ pub enum LogError {
         sequence: i32,
         expected: i32,
     },
-    /// A follower's batches do not start at or past its log end offset (Maps to
-    /// OFFSET_OUT_OF_RANGE; the follower finds its truncation point again).
-    #[error("replica batches start at offset {got}, below the log end offset {expected}")]
+    /// A follower's batch does not continue the log: its base offset lies below `expected` (the
+    /// log end offset, or the end of the batch before it). The replication layer then truncates
+    /// or refetches; never sent to a client.
+    #[error("replicated batch at offset {got}, expected at or after {expected}")]
     UnexpectedOffset { expected: i64, got: i64 },
     /// Not a failure: the batch was appended before (a producer's retry) and nothing was written
     /// this time. The produce handler answers success with `original`'s offsets, as Kafka does.
@@ -177,7 +195,8 @@ pub struct AppendInfo {
 }
 
 /// An append whose offsets are assigned and whose write is queued; [`Staged::durable`] waits until
-/// it is on disk per the flush policy (the high watermark has then passed it).
+/// it is on disk per the flush policy (the durable end has then passed it; the high watermark
+/// too when it is uncapped).
 pub struct Staged {
     completion: crate::io::Completion,
     info: AppendInfo,
@@ -206,22 +225,12 @@ pub(crate) fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// The high watermark and the byte where it sits: readers never read past it.
+/// How `stage` lays batches down: a leader assigns offsets and patches its epoch into each
+/// batch; a follower keeps the leader's bytes as they are (`replica`).
 #[derive(Debug, Clone, Copy)]
-struct Visible {
-    offset: i64,
-    segment_base: i64,
-    position: u64,
-}
-
-/// What a completed append makes visible.
-#[derive(Debug, Clone, Copy)]
-struct Done {
-    end_offset: i64,
-    segment_base: i64,
-    position: u64,
-    /// Largest batch max_timestamp in the append and the base offset of its batch.
-    max: (i64, i64),
+enum Mode {
+    Leader { epoch: i32 },
+    Replica,
 }
 
 struct Inner {
@@ -229,7 +238,14 @@ struct Inner {
     /// By base offset; never empty: the last one is the active segment.
     segments: BTreeMap<i64, Segment>,
     log_end_offset: i64,
-    visible: Visible,
+    /// Durable end, high watermark, its cap and the marks between them (`watermark`).
+    wm: Watermarks,
+    /// Whether the HW is checkpointed (the file existed on open or a cap was ever set).
+    hw_tracked: bool,
+    /// The HW figure the checkpoint file holds, None when there is no valid file.
+    checkpointed: Option<i64>,
+    /// The leader-epoch cache (`epochs`).
+    epochs: epochs::EpochCache,
     deleted: bool,
     /// Idempotent producers' epochs and last batches (checked and updated under the append lock).
     producers: producers::Producers,
@@ -253,11 +269,12 @@ impl Inner {
         first.max(self.start_floor.min(self.log_end_offset))
     }
 
-    /// Bytes of `seg` below the high watermark.
-    fn readable_end(&self, seg: &Segment) -> u64 {
-        match seg.base_offset.cmp(&self.visible.segment_base) {
+    /// Bytes of `seg` below `limit` (the high watermark for consumers, the durable end for
+    /// replicas).
+    fn readable_end(seg: &Segment, limit: Position) -> u64 {
+        match seg.base_offset.cmp(&limit.segment_base) {
             std::cmp::Ordering::Less => seg.size_bytes,
-            std::cmp::Ordering::Equal => self.visible.position,
+            std::cmp::Ordering::Equal => limit.position,
             std::cmp::Ordering::Greater => 0,
         }
     }
@@ -268,6 +285,7 @@ struct Shared {
     dir: PathBuf,
     inner: Mutex<Inner>,
     hw_tx: watch::Sender<i64>,
+    durable_tx: watch::Sender<i64>,
     /// Set when a write or sync failed: no later append may be acknowledged (its bytes could sit
     /// behind a hole). Reopening the partition recovers from what is on disk.
     failed: AtomicBool,
@@ -281,7 +299,7 @@ impl Shared {
     }
 
     /// Runs on the writer thread, in submission order, for every append.
-    fn complete(&self, result: Result<(), WriterError>, done: Done) -> Result<(), WriterError> {
+    fn complete(&self, result: Result<(), WriterError>, marks: &[Mark]) -> Result<(), WriterError> {
         if let Err(error) = result {
             self.failed.store(true, Ordering::SeqCst);
             tracing::error!(dir = %self.dir.display(), %error, "append failed; partition stops accepting appends");
@@ -293,26 +311,41 @@ impl Shared {
             });
         }
         let mut inner = self.lock();
-        if done.end_offset > inner.visible.offset {
-            inner.visible = Visible {
-                offset: done.end_offset,
-                segment_base: done.segment_base,
-                position: done.position,
-            };
-        }
-        if let Some(seg) = inner.segments.get_mut(&done.segment_base)
-            && done.max.0 > seg.visible_max.0
-        {
-            seg.visible_max = done.max;
-        }
-        let hw = inner.visible.offset;
+        let inner_ref = &mut *inner;
+        inner_ref.wm.complete(marks, &mut inner_ref.segments);
+        let (durable, hw) = (inner.wm.durable.offset, inner.wm.hw.offset);
         drop(inner);
+        self.durable_tx.send_if_modified(|v| {
+            let moved = *v < durable;
+            *v = (*v).max(durable);
+            moved
+        });
+        self.publish_hw(hw);
+        Ok(())
+    }
+
+    /// Tells subscribers the HW moved up to `hw`.
+    fn publish_hw(&self, hw: i64) {
         self.hw_tx.send_if_modified(|v| {
             let moved = *v < hw;
             *v = (*v).max(hw);
             moved
         });
-        Ok(())
+    }
+
+    /// Tells subscribers the positions now stand at `inner`'s (they may have gone down:
+    /// truncation, a re-check after a failed write).
+    fn publish_reset(&self, durable: i64, hw: i64) {
+        self.durable_tx.send_if_modified(|v| {
+            let moved = *v != durable;
+            *v = durable;
+            moved
+        });
+        self.hw_tx.send_if_modified(|v| {
+            let moved = *v != hw;
+            *v = hw;
+            moved
+        });
     }
 }
 
@@ -325,7 +358,7 @@ fn load(
     config: LogConfig,
     cleanup: Cleanup,
 ) -> Result<(Inner, producers::Rebuilt, Vec<Damage>), LogError> {
-    let recovered = recovery::open_segments(storage, dir, &config)?;
+    let recovered = recovery::open_segments(storage, dir, &config, cleanup.compact)?;
     let mut segments = recovered.segments;
     let start_floor = start_offset::load(dir);
     let restarted = start_offset::restart_past_lost_tail(
@@ -347,11 +380,39 @@ fn load(
     let cut_at = recovered.cut_at.filter(|_| !restarted);
     let valid_end = cut_at.map_or(log_end_offset, |c| c.min(log_end_offset));
     let (producers, rebuilt) = producers::restore(storage, dir, &segments, valid_end)?;
-    let visible = Visible {
+    let end = Position {
         offset: log_end_offset,
         segment_base: active.base_offset,
         position: active.size_bytes,
     };
+    let first = segments
+        .first_key_value()
+        .map_or(log_end_offset, |(&b, _)| b);
+    let log_start = first.max(start_floor.min(log_end_offset));
+    let (hw, cap, hw_tracked, file_hw) = match watermark::load(dir) {
+        watermark::Checkpoint::Absent => (log_end_offset, i64::MAX, false, None),
+        watermark::Checkpoint::Valid(hw) => {
+            let hw = hw.min(log_end_offset).max(log_start);
+            (hw, hw, true, Some(hw))
+        }
+        watermark::Checkpoint::Damaged(why) => {
+            tracing::warn!(dir = %dir.display(), %why, log_start_offset = log_start, "damaged high-watermark checkpoint: holding the high watermark at the log start offset");
+            (log_start, log_start, true, None)
+        }
+    };
+    let mut wm = watermark::place(&mut segments, end, hw, cap)?;
+    // A file whose figure is not where the HW now sits is rewritten before a capped append.
+    let checkpointed = file_hw.filter(|&h| h == wm.hw.offset);
+    if cap < i64::MAX {
+        // Held where the HW sits until the owner sets a cap.
+        wm.cap = wm.hw.offset;
+    }
+    let mut epochs = epochs::load(dir);
+    let mut changed = epochs.drop_above(log_end_offset);
+    changed |= epochs::extend_from_headers(&mut epochs, &segments);
+    if changed && let Err(error) = epochs::store(storage, dir, &epochs) {
+        tracing::warn!(dir = %dir.display(), %error, "cannot rewrite the leader-epoch checkpoint on open");
+    }
     let mut gaps = if cleanup.compact {
         Vec::new()
     } else {
@@ -362,7 +423,10 @@ fn load(
         config,
         segments,
         log_end_offset,
-        visible,
+        wm,
+        hw_tracked,
+        checkpointed,
+        epochs,
         deleted: false,
         producers,
         cleanup,
@@ -399,6 +463,8 @@ pub struct Partition {
     /// Held by a compaction pass throughout and by retention before its append lock, so
     /// retention never deletes a segment the cleaner is swapping (`compaction`).
     cleaner_lock: tokio::sync::Mutex<()>,
+    /// Serialises writes of the high-watermark checkpoint (`watermark`).
+    checkpoint_lock: tokio::sync::Mutex<()>,
     /// How `producers::restore` rebuilt the producer state on open (snapshot used, headers read).
     #[cfg_attr(not(test), allow(dead_code))]
     rebuilt: producers::Rebuilt,
@@ -425,11 +491,13 @@ impl Partition {
         writer: DiskWriter,
     ) -> Result<Partition, LogError> {
         let (inner, rebuilt, gaps) = load(&**writer.storage(), dir, config, cleanup)?;
-        let (hw_tx, _) = watch::channel(inner.visible.offset);
+        let (hw_tx, _) = watch::channel(inner.wm.hw.offset);
+        let (durable_tx, _) = watch::channel(inner.wm.durable.offset);
         let shared = Shared {
             dir: dir.to_path_buf(),
             inner: Mutex::new(inner),
             hw_tx,
+            durable_tx,
             failed: AtomicBool::new(false),
             damage: Mutex::new(DamageLog::default()),
         };
@@ -438,6 +506,7 @@ impl Partition {
             writer,
             append_lock: tokio::sync::Mutex::new(()),
             cleaner_lock: tokio::sync::Mutex::new(()),
+            checkpoint_lock: tokio::sync::Mutex::new(()),
             rebuilt,
             resume_attempt: Mutex::new(None),
         };
@@ -498,10 +567,16 @@ impl Partition {
                 return Err(self.duplicate(producer_id, batch).await);
             }
         };
+        self.checkpoint_before_capped_append().await?;
+        let leo = self.log_end_offset();
+        self.update_epochs(|c| c.assign(leader_epoch, leo)).await?;
         let now = now_ms();
         self.maybe_roll(records.len() as u64, offsets, now).await?;
         let permit = self.writer.reserve().await.map_err(writer_error)?;
-        let (job, info) = self.stage(&records, &batches, leader_epoch, now)?;
+        let mode = Mode::Leader {
+            epoch: leader_epoch,
+        };
+        let (job, info) = self.stage(&records, &batches, mode, now)?;
         // The log end offset has not moved since `check` (the append lock is held), so the
         // offsets it recorded are the ones `stage` assigned.
         self.shared.lock().producers.commit(updates);
@@ -511,11 +586,13 @@ impl Partition {
     }
 
     /// The answer to a retried batch: `DuplicateSequence` with its original offsets, once they
-    /// are below the high watermark. If the client retried before its first attempt completed,
-    /// the original is still queued; the writer completes jobs in order, so once an empty job
-    /// queued now completes, the original has completed too (or failed, which is then reported).
+    /// are below the durable end (as a fresh append's `Staged::durable`; acks=all waits for the
+    /// high watermark on top, as for any append). If the client retried before its first
+    /// attempt completed, the original is still queued; the writer completes jobs in order, so
+    /// once an empty job queued now completes, the original has completed too (or failed, which
+    /// is then reported).
     async fn duplicate(&self, producer_id: i64, batch: producers::BatchMeta) -> LogError {
-        if self.high_watermark() <= batch.last_offset {
+        if self.durable_end() <= batch.last_offset {
             let waited = match self.writer.submit(Job::new()).await {
                 Ok(done) => done.wait().await,
                 Err(e) => Err(e),
@@ -523,7 +600,7 @@ impl Partition {
             if let Err(e) = waited {
                 return writer_error(e);
             }
-            if self.high_watermark() <= batch.last_offset {
+            if self.durable_end() <= batch.last_offset {
                 return io_error(
                     &self.shared.dir,
                     std::io::Error::other("the first append of this retried batch failed"),
@@ -558,35 +635,53 @@ impl Partition {
         Ok(())
     }
 
-    /// Assigns offsets and builds the writer job for `records` (already validated), updating the
-    /// active segment's in-memory state. Runs under the append lock, after the queue slot is held.
+    /// Builds the writer job for `records` (already validated) and updates the active segment's
+    /// in-memory state. A leader (`Mode::Leader`) assigns offsets from the log end offset and
+    /// patches them and its epoch into the bytes; a follower (`Mode::Replica`) keeps each batch's
+    /// own offsets and bytes (checked by `append_replica`). Runs under the append lock, after the
+    /// queue slot is held.
     fn stage(
         &self,
         records: &Bytes,
         batches: &[(BatchHeader, Range<usize>)],
-        leader_epoch: i32,
+        mode: Mode,
         now: i64,
     ) -> Result<(Job, AppendInfo), LogError> {
         let mut inner = self.shared.lock();
         let fsync = inner.config.fsync_on_ack;
-        let base_offset = inner.log_end_offset;
         let log_start_offset = inner.log_start_offset();
+        let leo = inner.log_end_offset;
+        let base_offset = match mode {
+            Mode::Leader { .. } => leo,
+            Mode::Replica => batches.first().map_or(leo, |(h, _)| h.base_offset),
+        };
         let Some(seg) = inner.segments.values_mut().next_back() else {
             return Err(segment::corrupt(
                 &self.shared.dir,
                 "no active segment".to_string(),
             ));
         };
-        let parts = patched_parts(records, batches, base_offset, leader_epoch);
+        let parts = match mode {
+            Mode::Leader { epoch } => patched_parts(records, batches, base_offset, epoch),
+            Mode::Replica => vec![records.clone()],
+        };
         let (mut index_bytes, mut time_bytes) = (Vec::new(), Vec::new());
         let (start, mut position, mut next) = (seg.size_bytes, seg.size_bytes, base_offset);
-        let mut max = (-1i64, -1i64);
         let (mut index_count, mut time_count) = (0u64, 0u64);
+        let mut marks = Vec::with_capacity(batches.len());
         for (h, range) in batches {
+            let batch_base = match mode {
+                Mode::Leader { .. } => next,
+                Mode::Replica => h.base_offset,
+            };
             let bytes = range.len() as u64;
-            let (ie, te) =
-                seg.builder
-                    .add_batch(seg.base_offset, next, position, bytes, h.max_timestamp);
+            let (ie, te) = seg.builder.add_batch(
+                seg.base_offset,
+                batch_base,
+                position,
+                bytes,
+                h.max_timestamp,
+            );
             if let Some(mem) = seg.mem.as_mut() {
                 mem.index.extend(ie);
                 mem.time.extend(te);
@@ -595,11 +690,16 @@ impl Partition {
             te.iter().for_each(|e| e.encode(&mut time_bytes));
             index_count += u64::from(ie.is_some());
             time_count += u64::from(te.is_some());
-            if h.max_timestamp > max.0 {
-                max = (h.max_timestamp, next);
-            }
             position += bytes;
-            next += i64::from(h.last_offset_delta) + 1;
+            next = batch_base + i64::from(h.last_offset_delta) + 1;
+            marks.push(Mark {
+                at: Position {
+                    offset: next,
+                    segment_base: seg.base_offset,
+                    position,
+                },
+                max: (h.max_timestamp, batch_base),
+            });
         }
         let mut job = Job::new();
         let mut at = start;
@@ -625,15 +725,9 @@ impl Partition {
         seg.size_bytes = position;
         seg.next_offset = next;
         seg.roll_base_ms.get_or_insert(now);
-        let done = Done {
-            end_offset: next,
-            segment_base: seg.base_offset,
-            position,
-            max,
-        };
         inner.log_end_offset = next;
         let shared = self.shared.clone();
-        job.on_done(move |result| shared.complete(result, done));
+        job.on_done(move |result| shared.complete(result, &marks));
         Ok((
             job,
             AppendInfo {
@@ -692,11 +786,13 @@ impl Partition {
         self.shared.lock().log_end_offset
     }
 
+    /// The high watermark: consumers read below it (see `watermark`).
     pub fn high_watermark(&self) -> i64 {
         *self.shared.hw_tx.borrow()
     }
 
-    /// A receiver that changes whenever the high watermark moves (long-polling fetch waits on it).
+    /// A receiver that changes whenever the high watermark moves (long-polling fetch waits on it;
+    /// it may go down on truncation).
     pub fn subscribe(&self) -> watch::Receiver<i64> {
         self.shared.hw_tx.subscribe()
     }
@@ -726,8 +822,14 @@ impl Partition {
     }
 
     /// Sync everything written so far (used at clean shutdown). Sealed segments were synced when
-    /// they were rolled, so this syncs the active segment's files.
+    /// they were rolled, so this syncs the active segment's files. Then checkpoints the high
+    /// watermark when the partition tracks one (`watermark`).
     pub async fn flush(&self) -> Result<(), LogError> {
+        self.flush_files().await?;
+        self.checkpoint_if_tracked().await
+    }
+
+    async fn flush_files(&self) -> Result<(), LogError> {
         let _guard = self.append_lock.lock().await;
         let mut job = Job::new();
         {

@@ -192,7 +192,7 @@ impl Producers {
     }
 
     /// Records a batch found in the log (rebuild): no checks, the log is the truth.
-    fn replay(&mut self, h: &BatchHeader) {
+    pub fn replay(&mut self, h: &BatchHeader) {
         if h.producer_id < 0 {
             return;
         }

@@ -2,7 +2,8 @@
 //! the state lock (which segments, their files, where the high watermark sits in bytes, and any
 //! in-memory index answer), then does its positional reads on a blocking thread without locks.
 //! Every scan is bounded by the readable end of a segment (the high watermark's byte position in
-//! the segment holding it), so readers never see bytes the writer has not finished. ListOffsets
+//! the segment holding it; the durable end's for a follower's `read_replica`), so readers never
+//! see bytes the writer has not finished, and consumers none above the high watermark. ListOffsets
 //! by timestamp and MAX_TIMESTAMP search from the log start offset, as Kafka does: records below
 //! it (DeleteRecords) are never an answer, even within a batch that straddles it.
 
@@ -15,6 +16,7 @@ use crate::protocol::timestamps;
 use super::index;
 use super::inspect::InspectBudget;
 use super::segment::{self, Segment, read_batch, read_header, seek};
+use super::watermark::Position;
 use super::{Inner, LogError, Partition, ReadInfo};
 
 /// Where to start scanning a segment: already known (in-memory index of the active segment) or
@@ -50,7 +52,13 @@ enum Target {
 }
 
 impl View {
+    /// A view of `seg` for a consumer (bounded by the high watermark).
     fn new(inner: &Inner, seg: &Segment, target: Target) -> View {
+        View::bounded(inner, seg, target, inner.wm.hw)
+    }
+
+    /// A view of `seg` readable up to `limit`.
+    fn bounded(inner: &Inner, seg: &Segment, target: Target, limit: Position) -> View {
         let start = match &seg.mem {
             Some(mem) => {
                 let relative = match target {
@@ -70,7 +78,7 @@ impl View {
         View {
             base_offset: seg.base_offset,
             log: seg.log.clone(),
-            readable_end: inner.readable_end(seg),
+            readable_end: Inner::readable_end(seg, limit),
             verify_crc: seg.mem.is_none(),
             start,
             min_offset: inner.log_start_offset(),
@@ -131,19 +139,39 @@ impl Partition {
     /// `offset == high_watermark` gives empty records. Runs positional reads (call from async code; it
     /// may use spawn_blocking internally). Reads continue into later segments while budget remains.
     pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadInfo, LogError> {
+        self.read_bounded(offset, max_bytes, false).await
+    }
+
+    /// A follower's fetch: as [`Partition::read`] but up to the durable end instead of the high
+    /// watermark (`ReadInfo::high_watermark` is still the HW). `offset == durable end` gives
+    /// empty records.
+    pub async fn read_replica(&self, offset: i64, max_bytes: usize) -> Result<ReadInfo, LogError> {
+        self.read_bounded(offset, max_bytes, true).await
+    }
+
+    async fn read_bounded(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        replica: bool,
+    ) -> Result<ReadInfo, LogError> {
         let (views, high_watermark, log_start_offset) = {
             let inner = self.shared.lock();
             let (start, end) = (inner.log_start_offset(), inner.log_end_offset);
             if offset < start || offset > end {
                 return Err(LogError::OffsetOutOfRange { offset, start, end });
             }
-            let hw = inner.visible.offset;
-            let views = if offset >= hw {
+            let limit = if replica {
+                inner.wm.durable
+            } else {
+                inner.wm.hw
+            };
+            let views = if offset >= limit.offset {
                 Vec::new()
             } else {
-                read_views(&inner, offset, max_bytes)
+                read_views(&inner, offset, max_bytes, limit)
             };
-            (views, hw, start)
+            (views, inner.wm.hw.offset, start)
         };
         if views.is_empty() {
             return Ok(ReadInfo {
@@ -341,7 +369,7 @@ fn max_in_batch(
 
 /// The segment holding `offset` and the following ones while their readable bytes could still
 /// be wanted (bounded by `max_bytes`, so a read never snapshots every segment).
-fn read_views(inner: &Inner, offset: i64, max_bytes: usize) -> Vec<View> {
+fn read_views(inner: &Inner, offset: i64, max_bytes: usize, limit: Position) -> Vec<View> {
     let mut views = Vec::new();
     let mut later_bytes = 0u64;
     let first = inner
@@ -350,19 +378,24 @@ fn read_views(inner: &Inner, offset: i64, max_bytes: usize) -> Vec<View> {
         .next_back()
         .map_or(i64::MIN, |(&b, _)| b);
     for seg in inner.segments.range(first..).map(|(_, s)| s) {
-        let readable = inner.readable_end(seg);
+        let readable = Inner::readable_end(seg, limit);
         if readable == 0 {
-            // Past the high watermark's segment nothing is readable; an empty sealed segment
-            // (left by a recovery cut) is skipped.
-            if seg.base_offset >= inner.visible.segment_base {
+            // Past the limit's segment nothing is readable; an empty sealed segment (left by a
+            // recovery cut) is skipped.
+            if seg.base_offset >= limit.segment_base {
                 break;
             }
             continue;
         }
         if views.is_empty() {
-            views.push(View::new(inner, seg, Target::Offset(offset)));
+            views.push(View::bounded(inner, seg, Target::Offset(offset), limit));
         } else {
-            views.push(View::new(inner, seg, Target::Offset(seg.base_offset)));
+            views.push(View::bounded(
+                inner,
+                seg,
+                Target::Offset(seg.base_offset),
+                limit,
+            ));
             later_bytes += readable;
             if later_bytes >= max_bytes as u64 {
                 break;

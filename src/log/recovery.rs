@@ -48,10 +48,14 @@ pub struct Recovered {
 }
 
 /// Opens every segment of `dir` (creating segment 0 in an empty one), recovering the last.
+/// `compacted`: the topic is compacted, so the active segment may hold what a leader's cleaner
+/// left (offset gaps, batches with fewer records than offsets) when a follower replicated it,
+/// and its scan allows them as a sealed segment's does.
 pub fn open_segments(
     storage: &dyn Storage,
     dir: &Path,
     config: &LogConfig,
+    compacted: bool,
 ) -> Result<Recovered, LogError> {
     create_dir_durable(storage, dir)?;
     super::compaction::recover_swaps(storage, dir)?;
@@ -82,7 +86,7 @@ pub fn open_segments(
         note_cut(&seg, cut);
         segments.insert(base, seg);
     }
-    let (seg, cut, lost) = recover_active(storage, dir, active, config)?;
+    let (seg, cut, lost) = recover_active(storage, dir, active, config, compacted)?;
     note_cut(&seg, cut);
     segments.insert(active, seg);
     let chain_gaps = check_chain(&segments);
@@ -377,9 +381,11 @@ fn recover_active(
     dir: &Path,
     base: i64,
     config: &LogConfig,
+    compacted: bool,
 ) -> Result<(Segment, bool, Option<Damage>), LogError> {
     let files = SegmentFiles::open(storage, dir, base, false)?;
-    let scan = scan_log(&*files.log, base, config.index_interval_bytes, true, false)?;
+    let interval = config.index_interval_bytes;
+    let scan = scan_log(&*files.log, base, interval, true, compacted)?;
     let lost = index_beyond(&files, base, &scan)?;
     let cut = truncate_tail(&*files.log, &scan, "active segment")?;
     write_indexes(&files, &scan)?;

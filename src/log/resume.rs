@@ -6,10 +6,11 @@
 //! partition failed and no later append is acknowledged. The next append, at most once per
 //! `RESUME_RETRY_MS`, re-checks the partition:
 //! 1. wait until the disk writer has finished every job queued for it (FIFO: an empty job);
-//! 2. cut every segment back to the high watermark: the segment holding it is truncated to the
-//!    watermark's byte, later segments (only ever created by a roll at the watermark) to zero,
-//!    and synced. Everything below the watermark was acknowledged, written and synced (per the
-//!    flush policy), so this is the last durable batch; nothing cut was acknowledged;
+//! 2. cut every segment back to the durable end (`watermark`): the segment holding it is
+//!    truncated to its byte, later segments (only ever created by a roll there) to zero, and
+//!    synced. Everything below the durable end was written and synced (per the flush policy),
+//!    so this is the last durable batch; nothing cut was acknowledged. The high watermark (at
+//!    most the durable end) and its cap are kept;
 //! 3. recover the directory as a restart would (`recovery`, `producers::restore`: the producer
 //!    state of the failed appends goes too) on a blocking thread, and swap the new state in.
 //!
@@ -76,7 +77,8 @@ impl Partition {
         let dir = self.shared.dir.clone();
         let (cuts, config, cleanup, hw) = {
             let inner = self.shared.lock();
-            let v = inner.visible;
+            // The durable end: everything below it was written (and synced per the policy).
+            let v = inner.wm.durable;
             let cuts: Vec<_> = inner
                 .segments
                 .range(v.segment_base..)
@@ -110,15 +112,10 @@ impl Partition {
             // Acknowledged batches did not survive the cut: say so loudly (`damage`).
             self.record_damage(super::Damage::Gap {
                 missing: end..hw,
-                why: "re-check after a failed write found less than the high watermark".into(),
+                why: "re-check after a failed write found less than the durable end".into(),
             });
         }
-        *self.shared.lock() = inner;
-        self.shared.hw_tx.send_if_modified(|v| {
-            let moved = *v != end;
-            *v = end;
-            moved
-        });
+        self.install_reloaded(inner, false)?;
         Ok(end)
     }
 }

@@ -195,7 +195,10 @@ impl Partition {
             // An empty sealed segment (the cleaner emptied it) holds nothing to keep, and would
             // otherwise stop age retention here for good: empty segments never expire by age.
             let empty = oldest.size_bytes == 0 && inner.cleanup.compact;
-            if !(by_size || by_age || empty || deleted) {
+            // Never a segment holding offsets at or above the high watermark: consumers have not
+            // seen them and a follower may yet need them.
+            let below_hw = oldest.next_offset <= inner.wm.hw.offset;
+            if !(by_size || by_age || empty || deleted) || !below_hw {
                 break;
             }
             let Some((_, seg)) = inner.segments.pop_first() else {

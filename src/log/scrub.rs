@@ -80,7 +80,12 @@ impl Partition {
                 .segments
                 .values()
                 .filter(|s| s.mem.is_none())
-                .map(|s| (s.log.clone(), inner.readable_end(s)))
+                .map(|s| {
+                    (
+                        s.log.clone(),
+                        super::Inner::readable_end(s, inner.wm.durable),
+                    )
+                })
                 .collect()
         };
         let mut stats = ScrubStats::default();

@@ -75,6 +75,21 @@ pub(super) fn restart_past_lost_tail(
     }
     tracing::warn!(dir = %dir.display(), log_end_offset = log_end, log_start_offset = floor,
         "log start offset is past the log end (records lost since it was stored); deleting every segment and restarting the log at the log start offset");
+    restart_at(storage, dir, segments, floor, interval_bytes)?;
+    Ok(true)
+}
+
+/// Deletes every segment (and producer snapshot) and opens an empty active segment at `base`.
+/// Crash-safe when the log start offset stored is `base`: whatever survives ends at or below it
+/// and is restarted again on the next open (`restart_past_lost_tail`).
+pub(super) fn restart_at(
+    storage: &dyn Storage,
+    dir: &Path,
+    segments: &mut BTreeMap<i64, Segment>,
+    base: i64,
+    interval_bytes: u32,
+) -> Result<(), LogError> {
+    let floor = base;
     for seg in std::mem::take(segments).into_values() {
         for path in seg.paths() {
             match storage.remove_file(&path) {
@@ -91,10 +106,11 @@ pub(super) fn restart_past_lost_tail(
     }
     storage.sync_dir(dir).map_err(|e| io_error(dir, e))?;
     segments.insert(floor, Segment::new(dir, floor, files, interval_bytes));
-    Ok(true)
+    Ok(())
 }
 
-fn store(storage: &dyn Storage, dir: &Path, offset: i64) -> Result<(), LogError> {
+/// Persists `offset` as the log start offset (temporary file, sync, rename, directory sync).
+pub(super) fn store(storage: &dyn Storage, dir: &Path, offset: i64) -> Result<(), LogError> {
     let temp = dir.join(TEMP_NAME);
     let bytes = format!("{offset}\n");
     let file = storage.open(&temp, true).map_err(|e| io_error(&temp, e))?;
@@ -120,7 +136,7 @@ impl Partition {
         self.check_usable().await?;
         let (start, high_watermark) = {
             let inner = self.shared.lock();
-            (inner.log_start_offset(), inner.visible.offset)
+            (inner.log_start_offset(), inner.wm.hw.offset)
         };
         if offset < 0 || offset > high_watermark {
             return Err(LogError::OffsetOutOfRange {

@@ -130,7 +130,11 @@ impl Manager {
             Transition::BecameLeader { epoch } => {
                 self.unfollow(state.topic_id, state.index);
                 let start = state.log.log_end_offset();
-                state.log.assign_epoch(epoch, start).await;
+                if let Err(e) = state.log.assign_epoch(epoch, start).await {
+                    // In memory it holds (followers asking OffsetForLeaderEpoch get the right
+                    // answer now); the file catches up with the next epoch change or start.
+                    tracing::error!(topic = %state.topic, partition = state.index, epoch, error = %e, "cannot persist the new leader epoch");
+                }
                 tracing::info!(topic = %state.topic, partition = state.index, epoch, log_end = start, "leading partition");
             }
             Transition::Follow { leader, epoch } => match addr {
