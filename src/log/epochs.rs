@@ -93,6 +93,21 @@ impl EpochCache {
         self.entries.len() != before
     }
 
+    /// The log start moved to `offset`: entries wholly below it go, the one holding it starts
+    /// there (Kafka's `truncateFromStart`). Returns whether the cache changed.
+    pub fn truncate_from_start(&mut self, offset: i64) -> bool {
+        let below = self.entries.partition_point(|&(_, s)| s < offset);
+        if below == 0 {
+            return false;
+        }
+        let (epoch, _) = self.entries[below - 1];
+        self.entries.drain(..below);
+        if self.entries.first().is_none_or(|&(_, s)| s > offset) {
+            self.entries.insert(0, (epoch, offset));
+        }
+        true
+    }
+
     pub fn clear(&mut self) -> bool {
         let changed = !self.entries.is_empty();
         self.entries.clear();
@@ -330,6 +345,16 @@ mod tests {
         }
         assert_eq!(big.entries().len(), EPOCH_ENTRIES_MAX);
         assert_eq!(big.entries()[0], (5, 50), "the oldest went");
+    }
+
+    #[test]
+    fn truncate_from_start_moves_the_entry_holding_the_new_start() {
+        let mut c = cache(&[(1, 0), (3, 10), (5, 20)]);
+        assert!(!c.truncate_from_start(0));
+        assert!(c.truncate_from_start(15));
+        assert_eq!(c.entries(), &[(3, 15), (5, 20)]);
+        assert!(c.truncate_from_start(20));
+        assert_eq!(c.entries(), &[(5, 20)]);
     }
 
     #[test]
