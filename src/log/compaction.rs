@@ -3,8 +3,8 @@
 //! lock, so appends and fetches go on while it reads and rewrites.
 //!
 //! One pass over a partition:
-//! 1. Snapshot the sealed segments that are cleanable (oldest first, while their newest record is
-//!    older than `min.compaction.lag.ms`) and, when all of them are, the readable part of the
+//! 1. Snapshot the sealed segments that are cleanable (oldest first, while they lie wholly below
+//!    the high watermark and their newest record is older than `min.compaction.lag.ms`) and, when all of them are, the readable part of the
 //!    active segment. The active segment is never rewritten.
 //! 2. Build the offset map: a 128-bit hash of each key to the latest offset holding it, over that
 //!    snapshot, at most `OFFSET_MAP_KEYS_MAX` keys (a full map ends the pass at the segment

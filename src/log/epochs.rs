@@ -19,7 +19,10 @@
 //!
 //! Written to a temporary name, synced, renamed, directory synced, whenever an entry is added or
 //! the cache truncated: a few times per leader change, never per append. The write runs on a
-//! blocking thread with the append lock held and the state lock released.
+//! blocking thread with the append lock held and the state lock released. One exception keeps
+//! the fsync off the acknowledgement path: an entry a leader's `append` adds (no
+//! `assign_epoch` before it: a single node) is written at the next roll, flush or cache change.
+//! Until then its batches lie in the active segment, whose headers rebuild it on open.
 
 use std::path::{Path, PathBuf};
 
@@ -88,6 +91,21 @@ impl EpochCache {
         let before = self.entries.len();
         self.entries.retain(|&(_, s)| s <= offset);
         self.entries.len() != before
+    }
+
+    /// The log start moved to `offset`: entries wholly below it go, the one holding it starts
+    /// there (Kafka's `truncateFromStart`). Returns whether the cache changed.
+    pub fn truncate_from_start(&mut self, offset: i64) -> bool {
+        let below = self.entries.partition_point(|&(_, s)| s < offset);
+        if below == 0 {
+            return false;
+        }
+        let (epoch, _) = self.entries[below - 1];
+        self.entries.drain(..below);
+        if self.entries.first().is_none_or(|&(_, s)| s > offset) {
+            self.entries.insert(0, (epoch, offset));
+        }
+        true
     }
 
     pub fn clear(&mut self) -> bool {
@@ -216,7 +234,14 @@ pub(super) fn extend_from_headers(
     let mut segs: Vec<&Segment> = newest.filter(|s| s.next_offset > from).collect();
     segs.reverse();
     for seg in segs {
-        let mut position = 0u64;
+        // From the indexed batch at or before the latest entry's start, not the segment's first.
+        let relative = seg.relative(from);
+        let mut position = match &seg.mem {
+            Some(mem) => super::index::lookup_mem(&mem.index, relative),
+            None => {
+                super::index::lookup_disk(&*seg.index, seg.index_entries, relative).unwrap_or(0)
+            }
+        };
         while position < seg.size_bytes {
             let Ok(h) = read_header(&*seg.log, position, seg.size_bytes) else {
                 break;
@@ -255,17 +280,20 @@ impl Partition {
         self.update_epochs(|c| c.assign(epoch, start_offset)).await
     }
 
-    /// Applies `change` to the cache and, when it changed, writes the file on a blocking thread.
-    /// Call with the append lock held (it serialises the writes of the file).
+    /// Applies `change` to the cache and, when it changed or a leader append left an entry
+    /// unwritten, writes the file on a blocking thread. Call with the append lock held (it
+    /// serialises the writes of the file).
     pub(super) async fn update_epochs(
         &self,
         change: impl FnOnce(&mut EpochCache) -> bool,
     ) -> Result<(), LogError> {
         let snapshot = {
             let mut inner = self.shared.lock();
-            if !change(&mut inner.epochs) {
+            let changed = change(&mut inner.epochs);
+            if !changed && !inner.epochs_dirty {
                 return Ok(());
             }
+            inner.epochs_dirty = false;
             inner.epochs.clone()
         };
         let storage = self.writer.storage().clone();
@@ -317,6 +345,16 @@ mod tests {
         }
         assert_eq!(big.entries().len(), EPOCH_ENTRIES_MAX);
         assert_eq!(big.entries()[0], (5, 50), "the oldest went");
+    }
+
+    #[test]
+    fn truncate_from_start_moves_the_entry_holding_the_new_start() {
+        let mut c = cache(&[(1, 0), (3, 10), (5, 20)]);
+        assert!(!c.truncate_from_start(0));
+        assert!(c.truncate_from_start(15));
+        assert_eq!(c.entries(), &[(3, 15), (5, 20)]);
+        assert!(c.truncate_from_start(20));
+        assert_eq!(c.entries(), &[(5, 20)]);
     }
 
     #[test]

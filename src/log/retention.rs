@@ -7,7 +7,8 @@
 //! wholly below it are deleted here too. With `cleanup.policy=compact` alone retention deletes nothing (it still
 //! rolls aged active segments, which lets the cleaner reach their records). Each roll also writes
 //! a producer-state snapshot at the new segment's base (`snapshot`), and retention deletes the
-//! snapshots below the new log start offset.
+//! snapshots below the new log start offset. Retention never deletes a segment holding offsets at
+//! or above the high watermark (`watermark`).
 
 use std::path::Path;
 
@@ -53,6 +54,9 @@ impl Partition {
     /// segment's log and index files are complete on disk, which is what lets recovery trust it
     /// and lookups switch from memory to disk.
     pub(super) async fn roll(&self) -> Result<(), LogError> {
+        // An epoch entry a leader append left unwritten goes to disk before its batches leave
+        // the active segment (`epochs`).
+        self.update_epochs(|_| false).await?;
         let storage = self.writer.storage().clone();
         let dir = self.shared.dir.clone();
         let (mut seal, new_base, interval, state) = {

@@ -122,7 +122,7 @@ impl Segment {
 
     /// Relative offset of `offset` in this segment, clamped into u32.
     pub fn relative(&self, offset: i64) -> u32 {
-        u32::try_from((offset - self.base_offset).max(0)).unwrap_or(u32::MAX)
+        u32::try_from(offset.saturating_sub(self.base_offset).max(0)).unwrap_or(u32::MAX)
     }
 }
 

@@ -151,6 +151,8 @@ impl Partition {
         // The file first: an answer never claims a start the disk does not have.
         store(&**self.writer.storage(), &self.shared.dir, offset)?;
         self.shared.lock().start_floor = offset;
+        self.update_epochs(|c| c.truncate_from_start(offset))
+            .await?;
         tracing::info!(dir = %self.shared.dir.display(), log_start_offset = offset, "deleted records below the new log start offset");
         Ok(offset)
     }

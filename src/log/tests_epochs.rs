@@ -88,6 +88,11 @@ async fn the_epoch_cache_is_rebuilt_from_batch_headers_after_losing_its_last_wri
     let old = {
         let p = open(dir.path(), config());
         fill(&p, 2, 2, 1).await;
+        assert!(
+            !file.exists(),
+            "a leader append's entry waits for a roll or flush"
+        );
+        p.flush().await.expect("flush");
         let old = std::fs::read(&file).expect("epoch file");
         fill(&p, 2, 2, 3).await;
         assert_eq!(p.epoch_entries(), vec![(1, 0), (3, 4)]);
