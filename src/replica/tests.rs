@@ -58,7 +58,9 @@ async fn high_watermark_waits_for_every_isr_member() {
         s.apply(assignment(ME, 1, 0, &[1, 2, 3]), now),
         Transition::BecameLeader { epoch: 1 }
     );
-    let end = append(&s, 10).await;
+    // Two batches: the HW moves batch by batch (it never lands inside one).
+    assert_eq!(append(&s, 4).await, 4);
+    let end = append(&s, 6).await;
     assert_eq!(end, 10);
     assert_eq!(s.log.high_watermark(), 0, "no follower has fetched yet");
     s.on_follower_fetch(2, 10, now).unwrap();
@@ -196,7 +198,8 @@ async fn wait_replicated_outcomes() {
     s.apply(assignment(2, 2, 1, &[2]), Instant::now());
     assert_eq!(waiter.await.unwrap(), Err(WaitError::NotLeader));
 
-    let s = state(tempfile::tempdir().unwrap().path());
+    let dir = tempfile::tempdir().unwrap();
+    let s = state(dir.path());
     s.apply(assignment(ME, 1, 0, &[1, 2]), Instant::now());
     let end = append(&s, 3).await;
     let soon = Instant::now() + Duration::from_millis(50);
@@ -225,14 +228,20 @@ async fn alone_and_follower_high_watermarks() {
             epoch: 3
         }
     );
-    let records = Bytes::from(batch(5, 1_000, 10));
-    f.log
-        .append_replica(records)
-        .await
-        .unwrap()
-        .durable()
-        .await
-        .unwrap();
+    // The leader's batches of 3 and 2 records, at offsets 0 and 3.
+    let mut first = batch(3, 1_000, 10);
+    crate::protocol::batch::patch_base_offset(&mut first, 0);
+    let mut second = batch(2, 1_000, 10);
+    crate::protocol::batch::patch_base_offset(&mut second, 3);
+    for b in [first, second] {
+        f.log
+            .append_replica(Bytes::from(b))
+            .await
+            .unwrap()
+            .durable()
+            .await
+            .unwrap();
+    }
     assert_eq!(f.log.high_watermark(), 0);
     f.follower_high_watermark(3, 3);
     assert_eq!(f.log.high_watermark(), 3);
