@@ -188,13 +188,27 @@ fn cluster_leaders_lists_every_partition_with_this_node_leading() {
     let rows = rows(&out);
     assert_eq!(
         rows[0],
-        ["TOPIC", "PARTITION", "LEADER", "EPOCH", "REPLICAS", "ISR", "LAG"]
+        [
+            "TOPIC",
+            "PARTITION",
+            "LEADER",
+            "EPOCH",
+            "REPLICAS",
+            "ISR",
+            "LAG"
+        ]
     );
     let orders: Vec<_> = rows[1..].iter().filter(|r| r[0] == "orders").collect();
     assert_eq!(orders.len(), PARTITIONS as usize, "{rows:?}");
     for (i, r) in orders.iter().enumerate() {
         // One replica: no follower, so the LAG column is empty.
-        let want = [i.to_string(), "1".into(), "0".into(), "1".into(), "1".into()];
+        let want = [
+            i.to_string(),
+            "1".into(),
+            "0".into(),
+            "1".into(),
+            "1".into(),
+        ];
         assert_eq!(r[1..], want);
     }
 

@@ -163,6 +163,7 @@ impl Broker {
             path: data_dir.clone(),
             source,
         })?;
+        sync_filesystem(&data_dir);
         let identity = identity::load(&data_dir, config.node_id)?;
         let producer_ids = ProducerIds::open(&data_dir)?;
         let groups = crate::group::Coordinator::new(&config);
@@ -727,6 +728,23 @@ impl Broker {
         self.replication.stop();
         self.flush_all().await;
         self.writer.shutdown().await;
+    }
+}
+
+/// Makes everything a previous run wrote durable before any of it is counted as such: after a
+/// crash (kill -9) the page cache may still hold writes that were never synced, which recovery
+/// reads back and a follower would report as its durable end. One `syncfs` covers every file
+/// of the data directory's file system at once (far cheaper than an fsync per partition on an
+/// SD card). A failure is logged; the files are then as durable as the kernel made them.
+fn sync_filesystem(dir: &std::path::Path) {
+    use std::os::fd::AsRawFd;
+    let Ok(handle) = std::fs::File::open(dir) else {
+        return;
+    };
+    // SAFETY: syncfs only reads the descriptor, which `handle` keeps open for the call.
+    if unsafe { libc::syncfs(handle.as_raw_fd()) } != 0 {
+        let e = std::io::Error::last_os_error();
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot sync the data directory's file system at start");
     }
 }
 

@@ -298,9 +298,16 @@ impl Partition {
         };
         let storage = self.writer.storage().clone();
         let dir = self.shared.dir.clone();
-        tokio::task::spawn_blocking(move || store(&*storage, &dir, &snapshot))
+        let stored = tokio::task::spawn_blocking(move || store(&*storage, &dir, &snapshot))
             .await
-            .map_err(|e| io_error(&self.shared.dir, std::io::Error::other(e)))?
+            .map_err(|e| io_error(&self.shared.dir, std::io::Error::other(e)))
+            .and_then(|r| r);
+        if stored.is_err() {
+            // Written again at the next change, roll or flush: an entry only in memory would be
+            // lost at a crash and the epoch's start found too late in the log.
+            self.shared.lock().epochs_dirty = true;
+        }
+        stored
     }
 }
 

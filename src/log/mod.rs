@@ -629,14 +629,27 @@ impl Partition {
     /// Refuses appends to a deleted partition; a failed one is re-checked first (`resume`).
     /// Call with the append lock held.
     async fn check_usable(&self) -> Result<(), LogError> {
+        self.check_usable_cleaning(false).await
+    }
+
+    /// [`Partition::check_usable`] for a caller that also holds the cleaner lock (truncation).
+    async fn check_usable_cleaning(&self, cleaner_held: bool) -> Result<(), LogError> {
         if self.shared.lock().deleted {
             let e = std::io::Error::new(std::io::ErrorKind::NotFound, "partition deleted");
             return Err(io_error(&self.shared.dir, e));
         }
         if self.shared.failed.load(Ordering::SeqCst) {
-            self.resume_after_failure().await?;
+            self.resume_after_failure(cleaner_held).await?;
         }
         Ok(())
+    }
+
+    /// A failed partition re-checks itself now (at most once per `resume::RESUME_RETRY_MS`): a
+    /// follower, which never appends as a client would, recovers through this.
+    pub async fn recheck_if_failed(&self) -> Result<(), LogError> {
+        let _cleaner = self.cleaner_lock.lock().await;
+        let _guard = self.append_lock.lock().await;
+        self.check_usable_cleaning(true).await
     }
 
     /// Records a finding about this partition's files, logging it at error level the first time.

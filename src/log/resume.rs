@@ -34,7 +34,8 @@ pub const RESUME_RETRY_MS: u64 = 1_000;
 impl Partition {
     /// Called with the append lock held when the partition is marked failed: re-checks it (see
     /// the module doc) and clears the mark, or returns why appends are still refused.
-    pub(super) async fn resume_after_failure(&self) -> Result<(), LogError> {
+    /// `cleaner_held`: the caller holds the cleaner lock already (truncation, a re-check).
+    pub(super) async fn resume_after_failure(&self, cleaner_held: bool) -> Result<(), LogError> {
         let refused = || {
             io_error(
                 &self.shared.dir,
@@ -52,8 +53,12 @@ impl Partition {
             }
             *last = Some(Instant::now());
         }
-        let Ok(_cleaner) = self.cleaner_lock.try_lock() else {
-            return Err(refused());
+        let _cleaner = match cleaner_held {
+            true => None,
+            false => match self.cleaner_lock.try_lock() {
+                Ok(guard) => Some(guard),
+                Err(_) => return Err(refused()),
+            },
         };
         // FIFO: once this empty job completes, no write of ours is queued or running.
         let drained = self.writer.submit(Job::new()).await.map_err(writer_error)?;

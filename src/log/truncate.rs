@@ -48,7 +48,7 @@ impl Partition {
     pub async fn truncate_to(&self, offset: i64) -> Result<(), LogError> {
         let _cleaner = self.cleaner_lock.lock().await;
         let _guard = self.append_lock.lock().await;
-        self.check_usable().await?;
+        self.check_usable_cleaning(true).await?;
         if offset < self.log_start_offset() {
             return self.start_at_locked(offset).await;
         }
@@ -61,7 +61,7 @@ impl Partition {
     pub async fn truncate_fully_and_start_at(&self, offset: i64) -> Result<(), LogError> {
         let _cleaner = self.cleaner_lock.lock().await;
         let _guard = self.append_lock.lock().await;
-        self.check_usable().await?;
+        self.check_usable_cleaning(true).await?;
         self.start_at_locked(offset).await
     }
 
@@ -99,12 +99,23 @@ impl Partition {
             let (inner, _, _) = load(&*storage, &dir, config, cleanup)?;
             Ok(inner)
         })
-        .await?;
+        .await
+        .inspect_err(|_| self.fail_after_partial_cut())?;
         self.install_reloaded(fresh, true)?;
         self.update_epochs(|c| c.clear()).await?;
         tracing::info!(dir = %self.shared.dir.display(), from_offset = before.0, to_offset = offset, bytes_dropped = before.1,
             "truncated the log fully; it starts at the new offset");
         self.checkpoint_if_tracked().await
+    }
+
+    /// A cut that failed part-way leaves memory describing files that changed: the partition
+    /// is marked failed, so nothing appends or counts on it until it re-checks itself from disk
+    /// (`resume`).
+    fn fail_after_partial_cut(&self) {
+        self.shared
+            .failed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        tracing::error!(dir = %self.shared.dir.display(), "truncation failed part-way; the partition re-checks itself from disk before its next use");
     }
 
     /// `truncate_to` with both locks held.
@@ -130,7 +141,8 @@ impl Partition {
             let (inner, _, _) = load(&*storage, &dir, config, cleanup)?;
             Ok(inner)
         })
-        .await?;
+        .await
+        .inspect_err(|_| self.fail_after_partial_cut())?;
         let to = fresh.log_end_offset;
         let size_after = fresh.segments.values().map(|s| s.size_bytes).sum::<u64>();
         self.install_reloaded(fresh, false)?;

@@ -316,8 +316,11 @@ async fn truncate(
             // No epoch history (an empty log, or a single-node release's data): Kafka's
             // fallback is the high watermark, which this node only ever learned from leaders.
             let hw = log.high_watermark();
-            cut(shared, &entry, hw).await;
-            shared.update(key, entry.epoch, |e| e.phase = Phase::Fetch);
+            if cut(shared, &entry, hw).await {
+                shared.update(key, entry.epoch, |e| e.phase = Phase::Fetch);
+            } else {
+                shared.back_off(key, entry.epoch, shared.settings.backoff_ms);
+            }
             continue;
         };
         by_topic.entry(entry.state.topic.clone()).or_default().push(
@@ -409,7 +412,10 @@ async fn on_epoch_answer(
         }
     };
     tracing::debug!(topic = %entry.state.topic, partition = entry.state.index, local_epoch, leader_epoch, leader_end, to, "follower truncation point");
-    cut(shared, entry, to).await;
+    if !cut(shared, entry, to).await {
+        shared.back_off(key, entry.epoch, shared.settings.backoff_ms);
+        return;
+    }
     // Each round that is not done cuts to the end of an older epoch, so the next asks about an
     // older one; if the cut removed no epoch (an epoch without records), stop asking.
     let done = done || log.latest_epoch().is_none_or(|e| e >= local_epoch);
@@ -421,18 +427,23 @@ async fn on_epoch_answer(
     });
 }
 
-/// Truncates the follower's log to `offset` if it is still following at the entry's epoch.
-async fn cut(shared: &Shared, entry: &Entry, offset: i64) {
+/// Truncates the follower's log to `offset` if it is still following at the entry's epoch;
+/// false when the truncation failed (the partition must not fetch from a diverged end).
+async fn cut(shared: &Shared, entry: &Entry, offset: i64) -> bool {
     let state = &entry.state;
     let _held = state.hold().await;
     if !still_following(shared, state, entry.epoch) {
-        return;
+        return true;
     }
     if offset >= state.log.log_end_offset() {
-        return;
+        return true;
     }
-    if let Err(e) = state.log.truncate_to(offset.max(0)).await {
-        tracing::error!(topic = %state.topic, partition = state.index, offset, error = %e, "follower truncation failed");
+    match state.log.truncate_to(offset.max(0)).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(topic = %state.topic, partition = state.index, offset, error = %e, "follower truncation failed; tried again");
+            false
+        }
     }
 }
 
@@ -447,9 +458,9 @@ async fn fetch(
     let mut asked: BTreeMap<Key, Entry> = BTreeMap::new();
     for (key, entry) in work {
         let log = &entry.state.log;
-        if log.is_failed() {
+        if log.is_failed() && log.recheck_if_failed().await.is_err() {
             // A replica that cannot write counts for nothing: it stops fetching, so it leaves
-            // the ISR, until its log re-checks itself.
+            // the ISR, until its log re-checks itself (tried again after the backoff).
             shared.back_off(key, entry.epoch, settings.backoff_ms);
             continue;
         }

@@ -125,6 +125,14 @@ impl Manager {
 
     /// Acts on a role change (under the partition's role lock).
     async fn act(&self, state: &Arc<PartitionState>, transition: Transition, addr: Option<String>) {
+        if matches!(
+            transition,
+            Transition::BecameLeader { .. } | Transition::Follow { .. }
+        ) && let Err(e) = state.log.checkpoint_high_watermark().await
+        {
+            // From a capped role on, a restart must find the HW on disk, not take the log end.
+            tracing::warn!(topic = %state.topic, partition = state.index, error = %e, "cannot checkpoint the high watermark");
+        }
         match transition {
             Transition::Unchanged => {}
             Transition::BecameLeader { epoch } => {

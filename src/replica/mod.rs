@@ -217,8 +217,8 @@ impl PartitionState {
         inner.assignment = None;
         inner.followers.clear();
         inner.pending = None;
-        drop(inner);
         self.log.set_high_watermark_cap(i64::MAX);
+        drop(inner);
         self.bump();
     }
 
@@ -347,10 +347,12 @@ impl PartitionState {
             // A follower's HW comes from its leader's fetch answers; until then it stays.
             _ => self.log.high_watermark(),
         };
-        drop(inner);
+        // Set under the state lock: a cap computed for an older role or progress never lands
+        // after a newer one (the log never calls back into this layer, so the order is safe).
         if changed || matches!(role, Role::Leader { .. }) {
             self.log.set_high_watermark_cap(cap);
         }
+        drop(inner);
         if changed {
             self.bump();
         }
@@ -366,10 +368,10 @@ impl PartitionState {
         fetch_offset: i64,
         now: Instant,
     ) -> Result<Option<IsrChange>, FollowerFetchError> {
+        let mut inner = self.lock();
         // A follower can only ever read to this leader's durable end: caught up means that.
         let leader_end = self.log.durable_end();
         let hw = self.log.high_watermark();
-        let mut inner = self.lock();
         let Role::Leader { .. } = inner.role else {
             return Err(FollowerFetchError::NotLeader);
         };
@@ -377,10 +379,12 @@ impl PartitionState {
             return Err(FollowerFetchError::NotAReplica);
         };
         progress.fetched(fetch_offset, leader_end, now);
-        let cap = leader::cap(&inner, self.me);
+        // The expansion first: a member being added counts for the cap at once (KIP-497), and
+        // the cap is set before the lock goes, so no older cap overwrites it.
         let change = leader::expansion(&mut inner, self.me, follower, fetch_offset, hw, now);
-        drop(inner);
+        let cap = leader::cap(&inner, self.me);
         self.log.set_high_watermark_cap(cap);
+        drop(inner);
         Ok(
             change.map(|(partition_epoch, replicas, isr, reason)| IsrChange {
                 state: self.clone(),
@@ -439,13 +443,9 @@ impl PartitionState {
             inner.pending = None;
             inner.retry_at =
                 Some(Instant::now() + std::time::Duration::from_millis(ISR_CHANGE_RETRY_MS));
-            let cap = match inner.role {
-                Role::Leader { .. } => Some(leader::cap(&inner, self.me)),
-                _ => None,
-            };
-            drop(inner);
-            if let Some(cap) = cap {
-                self.log.set_high_watermark_cap(cap);
+            if let Role::Leader { .. } = inner.role {
+                self.log
+                    .set_high_watermark_cap(leader::cap(&inner, self.me));
             }
         }
     }
@@ -455,7 +455,6 @@ impl PartitionState {
     pub fn follower_high_watermark(&self, epoch: i32, leader_hw: i64) {
         let inner = self.lock();
         if matches!(inner.role, Role::Follower { epoch: e, .. } if e == epoch) {
-            drop(inner);
             self.log.set_high_watermark_cap(leader_hw);
         }
     }
