@@ -42,14 +42,14 @@ pub async fn log_ends(metadata: &MetadataResponse, rows: &[PartitionLeader]) -> 
         }
         let addr = format!("{}:{}", b.host.as_str(), b.port);
         let ask = ask(&addr, &topics);
-        match tokio::time::timeout(Duration::from_millis(BROKER_ANSWER_MS_MAX), ask).await {
-            Ok(Ok(found)) => {
-                for ((topic, partition), end) in found {
-                    ends.insert((topic, partition, node), end);
-                }
+        // A broker that does not answer shows its replicas' lag as unknown; the rest of the
+        // table still helps.
+        if let Ok(Ok(found)) =
+            tokio::time::timeout(Duration::from_millis(BROKER_ANSWER_MS_MAX), ask).await
+        {
+            for ((topic, partition), end) in found {
+                ends.insert((topic, partition, node), end);
             }
-            // Unknown lag is shown as such; the rest of the table still helps.
-            Ok(Err(_)) | Err(_) => {}
         }
     }
     ends
