@@ -207,18 +207,14 @@ pub(super) fn load(dir: &Path) -> EpochCache {
 
 /// Writes `cache` durably (temporary file, sync, rename, directory sync). Blocking.
 pub(super) fn store(storage: &dyn Storage, dir: &Path, cache: &EpochCache) -> Result<(), LogError> {
-    let temp = dir.join(TEMP_NAME);
-    let file = storage.open(&temp, true).map_err(|e| io_error(&temp, e))?;
-    file.set_len(0).map_err(|e| io_error(&temp, e))?;
-    file.write_at(cache.encode().as_bytes(), 0)
-        .map_err(|e| io_error(&temp, e))?;
-    file.sync_data().map_err(|e| io_error(&temp, e))?;
-    drop(file);
-    let target = path(dir);
-    storage
-        .rename(&temp, &target)
-        .map_err(|e| io_error(&target, e))?;
-    storage.sync_dir(dir).map_err(|e| io_error(dir, e))
+    let bytes = cache.encode();
+    super::segment::replace_file(
+        storage,
+        dir,
+        &dir.join(TEMP_NAME),
+        &path(dir),
+        bytes.as_bytes(),
+    )
 }
 
 /// Extends `cache` from the batch headers of the newest segments (batches past the latest entry

@@ -218,3 +218,23 @@ pub fn seek(
     }
     Ok(None)
 }
+
+/// Replaces `target` with `bytes` durably: written to `temp`, synced, renamed over `target`, the
+/// directory synced. A power cut leaves the old file or the new one, never a mix. Blocking.
+pub(super) fn replace_file(
+    storage: &dyn crate::io::Storage,
+    dir: &Path,
+    temp: &Path,
+    target: &Path,
+    bytes: &[u8],
+) -> Result<(), LogError> {
+    let file = storage.open(temp, true).map_err(|e| io_error(temp, e))?;
+    file.set_len(0).map_err(|e| io_error(temp, e))?;
+    file.write_at(bytes, 0).map_err(|e| io_error(temp, e))?;
+    file.sync_data().map_err(|e| io_error(temp, e))?;
+    drop(file);
+    storage
+        .rename(temp, target)
+        .map_err(|e| io_error(target, e))?;
+    storage.sync_dir(dir).map_err(|e| io_error(dir, e))
+}

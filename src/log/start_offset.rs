@@ -111,19 +111,14 @@ pub(super) fn restart_at(
 
 /// Persists `offset` as the log start offset (temporary file, sync, rename, directory sync).
 pub(super) fn store(storage: &dyn Storage, dir: &Path, offset: i64) -> Result<(), LogError> {
-    let temp = dir.join(TEMP_NAME);
     let bytes = format!("{offset}\n");
-    let file = storage.open(&temp, true).map_err(|e| io_error(&temp, e))?;
-    file.set_len(0).map_err(|e| io_error(&temp, e))?;
-    file.write_at(bytes.as_bytes(), 0)
-        .map_err(|e| io_error(&temp, e))?;
-    file.sync_data().map_err(|e| io_error(&temp, e))?;
-    drop(file);
-    let target = path(dir);
-    storage
-        .rename(&temp, &target)
-        .map_err(|e| io_error(&target, e))?;
-    storage.sync_dir(dir).map_err(|e| io_error(dir, e))
+    super::segment::replace_file(
+        storage,
+        dir,
+        &dir.join(TEMP_NAME),
+        &path(dir),
+        bytes.as_bytes(),
+    )
 }
 
 impl Partition {

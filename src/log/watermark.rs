@@ -289,18 +289,7 @@ pub(super) fn load(dir: &Path) -> Checkpoint {
 
 /// Writes `hw` durably (temporary file, sync, rename, directory sync). Blocking.
 pub(super) fn store(storage: &dyn Storage, dir: &Path, hw: i64) -> Result<(), LogError> {
-    let temp = dir.join(TEMP_NAME);
-    let file = storage.open(&temp, true).map_err(|e| io_error(&temp, e))?;
-    file.set_len(0).map_err(|e| io_error(&temp, e))?;
-    file.write_at(&encode(hw), 0)
-        .map_err(|e| io_error(&temp, e))?;
-    file.sync_data().map_err(|e| io_error(&temp, e))?;
-    drop(file);
-    let target = path(dir);
-    storage
-        .rename(&temp, &target)
-        .map_err(|e| io_error(&target, e))?;
-    storage.sync_dir(dir).map_err(|e| io_error(dir, e))
+    super::segment::replace_file(storage, dir, &dir.join(TEMP_NAME), &path(dir), &encode(hw))
 }
 
 impl Partition {
