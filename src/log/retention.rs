@@ -54,9 +54,6 @@ impl Partition {
     /// segment's log and index files are complete on disk, which is what lets recovery trust it
     /// and lookups switch from memory to disk.
     pub(super) async fn roll(&self) -> Result<(), LogError> {
-        // An epoch entry a leader append left unwritten goes to disk before its batches leave
-        // the active segment (`epochs`).
-        self.update_epochs(|_| false).await?;
         let storage = self.writer.storage().clone();
         let dir = self.shared.dir.clone();
         let (mut seal, new_base, interval, state) = {
@@ -87,9 +84,11 @@ impl Partition {
             result
         });
         let sealed = self.writer.submit(seal).await.map_err(writer_error)?;
-        // Queued behind the seal, so one group commit syncs both; its failure only loses it.
-        let pending = self.snapshot_queue(new_base, state).await;
         sealed.wait().await.map_err(writer_error)?;
+        // Only once the seal (and every append queued before it) is done: the snapshot's file is
+        // created while the writer has nothing of this partition in hand, so a roll's storage
+        // calls keep one order (the power-cut tests replay seeds). Its failure only loses it.
+        let pending = self.snapshot_queue(new_base, state).await;
         // The snapshot is published (its job awaited, then renamed) before the new segment's
         // files exist, so a roll's storage calls come in one order whatever the writer's timing
         // (the power-cut tests replay a seed exactly). A snapshot at the sealed log end with no
@@ -98,6 +97,10 @@ impl Partition {
             Some(pending) => self.snapshot_publish(pending).await,
             None => false,
         };
+        // An epoch entry a leader append left unwritten goes to disk before its batches leave
+        // the active segment (`epochs`): here, once the writer has finished this partition's
+        // jobs, so a roll's storage calls keep one order (the power-cut tests replay seeds).
+        self.update_epochs(|_| false).await?;
         let files = SegmentFiles::open(&*storage, &dir, new_base, true)?;
         clear_leftovers(&files)?;
         // Makes the new segment's files and the snapshot's rename durable together.
