@@ -54,8 +54,14 @@ def proc_status_kib(pid: int, field: str) -> int:
 
 
 def open_connections(pid: int) -> int:
-    return sum(1 for fd in Path(f"/proc/{pid}/fd").iterdir()
-               if fd.is_symlink() and fd.readlink().name.startswith("socket:"))
+    count = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            count += fd.readlink().name.startswith("socket:")
+        except OSError:
+            # Closed between the listing and the read: not open any more.
+            continue
+    return count
 
 
 def produce(bootstrap: str, topic: str, index: int, errors: list) -> None:

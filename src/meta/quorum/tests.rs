@@ -230,16 +230,25 @@ async fn a_restart_over_a_snapshot_rebuilds_the_same_image() {
     // Built, purged behind, and no build still running: one is started only once the applied
     // index is SNAPSHOT_ENTRIES past the last snapshot, and until it lands that stays so. (A
     // build left running would write into the directory the second start reads.)
-    tokio::time::timeout(
-        IMAGE_WAIT,
-        metrics.wait_for(|m| {
-            m.purged.is_some()
-                && matches!((m.snapshot, m.last_applied), (Some(s), Some(a)) if a.index - s.index < SNAPSHOT_ENTRIES)
-        }),
-    )
+    // A build that was running when the threshold was passed again starts no new one once the
+    // proposals stop: ask for one until the condition holds (Raft's trigger is idempotent).
+    let settled = |m: &openraft::RaftMetrics<u64, openraft::BasicNode>| {
+        m.purged.is_some()
+            && matches!((m.snapshot, m.last_applied), (Some(s), Some(a)) if a.index - s.index < SNAPSHOT_ENTRIES)
+    };
+    tokio::time::timeout(IMAGE_WAIT, async {
+        loop {
+            if tokio::time::timeout(Duration::from_secs(1), metrics.wait_for(settled))
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            let _ = q.raft.trigger().snapshot().await;
+        }
+    })
     .await
-    .expect("no snapshot built, or no log purged behind it")
-    .unwrap();
+    .expect("no snapshot built, or no log purged behind it");
     let before = wait_image(&q, |i| i.topics.len() == (SNAPSHOT_ENTRIES * 3) as usize).await;
     q.shutdown().await;
     drop(q);
