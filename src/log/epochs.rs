@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 
 use crate::io::Storage;
 
-use super::segment::{Segment, io_error, read_header};
+use super::segment::{Segment, read_header};
 use super::{LogError, Partition};
 
 /// Entries kept (a few per leader change). Past this the oldest is dropped with a warning: an old
@@ -294,10 +294,9 @@ impl Partition {
         };
         let storage = self.writer.storage().clone();
         let dir = self.shared.dir.clone();
-        let stored = tokio::task::spawn_blocking(move || store(&*storage, &dir, &snapshot))
-            .await
-            .map_err(|e| io_error(&self.shared.dir, std::io::Error::other(e)))
-            .and_then(|r| r);
+        let stored =
+            super::read::blocking(&self.shared.dir, move || store(&*storage, &dir, &snapshot))
+                .await;
         if stored.is_err() {
             // Written again at the next change, roll or flush: an entry only in memory would be
             // lost at a crash and the epoch's start found too late in the log.

@@ -124,7 +124,8 @@ impl View {
     }
 }
 
-async fn blocking<T: Send + 'static>(
+/// Runs `f` (file work) on a blocking thread; a panic there is an i/o error on `dir`.
+pub(super) async fn blocking<T: Send + 'static>(
     dir: &std::path::Path,
     f: impl FnOnce() -> Result<T, LogError> + Send + 'static,
 ) -> Result<T, LogError> {

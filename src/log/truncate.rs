@@ -28,6 +28,7 @@ use std::sync::atomic::Ordering;
 
 use crate::io::{FileRef, Storage};
 
+use super::read::blocking;
 use super::segment::{self, io_error};
 use super::{Inner, LogError, Partition, load, start_offset, watermark};
 
@@ -274,13 +275,4 @@ fn cut(storage: &dyn Storage, dir: &std::path::Path, plan: &Plan) -> Result<(), 
         log.sync_data().map_err(|e| io_error(log.path(), e))?;
     }
     Ok(())
-}
-
-async fn blocking<T: Send + 'static>(
-    dir: &std::path::Path,
-    f: impl FnOnce() -> Result<T, LogError> + Send + 'static,
-) -> Result<T, LogError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| io_error(dir, std::io::Error::other(e)))?
 }

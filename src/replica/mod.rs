@@ -385,33 +385,27 @@ impl PartitionState {
         let cap = leader::cap(&inner, self.me);
         self.log.set_high_watermark_cap(cap);
         drop(inner);
-        Ok(
-            change.map(|(partition_epoch, replicas, isr, reason)| IsrChange {
-                state: self.clone(),
-                partition_epoch,
-                leader: self.me,
-                replicas,
-                isr,
-                reason,
-            }),
-        )
+        Ok(change.map(|proposal| self.change(proposal)))
     }
 
-    /// On a leader: the ISR members that have not caught up for longer than `lag_ms_max`, as
-    /// an ISR shrink to propose (None if all keep up or a change is already in flight).
-    pub fn lagging(self: &Arc<Self>, now: Instant, lag_ms_max: u64) -> Option<IsrChange> {
-        let mut inner = self.lock();
-        let (partition_epoch, replicas, isr, reason) =
-            leader::shrink(&mut inner, self.me, now, lag_ms_max)?;
-        drop(inner);
-        Some(IsrChange {
+    /// An ISR change of this leader's, to propose.
+    fn change(self: &Arc<Self>, proposal: leader::Proposal) -> IsrChange {
+        let (partition_epoch, replicas, isr, reason) = proposal;
+        IsrChange {
             state: self.clone(),
             partition_epoch,
             leader: self.me,
             replicas,
             isr,
             reason,
-        })
+        }
+    }
+
+    /// On a leader: the ISR members that have not caught up for longer than `lag_ms_max`, as
+    /// an ISR shrink to propose (None if all keep up or a change is already in flight).
+    pub fn lagging(self: &Arc<Self>, now: Instant, lag_ms_max: u64) -> Option<IsrChange> {
+        let proposal = leader::shrink(&mut self.lock(), self.me, now, lag_ms_max)?;
+        Some(self.change(proposal))
     }
 
     /// On a leader whose log failed (a full or broken disk): a change handing leadership to
