@@ -18,6 +18,7 @@
 mod backend;
 #[cfg(test)]
 pub(crate) mod conformance;
+mod power_cut;
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 mod uring;
 mod writer;
@@ -35,9 +36,22 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 pub use backend::{Backend, BackendError, PROBE_FAIL_ENV, URING_BUILT, uring_failure_reason};
+pub use power_cut::{CutSummary, KEEP_PREFIX, PowerCutStorage, is_keep_name};
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 pub use uring::UringStorage;
 pub use writer::{Completion, DiskWriter, Job, Permit, WriterConfig, WriterError, fsyncs};
+
+/// Set to `1` in the environment of `bramble serve` to run the node in power-cut mode (tests
+/// only): its storage is a [`PowerCutStorage`] and SIGUSR2 cuts the power (see `power_cut.rs`).
+pub const POWER_CUT_ENV: &str = "BRAMBLE_TEST_POWER_CUT";
+
+/// The exit status of a node that cut its own power on SIGUSR2.
+pub const POWER_CUT_EXIT_CODE: i32 = 86;
+
+/// Whether [`POWER_CUT_ENV`] asks for power-cut mode (it is exactly `1`).
+pub fn power_cut_requested() -> bool {
+    std::env::var(POWER_CUT_ENV).is_ok_and(|v| v.trim() == "1")
+}
 
 /// A file opened through a [`Storage`]; shared between the writer thread (writes, syncs) and
 /// readers (positional reads), so every method takes `&self`.
