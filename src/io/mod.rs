@@ -10,6 +10,9 @@
 //! probes io_uring and falls back to std).
 //! A crash-simulating backend (one that loses unsynced writes) slots in behind the same traits,
 //! so they stay small on purpose. Every backend must pass the suite in `conformance.rs`.
+//! [`PowerCutStorage`] is the test-only storage of a real node in power-cut mode
+//! ([`POWER_CUT_ENV`]): plain files whose unsynced changes SIGUSR2 cuts away (`power_cut.rs`,
+//! docs/ARCHITECTURE.md "Power-cut mode").
 //!
 //! Media assumptions: SD cards are slow at small random writes and wear with every fsync, so the
 //! writer issues one fdatasync per file per group however many appends the group holds, and the

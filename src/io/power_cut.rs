@@ -18,6 +18,16 @@
 //! node then exits at once (`main.rs`, on SIGUSR2) and a restart on the same data directory is
 //! the power coming back.
 //!
+//! Audit of what a node writes (issue 12). Through `io::Storage`, so tracked: log segments,
+//! `.index`/`.timeindex`, `high-watermark`, `leader-epoch-checkpoint`, `log-start-offset`,
+//! producer snapshots, compaction's `.cleaned`/`.swap` files, group state (records of
+//! `__consumer_offsets`), and the metadata store under `meta/raft` (log, vote, snapshots).
+//! With `std::fs`, each fsynced with its directory before the call returns, so not tracked:
+//! `meta/topics/*.toml`, `node.toml`, `partition.metadata`, the dynamic configs, the
+//! producer-id block, the moves of `meta/topics` and `meta/raft` aside. With `std::fs` and no
+//! directory sync, not tracked: the renames and removals of partition directories when a topic is
+//! deleted (start-up finishes or retries them) and the removal of the `.write-probe` file.
+//!
 //! Limits (docs/ARCHITECTURE.md, "Power-cut mode"): this is not a real power cut. The kernel's
 //! own ordering of metadata is not modelled (a cut drops every unsynced change, never a prefix);
 //! what a file held when first opened counts as durable; files written with `std::fs` that are
@@ -216,7 +226,10 @@ pub struct CutSummary {
     pub bytes_restored: u64,
     /// Unsynced creations, removals and renames undone.
     pub dir_changes: usize,
-    /// Restorations that failed (each logged).
+    /// Directory changes not undone because their entry was gone: a `std::fs` rename or removal
+    /// outside this storage (topic deletion) moved it since.
+    pub skipped: usize,
+    /// Restorations that failed otherwise (each logged).
     pub errors: usize,
 }
 
@@ -225,8 +238,13 @@ impl fmt::Display for CutSummary {
         write!(
             f,
             "{} files cut back to their last sync ({} unsynced bytes dropped, {} overwritten \
-             bytes restored), {} unsynced directory changes undone, {} errors",
-            self.files, self.bytes_dropped, self.bytes_restored, self.dir_changes, self.errors
+             bytes restored), {} unsynced directory changes undone ({} skipped), {} errors",
+            self.files,
+            self.bytes_dropped,
+            self.bytes_restored,
+            self.dir_changes,
+            self.skipped,
+            self.errors
         )
     }
 }
@@ -315,8 +333,13 @@ fn cut_locked(state: &mut State) -> CutSummary {
     for change in state.journal.iter().rev() {
         match change.undo() {
             Ok(dirs) => {
+                tracing::debug!(change = ?change, "power cut: directory change undone");
                 summary.dir_changes += 1;
                 touched.extend(dirs);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                summary.skipped += 1;
+                tracing::info!(change = ?change, "power cut: entry gone (moved outside the storage); not undone");
             }
             Err(e) => {
                 summary.errors += 1;

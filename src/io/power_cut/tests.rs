@@ -220,3 +220,43 @@ fn clean_files_are_forgotten_when_closed() {
     assert_eq!(read(&dir.path().join("dirty")), b"");
     assert_eq!(summary.bytes_dropped, 1, "{summary}");
 }
+
+#[test]
+fn entries_moved_outside_the_storage_are_skipped() {
+    // Proves a pending change whose entry a std::fs rename moved away (as topic deletion does
+    // with partition directories) is counted as skipped, not as an error, and the rest is cut.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    let s = PowerCutStorage::new();
+    s.create_dir_all(&root.join("t-0")).expect("mkdir");
+    s.sync_dir(root).expect("sync root");
+    let f = s.open(&root.join("t-0/a"), true).expect("create");
+    f.write_at(b"abc", 0).expect("write");
+    std::fs::rename(root.join("t-0"), root.join("t-0.x-delete")).expect("rename outside");
+    let summary = s.cut();
+    assert_eq!(summary.skipped, 1, "{summary}");
+    assert_eq!(summary.errors, 0, "{summary}");
+    assert_eq!(summary.bytes_dropped, 3, "{summary}");
+    assert_eq!(read(&root.join("t-0.x-delete/a")), b"");
+}
+
+#[test]
+fn a_file_found_on_disk_counts_as_durable() {
+    // Proves opening an existing file takes its bytes as the synced state (a restart after a cut
+    // starts from what the cut left), and a create-then-remove before any sync leaves nothing.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    std::fs::write(root.join("old"), b"from before").expect("write");
+    let s = PowerCutStorage::new();
+    let f = s.open(&root.join("old"), false).expect("open");
+    f.write_at(b"FROM", 0).expect("overwrite");
+    f.write_at(b"!", 11).expect("append");
+    let tmp = s.open(&root.join("tmp"), true).expect("create");
+    tmp.write_at(b"t", 0).expect("write");
+    s.remove_file(&root.join("tmp")).expect("remove");
+    let summary = s.cut();
+    assert_eq!(names(root), ["old"]);
+    assert_eq!(read(&root.join("old")), b"from before");
+    assert_eq!(summary.bytes_restored, 4, "{summary}");
+    assert_eq!(summary.errors + summary.skipped, 0, "{summary}");
+}
