@@ -63,7 +63,11 @@ done
 dir=$(mktemp -d "${TMPDIR:-/tmp}/bench-cluster.XXXXXX")
 cleanup() {
   scripts/cluster.sh stop --dir "$dir" >/dev/null 2>&1 || true
-  if [ "$keep" = 1 ]; then echo "kept: $dir (node logs: $dir/node-{1,2,3}.log)"; else rm -rf "$dir"; fi
+  if [ "$keep" = 1 ]; then
+    echo "kept: $dir (node logs: $dir/node-{1,2,3}.log)"
+  else
+    rm -rf "$dir"
+  fi
 }
 trap cleanup EXIT
 

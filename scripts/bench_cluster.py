@@ -19,7 +19,8 @@ and, over trials:
   Metadata (a raw request to that node, tests/compat/cluster.py) names a controller among the
   survivors.
 Between trials the killed node restarts (`scripts/cluster.sh restart N`) and the script waits
-until every node lists all three brokers, one controller, and a full ISR on every partition.
+until every node lists all three brokers, one controller, and a full ISR on every partition, and
+every voter has the whole metadata log.
 Every record acknowledged in a trial is read back at its offset afterwards; a lost one fails the
 run. Then it prints one table of all the figures. Exits 1 if a run or trial failed.
 """
@@ -55,6 +56,8 @@ PRODUCE_RUNS = [
     ("RF=3 acks=all", "bench-rf3", 3, "all"),
     ("RF=3 acks=1", "bench-rf3", 3, "1"),
 ]
+# Records of the unmeasured run before each measured one.
+WARMUP_MESSAGES = 20_000
 # Bound on one `bramble bench produce` run.
 PRODUCE_TIMEOUT_S = 600
 # One record to partition 0 this often while a leader dies (the window's resolution).
@@ -73,6 +76,8 @@ HEAL_TIMEOUT_S = 120.0
 CONTROLLER_TIMEOUT_S = 60.0
 # Interval between Metadata polls (the controller failover's resolution).
 POLL_S = 0.02
+# Bound on one `bramble cluster status` answer.
+STATUS_TIMEOUT_S = 30
 # Bound on a killed process disappearing.
 KILL_TIMEOUT_S = 10.0
 ADMIN_TIMEOUT_S = 30.0
@@ -90,8 +95,10 @@ class TrialFailed(Exception):
 
 @dataclass
 class LocalCluster:
-    """The cluster scripts/cluster.sh runs under `dir` (ports from its cluster.env)."""
+    """The cluster scripts/cluster.sh runs under `dir` (ports from its cluster.env); `binary`
+    answers `cluster status`."""
     dir: Path
+    binary: str
     kafka_port: int = 0
 
     def __post_init__(self):
@@ -124,6 +131,20 @@ class LocalCluster:
     def restart(self, node: int) -> None:
         subprocess.run([str(REPO_ROOT / "scripts" / "cluster.sh"), "restart", str(node),
                         "--dir", str(self.dir)], check=True, stdout=subprocess.DEVNULL)
+
+    def quorum_lags(self, controller: int) -> dict[int, int | None]:
+        """Each voter's metadata-log lag as the controller reports it (DescribeQuorum through
+        `bramble cluster status --json`); {} if it did not answer."""
+        res = subprocess.run([self.binary, "cluster", "status", "--json", "-b",
+                              self.address(controller)], capture_output=True, text=True,
+                             timeout=STATUS_TIMEOUT_S)
+        if res.returncode != 0:
+            return {}
+        try:
+            nodes = json.loads(res.stdout)["nodes"]
+        except (ValueError, KeyError):
+            return {}
+        return {n["node_id"]: n.get("lag") for n in nodes if n.get("role") == "voter"}
 
     def ask(self, nodes) -> dict:
         """Each node's own Metadata (an exception for a node that did not answer)."""
@@ -162,13 +183,21 @@ def healed(mds: dict) -> bool:
 
 
 def wait_healed(cluster: LocalCluster) -> dict:
+    """Waits until healed() holds and every voter has the whole metadata log (lag 0 at the
+    controller): a voter just restarted may name the controller before it has the controller's
+    last entries, and killing the controller then measures a slower election (the survivor with
+    the shorter log stands first, is refused, and the other stands a timeout later)."""
     deadline = time.monotonic() + HEAL_TIMEOUT_S
+    lags: dict[int, int | None] = {}
     while True:
         mds = cluster.ask(NODES)
         if healed(mds):
-            return mds
+            lags = cluster.quorum_lags(mds[1].controller)
+            if sorted(lags) == list(NODES) and all(lag == 0 for lag in lags.values()):
+                return mds
         if time.monotonic() > deadline:
-            raise TrialFailed(f"not healed within {HEAL_TIMEOUT_S}s: {_describe(mds)}")
+            raise TrialFailed(f"not healed within {HEAL_TIMEOUT_S}s: {_describe(mds)}; "
+                              f"metadata log lag per voter {lags}")
         time.sleep(POLL_S)
 
 
@@ -331,14 +360,21 @@ def create_topic(cluster: LocalCluster, name: str, replication: int) -> None:
 
 
 def produce_run(cluster: LocalCluster, binary: str, topic: str, acks: str, args) -> dict:
-    """`bramble bench produce --json` at the leader of topic-0; its report."""
+    """`bramble bench produce --json` at the leader of topic-0, after a short unmeasured
+    warm-up run (the first acks=all records to a new RF=3 partition wait for its followers'
+    first fetches: several hundred ms); the measured run's report."""
     leader = wait_healed(cluster)[1].topics[topic].partitions[0].leader
-    cmd = [binary, "bench", "produce", "-b", cluster.address(leader), "--topic", topic,
-           "--messages", str(args.messages), "--record-size", str(args.record_size),
-           "--producers", str(args.producers), "--acks", acks, "--json"]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True,
-                         timeout=PRODUCE_TIMEOUT_S).stdout
-    report = json.loads(out.strip().splitlines()[-1])
+
+    def run(messages: int) -> dict:
+        cmd = [binary, "bench", "produce", "-b", cluster.address(leader), "--topic", topic,
+               "--messages", str(messages), "--record-size", str(args.record_size),
+               "--producers", str(args.producers), "--acks", acks, "--json"]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True,
+                             timeout=PRODUCE_TIMEOUT_S).stdout
+        return json.loads(out.strip().splitlines()[-1])
+
+    run(WARMUP_MESSAGES)
+    report = run(args.messages)
     print(f"produce {topic} acks={acks} at node {leader}: {report['records_per_s']:,.0f} "
           f"records/s, p99 {report['latency_ms']['p99']:.2f} ms", flush=True)
     return report
@@ -383,7 +419,7 @@ def main() -> int:
     p.add_argument("--record-size", type=int, default=100)
     p.add_argument("--producers", type=int, default=4)
     args = p.parse_args()
-    cluster = LocalCluster(args.dir.resolve())
+    cluster = LocalCluster(args.dir.resolve(), args.binary)
     produce: dict[str, dict] = {}
     windows: list[tuple[float, bool]] = []
     elections: list[float] = []
