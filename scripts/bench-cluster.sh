@@ -6,7 +6,7 @@
 # partition's leader (time from the kill to the first acknowledged acks=all record sent after
 # it; median and max over --trials), and controller failover (kill -9 of the controller until a
 # survivor's Metadata names a new one). The killed node restarts, and the cluster heals (three
-# brokers, one controller, full ISRs) before each trial. Prints a summary table; the cluster is
+# brokers, one controller, full ISRs, every voter with the whole metadata log) before each trial. Prints a summary table; the cluster is
 # stopped and its directory removed at the end (--keep keeps it, with the nodes' logs).
 #
 #   scripts/bench-cluster.sh [--binary PATH] [--trials 20] [--controller-trials N]
@@ -40,7 +40,7 @@ while [ $# -gt 0 ]; do
     --keep) keep=1; shift ;;
     --trials | --controller-trials | --messages | --record-size | --producers)
       [ $# -ge 2 ] || die "$1 needs a value"; py_args+=("$1" "$2"); shift 2 ;;
-    -h | --help) sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option '$1' (--help)" ;;
   esac
 done
