@@ -13,7 +13,7 @@ cd "$repo_root"
 
 # Bound each pytest test (seconds); the suite as a whole is designed to take a few minutes.
 PYTEST_TEST_TIMEOUT_S=${PYTEST_TEST_TIMEOUT_S:-240}
-# Bound on the qemu smoke test: an unoptimised aarch64 build emulated by qemu-user is slow.
+# Bound on each qemu test: an unoptimised aarch64 build emulated by qemu-user is slow.
 QEMU_PYTEST_TIMEOUT_S=${QEMU_PYTEST_TIMEOUT_S:-900}
 
 step() { printf '\n==== %s ====\n' "$*"; }
@@ -45,7 +45,8 @@ BRAMBLE_IO_URING_PROBE_FAIL=ENOSYS .venv/bin/python -m pytest tests/compat -p no
   || failed+=("pytest tests/compat on the std backend")
 
 # The binary a Pi runs, smoke-tested under qemu-user (no io_uring there, so this
-# also takes the real ENOSYS fallback). A debug build: its dependencies build in about a minute
+# also takes the real ENOSYS fallback), alone and as a three-node cluster that loses a leader to
+# kill -9 (about 15 s of the step's 20 s on an idle 2-core box). A debug build: its dependencies build in about a minute
 # on a 2-core box, a release build takes several. Skipped, with the reason in the pytest summary,
 # only when scripts/setup.sh could not install the target, the cross gcc or qemu-user.
 aarch64_target=aarch64-unknown-linux-gnu

@@ -9,6 +9,12 @@ startup probe really fails with ENOSYS: no BRAMBLE_IO_URING_PROBE_FAIL here, the
 its log line are the genuine ones. Clients run on the host: confluent-kafka produces, kcat
 produces and reads back.
 
+The second test is the Pi binary as a cluster (issue 12 acceptance 3): three aarch64 nodes, each
+under its own qemu-aarch64, form a metadata quorum on 127.0.0.1 (tests/compat/cluster.py's
+Cluster, its nodes pointed at the emulated binary), take RF=3 records from an idempotent acks=all
+confluent-kafka producer, lose the leader of a partition to kill -9 mid-stream, and every
+acknowledged record is read back at its acknowledged offset from the survivors.
+
 It skips, saying why, only when the aarch64 toolchain could not be installed (scripts/test.sh
 passes the reason in $BRAMBLE_AARCH64_SKIP), or when run outside scripts/test.sh without
 $BRAMBLE_AARCH64_BIN."""
@@ -22,10 +28,12 @@ import time
 from pathlib import Path
 
 import pytest
-from confluent_kafka.admin import AdminClient, ConfigResource
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
+from cluster import Cluster
 from conftest import Broker, finish_broker
 from helpers import create_topic, produce_confluent
+from test_replication import Stream, check_acked_readable, isr_full, kafka_code, read_back
 
 # qemu-user runs an unoptimised aarch64 build instruction by instruction: far slower than native,
 # and slower still on a loaded 2-core CI box. Bounds are generous, and named.
@@ -46,6 +54,35 @@ KCAT = shutil.which("kcat")
 AARCH64_BIN = os.environ.get("BRAMBLE_AARCH64_BIN")
 # ELF e_machine of AArch64.
 EM_AARCH64 = 183
+
+# The three-node test (a cluster under emulation is slow on every path: elections, heartbeats,
+# fsync-paced acks=all). Raft and liveness timing several times the fast test cluster's
+# (cluster.CLUSTER_TIMING), so a loaded 2-core box does not flap elections or ISRs; config keys.
+QEMU_CLUSTER_CONFIG = {
+    "raft_heartbeat_ms": 250,
+    "raft_election_timeout_min_ms": 1_500,
+    "raft_election_timeout_max_ms": 3_000,
+    "broker_heartbeat_ms": 500,
+    "broker_session_timeout_ms": 6_000,
+    "replica_lag_ms_max": 10_000,
+    "replica_fetch_wait_ms_max": 200,
+}
+# Bound on three emulated voters agreeing on the brokers and one controller.
+QEMU_FORM_TIMEOUT_S = 120.0
+# Bound on an RF=3 topic's ISR being full on every node after its creation.
+QEMU_ISR_FULL_TIMEOUT_S = 60.0
+# Bound on the survivors naming new leaders for the killed node's partitions: fencing after
+# broker_session_timeout_ms, then one election, under emulation.
+QEMU_NEW_LEADER_TIMEOUT_S = 60.0
+# Bound on CreateTopics against the emulated cluster.
+QEMU_ADMIN_TIMEOUT_S = 120.0
+CLUSTER_TOPIC = "pi-cluster"
+CLUSTER_PARTITIONS = 2
+# The produce stream: records, pace (records/s), and when the leader of partition 0 dies (after
+# this many were acknowledged).
+CLUSTER_RECORDS = 2_000
+CLUSTER_RATE_PER_S = 200
+CLUSTER_KILL_AFTER_ACKED = 600
 
 TOPIC = "pi-smoke"
 PARTITIONS = 2
@@ -87,15 +124,20 @@ class QemuBroker(Broker):
     shutdown_timeout_s = QEMU_SHUTDOWN_TIMEOUT_S
 
 
-@pytest.fixture
-def qemu_broker(request, tmp_path, monkeypatch):
-    # The fallback must be qemu's real ENOSYS, not the forced one of the std-backend test stage.
-    monkeypatch.delenv("BRAMBLE_IO_URING_PROBE_FAIL", raising=False)
+def check_aarch64_binary() -> None:
+    """$BRAMBLE_AARCH64_BIN exists and is an aarch64 ELF executable."""
     assert QemuBroker.binary.is_file(), f"BRAMBLE_AARCH64_BIN={AARCH64_BIN} does not exist"
     with open(QemuBroker.binary, "rb") as f:
         header = f.read(20)
     assert header[:4] == b"\x7fELF" and int.from_bytes(header[18:20], "little") == EM_AARCH64, (
         f"{AARCH64_BIN} is not an aarch64 ELF binary")
+
+
+@pytest.fixture
+def qemu_broker(request, tmp_path, monkeypatch):
+    # The fallback must be qemu's real ENOSYS, not the forced one of the std-backend test stage.
+    monkeypatch.delenv("BRAMBLE_IO_URING_PROBE_FAIL", raising=False)
+    check_aarch64_binary()
     workdir = tmp_path / "qemu-broker"
     workdir.mkdir()
     broker = QemuBroker(workdir)
@@ -198,3 +240,88 @@ def test_aarch64_under_qemu_serves_restarts_and_falls_back_to_std(qemu_broker):
     for rec in second:
         expected[rec["partition"]].append(rec["value"])
     check(read_all(broker))
+
+
+# --- three aarch64 nodes (issue 12 acceptance 3) ---------------------------------------------
+
+def start_qemu_cluster(cluster_factory) -> Cluster:
+    """Three voters, each `qemu-aarch64 -L SYSROOT $BRAMBLE_AARCH64_BIN serve ...`, started and
+    agreed on one controller. Cluster builds conftest Brokers: each node's binary, command prefix
+    and start-up/shutdown bounds (class attributes there) are set to QemuBroker's."""
+    check_aarch64_binary()
+    cluster = cluster_factory(config=QEMU_CLUSTER_CONFIG, start=False)
+    for node in cluster.nodes.values():
+        node.binary = QemuBroker.binary
+        node.command_prefix = QemuBroker.command_prefix
+        node.startup_timeout_s = QemuBroker.startup_timeout_s
+        node.shutdown_timeout_s = QemuBroker.shutdown_timeout_s
+    cluster.start_all(wait=False)
+    cluster.wait_formed(timeout_s=QEMU_FORM_TIMEOUT_S)
+    return cluster
+
+
+def create_rf3_topic(bootstrap: str, name: str, partitions: int) -> None:
+    client = AdminClient({"bootstrap.servers": bootstrap})
+    futures = client.create_topics(
+        [NewTopic(name, num_partitions=partitions, replication_factor=3)],
+        operation_timeout=QEMU_ADMIN_TIMEOUT_S, request_timeout=QEMU_ADMIN_TIMEOUT_S)
+    futures[name].result(timeout=QEMU_ADMIN_TIMEOUT_S)
+
+
+def test_three_aarch64_nodes_lose_the_leader_and_keep_every_acknowledged_record(
+        cluster_factory, monkeypatch, capsys):
+    """Three aarch64 nodes under qemu-user form a quorum (each on the std backend, by qemu's real
+    ENOSYS); an RF=3 topic gets a full ISR of 3 everywhere; an idempotent acks=all
+    confluent-kafka producer writes CLUSTER_RECORDS records (unique values) at a steady pace; after
+    CLUSTER_KILL_AFTER_ACKED acknowledgements the leader of partition 0 is killed (-9). The
+    survivors name new leaders among themselves, the producer delivers to partition 0 again (a
+    record queued after the kill), no delivery fails, and read back from the survivors every
+    acknowledged record is at its acknowledged offset with no value twice."""
+    monkeypatch.delenv("BRAMBLE_IO_URING_PROBE_FAIL", raising=False)
+    started = time.monotonic()
+    cluster = start_qemu_cluster(cluster_factory)
+    formed_s = time.monotonic() - started
+    for i, node in cluster.nodes.items():
+        log = wait_for_startup_lines(node, 1)
+        assert STARTUP_BACKEND_FIELD in log and FALLBACK_LINE in log, f"node {i}: {log[-2000:]}"
+
+    create_rf3_topic(cluster.bootstrap, CLUSTER_TOPIC, CLUSTER_PARTITIONS)
+    topics = {CLUSTER_TOPIC: CLUSTER_PARTITIONS}
+    cluster.wait_partitions(topics, isr_full(), f"{CLUSTER_TOPIC}: full ISR",
+                            timeout_s=QEMU_ISR_FULL_TIMEOUT_S)
+
+    stream = Stream(cluster.bootstrap, CLUSTER_TOPIC, CLUSTER_PARTITIONS, CLUSTER_RECORDS,
+                    CLUSTER_RATE_PER_S).start()
+    try:
+        stream.wait_acked(CLUSTER_KILL_AFTER_ACKED, QEMU_ADMIN_TIMEOUT_S)
+        victim = cluster.leader(CLUSTER_TOPIC, 0)
+        cluster.kill(victim)
+        killed = time.monotonic()
+        queued_before_kill = stream.queued()
+        survivors = [i for i in cluster.nodes if i != victim]
+        cluster.wait_partitions(topics, lambda _t, _p, info: info.leader in survivors,
+                                f"{CLUSTER_TOPIC}: leaders among {survivors}", ids=survivors,
+                                timeout_s=QEMU_NEW_LEADER_TIMEOUT_S)
+        new_leader_s = time.monotonic() - killed
+        stream.finish(check=False)
+    finally:
+        stream.abandon()
+
+    after = [a.at - killed for a in stream.acked.values()
+             if a.partition == 0 and a.seq >= queued_before_kill]
+    survivors_bootstrap = ",".join(cluster.nodes[i].bootstrap for i in survivors)
+    got = read_back(survivors_bootstrap, CLUSTER_TOPIC, CLUSTER_PARTITIONS)
+    problems = [stream.failure()] if stream.failure() else []
+    if not after:
+        problems.append("no record queued after the kill was delivered to partition 0")
+    problems += check_acked_readable(stream, got)
+    problems += [f"record {seq} failed: {kafka_code(e)}"
+                 for seq, e in sorted(stream.failed.items())[:10]]
+    window = f"{min(after):.2f}s" if after else "never"
+    with capsys.disabled():
+        print(f"\n[qemu] aarch64 x3: formed in {formed_s:.1f}s; killed node {victim} (leader "
+              f"of partition 0) after {CLUSTER_KILL_AFTER_ACKED} acks; new leaders in "
+              f"{new_leader_s:.1f}s, partition 0 unavailable {window}; {len(stream.acked)} "
+              f"acked, {len(stream.failed)} failed, {sum(map(len, got.values()))} read back; "
+              f"{time.monotonic() - started:.0f}s in all")
+    assert not problems, f"{len(problems)} problems: {problems[:10]}"
