@@ -215,13 +215,22 @@ cluster_status() {
   "$binary" cluster status -b "$1"
 }
 
+# Whether node 1 reports every node as a registered, unfenced broker.
+all_registered() {
+  local json unfenced
+  json=$("$binary" cluster status --json -b "$(kafka_address 1)" 2>/dev/null) || return 1
+  unfenced=$(grep -o '"fenced":false' <<<"$json" | wc -l)
+  [ "$unfenced" -ge "${#NODES[@]}" ]
+}
+
 case "$command" in
   start)
     for n in "${NODES[@]}"; do start_node "$n"; done
     deadline=$((SECONDS + FORM_TIMEOUT_S))
-    until out=$(cluster_status "$(kafka_address 1)" 2>&1); do
+    # Formed = every node registered and unfenced, so an RF=3 topic can be created at once.
+    until out=$(cluster_status "$(kafka_address 1)" 2>&1) && all_registered; do
       if [ "$SECONDS" -ge "$deadline" ]; then
-        echo "cluster.sh: the nodes run but \`bramble cluster status\` still fails after ${FORM_TIMEOUT_S}s:" >&2
+        echo "cluster.sh: the nodes run but \`bramble cluster status\` does not show all ${#NODES[@]} registered and unfenced after ${FORM_TIMEOUT_S}s:" >&2
         echo "$out" | sed 's/^/    /' >&2
         echo "logs: $dir/node-{1,2,3}.log" >&2
         exit 1
