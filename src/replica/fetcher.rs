@@ -98,6 +98,11 @@ struct Shared {
     entries: Mutex<BTreeMap<Key, Entry>>,
     wake: Notify,
     stopped: AtomicBool,
+    /// A partition was added since the loop last looked: a long-polling fetch without it is cut
+    /// short, so a new follower (after a failover) starts at once instead of after up to
+    /// `wait_ms_max` (found by the cluster benchmark: a new RF=3 partition's first acks=all
+    /// produce waited for the follower's long poll to the same leader).
+    added: AtomicBool,
 }
 
 impl Shared {
@@ -136,6 +141,7 @@ impl Fetcher {
             entries: Mutex::new(BTreeMap::new()),
             wake: Notify::new(),
             stopped: AtomicBool::new(false),
+            added: AtomicBool::new(false),
         });
         tokio::spawn(run(shared.clone()));
         Fetcher { shared }
@@ -155,6 +161,7 @@ impl Fetcher {
             retry_at: None,
         };
         self.shared.entries().insert(key, entry);
+        self.shared.added.store(true, Ordering::Release);
         self.shared.wake.notify_one();
     }
 
@@ -196,6 +203,8 @@ async fn run(shared: Arc<Shared>) {
     let backoff = Duration::from_millis(shared.settings.backoff_ms);
     tracing::debug!(leader = shared.leader, addr = %shared.addr, "replica fetcher started");
     while !shared.stopped.load(Ordering::Acquire) {
+        // Whatever was added by now is in this round's snapshot.
+        shared.added.store(false, Ordering::Release);
         let now = Instant::now();
         let (ready, next_retry) = {
             let entries = shared.entries();
@@ -237,6 +246,16 @@ async fn run(shared: Arc<Shared>) {
             truncate(&shared, c, truncating).await
         };
         if let Err(e) = step {
+            if shared.added.load(Ordering::Acquire) {
+                // Cut short for a new partition: the answer in flight is abandoned with its
+                // connection; the next round starts the new partition's truncation at once.
+                tracing::debug!(
+                    leader = shared.leader,
+                    "replica fetch restarted: partition added"
+                );
+                client = None;
+                continue;
+            }
             tracing::debug!(leader = shared.leader, addr = %shared.addr, error = %e, "replica fetch failed; reconnecting");
             client = None;
             pause(&shared, backoff).await;
@@ -290,6 +309,24 @@ async fn until_stopped<T>(
                 }
             }
         } => Err(ClientError::Broker("fetcher stopped".into())),
+    }
+}
+
+/// Runs a long-polling `call` unless the fetcher is stopped or a partition is added first.
+async fn until_stopped_or_added<T>(
+    shared: &Shared,
+    call: impl std::future::Future<Output = Result<T, ClientError>>,
+) -> Result<T, ClientError> {
+    tokio::select! {
+        r = call => r,
+        () = async {
+            loop {
+                shared.wake.notified().await;
+                if shared.stopped.load(Ordering::Acquire) || shared.added.load(Ordering::Acquire) {
+                    break;
+                }
+            }
+        } => Err(ClientError::Broker("fetch cut short: fetcher stopped or partition added".into())),
     }
 }
 
@@ -504,7 +541,7 @@ async fn fetch(
     if asked.is_empty() {
         return Ok(());
     }
-    let response = until_stopped(shared, client.call(&request, FETCH_VERSION)).await?;
+    let response = until_stopped_or_added(shared, client.call(&request, FETCH_VERSION)).await?;
     if response.error_code != 0 {
         return Err(ClientError::Broker(format!(
             "leader answered fetch with error {}",
