@@ -449,7 +449,11 @@ fn start_writer(config: &Config) -> anyhow::Result<DiskWriter> {
             // Holds the storage's mutex for good: nothing writes between the cut and the exit.
             let summary = tokio::task::block_in_place(|| cut.cut());
             tracing::warn!("power cut: {summary}");
-            std::process::exit(bramble::io::POWER_CUT_EXIT_CODE);
+            let code = match summary.errors {
+                0 => bramble::io::POWER_CUT_EXIT_CODE,
+                _ => bramble::io::POWER_CUT_FAILED_EXIT_CODE,
+            };
+            std::process::exit(code);
         }
     });
     Ok(DiskWriter::start_with(

@@ -169,6 +169,23 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// `create_dir_all` whose new directories survive a power cut: the parent of each directory it
+/// created is fsynced (deepest first), so a file later written and synced inside cannot vanish
+/// with its directory's entry.
+pub fn create_dir_durable(dir: &Path) -> std::io::Result<()> {
+    let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.exists()).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)?;
+    for created in missing {
+        if let Some(parent) = created.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent)?;
+        }
+    }
+    Ok(())
+}
+
 /// Whether `dir` may hold records. Only a directory exactly as a new partition leaves it (its
 /// first segment's files, empty log, plus `partition.metadata`) counts as unused; anything else
 /// (a longer log, a later segment, a snapshot, a file this code does not know) counts as data.
@@ -194,6 +211,19 @@ pub fn holds_records(dir: &Path) -> std::io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Proves create_dir_durable makes every missing level (syncing each new one's parent) and
+    // accepts a directory that exists; a file in the way is an error, not a silent success.
+    #[test]
+    fn create_dir_durable_makes_missing_levels() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let deep = tmp.path().join("a").join("b").join("c");
+        create_dir_durable(&deep).expect("create");
+        assert!(deep.is_dir());
+        create_dir_durable(&deep).expect("exists already");
+        std::fs::write(tmp.path().join("file"), b"x").expect("write");
+        assert!(create_dir_durable(&tmp.path().join("file").join("d")).is_err());
+    }
 
     // Proves partition and deletion directory names parse only as written, and other names not.
     #[test]

@@ -73,7 +73,7 @@ fn store(data_dir: &Path, configs: &BTreeMap<String, String>) -> std::io::Result
     use std::io::Write;
     let target = path(data_dir);
     let dir = data_dir.join("meta");
-    std::fs::create_dir_all(&dir)?;
+    super::dirs::create_dir_durable(&dir)?;
     let text = toml::to_string(configs).map_err(std::io::Error::other)?;
     let tmp = dir.join("broker-configs.toml.tmp");
     let mut f = std::fs::File::create(&tmp)?;

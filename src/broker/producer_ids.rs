@@ -185,7 +185,7 @@ fn write_mark(path: &Path, mark: i64) -> Result<(), ProducerIdError> {
         source,
     };
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io)?;
+    super::dirs::create_dir_durable(dir).map_err(io)?;
     let mut bytes = [0u8; FILE_BYTES];
     bytes[MARK_AT..CRC_AT].copy_from_slice(&mark.to_be_bytes());
     let crc = crc32c(&bytes[MARK_AT..CRC_AT]);

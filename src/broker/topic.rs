@@ -444,7 +444,7 @@ pub fn meta_dir(data_dir: &Path) -> PathBuf {
 pub fn write_meta(data_dir: &Path, meta: &TopicMeta) -> std::io::Result<()> {
     use std::io::Write;
     let dir = meta_dir(data_dir);
-    std::fs::create_dir_all(&dir)?;
+    super::dirs::create_dir_durable(&dir)?;
     let text = toml::to_string(meta).map_err(std::io::Error::other)?;
     // Capped: `<249-character name>.toml.tmp` passes the file-name limit. Writers of metadata
     // files hold the admin lock (or are start-up), so two long names sharing a temp name never

@@ -51,6 +51,10 @@ pub const POWER_CUT_ENV: &str = "BRAMBLE_TEST_POWER_CUT";
 /// The exit status of a node that cut its own power on SIGUSR2.
 pub const POWER_CUT_EXIT_CODE: i32 = 86;
 
+/// The exit status of a power cut that could not restore everything (each failure logged): the
+/// files may hold more than a real power cut would have left, so a trial must not count it.
+pub const POWER_CUT_FAILED_EXIT_CODE: i32 = 87;
+
 /// Whether [`POWER_CUT_ENV`] asks for power-cut mode (it is exactly `1`).
 pub fn power_cut_requested() -> bool {
     std::env::var(POWER_CUT_ENV).is_ok_and(|v| v.trim() == "1")

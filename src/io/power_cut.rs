@@ -16,13 +16,22 @@
 //! it (nothing writes after it), cuts every file back to its synced length and bytes, undoes the
 //! pending directory changes newest first, fsyncs what it restored, and returns a summary. The
 //! node then exits at once (`main.rs`, on SIGUSR2) and a restart on the same data directory is
-//! the power coming back.
+//! the power coming back. A cut that could not restore something (each failure logged) exits
+//! with [`POWER_CUT_FAILED_EXIT_CODE`](super::POWER_CUT_FAILED_EXIT_CODE) instead, so a trial does
+//! not count a cut that may have kept more than a power cut would.
+//!
+//! What a file holds when first opened counts as durable. That is sound after any earlier end of
+//! the process, a kill -9 too: `Broker::open` syncs the whole filesystem (`syncfs`) before any
+//! file is opened, so what a killed process left in the page cache is on disk by then; for the
+//! same reason leftover keep links of a killed run are removed at start (their removals are
+//! durable by then).
 //!
 //! Audit of what a node writes (issue 12). Through `io::Storage`, so tracked: log segments,
 //! `.index`/`.timeindex`, `high-watermark`, `leader-epoch-checkpoint`, `log-start-offset`,
 //! producer snapshots, compaction's `.cleaned`/`.swap` files, group state (records of
 //! `__consumer_offsets`), and the metadata store under `meta/raft` (log, vote, snapshots).
-//! With `std::fs`, each fsynced with its directory before the call returns, so not tracked:
+//! With `std::fs`, each fsynced with its directory before the call returns (and a directory it
+//! creates with its parent: `broker::dirs::create_dir_durable`), so not tracked:
 //! `meta/topics/*.toml`, `node.toml`, `partition.metadata`, the dynamic configs, the
 //! producer-id block, the moves of `meta/topics` and `meta/raft` aside. With `std::fs` and no
 //! directory sync, not tracked: the renames and removals of partition directories when a topic is
@@ -61,8 +70,8 @@ pub fn is_keep_name(name: &str) -> bool {
 /// Identifies an inode: (device, inode number).
 type InodeKey = (u64, u64);
 
-/// What a cut must restore in one file.
-#[derive(Debug)]
+/// What a cut must restore in one file (its `Debug` counts the saved bytes, never prints them:
+/// the disk writer's `Debug` reaches this far).
 struct Inode {
     /// Our own descriptor, so the cut can restore the bytes whatever the file is named by then.
     file: File,
@@ -72,6 +81,21 @@ struct Inode {
     saved: BTreeMap<u64, Vec<u8>>,
     /// Open handles through this storage.
     handles: usize,
+}
+
+impl fmt::Debug for Inode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Inode")
+            .field("path", &self.path)
+            .field("synced_len", &self.synced_len)
+            .field("saved_ranges", &self.saved.len())
+            .field(
+                "saved_bytes",
+                &self.saved.values().map(Vec::len).sum::<usize>(),
+            )
+            .field("handles", &self.handles)
+            .finish()
+    }
 }
 
 impl Inode {
