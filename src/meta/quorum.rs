@@ -111,10 +111,14 @@ pub struct Quorum {
 
 impl Quorum {
     /// Opens the store, starts Raft and the peer listener, forms or joins the quorum, and starts
-    /// the node's loops. Returns once Raft runs; the quorum itself may still be forming.
-    pub async fn start(config: &Config, setup: QuorumSetup) -> anyhow::Result<Arc<Quorum>> {
+    /// the node's loops. The store's files go through `storage` (the node's disk backend).
+    /// Returns once Raft runs; the quorum itself may still be forming.
+    pub async fn start(
+        config: &Config,
+        setup: QuorumSetup,
+        storage: Arc<dyn crate::io::Storage>,
+    ) -> anyhow::Result<Arc<Quorum>> {
         let (image_tx, image_rx) = watch::channel(Arc::new(MetadataImage::default()));
-        let storage: Arc<dyn crate::io::Storage> = Arc::new(crate::io::StdStorage);
         let dir = setup.dir.clone();
         let (log, sm) = tokio::task::block_in_place(|| super::store::open(&dir, storage, image_tx))
             .map_err(|e| anyhow::anyhow!("metadata store: {e}"))?;
