@@ -126,6 +126,7 @@ impl Quorum {
         let transport = TransportConfig {
             rpc_timeout_ms: config.raft_rpc_timeout_ms,
             controller_timeout_ms: config.controller_request_ms_max,
+            source_ip: config.peer_source_ip,
             ..TransportConfig::default()
         };
         transport.check().map_err(|e| anyhow::anyhow!(e))?;
