@@ -10,6 +10,9 @@
 //! waits (bounded) for the metadata it already had; [`Node::serve`] answers clients until `stop`
 //! resolves or the quorum's store fails, then hands its leaderships away and shuts down.
 
+#[cfg(test)]
+mod sim;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,3 @@
+//! node::sim: the in-process cluster simulation (test only).
+
+mod net;
