@@ -102,8 +102,7 @@ impl SimNet {
                 count += 1;
                 let from = net.party_of(peer.ip());
                 let rng = XorShift::new(net.seed ^ (to as u64) << 56 ^ (from as u64) << 48 ^ count);
-                let target = *target.lock().unwrap_or_else(|e| e.into_inner());
-                tokio::spawn(net.clone().carry(stream, from, to, target, rng));
+                tokio::spawn(net.clone().carry(stream, from, to, target.clone(), rng));
             }
         })
     }
@@ -115,7 +114,7 @@ impl SimNet {
         down: TcpStream,
         from: usize,
         to: usize,
-        target: Option<SocketAddr>,
+        target: Arc<Mutex<Option<SocketAddr>>>,
         rng: XorShift,
     ) {
         let mut links = self.links.subscribe();
@@ -123,6 +122,7 @@ impl SimNet {
             .wait_for(|l| !l[from][to].down && !l[to][from].down)
             .await
             .is_ok();
+        let target = *target.lock().unwrap_or_else(|e| e.into_inner());
         let Some(target) = target.filter(|_| routed) else {
             return;
         };
