@@ -31,7 +31,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use cluster::Cluster;
-use schedule::{Fault, NODES, Schedule};
+use schedule::{Fault, Moment, NODES, Schedule};
 use workload::{PARTITIONS, TOPIC, Workload};
 
 /// Bound on a fresh cluster forming and taking the topic.
@@ -126,11 +126,24 @@ fn run_into(seed: u64, schedule: &Schedule, outcome: &mut Outcome) -> anyhow::Re
         tasks.push(driver.spawn(workload::read(workload.clone(), p)));
     }
     std::thread::sleep(WARM_UP);
-    for step in &schedule.steps {
-        std::thread::sleep(Duration::from_millis(step.gap_ms));
-        inject(&mut cluster, step.fault);
-        std::thread::sleep(Duration::from_millis(step.ms));
-        heal(&mut cluster, step.fault, &mut outcome.events)?;
+    let start = Instant::now();
+    let mut standing = Vec::new();
+    for (at_ms, moment) in schedule.moments() {
+        let at = start + Duration::from_millis(at_ms);
+        std::thread::sleep(at.saturating_duration_since(Instant::now()));
+        match moment {
+            Moment::Inject(i) => {
+                standing.push(schedule.steps[i].fault);
+                inject(&mut cluster, schedule.steps[i].fault);
+            }
+            Moment::Heal(i) => {
+                let fault = schedule.steps[i].fault;
+                if let Some(k) = standing.iter().position(|f| same(f, &fault)) {
+                    standing.remove(k);
+                }
+                heal(&mut cluster, fault, &standing, &mut outcome.events)?;
+            }
+        }
     }
     std::thread::sleep(SETTLE);
     workload.stop.store(true, Ordering::Relaxed);
@@ -199,16 +212,43 @@ fn inject(cluster: &mut Cluster, fault: Fault) {
     }
 }
 
-fn heal(cluster: &mut Cluster, fault: Fault, events: &mut Vec<String>) -> anyhow::Result<()> {
+/// Whether two faults are the same (a schedule's steps are told apart by value).
+fn same(a: &Fault, b: &Fault) -> bool {
+    format!("{a:?}") == format!("{b:?}")
+}
+
+/// Ends `fault`: a crashed node restarts (every node after a power cut), a network fault's links
+/// come back, except what the faults still `standing` hold.
+fn heal(
+    cluster: &mut Cluster,
+    fault: Fault,
+    standing: &[Fault],
+    events: &mut Vec<String>,
+) -> anyhow::Result<()> {
     tracing::info!(?fault, "healing");
+    // A node stays down while a standing fault still holds it down.
+    let held = |i: usize| {
+        standing.iter().any(|f| match f {
+            Fault::PowerCut { .. } => true,
+            Fault::Crash { node, .. } => *node == i,
+            _ => false,
+        })
+    };
     match fault {
-        Fault::Crash { node, .. } => cluster.start(node)?,
-        Fault::PowerCut { .. } => {
-            for i in 0..NODES {
+        Fault::Crash { .. } | Fault::PowerCut { .. } => {
+            let down: Vec<usize> = (0..NODES)
+                .filter(|&i| !cluster.is_up(i) && !held(i))
+                .collect();
+            for i in down {
                 cluster.start(i)?;
             }
         }
-        _ => cluster.net.heal(),
+        _ => cluster.net.update(|links| {
+            *links = Default::default();
+            for f in standing {
+                f.apply(links);
+            }
+        }),
     }
     restart_exited(cluster, events)
 }

@@ -12,7 +12,9 @@ use crate::io::crash::{CutMode, XorShift};
 pub(crate) const NODES: usize = 3;
 /// Faults per schedule: `FAULTS_MIN..=FAULTS_MAX`.
 const FAULTS_MIN: u64 = 2;
-const FAULTS_MAX: u64 = 3;
+const FAULTS_MAX: u64 = 4;
+/// Chance (in thirds) that a fault starts while the one before it still stands.
+const OVERLAP_THIRDS: u64 = 1;
 /// How long a fault lasts (a node stays down, a partition stands): a range in ms.
 const FAULT_MS: (u64, u64) = (300, 1_200);
 /// Quiet time before each fault: a range in ms.
@@ -86,12 +88,19 @@ impl Fault {
     }
 }
 
-/// One scheduled fault: after `gap_ms` of quiet it starts and lasts `ms`.
+/// One scheduled fault: it starts `at_ms` after the workload does and lasts `ms`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Step {
-    pub gap_ms: u64,
+    pub at_ms: u64,
     pub fault: Fault,
     pub ms: u64,
+}
+
+/// What happens at a moment of the schedule: step `i` starts or heals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Moment {
+    Inject(usize),
+    Heal(usize),
 }
 
 /// A seed's whole schedule.
@@ -141,24 +150,49 @@ impl Schedule {
     pub(crate) fn of(seed: u64) -> Schedule {
         let mut rng = XorShift::new(seed ^ 0x5343_4845_4455_4c45);
         let n = within(&mut rng, (FAULTS_MIN, FAULTS_MAX));
-        let steps = (0..n)
-            .map(|_| Step {
-                gap_ms: within(&mut rng, GAP_MS),
+        let mut steps: Vec<Step> = Vec::new();
+        for _ in 0..n {
+            let gap = within(&mut rng, GAP_MS);
+            let at_ms = match steps.last() {
+                None => gap,
+                Some(prev) if rng.below(3) < OVERLAP_THIRDS => prev.at_ms + gap.min(prev.ms),
+                Some(prev) => prev.at_ms + prev.ms + gap,
+            };
+            steps.push(Step {
+                at_ms,
                 fault: fault(&mut rng),
                 ms: within(&mut rng, FAULT_MS),
+            });
+        }
+        Schedule { steps }
+    }
+
+    /// Every start and heal, in time order: (ms from the workload's start, what).
+    pub(crate) fn moments(&self) -> Vec<(u64, Moment)> {
+        let mut out: Vec<(u64, Moment)> = self
+            .steps
+            .iter()
+            .enumerate()
+            .flat_map(|(i, s)| {
+                [
+                    (s.at_ms, Moment::Inject(i)),
+                    (s.at_ms + s.ms, Moment::Heal(i)),
+                ]
             })
             .collect();
-        Schedule { steps }
+        out.sort();
+        out
     }
 }
 
 impl fmt::Display for Schedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut at = 0;
         for s in &self.steps {
-            at += s.gap_ms;
-            writeln!(f, "  at {at:>5} ms for {:>4} ms: {:?}", s.ms, s.fault)?;
-            at += s.ms;
+            writeln!(
+                f,
+                "  at {:>5} ms for {:>4} ms: {:?}",
+                s.at_ms, s.ms, s.fault
+            )?;
         }
         Ok(())
     }

@@ -58,13 +58,19 @@ fn summary(outcomes: &[Outcome], seconds: f64) -> String {
             *kinds.entry(s.fault.kind()).or_default() += 1;
         }
     }
+    // Events by kind (their numbers stripped), so a run shows what the client met.
+    let mut events: BTreeMap<String, usize> = BTreeMap::new();
+    for e in outcomes.iter().flat_map(|o| o.events.iter()) {
+        let kind: String = e.chars().filter(|c| !c.is_ascii_digit()).take(90).collect();
+        *events.entry(kind).or_default() += 1;
+    }
     let acked: usize = outcomes.iter().map(|o| o.acked).sum();
     let read: usize = outcomes.iter().map(|o| o.read).sum();
     let slowest = outcomes.iter().map(|o| o.elapsed).max().unwrap_or_default();
     let heal_max = outcomes.iter().filter_map(|o| o.converged_in).max();
     format!(
         "sim: {} seeds in {seconds:.1} s ({:.2} seeds/s, slowest {slowest:.1?}); faults {kinds:?}; \
-         {acked} records acked and verified, {read} reads verified; longest heal {heal_max:.1?}; {} failed",
+         {acked} records acked and verified, {read} reads verified; longest heal {heal_max:.1?}; {} failed; events {events:#?}",
         outcomes.len(),
         outcomes.len() as f64 / seconds.max(0.001),
         outcomes.iter().filter(|o| !o.passed()).count(),
