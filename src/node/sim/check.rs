@@ -79,8 +79,17 @@ pub(crate) async fn converge(bootstrap: &[String], bound: Duration) -> Result<Du
     }
 }
 
-/// Every partition's records (offset, value) from its leader, up to the high watermark.
-pub(crate) async fn final_logs(bootstrap: &[String]) -> Result<Vec<Vec<(i64, String)>>, String> {
+/// A partition as its leader serves it at the end.
+#[derive(Debug, Default)]
+pub(crate) struct FinalLog {
+    pub leader: i32,
+    pub high_watermark: i64,
+    /// (offset, value) of every record below the high watermark.
+    pub records: Vec<(i64, String)>,
+}
+
+/// Every partition from its leader, up to the high watermark.
+pub(crate) async fn final_logs(bootstrap: &[String]) -> Result<Vec<FinalLog>, String> {
     let mut logs = Vec::new();
     for partition in 0..PARTITIONS {
         logs.push(read_partition(bootstrap, partition).await?);
@@ -88,10 +97,7 @@ pub(crate) async fn final_logs(bootstrap: &[String]) -> Result<Vec<Vec<(i64, Str
     Ok(logs)
 }
 
-async fn read_partition(
-    bootstrap: &[String],
-    partition: i32,
-) -> Result<Vec<(i64, String)>, String> {
+async fn read_partition(bootstrap: &[String], partition: i32) -> Result<FinalLog, String> {
     let mut client = workload::connect_any(bootstrap, 0)
         .await
         .ok_or("no node answers")?;
@@ -130,7 +136,11 @@ async fn read_partition(
             }
         }
         if offset >= hw {
-            return Ok(records);
+            return Ok(FinalLog {
+                leader,
+                high_watermark: hw,
+                records,
+            });
         }
     }
 }
@@ -141,7 +151,8 @@ fn number(value: &str) -> Option<u64> {
 }
 
 /// What the final logs break of the history's promises.
-pub(crate) fn judge(history: &History, logs: &[Vec<(i64, String)>]) -> Vec<String> {
+pub(crate) fn judge(history: &History, logs: &[FinalLog]) -> Vec<String> {
+    let logs: Vec<&Vec<(i64, String)>> = logs.iter().map(|l| &l.records).collect();
     let mut violations = Vec::new();
     let at: Vec<BTreeMap<i64, &str>> = logs
         .iter()
@@ -149,11 +160,11 @@ pub(crate) fn judge(history: &History, logs: &[Vec<(i64, String)>]) -> Vec<Strin
         .collect();
     let mut seen: BTreeMap<&str, Vec<(usize, i64)>> = BTreeMap::new();
     for (p, log) in logs.iter().enumerate() {
-        for (o, v) in log {
+        for (o, v) in log.iter() {
             seen.entry(v.as_str()).or_default().push((p, *o));
         }
         let mut last = 0;
-        for (o, v) in log {
+        for (o, v) in log.iter() {
             let n = number(v).unwrap_or(0);
             if n <= last {
                 violations.push(format!(
@@ -201,8 +212,11 @@ mod tests {
     use super::*;
     use crate::node::sim::workload::Acked;
 
-    fn log(values: &[(i64, &str)]) -> Vec<(i64, String)> {
-        values.iter().map(|(o, v)| (*o, v.to_string())).collect()
+    fn log(values: &[(i64, &str)]) -> FinalLog {
+        FinalLog {
+            records: values.iter().map(|(o, v)| (*o, v.to_string())).collect(),
+            ..FinalLog::default()
+        }
     }
 
     /// The checker can fail: a lost acknowledged record, a moved one, a duplicate, a reordering

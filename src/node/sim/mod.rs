@@ -152,10 +152,6 @@ fn run_into(seed: u64, schedule: &Schedule, outcome: &mut Outcome) -> anyhow::Re
     }
     let converged = driver.block_on(check::converge(&bootstrap, HEAL_TIMEOUT));
     restart_exited(&mut cluster, &mut outcome.events)?;
-    let history = std::mem::take(&mut *workload.history.lock().unwrap_or_else(|e| e.into_inner()));
-    outcome.acked = history.acked.len();
-    outcome.read = history.read.len();
-    outcome.events.extend(history.events.iter().cloned());
     match converged {
         Ok(t) => outcome.converged_in = Some(t),
         Err(e) => {
@@ -163,9 +159,26 @@ fn run_into(seed: u64, schedule: &Schedule, outcome: &mut Outcome) -> anyhow::Re
             return Ok(());
         }
     }
+    // One more acknowledged batch per partition: the healed cluster takes writes, and its high
+    // watermark moves past everything before (a new leader's may wait for a record of its own).
+    driver
+        .block_on(workload.sentinels(HEAL_TIMEOUT))
+        .map_err(|e| anyhow::anyhow!("after the heal: {e}"))?;
     let logs = driver
         .block_on(check::final_logs(&bootstrap))
         .map_err(|e| anyhow::anyhow!("reading the final logs: {e}"))?;
+    let history = std::mem::take(&mut *workload.history.lock().unwrap_or_else(|e| e.into_inner()));
+    outcome.acked = history.acked.len();
+    outcome.read = history.read.len();
+    outcome.events.extend(history.events.iter().cloned());
+    for (p, log) in logs.iter().enumerate() {
+        outcome.events.push(format!(
+            "partition {p} at the end: leader {}, high watermark {}, {} records",
+            log.leader,
+            log.high_watermark,
+            log.records.len()
+        ));
+    }
     if history.acked.is_empty() {
         outcome
             .violations

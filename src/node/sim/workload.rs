@@ -279,6 +279,7 @@ pub(crate) async fn produce(w: Arc<Workload>, partition: i32) {
         };
         match produce_once(c, partition, encode(&pending, me)).await {
             Produced::Acked(base) => {
+                tracing::debug!(partition, base, values = ?pending, "acknowledged");
                 let sent = pending.len() as i32;
                 let mut h = w.history.lock().unwrap_or_else(|e| e.into_inner());
                 for (i, value) in pending.drain(..).enumerate() {
@@ -306,6 +307,53 @@ pub(crate) async fn produce(w: Arc<Workload>, partition: i32) {
                 who = None;
                 client = None;
             }
+        }
+    }
+}
+
+/// The number of every partition's last value: above any a producer reaches in a run.
+const SENTINEL_NUMBER: u64 = 999_999;
+
+impl Workload {
+    /// Produces one last value per partition (a fresh idempotent producer, acks=all), retrying
+    /// until each is acknowledged or `bound` passes.
+    pub(crate) async fn sentinels(&self, bound: Duration) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + bound;
+        for partition in 0..PARTITIONS {
+            let value = format!("p{partition}-{SENTINEL_NUMBER}");
+            let mut attempt = 0;
+            loop {
+                if tokio::time::Instant::now() > deadline {
+                    return Err(format!("{value} not acknowledged within {bound:?}"));
+                }
+                attempt += 1;
+                if let Some(base) = self.produce_one(partition, &value, attempt).await {
+                    self.history
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .acked
+                        .push(Acked {
+                            partition,
+                            offset: base,
+                            value,
+                        });
+                    break;
+                }
+                tokio::time::sleep(RETRY_BACKOFF).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// One attempt at producing `value` alone with a new producer id: its offset if acked.
+    async fn produce_one(&self, partition: i32, value: &str, attempt: usize) -> Option<i64> {
+        let who = init_producer_id(self, attempt).await?;
+        let addr = leader_addr(&self.bootstrap, partition, attempt).await?;
+        let mut client = bounded(Client::connect(&addr)).await.ok()?;
+        let batch = encode(&[value.to_string()], who);
+        match produce_once(&mut client, partition, batch).await {
+            Produced::Acked(base) => Some(base),
+            _ => None,
         }
     }
 }
