@@ -30,6 +30,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use tracing::Instrument;
+
 use cluster::Cluster;
 use schedule::{Fault, Moment, NODES, Schedule};
 use workload::{PARTITIONS, TOPIC, Workload};
@@ -121,11 +123,14 @@ fn run_into(seed: u64, schedule: &Schedule, outcome: &mut Outcome) -> anyhow::Re
         seed,
     });
     let mut tasks = Vec::new();
+    let span = tracing::info_span!("client", seed);
     for p in 0..PARTITIONS {
-        tasks.push(driver.spawn(workload::produce(workload.clone(), p)));
-        tasks.push(driver.spawn(workload::read(workload.clone(), p)));
+        let produce = workload::produce(workload.clone(), p).instrument(span.clone());
+        tasks.push(driver.spawn(produce));
+        tasks.push(driver.spawn(workload::read(workload.clone(), p).instrument(span.clone())));
     }
     std::thread::sleep(WARM_UP);
+    let entered = span.enter();
     let start = Instant::now();
     let mut standing = Vec::new();
     for (at_ms, moment) in schedule.moments() {
@@ -145,6 +150,7 @@ fn run_into(seed: u64, schedule: &Schedule, outcome: &mut Outcome) -> anyhow::Re
             }
         }
     }
+    drop(entered);
     std::thread::sleep(SETTLE);
     workload.stop.store(true, Ordering::Relaxed);
     for t in tasks {
