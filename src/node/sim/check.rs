@@ -88,11 +88,29 @@ pub(crate) struct FinalLog {
     pub records: Vec<(i64, String)>,
 }
 
-/// Every partition from its leader, up to the high watermark.
-pub(crate) async fn final_logs(bootstrap: &[String]) -> Result<Vec<FinalLog>, String> {
+/// Every partition from its leader, up to the high watermark, once that reaches `ends[p]` (one
+/// past the last acknowledged offset) or `bound` passes: a leader that just took over (the
+/// controller hands leadership back to a preferred replica) learns the high watermark from its
+/// followers' next fetches, as in Kafka.
+pub(crate) async fn final_logs(
+    bootstrap: &[String],
+    ends: &[i64],
+    bound: Duration,
+) -> Result<Vec<FinalLog>, String> {
+    let started = Instant::now();
     let mut logs = Vec::new();
     for partition in 0..PARTITIONS {
-        logs.push(read_partition(bootstrap, partition).await?);
+        let end = ends.get(partition as usize).copied().unwrap_or(0);
+        let log = loop {
+            let log = read_partition(bootstrap, partition).await;
+            match log {
+                Ok(log) if log.high_watermark >= end => break log,
+                Ok(log) if started.elapsed() > bound => break log,
+                Err(e) if started.elapsed() > bound => return Err(e),
+                _ => tokio::time::sleep(POLL).await,
+            }
+        };
+        logs.push(log);
     }
     Ok(logs)
 }

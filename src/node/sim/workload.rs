@@ -315,19 +315,31 @@ pub(crate) async fn produce(w: Arc<Workload>, partition: i32) {
 const SENTINEL_NUMBER: u64 = 999_999;
 
 impl Workload {
-    /// Produces one last value per partition (a fresh idempotent producer, acks=all), retrying
-    /// until each is acknowledged or `bound` passes.
+    /// Produces one last value per partition (one idempotent producer, acks=all, retried with
+    /// its sequence as any batch), until each is acknowledged or `bound` passes.
     pub(crate) async fn sentinels(&self, bound: Duration) -> Result<(), String> {
         let deadline = tokio::time::Instant::now() + bound;
+        let late = |what: &str| format!("{what} not done within {bound:?}");
+        let mut attempt = 0;
+        let who = loop {
+            attempt += 1;
+            if let Some(who) = init_producer_id(self, attempt).await {
+                break who;
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(late("InitProducerId"));
+            }
+            tokio::time::sleep(RETRY_BACKOFF).await;
+        };
         for partition in 0..PARTITIONS {
             let value = format!("p{partition}-{SENTINEL_NUMBER}");
-            let mut attempt = 0;
+            let batch = encode(std::slice::from_ref(&value), who);
             loop {
                 if tokio::time::Instant::now() > deadline {
-                    return Err(format!("{value} not acknowledged within {bound:?}"));
+                    return Err(late(&value));
                 }
                 attempt += 1;
-                if let Some(base) = self.produce_one(partition, &value, attempt).await {
+                if let Some(base) = self.produce_one(partition, batch.clone(), attempt).await {
                     self.history
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
@@ -345,12 +357,10 @@ impl Workload {
         Ok(())
     }
 
-    /// One attempt at producing `value` alone with a new producer id: its offset if acked.
-    async fn produce_one(&self, partition: i32, value: &str, attempt: usize) -> Option<i64> {
-        let who = init_producer_id(self, attempt).await?;
+    /// One attempt at producing `batch` to `partition`'s leader: its base offset if acked.
+    async fn produce_one(&self, partition: i32, batch: Bytes, attempt: usize) -> Option<i64> {
         let addr = leader_addr(&self.bootstrap, partition, attempt).await?;
         let mut client = bounded(Client::connect(&addr)).await.ok()?;
-        let batch = encode(&[value.to_string()], who);
         match produce_once(&mut client, partition, batch).await {
             Produced::Acked(base) => Some(base),
             _ => None,
