@@ -77,6 +77,7 @@ impl Workload {
     }
 
     fn event(&self, what: String) {
+        tracing::warn!(seed = self.seed, "{what}");
         self.history
             .lock()
             .unwrap_or_else(|e| e.into_inner())
