@@ -246,9 +246,11 @@ mod tests {
             offset,
             value: value.into(),
         };
-        let mut history = History::default();
-        history.acked = vec![acked(0, "p0-000001"), acked(1, "p0-000002")];
-        history.read = vec![(0, 0, "p0-000001".into())];
+        let mut history = History {
+            acked: vec![acked(0, "p0-000001"), acked(1, "p0-000002")],
+            read: vec![(0, 0, "p0-000001".into())],
+            ..History::default()
+        };
         let good = vec![log(&[(0, "p0-000001"), (1, "p0-000002")]), log(&[])];
         assert_eq!(judge(&history, &good), Vec::<String>::new());
 

@@ -171,7 +171,7 @@ impl Cluster {
         let exit = Arc::new(Mutex::new(None));
         n.exit = exit.clone();
         let run = run_node(n.config.clone(), n.ip, n.storage.clone(), n.target.clone());
-        let span = tracing::info_span!("node", seed = self.seed, id = i + 1);
+        let span = tracing::info_span!(parent: None, "node", seed = self.seed, id = i + 1);
         runtime.spawn(
             async move {
                 let why = match run.await {

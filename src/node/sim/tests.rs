@@ -13,7 +13,7 @@ use super::{Outcome, run};
 const SEEDS_DEFAULT: u64 = 200;
 /// Seeds run at once unless `BRAMBLE_SIM_JOBS` says: each mostly waits on timers, so more than
 /// the 2 cores' worth keep the box busy.
-const JOBS_DEFAULT: u64 = 4;
+const JOBS_DEFAULT: u64 = 6;
 
 fn env_u64(name: &str) -> Option<u64> {
     let v = std::env::var(name).ok()?;
