@@ -3,7 +3,8 @@
 //! ([`crate::io::crash`]) behind a fault-injecting network ([`net`]); an RF=3 topic with
 //! min.insync.replicas=2; idempotent acks=all producers and readers ([`workload`]); a seeded
 //! fault schedule ([`schedule`]): node crashes under each power-cut mode, whole-cluster power
-//! cuts, partitions, client cuts, one-way links, delays, connection resets. Then everything is
+//! cuts, partitions, client cuts, isolated (stalled-looking) nodes, one-way links, delays,
+//! connection resets. Then everything is
 //! healed and [`check`] judges what the client saw against what the cluster holds.
 //!
 //! Replay a seed with `BRAMBLE_SIM_SEED=<n> cargo test --lib sim::` (`BRAMBLE_SIM_LOG=debug`

@@ -31,6 +31,9 @@ pub(crate) enum Fault {
     Partition { node: usize },
     /// Clients cannot reach the node (the nodes still can).
     ClientCut { node: usize },
+    /// Nothing reaches the node nor leaves it, as a stalled machine looks from outside (its
+    /// timers still run, unlike a SIGSTOP).
+    Isolate { node: usize },
     /// Nothing gets from `from` to `to`; the other way works.
     OneWay { from: usize, to: usize },
     /// Every link holds each chunk a random time in `ms` (messages reorder across connections).
@@ -47,6 +50,7 @@ impl Fault {
             Fault::PowerCut { .. } => "power-cut",
             Fault::Partition { .. } => "partition",
             Fault::ClientCut { .. } => "client-cut",
+            Fault::Isolate { .. } => "isolate",
             Fault::OneWay { .. } => "one-way",
             Fault::Delay { .. } => "delay",
             Fault::Resets { .. } => "resets",
@@ -68,6 +72,12 @@ impl Fault {
             Fault::ClientCut { node } => {
                 links[CLIENT][party(node)].down = true;
                 links[party(node)][CLIENT].down = true;
+            }
+            Fault::Isolate { node } => {
+                for other in all.clone().filter(|&o| o != party(node)) {
+                    links[party(node)][other].down = true;
+                    links[other][party(node)].down = true;
+                }
             }
             Fault::OneWay { from, to } => links[party(from)][party(to)].down = true,
             Fault::Delay { ms } => {
@@ -119,7 +129,7 @@ fn mode(rng: &mut XorShift) -> CutMode {
 
 fn fault(rng: &mut XorShift) -> Fault {
     let node = rng.below(NODES as u64) as usize;
-    match rng.below(7) {
+    match rng.below(8) {
         0 => Fault::Crash {
             node,
             mode: mode(rng),
@@ -133,7 +143,8 @@ fn fault(rng: &mut XorShift) -> Fault {
             from: node,
             to: (node + 1 + rng.below(NODES as u64 - 1) as usize) % NODES,
         },
-        5 => {
+        5 => Fault::Isolate { node },
+        6 => {
             let lo = rng.below(20);
             Fault::Delay {
                 ms: (lo, lo + 1 + rng.below(80)),
@@ -212,6 +223,6 @@ mod tests {
             .flat_map(|s| Schedule::of(s).steps)
             .map(|s| s.fault.kind())
             .collect();
-        assert_eq!(kinds.len(), 7, "{kinds:?}");
+        assert_eq!(kinds.len(), 8, "{kinds:?}");
     }
 }
