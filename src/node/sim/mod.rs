@@ -157,8 +157,8 @@ fn run_into(seed: u64, schedule: &Schedule, outcome: &mut Outcome) -> anyhow::Re
     for t in tasks {
         let _ = driver.block_on(t);
     }
-    let converged = driver.block_on(check::converge(&bootstrap, HEAL_TIMEOUT));
     restart_exited(&mut cluster, &mut outcome.events)?;
+    let converged = driver.block_on(check::converge(&bootstrap, HEAL_TIMEOUT));
     match converged {
         Ok(t) => outcome.converged_in = Some(t),
         Err(e) => {

@@ -33,6 +33,8 @@ pub(crate) const PARTIES: usize = 4;
 pub(crate) const CLIENT: usize = 0;
 /// Bytes read from a socket at once (one "chunk": the unit delays and resets apply to).
 const CHUNK_BYTES: usize = 16 * 1024;
+/// Pause after a failed accept.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 /// Chunks in flight per direction of a connection before the reader waits (backpressure).
 const CHUNKS_IN_FLIGHT_MAX: usize = 64;
 
@@ -97,6 +99,8 @@ impl SimNet {
             let mut count = 0u64;
             loop {
                 let Ok((stream, peer)) = listener.accept().await else {
+                    // Out of descriptors and the like: back off rather than spin.
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 };
                 count += 1;
