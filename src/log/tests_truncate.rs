@@ -110,10 +110,10 @@ async fn a_capped_hw_below_the_cut_stays_and_its_checkpoint_follows_a_lower_cut(
 
 #[tokio::test]
 async fn checkpoints_are_read_back_through_the_storage_after_a_power_cut() {
-    // Proves the HW checkpoint is read through the storage that
-    // wrote them: on the crash backend a reopen after a cut finds the checkpointed HW, not a
-    // "damaged" file held at the log start (std::fs saw the backend's empty mirror files; the
-    // cluster simulation found every restarted node so).
+    // Proves the HW checkpoint is read through the storage that wrote it: on the crash backend
+    // a reopen after a cut finds the checkpointed HW, not a "damaged" file held at the log start
+    // (std::fs saw the backend's empty mirror files; the cluster simulation found every
+    // restarted node so).
     let root = tempfile::tempdir().expect("tmp");
     let storage = CrashStorage::new(root.path());
     let dir = root.path().join("t-0");
