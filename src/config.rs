@@ -84,6 +84,10 @@ pub struct Config {
     /// host:port the other nodes reach this node's quorum transport at (what a `join` node
     /// announces). Defaults to `raft_listen`, which must then be a concrete address.
     pub raft_advertise: Option<String>,
+    /// Local IP this node's connections to its peers (Raft, controller requests, replica
+    /// fetches) leave from. Unset: the kernel picks by route. For a multi-homed board whose peers
+    /// allow one of its addresses, and the cluster simulation (which tells nodes apart by it).
+    pub peer_source_ip: Option<std::net::IpAddr>,
     /// The Raft leader's heartbeat interval.
     pub raft_heartbeat_ms: u64,
     /// A follower that hears no leader for a random time in this range starts an election. SD
@@ -269,6 +273,7 @@ impl Default for Config {
             voters: None,
             join: None,
             raft_advertise: None,
+            peer_source_ip: None,
             raft_heartbeat_ms: 500,
             raft_election_timeout_min_ms: 1_500,
             raft_election_timeout_max_ms: 3_000,

@@ -21,6 +21,7 @@
 //! - [`log`]: per-partition append-only segment files (the data plane).
 //! - [`io`]: the one door to the disk for writes.
 //! - [`client`]: a small Kafka client used by the CLI (and later replication).
+//! - [`node`]: one node composed from the parts above (what `bramble serve` runs).
 //! - [`bench`]: `bramble bench produce|consume|disk`, built on [`client`].
 
 pub mod api;
@@ -33,6 +34,7 @@ pub mod group;
 pub mod io;
 pub mod log;
 pub mod meta;
+pub mod node;
 pub mod protocol;
 pub mod replica;
 pub mod server;

@@ -4,17 +4,17 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
 use bramble::board::{self, Medium};
-use bramble::broker::{Advertised, Broker};
+use bramble::broker::Broker;
 use bramble::client::cluster::cli::{ClusterCommand, cluster};
 use bramble::client::{Bootstrap, Client, admin};
-use bramble::config::{Config, split_host_port};
+use bramble::config::Config;
 use bramble::io::{Backend, DiskWriter};
+use bramble::node::Node;
 use bramble::server::systemd;
 
 #[derive(Parser)]
@@ -328,94 +328,27 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(run_node(config))
 }
 
-async fn run_node(mut config: Config) -> anyhow::Result<()> {
+async fn run_node(config: Config) -> anyhow::Result<()> {
     let signals = StopSignals::install();
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let bound = listener.local_addr()?;
-    let advertised = match &config.advertise {
-        Some(a) => split_host_port(a).context("advertise must be host:port")?,
-        None if bound.ip().is_unspecified() => {
-            bail!("listening on {bound}: set --advertise to the host:port clients should use")
-        }
-        None => (bound.ip().to_string(), bound.port()),
-    };
-    let advertised = Advertised {
-        host: advertised.0,
-        port: i32::from(advertised.1),
-    };
     let writer = tokio::task::block_in_place(|| start_writer(&config))
         .context("starting the disk writer")?;
-    // From here on the setting names the backend in use (DescribeConfigs shows it).
-    config.io_backend = writer.backend().parse().unwrap_or(config.io_backend);
-    let io_backend = writer.backend();
-    let data_dir = config.data_dir.clone();
-    let broker = tokio::task::block_in_place(|| Broker::open(config, advertised.clone(), writer))
-        .with_context(|| format!("opening data directory {}", data_dir.display()))?;
-    let broker = Arc::new(broker);
-    let quorum = start_quorum(&broker, &data_dir).await?;
-    broker.attach_quorum(quorum.clone());
-    broker.producer_ids.use_quorum(quorum.clone());
-    tracing::info!(
-        node_id = broker.identity.node_id,
-        data_dir = %data_dir.display(),
-        advertised = %format!("{}:{}", advertised.host, advertised.port),
-        io_backend,
-        "listening on {bound}"
-    );
-    quorum.wait_ready().await;
-    // The local registry follows what was applied before the first client is served.
-    broker
-        .reconcile(&bramble::meta::MetadataClient::image(&*quorum))
-        .await;
-    // Only now: the image has caught up with what this node applied before it stopped.
-    let (follow_stop, follow_rx) = tokio::sync::watch::channel(false);
-    let follower = tokio::spawn(bramble::broker::follow_image(broker.clone(), follow_rx));
-    let replication = tokio::spawn(bramble::broker::run_replication(
-        broker.clone(),
-        follow_stop.subscribe(),
-    ));
-    tracing::info!(
-        cluster_id = %broker.cluster_id(),
-        controller = broker.controller_id(),
-        "serving"
-    );
+    let node = Node::start(config, listener, writer).await?;
+    let broker = node.broker().clone();
     // Ready only now: the socket is bound (clients queue in its backlog until the accept loop
     // runs) and Broker::open has recovered every log.
-    systemd::notify_ready(&ready_status(&broker, bound));
-    let watchdog = systemd::spawn_watchdog(broker.clone());
-    let failed = Arc::new(std::sync::Mutex::new(None::<String>));
-    let quorum_for_shutdown = quorum.clone();
-    let failed_in = failed.clone();
-    let handover = std::time::Duration::from_millis(broker.config.controlled_shutdown_ms_max);
-    let shutdown = async move {
-        tokio::select! {
-            () = shutdown_signal(signals) => {
-                // Before the listener closes: leaderships move to other in-sync replicas while
-                // this node still answers (clients get NOT_LEADER_OR_FOLLOWER and move on).
-                quorum_for_shutdown.controlled_shutdown(handover).await;
-            }
-            why = quorum_for_shutdown.fatal() => {
-                tracing::error!(error = %why, "the metadata quorum stopped (its store failed): shutting down so the node restarts");
-                *failed_in.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
-            }
-        }
+    systemd::notify_ready(&ready_status(&broker, node.bound()));
+    let watchdog = systemd::spawn_watchdog(broker);
+    let stopping = move || {
         systemd::notify_stopping();
         // systemd stops enforcing the watchdog at STOPPING=1; the writer is about to stop.
         if let Some(task) = watchdog {
             task.abort();
         }
     };
-    bramble::server::run(broker, listener, shutdown).await;
-    let _ = follow_stop.send(true);
-    let _ = follower.await;
-    let _ = replication.await;
-    quorum.shutdown().await;
-    if let Some(why) = failed.lock().unwrap_or_else(|e| e.into_inner()).take() {
-        bail!("metadata quorum stopped: {why}");
-    }
-    Ok(())
+    node.serve(shutdown_signal(signals), stopping).await
 }
 
 /// Starts the disk writer on the configured backend, or, in power-cut mode (tests only:
@@ -473,45 +406,6 @@ fn log_filter(env: Option<String>) -> String {
     } else {
         format!("{base},openraft=warn")
     }
-}
-
-/// Starts this node's part of the metadata quorum: a voter of `voters` (this node alone by
-/// default), or a learner with `join`.
-async fn start_quorum(
-    broker: &Arc<Broker>,
-    data_dir: &std::path::Path,
-) -> anyhow::Result<Arc<bramble::meta::quorum::Quorum>> {
-    use bramble::meta::{command::BrokerRegistration, quorum, settings};
-    let config = &broker.config;
-    let node_id = broker.identity.node_id;
-    let role =
-        settings::role(config, node_id).map_err(|e| anyhow::anyhow!("cluster settings: {e}"))?;
-    let directory_id = broker
-        .identity
-        .directory_id
-        .context("node.toml has no directory id")?;
-    let (import, next_producer_id) = broker.legacy_import().await;
-    let registration = BrokerRegistration {
-        node_id,
-        incarnation: uuid::Uuid::new_v4(),
-        directory_id,
-        host: broker.advertised.host.clone(),
-        port: broker.advertised.port,
-        rack: config.rack.clone(),
-        raft_addr: settings::raft_advertised(config),
-    };
-    let setup = quorum::QuorumSetup {
-        node_id,
-        directory_id,
-        role,
-        dir: bramble::meta::raft_dir(data_dir),
-        registration,
-        cluster_id: broker.identity.cluster_id.clone(),
-        import,
-        next_producer_id,
-        storage: broker.writer_storage(),
-    };
-    quorum::Quorum::start(config, setup).await
 }
 
 /// `bramble board list|show`: what the profiles set, and whether their budgets fit.

@@ -54,9 +54,17 @@ const ONE_BATCH_ONLY: &str =
 
 /// A queued write and what its answer waits on: durability here, and for acks=all the ISR.
 struct Pending {
-    write: log::Staged,
+    write: Written,
     state: Arc<PartitionState>,
     epoch: i32,
+}
+
+/// What a partition's append came to, before the waits.
+enum Written {
+    /// Queued: durable once the writer completes it.
+    Queued(log::Staged),
+    /// A producer's retry of a batch already in the log (durable here), at its original offsets.
+    Duplicate(AppendInfo),
 }
 
 /// A partition's answer so far, and the write it still waits for (None: already answered).
@@ -230,28 +238,29 @@ async fn stage_partition(
         log.append_staged(records, leader_epoch).await
     };
     let response = response.with_log_append_time_ms(append_time);
-    match staged {
-        Ok(write) => {
-            let pending = Pending {
-                write,
-                state,
-                epoch: leader_epoch,
-            };
-            (response, Some(pending))
-        }
-        Err(e) => (answer(response.clone(), Err(Refusal::Log(e))), None),
-    }
+    let write = match staged {
+        Ok(write) => Written::Queued(write),
+        // Answered with its original offsets, but only once they are replicated as a fresh
+        // append's would be: the first attempt may have timed out waiting for the ISR.
+        Err(LogError::DuplicateSequence { original, .. }) => Written::Duplicate(original),
+        Err(e) => return (answer(response.clone(), Err(Refusal::Log(e))), None),
+    };
+    let pending = Pending {
+        write,
+        state,
+        epoch: leader_epoch,
+    };
+    (response, Some(pending))
 }
 
 /// Waits for a queued write: durable here, then for acks=all in every ISR member's durable log
 /// (the high watermark passed it), with the ISR still at least min.insync.replicas.
 async fn replicated(p: Pending, acks: i16, deadline: Instant) -> Result<AppendInfo, Refusal> {
-    let info = match p.write.durable().await {
-        Ok(info) => info,
+    let info = match p.write {
+        Written::Queued(write) => write.durable().await.map_err(Refusal::Log)?,
         // A retry of a batch already in the log: as good as appended at its first offsets,
         // and it too must be replicated before acks=all answers.
-        Err(LogError::DuplicateSequence { original, .. }) => original,
-        Err(e) => return Err(Refusal::Log(e)),
+        Written::Duplicate(original) => original,
     };
     if acks != -1 {
         return Ok(info);
@@ -720,5 +729,73 @@ mod tests {
             (BatchTimestampType::CreateTime, OLD_TIMESTAMP_MS)
         );
         broker.shutdown().await;
+    }
+
+    // Proves a retried batch already in the log (a duplicate) is acknowledged for acks=all only
+    // once the ISR has it: with an ISR follower that never fetches, the retry times out as the
+    // first attempt did. It was answered success at once, so an isolated leader acknowledged a
+    // record its replacement never had (cluster simulation, seed 700017006).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn acks_all_retry_of_a_duplicate_waits_for_the_isr() {
+        use crate::replica::{Assignment, replica_ids};
+        const TIMEOUT_MS: i32 = 300;
+        let dir = tempfile::tempdir().unwrap();
+        let broker = open(dir.path());
+        let topic = broker
+            .create_topic("t", 1, 1, BTreeMap::new(), false)
+            .await
+            .unwrap();
+        let replica = topic.partition(0).unwrap();
+        let (me, epoch) = (broker.identity.node_id, replica.leader_epoch());
+        let both = replica_ids(&[me, me + 1]);
+        let placement = Assignment {
+            leader: me,
+            leader_epoch: epoch,
+            partition_epoch: 1,
+            replicas: both.clone(),
+            isr: both,
+        };
+        replica.state.apply(placement, tokio::time::Instant::now());
+        assert_eq!(replica.state.leading(), Some(epoch));
+        let batch = idempotent_batch(4_000, 0);
+        for attempt in ["first", "retry"] {
+            let request = request("t", batch.clone()).with_timeout_ms(TIMEOUT_MS);
+            let response = super::handle(&broker, &RequestHeader::default(), request)
+                .await
+                .unwrap();
+            let p = &response.responses[0].partition_responses[0];
+            assert_eq!(p.error_code, 7, "{attempt}: REQUEST_TIMED_OUT expected");
+        }
+        assert_eq!(
+            replica.log.log_end_offset(),
+            1,
+            "the retry was not written again"
+        );
+        broker.shutdown().await;
+    }
+
+    fn idempotent_batch(producer_id: i64, sequence: i32) -> Bytes {
+        let record = Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id,
+            producer_epoch: 0,
+            timestamp_type: TimestampType::Creation,
+            offset: 0,
+            sequence,
+            timestamp: OLD_TIMESTAMP_MS,
+            key: Some(Bytes::from_static(b"k")),
+            value: Some(Bytes::from_static(b"v")),
+            headers: IndexMap::new(),
+        };
+        let mut buf = BytesMut::new();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        };
+        RecordBatchEncoder::encode(&mut buf, [record].iter(), &options).unwrap();
+        buf.freeze()
     }
 }

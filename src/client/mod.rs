@@ -59,6 +59,39 @@ pub struct Bootstrap {
     pub bootstrap_server: String,
 }
 
+/// Opens a TCP connection to `addr` (host:port, resolved; each address tried in turn), bound to
+/// the local IP `source` when given (port chosen by the kernel).
+pub async fn connect_from(
+    addr: &str,
+    source: Option<std::net::IpAddr>,
+) -> std::io::Result<TcpStream> {
+    let Some(source) = source else {
+        return TcpStream::connect(addr).await;
+    };
+    let mut last = None;
+    for target in tokio::net::lookup_host(addr).await? {
+        if target.is_ipv4() != source.is_ipv4() {
+            continue;
+        }
+        let socket = if source.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.bind(std::net::SocketAddr::new(source, 0))?;
+        match socket.connect(target).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::AddrNotAvailable,
+            format!("{addr} has no address of the family of {source}"),
+        )
+    }))
+}
+
 pub struct Client {
     stream: TcpStream,
     correlation_id: i32,
@@ -69,7 +102,16 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(addr: &str) -> Result<Client, ClientError> {
-        let connect = TcpStream::connect(addr);
+        Client::connect_from(addr, None).await
+    }
+
+    /// Connects to `addr` from the local IP `source` (`peer_source_ip`), or from the kernel's
+    /// choice when `None`.
+    pub async fn connect_from(
+        addr: &str,
+        source: Option<std::net::IpAddr>,
+    ) -> Result<Client, ClientError> {
+        let connect = connect_from(addr, source);
         let stream = tokio::time::timeout(Duration::from_millis(REQUEST_TIMEOUT_MS), connect)
             .await
             .map_err(|_| ClientError::Timeout(REQUEST_TIMEOUT_MS))?
@@ -163,5 +205,25 @@ impl Client {
         let mut body = BytesMut::zeroed(size);
         self.stream.read_exact(&mut body).await?;
         Ok(body.freeze())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `peer_source_ip`: a connection made with a source IP arrives from that IP (the loopback
+    /// network answers all of 127/8), and one without it from the kernel's choice.
+    #[tokio::test]
+    async fn connect_from_binds_the_source_ip() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let source: std::net::IpAddr = "127.0.0.42".parse().unwrap();
+        let _kept = connect_from(&addr, Some(source)).await.unwrap();
+        let (_, peer) = listener.accept().await.unwrap();
+        assert_eq!(peer.ip(), source);
+        let _plain = connect_from(&addr, None).await.unwrap();
+        let (_, peer) = listener.accept().await.unwrap();
+        assert_eq!(peer.ip().to_string(), "127.0.0.1");
     }
 }

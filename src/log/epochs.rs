@@ -182,23 +182,20 @@ fn path(dir: &Path) -> PathBuf {
     dir.join(FILE_NAME)
 }
 
-/// The cache as stored in `dir`; empty (with a warning) when the file is unreadable.
-pub(super) fn load(dir: &Path) -> EpochCache {
-    use std::io::Read;
-    let file = match std::fs::File::open(path(dir)) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return EpochCache::default(),
+/// The cache as stored in `dir` (read through `storage`); empty (with a warning) when the file
+/// is unreadable.
+pub(super) fn load(storage: &dyn Storage, dir: &Path) -> EpochCache {
+    let bytes = match super::segment::read_small_file(storage, &path(dir), FILE_BYTES_MAX) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return EpochCache::default(),
         Err(error) => {
             tracing::warn!(dir = %dir.display(), %error, "ignoring unreadable leader-epoch checkpoint");
             return EpochCache::default();
         }
     };
-    let mut text = String::new();
-    let parsed = file
-        .take(FILE_BYTES_MAX)
-        .read_to_string(&mut text)
+    let parsed = String::from_utf8(bytes)
         .map_err(|e| e.to_string())
-        .and_then(|_| EpochCache::parse(&text));
+        .and_then(|text| EpochCache::parse(&text));
     parsed.unwrap_or_else(|why| {
         tracing::warn!(dir = %dir.display(), %why, "ignoring corrupt leader-epoch checkpoint; rebuilding from batch headers");
         EpochCache::default()

@@ -356,7 +356,7 @@ fn load(
 ) -> Result<(Inner, producers::Rebuilt, Vec<Damage>), LogError> {
     let recovered = recovery::open_segments(storage, dir, &config, cleanup.compact)?;
     let mut segments = recovered.segments;
-    let start_floor = start_offset::load(dir);
+    let start_floor = start_offset::load(storage, dir);
     let restarted = start_offset::restart_past_lost_tail(
         storage,
         dir,
@@ -385,7 +385,7 @@ fn load(
         .first_key_value()
         .map_or(log_end_offset, |(&b, _)| b);
     let log_start = first.max(start_floor.min(log_end_offset));
-    let (hw, cap, hw_tracked, file_hw) = match watermark::load(dir) {
+    let (hw, cap, hw_tracked, file_hw) = match watermark::load(storage, dir) {
         watermark::Checkpoint::Absent => (log_end_offset, i64::MAX, false, None),
         watermark::Checkpoint::Valid(hw) => {
             let hw = hw.min(log_end_offset).max(log_start);
@@ -403,7 +403,7 @@ fn load(
         // Held where the HW sits until the owner sets a cap.
         wm.cap = wm.hw.offset;
     }
-    let mut epochs = epochs::load(dir);
+    let mut epochs = epochs::load(storage, dir);
     let mut changed = epochs.drop_above(log_end_offset);
     changed |= epochs::extend_from_headers(&mut epochs, &segments);
     if changed && let Err(error) = epochs::store(storage, dir, &epochs) {

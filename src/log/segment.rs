@@ -219,6 +219,25 @@ pub fn seek(
     Ok(None)
 }
 
+/// Reads at most `max` bytes of the small file `path` (a checkpoint [`replace_file`] wrote)
+/// through `storage`, the door its writes went through, so a test backend's contents are what
+/// is read. None when there is no such file. Blocking.
+pub(super) fn read_small_file(
+    storage: &dyn crate::io::Storage,
+    path: &Path,
+    max: u64,
+) -> std::io::Result<Option<Vec<u8>>> {
+    let file = match storage.open(path, false) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let len = file.len()?.min(max);
+    let mut bytes = vec![0u8; len as usize];
+    file.read_at(&mut bytes, 0)?;
+    Ok(Some(bytes))
+}
+
 /// Replaces `target` with `bytes` durably: written to `temp`, synced, renamed over `target`, the
 /// directory synced. A power cut leaves the old file or the new one, never a mix. Blocking.
 pub(super) fn replace_file(

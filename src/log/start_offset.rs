@@ -26,21 +26,11 @@ fn path(dir: &Path) -> PathBuf {
 /// The stored log start offset, or 0 when there is none. An unreadable file is logged and
 /// ignored: the segments' own base offsets still bound the log, only the DeleteRecords floor
 /// within the first segment is lost (records below it become readable again).
-pub(super) fn load(dir: &Path) -> i64 {
+pub(super) fn load(storage: &dyn Storage, dir: &Path) -> i64 {
     let path = path(dir);
-    let text = match std::fs::File::open(&path) {
-        Ok(file) => {
-            let mut text = String::new();
-            use std::io::Read;
-            match file.take(FILE_BYTES_MAX).read_to_string(&mut text) {
-                Ok(_) => text,
-                Err(error) => {
-                    tracing::warn!(path = %path.display(), %error, "ignoring unreadable log start offset");
-                    return 0;
-                }
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return 0,
+    let text = match super::segment::read_small_file(storage, &path, FILE_BYTES_MAX) {
+        Ok(Some(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
+        Ok(None) => return 0,
         Err(error) => {
             tracing::warn!(path = %path.display(), %error, "ignoring unreadable log start offset");
             return 0;
@@ -315,10 +305,10 @@ mod tests {
     #[test]
     fn corrupt_or_missing_file_is_no_floor() {
         let dir = tempfile::tempdir().expect("tempdir");
-        assert_eq!(load(dir.path()), 0);
+        assert_eq!(load(&crate::io::StdStorage, dir.path()), 0);
         std::fs::write(path(dir.path()), "not a number").expect("write");
-        assert_eq!(load(dir.path()), 0);
+        assert_eq!(load(&crate::io::StdStorage, dir.path()), 0);
         std::fs::write(path(dir.path()), "42\n").expect("write");
-        assert_eq!(load(dir.path()), 42);
+        assert_eq!(load(&crate::io::StdStorage, dir.path()), 42);
     }
 }

@@ -269,18 +269,13 @@ fn decode(bytes: &[u8]) -> Result<i64, String> {
     Ok(hw)
 }
 
-/// Reads the checkpoint of `dir` (at most `FILE_BYTES + 1` bytes).
-pub(super) fn load(dir: &Path) -> Checkpoint {
-    use std::io::Read;
-    let file = match std::fs::File::open(path(dir)) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Checkpoint::Absent,
+/// Reads the checkpoint of `dir` (at most `FILE_BYTES + 1` bytes) through `storage`.
+pub(super) fn load(storage: &dyn Storage, dir: &Path) -> Checkpoint {
+    let bytes = match super::segment::read_small_file(storage, &path(dir), FILE_BYTES as u64 + 1) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return Checkpoint::Absent,
         Err(e) => return Checkpoint::Damaged(e.to_string()),
     };
-    let mut bytes = Vec::with_capacity(FILE_BYTES + 1);
-    if let Err(e) = file.take(FILE_BYTES as u64 + 1).read_to_end(&mut bytes) {
-        return Checkpoint::Damaged(e.to_string());
-    }
     match decode(&bytes) {
         Ok(hw) => Checkpoint::Valid(hw),
         Err(why) => Checkpoint::Damaged(why),

@@ -71,9 +71,6 @@ pub struct QuorumSetup {
     /// Topics of a single-node release's data directory, imported if this node forms the cluster.
     pub import: Vec<TopicImport>,
     pub next_producer_id: i64,
-    /// What the store's files are written through: the node's disk writer's storage, so a
-    /// power-cut mode node (io::power_cut) cuts the metadata store with its logs.
-    pub storage: Arc<dyn crate::io::Storage>,
 }
 
 /// The quorum's timings, from the node config.
@@ -114,10 +111,14 @@ pub struct Quorum {
 
 impl Quorum {
     /// Opens the store, starts Raft and the peer listener, forms or joins the quorum, and starts
-    /// the node's loops. Returns once Raft runs; the quorum itself may still be forming.
-    pub async fn start(config: &Config, setup: QuorumSetup) -> anyhow::Result<Arc<Quorum>> {
+    /// the node's loops. The store's files go through `storage` (the node's disk backend).
+    /// Returns once Raft runs; the quorum itself may still be forming.
+    pub async fn start(
+        config: &Config,
+        setup: QuorumSetup,
+        storage: Arc<dyn crate::io::Storage>,
+    ) -> anyhow::Result<Arc<Quorum>> {
         let (image_tx, image_rx) = watch::channel(Arc::new(MetadataImage::default()));
-        let storage = setup.storage.clone();
         let dir = setup.dir.clone();
         let (log, sm) = tokio::task::block_in_place(|| super::store::open(&dir, storage, image_tx))
             .map_err(|e| anyhow::anyhow!("metadata store: {e}"))?;
@@ -125,6 +126,7 @@ impl Quorum {
         let transport = TransportConfig {
             rpc_timeout_ms: config.raft_rpc_timeout_ms,
             controller_timeout_ms: config.controller_request_ms_max,
+            source_ip: config.peer_source_ip,
             ..TransportConfig::default()
         };
         transport.check().map_err(|e| anyhow::anyhow!(e))?;

@@ -68,6 +68,8 @@ pub struct FetchSettings {
     /// The largest batch a leader may hold (a produce frame): one may come whole past
     /// `response_bytes_max` (KIP-74), so an answer is read up to the sum.
     pub batch_bytes_max: usize,
+    /// Local IP the connection to a leader leaves from (`peer_source_ip`).
+    pub source_ip: Option<std::net::IpAddr>,
 }
 
 /// Pause before fetching a partition whose last append is not durable yet (a write still in
@@ -273,7 +275,7 @@ async fn pause(shared: &Shared, d: Duration) {
 }
 
 async fn connect(shared: &Shared) -> Option<Client> {
-    let connect = Client::connect(&shared.addr);
+    let connect = Client::connect_from(&shared.addr, shared.settings.source_ip);
     let stop = shared.wake.notified();
     tokio::select! {
         c = connect => match c {

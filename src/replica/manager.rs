@@ -33,6 +33,7 @@ impl Settings {
                 response_bytes_max: c.replica_fetch_response_bytes_max,
                 backoff_ms: c.replica_fetch_backoff_ms,
                 batch_bytes_max: c.frame_bytes_max,
+                source_ip: c.peer_source_ip,
             },
             lag_ms_max: c.replica_lag_ms_max,
             hw_checkpoint_ms: c.hw_checkpoint_ms,

@@ -44,7 +44,8 @@ impl Connection {
         expect: Option<NodeId>,
     ) -> Result<Connection, NetError> {
         let after = config.connect_timeout();
-        match timeout(after, Self::open_inner(addr, local, expect)).await {
+        let connect = Self::open_inner(addr, local, expect, config.source_ip);
+        match timeout(after, connect).await {
             Ok(result) => result,
             Err(_) => Err(NetError::ConnectTimeout {
                 addr: addr.to_string(),
@@ -57,8 +58,9 @@ impl Connection {
         addr: &str,
         local: &LocalNode,
         expect: Option<NodeId>,
+        source_ip: Option<std::net::IpAddr>,
     ) -> Result<Connection, NetError> {
-        let mut stream = TcpStream::connect(addr)
+        let mut stream = crate::client::connect_from(addr, source_ip)
             .await
             .map_err(|source| NetError::Connect {
                 addr: addr.to_string(),

@@ -71,6 +71,8 @@ pub struct TransportConfig {
     /// A served connection silent this long is closed (a Raft peer sends heartbeats far more
     /// often). Clients reconnect rather than reuse a connection idle for half of it.
     pub idle_timeout_ms: u64,
+    /// Local IP outgoing connections bind to (`peer_source_ip`); `None`: the kernel's choice.
+    pub source_ip: Option<std::net::IpAddr>,
 }
 
 impl Default for TransportConfig {
@@ -84,6 +86,7 @@ impl Default for TransportConfig {
             backoff_max_ms: 2_000,
             peer_connections_max: 32,
             idle_timeout_ms: 120_000,
+            source_ip: None,
         }
     }
 }

@@ -64,6 +64,7 @@ pub(super) fn fast_config() -> TransportConfig {
         backoff_max_ms: 200,
         peer_connections_max: 8,
         idle_timeout_ms: 10_000,
+        source_ip: None,
     }
 }
 

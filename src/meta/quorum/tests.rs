@@ -48,7 +48,6 @@ pub(super) fn setup(
         cluster_id: cluster_id.into(),
         import,
         next_producer_id,
-        storage: Arc::new(crate::io::StdStorage),
     }
 }
 
@@ -64,7 +63,9 @@ fn import(name: &str, partitions: i32) -> TopicImport {
 /// Starts the quorum and waits until it has formed and this node is registered (placement
 /// needs a live broker).
 pub(super) async fn start(config: &Config, setup: QuorumSetup) -> Arc<Quorum> {
-    let q = Quorum::start(config, setup).await.unwrap();
+    let q = Quorum::start(config, setup, Arc::new(crate::io::StdStorage))
+        .await
+        .unwrap();
     q.wait_ready().await;
     wait_image(&q, |i| i.cluster_id.is_some() && i.is_live(NODE)).await;
     q
