@@ -71,6 +71,9 @@ class Broker:
     # start-up and SIGTERM may take for it.
     binary: Path = BRAMBLE_BIN
     command_prefix: list[str] = []
+    # The address the broker listens on and the tests reach it at (tests/compat/netns.py gives
+    # each node of a namespace cluster its own).
+    host: str = HOST
     startup_timeout_s: float = STARTUP_TIMEOUT_S
     shutdown_timeout_s: float = SHUTDOWN_TIMEOUT_S
 
@@ -82,11 +85,13 @@ class Broker:
         self.port: int | None = None
         self.proc: subprocess.Popen | None = None
         self.starts = 0
+        # Extra environment variables of the process (e.g. BRAMBLE_TEST_POWER_CUT=1).
+        self.extra_env: dict[str, str] = {}
 
     @property
     def bootstrap(self) -> str:
         assert self.port is not None, "broker never started"
-        return f"{HOST}:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def _command(self) -> list[str]:
         cmd = [
@@ -132,6 +137,7 @@ class Broker:
         env = dict(os.environ)
         env.setdefault("RUST_LOG", "info")
         env["NO_COLOR"] = "1"
+        env.update(self.extra_env)
         # A test run inside a systemd service must not make its brokers notify that manager.
         for var in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
             env.pop(var, None)
@@ -148,7 +154,7 @@ class Broker:
                 raise BrokerError(
                     f"bramble exited with {code} during startup\n{self.log_tail()}")
             try:
-                with socket.create_connection((HOST, self.port), READY_CONNECT_TIMEOUT_S):
+                with socket.create_connection((self.host, self.port), READY_CONNECT_TIMEOUT_S):
                     return
             except OSError:
                 time.sleep(READY_POLL_INTERVAL_S)
