@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections import Counter, defaultdict
 
-from workload import Delivery, FinalLog, OffsetSeen, ProducerRun, Read
+from workload import FinalLog, OffsetSeen, ProducerRun, Read
 
 VALUE_RE = re.compile(r"^t(\d+)-p(\d+)-(\d+)$")
 
@@ -116,6 +116,3 @@ def failed_errors(producers: list[ProducerRun]) -> Counter:
     return Counter(d.error for prod in producers for d in prod.deliveries.values()
                    if d.error is not None)
 
-
-__all__ = ["check_acked", "check_reads", "check_offsets", "delivery_counts", "failed_errors",
-           "Delivery"]

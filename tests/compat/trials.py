@@ -217,6 +217,8 @@ class TrialHarness:
 
     def _check(self, result, producers, members, watcher, log, t0) -> None:
         result.counts = delivery_counts(producers)
+        if result.counts["acked"] == 0:
+            result.violations.append("LIVENESS: no record was acknowledged in the whole trial")
         for p in producers:
             if p.fatal or p.crashed or p.undelivered:
                 result.violations.append(
