@@ -147,7 +147,8 @@ class TrialHarness:
         self._create_topic(topic)
         bootstrap = self.cluster.bootstrap
         members = [GroupMember(bootstrap, topic, group, i).start() for i in range(MEMBERS)]
-        watcher = OffsetWatcher(bootstrap, topic, group, TOPIC_PARTITIONS).start()
+        watcher = OffsetWatcher(bootstrap, topic, group, TOPIC_PARTITIONS,
+                                {i: n.bootstrap for i, n in self.cluster.nodes.items()}).start()
         t0 = time.monotonic()
         producers = [ProducerRun(bootstrap, topic, TOPIC_PARTITIONS, result.trial, i,
                                  RATE_PER_PRODUCER).start() for i in range(PRODUCERS)]

@@ -8,7 +8,9 @@ observation the checker (tests/compat/checker.py) needs:
   record it reads (partition, offset, value) and every commit that succeeded (synchronous commits
   after each batch it read), with the time interval of the commit call.
 - `OffsetWatcher`: a client of the same group id that never joins it, asking the coordinator for
-  the group's committed offsets (OffsetFetch through `committed()`) every OFFSET_POLL_S.
+  the group's committed offsets (OffsetFetch through `committed()`) every OFFSET_POLL_S; and
+  asking every node directly (raw OffsetFetch v1) at the same pace: whatever a node answers
+  without an error is an answer a client could get, and the report names the node.
 - `read_all`: a fresh consumer reading every partition from offset 0 to its high watermark.
 
 Times are time.monotonic(); the trial turns them into seconds from its start.
@@ -20,8 +22,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+import socket
+import struct
+
 from confluent_kafka import (OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer,
                              TopicPartition)
+
+from helpers import _kstr, _raw_call
 
 # librdkafka's own log lines (stderr): critical only; the errors the checker needs come through
 # error_cb, delivery reports and exceptions.
@@ -65,6 +72,9 @@ READ_ALL_TIMEOUT_S = 60.0
 WATERMARK_TIMEOUT_S = 15.0
 # librdkafka's OFFSET_INVALID: no committed offset.
 NO_OFFSET = -1001
+API_OFFSET_FETCH = 9
+OFFSET_FETCH_VERSION = 1
+RAW_CORRELATION_ID = 91
 
 
 @dataclass
@@ -256,9 +266,11 @@ class GroupMember:
 class OffsetWatcher:
     """Asks for `group`'s committed offsets of `topic` every OFFSET_POLL_S until stop()."""
 
-    def __init__(self, bootstrap: str, topic: str, group: str, partitions: int):
+    def __init__(self, bootstrap: str, topic: str, group: str, partitions: int,
+                 nodes: dict[int, str] | None = None):
         self.bootstrap, self.topic, self.group, self.partitions = \
             bootstrap, topic, group, partitions
+        self.nodes = dict(nodes or {})  # node id -> address, asked directly
         self.seen: list[OffsetSeen] = []
         self.errors: list[str] = []
         self.crashed: str | None = None
@@ -283,7 +295,9 @@ class OffsetWatcher:
             try:
                 while not self._stop.wait(OFFSET_POLL_S):
                     self.fetch(consumer)
+                    self.fetch_each_node()
                 self.fetch(consumer)
+                self.fetch_each_node()
             finally:
                 consumer.close()
         except Exception as e:  # noqa: BLE001 - reported by the checker
@@ -303,6 +317,45 @@ class OffsetWatcher:
             if tp.error is None:
                 offset = tp.offset if tp.offset >= 0 else NO_OFFSET
                 self.seen.append(OffsetSeen("fetch", "watcher", tp.partition, offset, start, end))
+
+
+    def fetch_each_node(self) -> None:
+        """Raw OffsetFetch v1 to every node; records the partitions each answers without error."""
+        for node_id, address in self.nodes.items():
+            start = time.monotonic()
+            try:
+                host, port = address.rsplit(":", 1)
+                with socket.create_connection((host, int(port)), OFFSET_FETCH_TIMEOUT_S) as sock:
+                    sock.settimeout(OFFSET_FETCH_TIMEOUT_S)
+                    answer = offset_fetch_raw(sock, self.group, self.topic, self.partitions)
+            except (OSError, AssertionError, struct.error):
+                continue
+            end = time.monotonic()
+            for p, (offset, error) in answer.items():
+                if error == 0:
+                    self.seen.append(OffsetSeen("fetch", f"node {node_id} (raw)", p,
+                                                offset if offset >= 0 else NO_OFFSET, start, end))
+
+
+def offset_fetch_raw(sock, group: str, topic: str, partitions: int) -> dict[int, tuple[int, int]]:
+    """OffsetFetch v1 of one topic's partitions: partition -> (offset, error code)."""
+    body = _kstr(group) + struct.pack(">i", 1) + _kstr(topic) + struct.pack(">i", partitions)
+    body += b"".join(struct.pack(">i", p) for p in range(partitions))
+    resp = _raw_call(sock, API_OFFSET_FETCH, OFFSET_FETCH_VERSION, RAW_CORRELATION_ID, body)
+    (topics,) = struct.unpack_from(">i", resp, 0)
+    assert topics == 1, f"OffsetFetch answered {topics} topics"
+    pos, out = 4, {}
+    (name_len,) = struct.unpack_from(">h", resp, pos)
+    pos += 2 + name_len
+    (count,) = struct.unpack_from(">i", resp, pos)
+    pos += 4
+    for _ in range(count):
+        p, offset, meta_len = struct.unpack_from(">iqh", resp, pos)
+        pos += 14 + max(meta_len, 0)
+        (error,) = struct.unpack_from(">h", resp, pos)
+        pos += 2
+        out[p] = (offset, error)
+    return out
 
 
 @dataclass
