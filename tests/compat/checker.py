@@ -93,8 +93,9 @@ def check_offsets(seen: list[OffsetSeen], t0: float) -> list[str]:
                     best = ended[i]
                 i += 1
             if best is not None and s.offset < best.offset:
+                then = "COMMIT" if s.how == "commit" else "FETCH"
                 violations.append(
-                    f"OFFSET BACKWARDS: partition {p}: {best.how} by {best.who} showed "
+                    f"OFFSET BACKWARDS ({then}): partition {p}: {best.how} by {best.who} showed "
                     f"{best.offset} (ended at +{best.end - t0:.3f}s), then {s.how} by {s.who} "
                     f"showed {s.offset} (started at +{s.start - t0:.3f}s)")
     return violations

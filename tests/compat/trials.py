@@ -299,7 +299,11 @@ def summarize(results: list[TrialResult], wall_s: float) -> list[str]:
     failed = [r for r in results if not r.ok]
     acked = sum(r.counts["acked"] for r in results)
     verified = sum(r.verified for r in results)
-    lines = [f"per kind: {dict(sorted(per_kind.items()))}"]
+    classes: Counter = Counter()
+    for r in results:
+        classes.update({v.split(":")[0] for v in r.violations})
+    lines = [f"per kind: {dict(sorted(per_kind.items()))}",
+             f"failed trials per violation class: {dict(sorted(classes.items()))}"]
     lines += [f"FAILED: seed {r.seed} trial {r.trial} {r.fault.kind}: "
               f"{r.violations[0] if r.violations else ''}" for r in failed]
     lines.append(f"SUMMARY: {len(results)} trials, {len(failed)} failed, {acked} records acked, "
