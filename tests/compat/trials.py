@@ -29,14 +29,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from checker import (check_acked, check_offsets, check_reads, delivery_counts, failed_errors)
 from cluster import ClusterError, NodeMetadata
 from nemesis import KINDS, POWER_CUT_ENV, Fault, Nemesis, plan
 from netns import NetnsCluster
-from workload import WATERMARK_TIMEOUT_S, CLIENT_LOG_LEVEL, GroupMember, OffsetWatcher, ProducerRun, read_all
+from workload import (CLIENT_LOG_LEVEL, GroupMember, OffsetWatcher, ProducerRun, high_watermarks,
+                      read_all)
 
 # What every node is told: fast group joins, few offsets partitions, the replication settings
 # of tests/compat/test_replication.py (ISR shrink after 2 s, preferred leaders back soon).
@@ -135,8 +136,8 @@ class TrialHarness:
         topic, group = f"nemesis-{seed}-{trial}", f"nemesis-{seed}-{trial}-group"
         try:
             self._trial(result, topic, group)
-        except (AssertionError, ClusterError) as e:
-            result.violations.append(f"HARNESS: {str(e).splitlines()[0]}")
+        except Exception as e:  # noqa: BLE001 - any failure is reported with the trial
+            result.violations.append(f"HARNESS: {type(e).__name__}: {(str(e).splitlines() or [''])[0]}")
         if fault.error:
             result.violations.append(f"NEMESIS: {fault.error}")
         result.wall_s = time.monotonic() - started
@@ -163,12 +164,14 @@ class TrialHarness:
                 p.request_stop()
             for p in producers:
                 p.join()
-        result.violations += fault.violations
-        result.heal_s = self._wait_healed(result, fault.healed_at or time.monotonic())
-        self._drain(members, topic)
-        for m in members:
-            m.stop()
-        watcher.stop()
+        try:
+            result.violations += fault.violations
+            result.heal_s = self._wait_healed(result, fault.healed_at or time.monotonic())
+            self._drain(members, topic)
+        finally:
+            for m in members:
+                m.stop()
+            watcher.stop()
         log = read_all(self.cluster.bootstrap, topic, TOPIC_PARTITIONS)
         self._check(result, producers, members, watcher, log, t0)
 
@@ -285,9 +288,7 @@ def _high_watermarks(cluster: NetnsCluster, topic: str) -> dict[int, int]:
     consumer = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": f"{topic}-hw",
                          "log_level": CLIENT_LOG_LEVEL})
     try:
-        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p),
-                                                  timeout=WATERMARK_TIMEOUT_S, cached=False)[1]
-                for p in range(TOPIC_PARTITIONS)}
+        return high_watermarks(consumer, topic, TOPIC_PARTITIONS)
     finally:
         consumer.close()
 

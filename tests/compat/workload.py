@@ -70,6 +70,7 @@ JOIN_TIMEOUT_S = 30.0
 # Bound on reading every partition back after the trial, and on asking for its watermarks.
 READ_ALL_TIMEOUT_S = 60.0
 WATERMARK_TIMEOUT_S = 15.0
+WATERMARK_RETRY_S = 0.2
 # librdkafka's OFFSET_INVALID: no committed offset.
 NO_OFFSET = -1001
 API_OFFSET_FETCH = 9
@@ -365,6 +366,25 @@ class FinalLog:
     records: dict[int, dict[int, str]] = field(default_factory=dict)
 
 
+def high_watermarks(consumer: Consumer, topic: str, partitions: int) -> dict[int, int]:
+    """Each partition's high watermark, asked of its leader. A leader just elected answers
+    OFFSET_NOT_AVAILABLE until its high watermark caught up (Kafka's KIP-207), and one moving
+    answers NOT_LEADER: retried until WATERMARK_TIMEOUT_S."""
+    deadline = time.monotonic() + WATERMARK_TIMEOUT_S
+    ends: dict[int, int] = {}
+    while True:
+        try:
+            for p in range(partitions):
+                if p not in ends:
+                    ends[p] = consumer.get_watermark_offsets(
+                        TopicPartition(topic, p), timeout=WATERMARK_TIMEOUT_S, cached=False)[1]
+            return ends
+        except KafkaException as e:
+            assert time.monotonic() < deadline, \
+                f"no high watermark of {topic} within {WATERMARK_TIMEOUT_S}s: {e}"
+            time.sleep(WATERMARK_RETRY_S)
+
+
 def read_all(bootstrap: str, topic: str, partitions: int) -> FinalLog:
     """Reads every partition from the beginning to the high watermark it had when reading
     started (a fresh consumer, no group commits). Raises AssertionError if it cannot in time."""
@@ -372,9 +392,7 @@ def read_all(bootstrap: str, topic: str, partitions: int) -> FinalLog:
                          "enable.auto.commit": False, "enable.partition.eof": True,
                          "log_level": CLIENT_LOG_LEVEL})
     try:
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p),
-                                                  timeout=WATERMARK_TIMEOUT_S, cached=False)[1]
-                for p in range(partitions)}
+        ends = high_watermarks(consumer, topic, partitions)
         log = FinalLog(ends, {p: {} for p in range(partitions)})
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
         done = {p for p, end in ends.items() if end == 0}
