@@ -137,7 +137,8 @@ class TrialHarness:
         try:
             self._trial(result, topic, group)
         except Exception as e:  # noqa: BLE001 - any failure is reported with the trial
-            result.violations.append(f"HARNESS: {type(e).__name__}: {(str(e).splitlines() or [''])[0]}")
+            first = (str(e).splitlines() or [""])[0]
+            result.violations.append(f"HARNESS: {type(e).__name__}: {first}")
         if fault.error:
             result.violations.append(f"NEMESIS: {fault.error}")
         result.wall_s = time.monotonic() - started
