@@ -340,9 +340,20 @@ class OffsetWatcher:
 
 def offset_fetch_raw(sock, group: str, topic: str, partitions: int) -> dict[int, tuple[int, int]]:
     """OffsetFetch v1 of one topic's partitions: partition -> (offset, error code)."""
+    resp = _raw_call(sock, API_OFFSET_FETCH, OFFSET_FETCH_VERSION, RAW_CORRELATION_ID,
+                     offset_fetch_body(group, topic, partitions))
+    return parse_offset_fetch(resp)
+
+
+def offset_fetch_body(group: str, topic: str, partitions: int) -> bytes:
+    """The body of an OffsetFetch v1 request for partitions 0..partitions-1 of `topic`."""
     body = _kstr(group) + struct.pack(">i", 1) + _kstr(topic) + struct.pack(">i", partitions)
-    body += b"".join(struct.pack(">i", p) for p in range(partitions))
-    resp = _raw_call(sock, API_OFFSET_FETCH, OFFSET_FETCH_VERSION, RAW_CORRELATION_ID, body)
+    return body + b"".join(struct.pack(">i", p) for p in range(partitions))
+
+
+def parse_offset_fetch(resp: bytes) -> dict[int, tuple[int, int]]:
+    """An OffsetFetch v1 response body (after the correlation id) of one topic:
+    partition -> (offset, error code)."""
     (topics,) = struct.unpack_from(">i", resp, 0)
     assert topics == 1, f"OffsetFetch answered {topics} topics"
     pos, out = 4, {}
