@@ -9,8 +9,13 @@ The reproduction, on three nodes on 127.0.0.1 (no network namespaces needed): co
 OLD_OFFSET at coordinator X; open a connection to X; SIGSTOP X until another node coordinates the
 group; commit NEW_OFFSET there; send an OffsetFetch on the open connection (the kernel queues
 it), SIGCONT X, and read X's answer. Any answer is acceptable but an offset below NEW_OFFSET
-without an error: NOT_COORDINATOR or COORDINATOR_LOAD_IN_PROGRESS (the client asks again
-elsewhere), or NEW_OFFSET."""
+without an error: COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE or NOT_COORDINATOR (the
+client asks again elsewhere), or NEW_OFFSET. The fix: the coordinator answers only while its
+lease holds (src/meta/quorum/lease.rs).
+
+Also here: an OffsetFetch v0/v1 (no top-level error field) asked of a node that does not
+coordinate the group carries the error in every requested partition, as in Kafka; it used to be
+an empty answer, which an old client reads as "nothing committed"."""
 
 from __future__ import annotations
 
@@ -23,7 +28,8 @@ from cluster import find_group_coordinator
 from test_cluster import GROUP_CONFIG
 from test_replication import REPLICATION_CONFIG, create_topic
 from helpers import _kstr, _recv_exact, raw_connect
-from workload import API_OFFSET_FETCH, OFFSET_FETCH_VERSION, offset_fetch_body, parse_offset_fetch
+from workload import (API_OFFSET_FETCH, OFFSET_FETCH_VERSION, offset_fetch_body, offset_fetch_raw,
+                      parse_offset_fetch)
 
 TOPIC, GROUP = "deposed-coordinator", "deposed-coordinator-group"
 OLD_OFFSET, NEW_OFFSET = 5, 10
@@ -34,7 +40,9 @@ POLL_S = 0.1
 CORRELATION_ID = 7
 # Kafka error codes an OffsetFetch may answer with instead of offsets.
 COORDINATOR_LOAD_IN_PROGRESS = 14
+COORDINATOR_NOT_AVAILABLE = 15
 NOT_COORDINATOR = 16
+NOT_HERE = (COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR)
 
 
 def commit(bootstrap: str, offset: int) -> None:
@@ -101,7 +109,19 @@ def test_deposed_coordinator_answers_no_stale_offsets(cluster_factory):
     finally:
         sock.close()
         cluster.resume(old)
-    assert error in (NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS) or offset >= NEW_OFFSET, (
+    assert error in NOT_HERE or offset >= NEW_OFFSET, (
         f"node {old}, paused while node {new} took over the group and committed {NEW_OFFSET}, "
         f"answered OffsetFetch with offset {offset} error {error} (stale: committed offsets "
         f"went backwards)\n{cluster.log_tails()}")
+
+
+def test_offset_fetch_v1_elsewhere_names_the_error_per_partition(cluster_factory):
+    cluster = cluster_factory(config=GROUP_CONFIG)
+    create_topic(cluster.bootstrap, TOPIC, 2)
+    commit(cluster.bootstrap, OLD_OFFSET)
+    coordinator = find_group_coordinator(cluster.nodes[1].bootstrap, GROUP).node_id
+    other = next(i for i in cluster.nodes if i != coordinator)
+    with raw_connect(cluster.nodes[other].bootstrap) as sock:
+        answer = offset_fetch_raw(sock, GROUP, TOPIC, 2)
+    assert sorted(answer) == [0, 1] and all(e == NOT_COORDINATOR for _, e in answer.values()), (
+        f"node {other} (coordinator: node {coordinator}) answered {answer}")
