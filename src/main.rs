@@ -345,10 +345,8 @@ async fn run_node(mut config: Config) -> anyhow::Result<()> {
         host: advertised.0,
         port: i32::from(advertised.1),
     };
-    let writer = tokio::task::block_in_place(|| {
-        DiskWriter::start_backend(config.writer_config(), config.io_backend)
-    })
-    .context("starting the disk writer")?;
+    let writer = tokio::task::block_in_place(|| start_writer(&config))
+        .context("starting the disk writer")?;
     // From here on the setting names the backend in use (DescribeConfigs shows it).
     config.io_backend = writer.backend().parse().unwrap_or(config.io_backend);
     let io_backend = writer.backend();
@@ -420,6 +418,46 @@ async fn run_node(mut config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Starts the disk writer on the configured backend, or, in power-cut mode (tests only:
+/// `BRAMBLE_TEST_POWER_CUT=1`), on a `PowerCutStorage` with a SIGUSR2 handler that cuts it.
+fn start_writer(config: &Config) -> anyhow::Result<DiskWriter> {
+    if !bramble::io::power_cut_requested() {
+        return Ok(DiskWriter::start_backend(
+            config.writer_config(),
+            config.io_backend,
+        )?);
+    }
+    use bramble::io::{POWER_CUT_ENV, PowerCutStorage};
+    tracing::warn!(
+        "{POWER_CUT_ENV}=1: power-cut test mode (std backend, unsynced changes tracked; SIGUSR2 cuts the power and exits)"
+    );
+    match PowerCutStorage::remove_leftovers(&config.data_dir) {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            removed = n,
+            "power-cut mode: removed keep links of an earlier run"
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).context("removing power-cut keep links"),
+    }
+    let storage = PowerCutStorage::new();
+    let mut usr2 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined2())
+        .context("installing the SIGUSR2 handler of power-cut mode")?;
+    let cut = storage.clone();
+    tokio::spawn(async move {
+        if usr2.recv().await.is_some() {
+            // Holds the storage's mutex for good: nothing writes between the cut and the exit.
+            let summary = tokio::task::block_in_place(|| cut.cut());
+            tracing::warn!("power cut: {summary}");
+            std::process::exit(bramble::io::POWER_CUT_EXIT_CODE);
+        }
+    });
+    Ok(DiskWriter::start_with(
+        config.writer_config(),
+        std::sync::Arc::new(storage),
+    )?)
+}
+
 /// The log filter: RUST_LOG, or info. openraft narrates every vote and membership step at info,
 /// so it logs warnings only unless RUST_LOG names it.
 fn log_filter(env: Option<String>) -> String {
@@ -467,6 +505,7 @@ async fn start_quorum(
         cluster_id: broker.identity.cluster_id.clone(),
         import,
         next_producer_id,
+        storage: broker.writer_storage(),
     };
     quorum::Quorum::start(config, setup).await
 }

@@ -181,7 +181,8 @@ pub fn holds_records(dir: &Path) -> std::io::Result<bool> {
         let unused = match name.split_once('.') {
             Some((FIRST_SEGMENT, "log")) => entry.metadata()?.len() == 0,
             Some((FIRST_SEGMENT, "index" | "timeindex")) => true,
-            _ => name.starts_with(PARTITION_METADATA),
+            // A power-cut mode keep link (io::power_cut) is no file of the partition.
+            _ => name.starts_with(PARTITION_METADATA) || crate::io::is_keep_name(&name),
         };
         if !unused {
             return Ok(true);

@@ -407,6 +407,12 @@ impl Broker {
             .collect()
     }
 
+    /// The storage the disk writer writes through; the metadata store uses the same one, so a
+    /// power-cut mode node (io::power_cut) tracks both.
+    pub fn writer_storage(&self) -> Arc<dyn crate::io::Storage> {
+        self.writer.storage().clone()
+    }
+
     /// The metadata quorum as this node sees it (DescribeQuorum, `bramble cluster status`);
     /// `None` while the quorum has not started.
     pub fn quorum_status(&self) -> Option<crate::meta::QuorumStatus> {

@@ -10,6 +10,9 @@
 //! probes io_uring and falls back to std).
 //! A crash-simulating backend (one that loses unsynced writes) slots in behind the same traits,
 //! so they stay small on purpose. Every backend must pass the suite in `conformance.rs`.
+//! [`PowerCutStorage`] is the test-only storage of a real node in power-cut mode
+//! ([`POWER_CUT_ENV`]): plain files whose unsynced changes SIGUSR2 cuts away (`power_cut.rs`,
+//! docs/ARCHITECTURE.md "Power-cut mode").
 //!
 //! Media assumptions: SD cards are slow at small random writes and wear with every fsync, so the
 //! writer issues one fdatasync per file per group however many appends the group holds, and the
@@ -18,6 +21,7 @@
 mod backend;
 #[cfg(test)]
 pub(crate) mod conformance;
+mod power_cut;
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 mod uring;
 mod writer;
@@ -35,9 +39,22 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 pub use backend::{Backend, BackendError, PROBE_FAIL_ENV, URING_BUILT, uring_failure_reason};
+pub use power_cut::{CutSummary, KEEP_PREFIX, PowerCutStorage, is_keep_name};
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 pub use uring::UringStorage;
 pub use writer::{Completion, DiskWriter, Job, Permit, WriterConfig, WriterError, fsyncs};
+
+/// Set to `1` in the environment of `bramble serve` to run the node in power-cut mode (tests
+/// only): its storage is a [`PowerCutStorage`] and SIGUSR2 cuts the power (see `power_cut.rs`).
+pub const POWER_CUT_ENV: &str = "BRAMBLE_TEST_POWER_CUT";
+
+/// The exit status of a node that cut its own power on SIGUSR2.
+pub const POWER_CUT_EXIT_CODE: i32 = 86;
+
+/// Whether [`POWER_CUT_ENV`] asks for power-cut mode (it is exactly `1`).
+pub fn power_cut_requested() -> bool {
+    std::env::var(POWER_CUT_ENV).is_ok_and(|v| v.trim() == "1")
+}
 
 /// A file opened through a [`Storage`]; shared between the writer thread (writes, syncs) and
 /// readers (positional reads), so every method takes `&self`.

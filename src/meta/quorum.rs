@@ -72,6 +72,9 @@ pub struct QuorumSetup {
     /// Topics of a single-node release's data directory, imported if this node forms the cluster.
     pub import: Vec<TopicImport>,
     pub next_producer_id: i64,
+    /// What the store's files are written through: the node's disk writer's storage, so a
+    /// power-cut mode node (io::power_cut) cuts the metadata store with its logs.
+    pub storage: Arc<dyn crate::io::Storage>,
 }
 
 /// The quorum's timings, from the node config.
@@ -120,7 +123,7 @@ impl Quorum {
     /// the node's loops. Returns once Raft runs; the quorum itself may still be forming.
     pub async fn start(config: &Config, setup: QuorumSetup) -> anyhow::Result<Arc<Quorum>> {
         let (image_tx, image_rx) = watch::channel(Arc::new(MetadataImage::default()));
-        let storage: Arc<dyn crate::io::Storage> = Arc::new(crate::io::StdStorage);
+        let storage = setup.storage.clone();
         let dir = setup.dir.clone();
         let (log, sm) = tokio::task::block_in_place(|| super::store::open(&dir, storage, image_tx))
             .map_err(|e| anyhow::anyhow!("metadata store: {e}"))?;

@@ -39,6 +39,12 @@ READY_CONNECT_TIMEOUT_S = 0.5
 PORT_PICK_ATTEMPTS = 3
 # Lines of broker log shown for a failing test.
 LOG_TAIL_LINES = 80
+# Power-cut mode (src/io/power_cut.rs): this variable set to 1 makes SIGUSR2 cut the node's files
+# back to their last sync; the node then exits with POWER_CUT_EXIT_CODE at once.
+POWER_CUT_ENV = "BRAMBLE_TEST_POWER_CUT"
+POWER_CUT_EXIT_CODE = 86
+# How long a node may take to cut and exit after SIGUSR2.
+POWER_CUT_TIMEOUT_S = 10.0
 
 
 class BrokerError(Exception):
@@ -85,8 +91,8 @@ class Broker:
         self.port: int | None = None
         self.proc: subprocess.Popen | None = None
         self.starts = 0
-        # Extra environment variables of the process (e.g. BRAMBLE_TEST_POWER_CUT=1).
-        self.extra_env: dict[str, str] = {}
+        # Extra environment of the process (e.g. {POWER_CUT_ENV: "1"}), kept across restarts.
+        self.env: dict[str, str] = {}
 
     @property
     def bootstrap(self) -> str:
@@ -137,7 +143,7 @@ class Broker:
         env = dict(os.environ)
         env.setdefault("RUST_LOG", "info")
         env["NO_COLOR"] = "1"
-        env.update(self.extra_env)
+        env.update(self.env)
         # A test run inside a systemd service must not make its brokers notify that manager.
         for var in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
             env.pop(var, None)
@@ -200,6 +206,20 @@ class Broker:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(KILL_TIMEOUT_S)
 
+    def power_cut(self) -> int:
+        """SIGUSR2 to a node in power-cut mode: its files fall back to their last sync and it
+        exits at once. Returns the exit code (POWER_CUT_EXIT_CODE when the cut ran)."""
+        assert self.is_running(), "broker is not running"
+        assert self.env.get(POWER_CUT_ENV) == "1", "node not started in power-cut mode"
+        self.proc.send_signal(signal.SIGUSR2)
+        try:
+            return self.proc.wait(POWER_CUT_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(KILL_TIMEOUT_S)
+            raise BrokerError(
+                f"bramble did not exit within {POWER_CUT_TIMEOUT_S}s of SIGUSR2\n{self.log_tail()}")
+
     def restart(self) -> "Broker":
         code = self.stop()
         assert code == 0, f"SIGTERM exit code {code}\n{self.log_tail()}"
@@ -250,7 +270,8 @@ def finish_broker(broker: Broker, test_failed: bool) -> list[str]:
             return [str(e)]
         if code != 0:
             return [f"bramble exited {code} on SIGTERM\n{broker.log_tail()}"]
-    elif broker.proc is not None and broker.proc.returncode not in (0, -signal.SIGKILL):
+    elif broker.proc is not None and broker.proc.returncode not in (
+            0, -signal.SIGKILL, POWER_CUT_EXIT_CODE):
         return [f"bramble died on its own with {broker.proc.returncode}\n{broker.log_tail()}"]
     return []
 

@@ -193,7 +193,7 @@ class Nemesis:
 
     def _power_cut(self) -> None:
         nodes = [n for n in self.cluster.nodes.values() if n.is_running()]
-        missing = [n.node_id for n in nodes if n.extra_env.get(POWER_CUT_ENV) != "1"]
+        missing = [n.node_id for n in nodes if n.env.get(POWER_CUT_ENV) != "1"]
         if missing:
             raise AssertionError(f"nodes {missing} were not started in power-cut mode")
         for n in nodes:  # back to back: the same instant, as near as signals get

@@ -143,7 +143,7 @@ class NetnsCluster(Cluster):
                  env: dict[str, str] | None = None):
         super().__init__(workdir, size, config=config)
         for node in self.nodes.values():
-            node.extra_env.update(env or {})
+            node.env.update(env or {})
         self._lock_file = None
 
     def _assign_ports(self) -> None:

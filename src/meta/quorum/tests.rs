@@ -48,6 +48,7 @@ pub(super) fn setup(
         cluster_id: cluster_id.into(),
         import,
         next_producer_id,
+        storage: Arc::new(crate::io::StdStorage),
     }
 }
 
