@@ -29,13 +29,11 @@ import time
 from dataclasses import dataclass, field
 
 from cluster import find_group_coordinator
+from conftest import POWER_CUT_ENV, POWER_CUT_EXIT_CODE
 from netns import NetnsCluster
 
 KINDS = ("kill9", "pause", "partition", "partition-clients", "one-way", "power-cut")
 ROLES = ("controller", "coordinator", "leader", "any")
-# Exit status of a node cut by SIGUSR2 in power-cut mode (bramble::io::POWER_CUT_EXIT_CODE).
-POWER_CUT_EXIT_CODE = 86
-POWER_CUT_ENV = "BRAMBLE_TEST_POWER_CUT"
 # A fault starts this long into the trial's load (seconds, uniform).
 FAULT_AT_S = (0.5, 2.5)
 # How long each kind lasts until it is healed (seconds, uniform): the restart delay of kill9 and

@@ -34,7 +34,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from checker import (check_acked, check_offsets, check_reads, delivery_counts, failed_errors)
 from cluster import ClusterError, NodeMetadata
-from nemesis import KINDS, POWER_CUT_ENV, Fault, Nemesis, plan
+from conftest import POWER_CUT_ENV
+from nemesis import KINDS, Fault, Nemesis, plan
 from netns import NetnsCluster
 from workload import (CLIENT_LOG_LEVEL, GroupMember, OffsetWatcher, ProducerRun, high_watermarks,
                       read_all)
