@@ -23,6 +23,7 @@ like then is not up to the seed); both are in the schedule a failure prints.
 from __future__ import annotations
 
 import random
+import re
 import signal
 import threading
 import time
@@ -48,6 +49,8 @@ DURATION_S = {
 }
 # Bound on a signalled node exiting.
 EXIT_TIMEOUT_S = 10.0
+# Log lines searched for a cut node's "power cut: ..." line (what it cut, for the schedule).
+POWER_CUT_LOG_LINES = 20
 
 
 @dataclass
@@ -70,11 +73,13 @@ class Fault:
     error: str | None = None
 
     def describe(self) -> str:
+        role = self.role + (f" of partition {self.partition}" if self.role == "leader" else "")
         where = f"node {self.target}" + (f" -> node {self.other}" if self.other else "")
+        if self.kind == "power-cut":
+            where, role = "every node", "all at once"
         when = (f"injected at +{self.injected_s:.2f}s, healed at +{self.healed_s:.2f}s"
                 if self.injected_s is not None and self.healed_s is not None
                 else f"planned at +{self.at_s:.2f}s for {self.duration_s:.2f}s")
-        role = self.role + (f" of partition {self.partition}" if self.role == "leader" else "")
         extra = f"; {'; '.join(self.notes)}" if self.notes else ""
         err = f"; NEMESIS ERROR {self.error}" if self.error else ""
         return f"{self.kind} of {where} ({role}): {when}{extra}{err}"
@@ -203,6 +208,12 @@ class Nemesis:
                 n.kill()
                 code = None
             n.paused = False
+            cut = [line for line in n.log_tail(POWER_CUT_LOG_LINES).splitlines()
+                   if "power cut:" in line]
+            m = re.search(r"(\d+) files cut.*?(\d+) unsynced bytes dropped", cut[-1]) \
+                if cut else None
+            if m:
+                self.fault.notes.append(f"node {n.node_id} cut {m[1]} files, {m[2]} B")
             if code != POWER_CUT_EXIT_CODE:
                 self.fault.violations.append(
                     f"POWER CUT: node {n.node_id} exited with {code} on SIGUSR2, not "
