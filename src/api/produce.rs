@@ -54,9 +54,19 @@ const ONE_BATCH_ONLY: &str =
 
 /// A queued write and what its answer waits on: durability here, and for acks=all the ISR.
 struct Pending {
-    write: log::Staged,
+    write: Write,
     state: Arc<PartitionState>,
     epoch: i32,
+}
+
+/// What a partition's answer waits on first.
+enum Write {
+    /// A new append, queued.
+    Queued(log::Staged),
+    /// A producer's retry of a batch already durable here, at these offsets: acks=all still
+    /// waits for the ISR to have it (the first attempt may have timed out waiting for it, and a
+    /// leader may have restarted since), as Kafka does.
+    Duplicate(AppendInfo),
 }
 
 /// A partition's answer so far, and the write it still waits for (None: already answered).
@@ -230,28 +240,31 @@ async fn stage_partition(
         log.append_staged(records, leader_epoch).await
     };
     let response = response.with_log_append_time_ms(append_time);
-    match staged {
-        Ok(write) => {
-            let pending = Pending {
-                write,
-                state,
-                epoch: leader_epoch,
-            };
-            (response, Some(pending))
-        }
-        Err(e) => (answer(response.clone(), Err(Refusal::Log(e))), None),
-    }
+    let write = match staged {
+        Ok(write) => Write::Queued(write),
+        Err(LogError::DuplicateSequence { original, .. }) => Write::Duplicate(original),
+        Err(e) => return (answer(response.clone(), Err(Refusal::Log(e))), None),
+    };
+    let pending = Pending {
+        write,
+        state,
+        epoch: leader_epoch,
+    };
+    (response, Some(pending))
 }
 
 /// Waits for a queued write: durable here, then for acks=all in every ISR member's durable log
 /// (the high watermark passed it), with the ISR still at least min.insync.replicas.
 async fn replicated(p: Pending, acks: i16, deadline: Instant) -> Result<AppendInfo, Refusal> {
-    let info = match p.write.durable().await {
-        Ok(info) => info,
-        // A retry of a batch already in the log: as good as appended at its first offsets,
-        // and it too must be replicated before acks=all answers.
-        Err(LogError::DuplicateSequence { original, .. }) => original,
-        Err(e) => return Err(Refusal::Log(e)),
+    let info = match p.write {
+        Write::Queued(write) => match write.durable().await {
+            Ok(info) => info,
+            // A retry of a batch already in the log: as good as appended at its first offsets,
+            // and it too must be replicated before acks=all answers.
+            Err(LogError::DuplicateSequence { original, .. }) => original,
+            Err(e) => return Err(Refusal::Log(e)),
+        },
+        Write::Duplicate(original) => original,
     };
     if acks != -1 {
         return Ok(info);
