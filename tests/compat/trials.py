@@ -164,11 +164,14 @@ class TrialHarness:
         finally:
             for p in producers:
                 p.request_stop()
+        try:
+            # While the producers flush: the heal is timed from the fault's heal.
+            result.violations += fault.violations
+            result.heal_s = self._wait_healed(result, fault.healed_at or time.monotonic())
+        finally:
             for p in producers:
                 p.join()
         try:
-            result.violations += fault.violations
-            result.heal_s = self._wait_healed(result, fault.healed_at or time.monotonic())
             self._drain(members, topic)
         finally:
             for m in members:
@@ -228,7 +231,7 @@ class TrialHarness:
         for p in producers:
             if p.fatal or p.crashed or p.undelivered:
                 result.violations.append(
-                    f"PRODUCER {p.index}: fatal {p.fatal[:3]} crashed {p.crashed} "
+                    f"PRODUCER: producer {p.index}: fatal {p.fatal[:3]} crashed {p.crashed} "
                     f"undelivered {p.undelivered}")
         for who in [*members, watcher]:
             if who.crashed:

@@ -139,9 +139,11 @@ class ProducerRun:
         def callback(err, msg):
             with self._lock:
                 if err is None:
+                    # librdkafka may acknowledge an idempotent record without an offset after a
+                    # failover: None (or -1001) then.
                     offset = msg.offset()
-                    self.deliveries[seq] = Delivery(self.index, seq, msg.partition(),
-                                                    offset if offset >= 0 else None, None)
+                    known = offset if offset is not None and offset >= 0 else None
+                    self.deliveries[seq] = Delivery(self.index, seq, msg.partition(), known, None)
                 else:
                     self.deliveries[seq] = Delivery(self.index, seq, partition, None, err.str())
         return callback
