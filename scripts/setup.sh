@@ -4,12 +4,15 @@
 #     strict, and it is what people on a Raspberry Pi will actually run against bramble.
 #   - a Python venv at .venv/ with the pinned clients of tests/compat/requirements.txt.
 #   - systemd's command-line tools (systemd-analyze, systemd-sysusers, systemd-tmpfiles).
+#   - nft (Debian's nftables) and ip (iproute2) for the nemesis trials
+#     (tests/compat/test_nemesis.py): network partitions are nftables rules in a node's network
+#     namespace. Not fatal: without them (or without root) those trials skip with the reason.
 #   - for the Pi smoke test (tests/compat/test_qemu_aarch64.py): the rustup target
 #     aarch64-unknown-linux-gnu, Debian's gcc-aarch64-linux-gnu (linker and aarch64 glibc) and
 #     qemu-user. Not fatal: if they cannot be installed, a line says so and that test skips.
-# Idempotent: apt runs only when kcat, systemd-analyze or an aarch64 tool is missing, rustup
-# only when the target is; pip runs only when the requirements file changed since the last
-# successful install (stamp file inside the venv).
+# Idempotent: apt runs only when kcat, systemd-analyze, nft, ip or an aarch64 tool is missing,
+# rustup only when the target is; pip runs only when the requirements file changed since the
+# last successful install (stamp file inside the venv).
 set -euo pipefail
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -36,6 +39,19 @@ echo "setup: $(kcat -V 2>&1 | grep -m1 '^Version' || echo 'kcat version unknown'
 if ! command -v systemd-analyze >/dev/null 2>&1; then
   echo "setup: installing systemd (for systemd-analyze, systemd-sysusers, systemd-tmpfiles)"
   apt_install systemd
+fi
+
+# --- nftables and iproute2 (nemesis trials; optional) ----------------------------------------
+netns_packages=()
+command -v nft >/dev/null 2>&1 || netns_packages+=(nftables)
+command -v ip >/dev/null 2>&1 || netns_packages+=(iproute2)
+if [ "${#netns_packages[@]}" -gt 0 ]; then
+  echo "setup: installing ${netns_packages[*]} from Debian (nemesis trials)"
+  apt_install "${netns_packages[@]}" ||
+    echo "setup: WARNING: apt-get install ${netns_packages[*]} failed; the nemesis trials will skip"
+fi
+if command -v nft >/dev/null 2>&1; then
+  echo "setup: $(nft --version)"
 fi
 
 # --- aarch64 cross build and qemu-user (Pi smoke test; optional) -----------------------------

@@ -63,14 +63,44 @@ pub async fn handle(
     });
     let fetched = broker
         .groups
-        .fetch_offsets(broker, &request.group_id, wanted)
+        .fetch_offsets(broker, &request.group_id, wanted.clone())
         .await;
     let (topics, error) = single_answer(fetched);
     let response = OffsetFetchResponse::default().with_topics(topics);
     match error {
         Some(e) if version >= TOP_ERROR_VERSION_MIN => response.with_error_code(e.code()),
-        _ => response,
+        // v0 and v1 have no top-level error: as Kafka, each requested partition carries it, so
+        // the client does not read "nothing committed" from an empty answer.
+        Some(e) => response.with_topics(partition_errors(wanted.unwrap_or_default(), e)),
+        None => response,
     }
+}
+
+/// Every requested partition with `error` and no offset (v0/v1 answers to a group error).
+fn partition_errors(
+    wanted: Vec<(String, i32)>,
+    error: ResponseError,
+) -> Vec<OffsetFetchResponseTopic> {
+    let rows = wanted.into_iter().map(|k| (k, ())).collect();
+    by_topic(rows)
+        .into_iter()
+        .map(|(topic, ps)| {
+            let partitions = ps
+                .into_iter()
+                .map(|(p, ())| {
+                    OffsetFetchResponsePartition::default()
+                        .with_partition_index(p)
+                        .with_committed_offset(NO_OFFSET)
+                        .with_committed_leader_epoch(-1)
+                        .with_metadata(Some(str_bytes(String::new())))
+                        .with_error_code(error.code())
+                })
+                .collect();
+            OffsetFetchResponseTopic::default()
+                .with_name(TopicName(str_bytes(topic)))
+                .with_partitions(partitions)
+        })
+        .collect()
 }
 
 /// (committed offset, leader epoch, metadata) of one partition; none committed is -1 and "".

@@ -257,7 +257,12 @@ async fn stage_partition(
 /// (the high watermark passed it), with the ISR still at least min.insync.replicas.
 async fn replicated(p: Pending, acks: i16, deadline: Instant) -> Result<AppendInfo, Refusal> {
     let info = match p.write {
-        Written::Queued(write) => write.durable().await.map_err(Refusal::Log)?,
+        Written::Queued(write) => match write.durable().await {
+            Ok(info) => info,
+            // Found to be a retry once staged: the same as the duplicate below.
+            Err(LogError::DuplicateSequence { original, .. }) => original,
+            Err(e) => return Err(Refusal::Log(e)),
+        },
         // A retry of a batch already in the log: as good as appended at its first offsets,
         // and it too must be replicated before acks=all answers.
         Written::Duplicate(original) => original,

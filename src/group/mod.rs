@@ -91,6 +91,11 @@ impl Coordinator {
             return Ok(());
         }
         validate_group_id(group)?;
+        // Paused or cut off past its session, this node may have been fenced and its groups
+        // moved without its image knowing yet: its cache may be stale (`meta::quorum::lease`).
+        if broker.quorum().is_some_and(|q| !q.lease_holds()) {
+            return Err(ResponseError::CoordinatorNotAvailable);
+        }
         match coordinator_of(broker, group).await {
             Ok(node) if node == broker.identity.node_id => {}
             Ok(_) => return Err(ResponseError::NotCoordinator),

@@ -199,6 +199,14 @@ pub enum ControllerResponse {
     },
     /// The controller could not commit in time or has no quorum (retriable).
     Unavailable(String),
+    /// The heartbeat was recorded (`registered` as in `HeartbeatAck`) by a controller that had a
+    /// quorum's acknowledgement within the election timeout; `applied` is its last applied log
+    /// index. The broker's lease (`meta::quorum::lease`) counts it once its image has applied
+    /// that far. Added after the other variants: postcard numbers them.
+    HeartbeatLease {
+        registered: bool,
+        applied: Option<u64>,
+    },
 }
 
 /// Kafka error codes the state machine answers with.

@@ -90,4 +90,10 @@ pub trait MetadataClient: Send + Sync + 'static {
     /// The controller (Raft leader) as this node knows it.
     fn controller_id(&self) -> Option<i32>;
     fn status(&self) -> QuorumStatus;
+    /// Whether this node's lease holds (`quorum::lease`): the controller cannot have fenced it,
+    /// and its image has seen every fencing before its last acknowledged heartbeat. A group
+    /// coordinator answers only while it does.
+    fn lease_holds(&self) -> bool {
+        true
+    }
 }

@@ -43,6 +43,7 @@ use super::{ImageCell, MetadataClient, QuorumError, QuorumStatus, ReplicaStatus}
 use crate::config::Config;
 
 mod controller;
+mod lease;
 
 pub use controller::{UNCLEAN_CONFIG, parse_bool, unclean_allowed, unclean_wanted};
 
@@ -78,6 +79,9 @@ pub struct QuorumSetup {
 struct Timing {
     broker_heartbeat: Duration,
     session_timeout: Duration,
+    /// `raft_election_timeout_min_ms`: a leader with a quorum's acknowledgement more recent than
+    /// this is surely still the leader (no follower can have started an election yet).
+    election_timeout_min: Duration,
     /// Longest wait for one write on the leader (`controller_request_ms_max`).
     write_timeout: Duration,
     /// `unclean_leader_election_enable`: what applies where neither the topic nor the cluster
@@ -106,6 +110,8 @@ pub struct Quorum {
     elections: Mutex<controller::ElectionState>,
     /// On while this node leads: the state machine then logs each election and ISR change.
     change_log: Arc<AtomicBool>,
+    /// Broker side: how long this node's image may be trusted about what it holds (`lease`).
+    lease: lease::Lease,
     stop: watch::Sender<bool>,
 }
 
@@ -168,6 +174,7 @@ impl Quorum {
             timing: Timing {
                 broker_heartbeat: Duration::from_millis(config.broker_heartbeat_ms),
                 session_timeout: Duration::from_millis(config.broker_session_timeout_ms),
+                election_timeout_min: Duration::from_millis(config.raft_election_timeout_min_ms),
                 write_timeout: Duration::from_millis(config.controller_request_ms_max),
                 unclean_default: config.unclean_leader_election_enable,
                 auto_rebalance: config.auto_leader_rebalance_enable,
@@ -178,6 +185,7 @@ impl Quorum {
             leading: Mutex::new(None),
             unfencing: Mutex::new(std::collections::HashSet::new()),
             elections: Mutex::new(controller::ElectionState::default()),
+            lease: lease::Lease::default(),
             change_log,
             stop,
         });
@@ -442,6 +450,10 @@ impl MetadataClient for Quorum {
         self.leader().map(broker_id)
     }
 
+    fn lease_holds(&self) -> bool {
+        self.lease_holds_now()
+    }
+
     fn status(&self) -> QuorumStatus {
         let m = self.raft.metrics().borrow().clone();
         let membership = m.membership_config.membership();
@@ -528,8 +540,17 @@ impl Quorum {
                 if !self.is_leader() {
                     return not_controller(&self);
                 }
-                ControllerResponse::HeartbeatAck {
-                    registered: self.heard_from(node_id, incarnation),
+                let registered = self.heard_from(node_id, incarnation);
+                if !self.quorum_fresh() {
+                    // Maybe no longer the controller: grant no lease (the broker keeps its
+                    // registration and beats again).
+                    return ControllerResponse::Unavailable(
+                        "no quorum acknowledgement within the election timeout".into(),
+                    );
+                }
+                ControllerResponse::HeartbeatLease {
+                    registered,
+                    applied: self.applied_index(),
                 }
             }
             ControllerRequest::Join { node_id, raft_addr } => {
@@ -568,10 +589,18 @@ async fn broker_loop(q: Arc<Quorum>) {
     let node_id = q.node_id;
     let incarnation = q.setup.registration.incarnation;
     let mut waiting_logged = false;
+    let mut beat_now = false;
     loop {
         if registered {
+            let sent = Instant::now();
             if q.is_leader() {
                 registered = q.heard_from(node_id, incarnation);
+                if registered && q.quorum_fresh() {
+                    q.lease.renew(lease::Grant {
+                        sent,
+                        applied: None,
+                    });
+                }
             } else if let Some(addr) = q.leader().and_then(|l| q.addr_of(l)) {
                 let beat = ControllerRequest::Heartbeat {
                     node_id,
@@ -579,10 +608,20 @@ async fn broker_loop(q: Arc<Quorum>) {
                 };
                 // Any other answer (no controller there, unreachable) keeps the registration: the
                 // next beat finds the new controller.
-                if let Ok(ControllerResponse::HeartbeatAck { registered: known }) =
-                    q.peers.call(&addr, beat).await
-                {
-                    registered = known;
+                match q.peers.call(&addr, beat).await {
+                    Ok(ControllerResponse::HeartbeatLease {
+                        registered: known,
+                        applied,
+                    }) => {
+                        registered = known;
+                        if known {
+                            q.lease.renew(lease::Grant { sent, applied });
+                        }
+                    }
+                    Ok(ControllerResponse::HeartbeatAck { registered: known }) => {
+                        registered = known;
+                    }
+                    _ => {}
                 }
             }
         }
@@ -594,6 +633,9 @@ async fn broker_loop(q: Arc<Quorum>) {
                     registered = true;
                     waiting_logged = false;
                     tracing::info!(node_id, "registered with the controller");
+                    // Beat at once: the first acknowledged beat starts the lease, and this
+                    // node's groups wait for it.
+                    beat_now = true;
                 }
                 Err(QuorumError::ShuttingDown) => return,
                 Err(e) if !waiting_logged => {
@@ -602,6 +644,9 @@ async fn broker_loop(q: Arc<Quorum>) {
                 }
                 Err(_) => {}
             }
+        }
+        if std::mem::take(&mut beat_now) {
+            continue;
         }
         tokio::select! {
             _ = tokio::time::sleep(q.timing.broker_heartbeat) => {}

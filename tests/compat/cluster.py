@@ -229,7 +229,7 @@ class ClusterNode(Broker):
 
     @property
     def raft_address(self) -> str:
-        return f"{HOST}:{self.raft_port}"
+        return f"{self.host}:{self.raft_port}"
 
     def _command(self) -> list[str]:
         cmd = [
@@ -276,7 +276,10 @@ class ClusterError(AssertionError):
 class Cluster:
     """N voters on 127.0.0.1, then `learners` broker-only nodes that `--join` through node 1.
     `racks` gives node i the rack racks[i-1]; `config` is TOML shared by every node
-    (CLUSTER_TIMING is added unless `cluster_flags` is off)."""
+    (CLUSTER_TIMING is added unless `cluster_flags` is off). A subclass may give its nodes
+    another class (`node_class`) and other ports (`_assign_ports`)."""
+
+    node_class = ClusterNode
 
     def __init__(self, workdir: Path, size: int = DEFAULT_SIZE, racks: list[str] | None = None,
                  config: dict | None = None, cluster_flags: bool = True, learners: int = 0,
@@ -288,13 +291,13 @@ class Cluster:
         for i in range(1, size + 1):
             node_dir = workdir / f"node{i}"
             node_dir.mkdir(parents=True)
-            self.nodes[i] = ClusterNode(self, i, node_dir, racks[i - 1] if racks else None,
-                                        dict(shared), args=args)
+            self.nodes[i] = self.node_class(self, i, node_dir, racks[i - 1] if racks else None,
+                                            dict(shared), args=args)
         for i in range(size + 1, size + learners + 1):
             node_dir = workdir / f"node{i}"
             node_dir.mkdir(parents=True)
-            self.nodes[i] = ClusterNode(self, i, node_dir, None, dict(shared), learner=True,
-                                        args=args)
+            self.nodes[i] = self.node_class(self, i, node_dir, None, dict(shared), learner=True,
+                                            args=args)
         self._assign_ports()
 
     def _assign_ports(self) -> None:

@@ -77,6 +77,9 @@ class Broker:
     # start-up and SIGTERM may take for it.
     binary: Path = BRAMBLE_BIN
     command_prefix: list[str] = []
+    # The address the broker listens on and the tests reach it at (tests/compat/netns.py gives
+    # each node of a namespace cluster its own).
+    host: str = HOST
     startup_timeout_s: float = STARTUP_TIMEOUT_S
     shutdown_timeout_s: float = SHUTDOWN_TIMEOUT_S
 
@@ -94,7 +97,7 @@ class Broker:
     @property
     def bootstrap(self) -> str:
         assert self.port is not None, "broker never started"
-        return f"{HOST}:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def _command(self) -> list[str]:
         cmd = [
@@ -157,7 +160,7 @@ class Broker:
                 raise BrokerError(
                     f"bramble exited with {code} during startup\n{self.log_tail()}")
             try:
-                with socket.create_connection((HOST, self.port), READY_CONNECT_TIMEOUT_S):
+                with socket.create_connection((self.host, self.port), READY_CONNECT_TIMEOUT_S):
                     return
             except OSError:
                 time.sleep(READY_POLL_INTERVAL_S)

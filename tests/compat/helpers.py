@@ -267,9 +267,10 @@ def idempotent_batch(producer_id: int, epoch: int, base_sequence: int, values: l
     return bytes(builder.build())
 
 
-def produce_raw(sock: socket.socket, topic: str, partition: int, records: bytes) -> tuple[int, int]:
+def produce_raw(sock: socket.socket, topic: str, partition: int, records: bytes,
+                timeout_ms: int = 30_000) -> tuple[int, int]:
     """Produce v3, acks=all, one partition; returns (error_code, base_offset)."""
-    body = struct.pack(">hhi", -1, -1, 30_000)  # null transactional id, acks, timeout
+    body = struct.pack(">hhi", -1, -1, timeout_ms)  # null transactional id, acks, timeout
     body += struct.pack(">i", 1) + _kstr(topic)
     body += struct.pack(">i", 1) + struct.pack(">ii", partition, len(records)) + records
     resp = _raw_call(sock, API_PRODUCE, 3, 12, body)

@@ -1,0 +1,211 @@
+//! meta::quorum::lease: how long this node may trust its own metadata image to say that it still
+//! holds something the controller could have given to another node while it was not looking:
+//! a group coordinator answering from its cache (`group::Coordinator::owns`).
+//!
+//! Why it is needed: a node paused (SIGSTOP, a stalled SD card) or cut off from the controller
+//! for longer than `broker_session_timeout_ms` is fenced and its leaderships move; until it has
+//! heard of that it would answer OffsetFetch from its stale cache, and a consumer would see the
+//! group's committed offsets move backwards (found by tests/compat/test_nemesis.py; reproduced by
+//! tests/compat/test_deposed_coordinator.py).
+//!
+//! The rule: the controller fences a broker only once it has not heard from it for a whole
+//! session (`Quorum::controller_loop`; a new controller first gives every broker one whole
+//! session), so from the moment this node *sent* a heartbeat that the controller acknowledged,
+//! it cannot be fenced for `session_timeout`. An acknowledgement counts only:
+//! - when the controller answering it was surely still the controller: it had a quorum's
+//!   acknowledgement within the election timeout (no other voter can have been elected since);
+//! - once this node's image has applied what the controller had applied when it answered
+//!   (`applied`), so a fencing and the moves it caused before the answer are seen first.
+//!
+//! Leaderships can also move away from a live, unfenced node (a preferred-leader election); the
+//! lease does not cover that window, as Kafka's coordinator does not.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::Quorum;
+
+/// Acknowledgements kept while this node's image catches up with them; a newer one pushes out
+/// the oldest (each later one carries a later `sent` anyway).
+const PENDING_MAX: usize = 8;
+
+/// One acknowledged heartbeat: when it was sent, and the controller's applied log index when it
+/// answered (`None`: nothing to wait for, e.g. this node is the controller).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    pub sent: Instant,
+    pub applied: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Send time of the newest grant whose index this node has applied.
+    granted: Option<Instant>,
+    /// Grants whose index this node has not applied yet, oldest first.
+    pending: VecDeque<Grant>,
+}
+
+/// This node's lease (see the module comment).
+#[derive(Debug, Default)]
+pub struct Lease {
+    state: Mutex<State>,
+}
+
+impl Lease {
+    /// Records an acknowledged heartbeat.
+    pub fn renew(&self, grant: Grant) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if s.pending.len() == PENDING_MAX {
+            s.pending.pop_front();
+        }
+        s.pending.push_back(grant);
+    }
+
+    /// Whether the lease holds at `now`, lasting `duration` from the send time of the newest
+    /// grant this node has caught up with (`applied`: its image's last applied log index).
+    pub fn holds(&self, now: Instant, duration: Duration, applied: Option<u64>) -> bool {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(g) = s.pending.front().copied() {
+            let caught_up = match g.applied {
+                None => true,
+                Some(need) => applied.is_some_and(|have| have >= need),
+            };
+            if !caught_up {
+                // Later grants carry indexes at least as high: none of them is caught up either.
+                break;
+            }
+            s.pending.pop_front();
+            s.granted = Some(s.granted.map_or(g.sent, |t| t.max(g.sent)));
+        }
+        s.granted.is_some_and(|sent| now < sent + duration)
+    }
+}
+
+impl Quorum {
+    /// Leader side: a quorum acknowledged this leader within the election timeout, so no other
+    /// node can lead yet (a lone voter is its own quorum).
+    pub(super) fn quorum_fresh(&self) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        if m.membership_config.membership().voter_ids().count() <= 1 {
+            return true;
+        }
+        let bound = self.timing.election_timeout_min.as_millis();
+        m.millis_since_quorum_ack
+            .is_some_and(|ms| u128::from(ms) < bound)
+    }
+
+    /// The last log index applied to this node's image.
+    pub(super) fn applied_index(&self) -> Option<u64> {
+        self.raft.metrics().borrow().last_applied.map(|l| l.index)
+    }
+
+    /// Whether this node's lease holds now (`MetadataClient::lease_holds`).
+    pub(super) fn lease_holds_now(&self) -> bool {
+        self.lease.holds(
+            Instant::now(),
+            self.timing.session_timeout,
+            self.applied_index(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The lease on made-up grants and clocks (tokio's Instant, no runtime needed).
+    use super::*;
+
+    const SESSION: Duration = Duration::from_millis(2_000);
+
+    #[test]
+    fn no_grant_no_lease() {
+        let lease = Lease::default();
+        assert!(!lease.holds(Instant::now(), SESSION, Some(10)));
+    }
+
+    #[test]
+    fn a_grant_lasts_a_session_from_its_send_time() {
+        let lease = Lease::default();
+        let t0 = Instant::now();
+        lease.renew(Grant {
+            sent: t0,
+            applied: Some(5),
+        });
+        assert!(lease.holds(t0 + Duration::from_millis(1_999), SESSION, Some(5)));
+        assert!(!lease.holds(t0 + SESSION, SESSION, Some(5)));
+    }
+
+    #[test]
+    fn a_grant_counts_only_once_the_image_caught_up_with_it() {
+        // A node back from a long pause: its old grant has lapsed, the new one names an index its
+        // image has not applied (the fencing and the moves of its leaderships).
+        let lease = Lease::default();
+        let t0 = Instant::now();
+        lease.renew(Grant {
+            sent: t0,
+            applied: Some(5),
+        });
+        assert!(lease.holds(t0, SESSION, Some(5)));
+        let back = t0 + Duration::from_secs(5);
+        lease.renew(Grant {
+            sent: back,
+            applied: Some(9),
+        });
+        assert!(!lease.holds(back, SESSION, Some(5)), "stale image trusted");
+        assert!(!lease.holds(back, SESSION, Some(8)));
+        assert!(lease.holds(back, SESSION, Some(9)));
+    }
+
+    #[test]
+    fn an_older_grant_holds_while_a_newer_one_waits() {
+        // Metadata churn: the controller is always a little ahead; the lease must not flap.
+        let lease = Lease::default();
+        let t0 = Instant::now();
+        lease.renew(Grant {
+            sent: t0,
+            applied: Some(5),
+        });
+        assert!(lease.holds(t0, SESSION, Some(5)));
+        let t1 = t0 + Duration::from_millis(250);
+        lease.renew(Grant {
+            sent: t1,
+            applied: Some(7),
+        });
+        assert!(lease.holds(t1 + Duration::from_millis(100), SESSION, Some(6)));
+        assert!(
+            !lease.holds(t0 + SESSION, SESSION, Some(6)),
+            "the old grant ran out"
+        );
+        assert!(
+            lease.holds(t0 + SESSION, SESSION, Some(7)),
+            "the new one, caught up, holds"
+        );
+    }
+
+    #[test]
+    fn a_grant_without_an_index_counts_at_once() {
+        let lease = Lease::default();
+        let t0 = Instant::now();
+        lease.renew(Grant {
+            sent: t0,
+            applied: None,
+        });
+        assert!(lease.holds(t0, SESSION, None));
+    }
+
+    #[test]
+    fn pending_grants_are_bounded() {
+        let lease = Lease::default();
+        let t0 = Instant::now();
+        for i in 0..(PENDING_MAX as u64 * 2) {
+            lease.renew(Grant {
+                sent: t0 + Duration::from_millis(i),
+                applied: Some(100 + i),
+            });
+        }
+        assert!(!lease.holds(t0, SESSION, Some(99)));
+        assert!(lease.holds(t0, SESSION, Some(1_000)));
+    }
+}
