@@ -68,6 +68,9 @@ impl Node {
             "listening on {bound}"
         );
         quorum.wait_ready().await;
+        // Partitions take roles only once the image is known to be current (`follow_image`):
+        // what this node applied before it stopped may be stale (it was replaced as leader).
+        broker.hold_roles();
         // The local registry follows what was applied before the first client is served.
         broker
             .reconcile(&crate::meta::MetadataClient::image(&*quorum))

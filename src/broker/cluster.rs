@@ -687,15 +687,38 @@ pub async fn follow_image(broker: Arc<Broker>, mut stop: tokio::sync::watch::Rec
         return;
     };
     let mut cell = q.subscribe();
+    let started = tokio::time::Instant::now();
+    let mut catch_up = tokio::time::interval(Duration::from_millis(CATCH_UP_POLL_MS));
+    let mut changed = true;
     loop {
-        let image = cell.borrow_and_update().clone();
-        broker.reconcile(&image).await;
+        if !broker.roles_allowed() && q.lease_holds() {
+            // The controller acknowledged this node, and this image has applied everything the
+            // controller had: roles from it are current, not what this node knew when it
+            // stopped (it may have been replaced as leader since).
+            broker.allow_roles();
+            changed = true;
+            tracing::info!(
+                waited_ms = started.elapsed().as_millis() as u64,
+                "metadata caught up with the controller: partitions take their roles"
+            );
+        }
+        if std::mem::take(&mut changed) {
+            let image = cell.borrow_and_update().clone();
+            broker.reconcile(&image).await;
+        }
         tokio::select! {
-            changed = cell.changed() => if changed.is_err() { return },
+            c = cell.changed() => match c {
+                Ok(()) => changed = true,
+                Err(_) => return,
+            },
+            _ = catch_up.tick(), if !broker.roles_allowed() => {}
             _ = stop.changed() => return,
         }
     }
 }
+
+/// How often a starting node checks whether its image has caught up with the controller's.
+const CATCH_UP_POLL_MS: u64 = 20;
 
 /// Partitions of `topic` in `image` that `node` holds a replica of.
 fn hosted_by(image: &MetadataImage, topic: &str, node: i32) -> usize {

@@ -134,6 +134,10 @@ pub struct Broker {
     quorum: std::sync::OnceLock<Arc<dyn crate::meta::MetadataClient>>,
     /// The applied index of the newest image `cluster::reconcile` has followed.
     reconciled_index: std::sync::atomic::AtomicU64,
+    /// False from a node's start until its image has caught up with the controller's
+    /// (`node::Node::start`): partitions take no leader or follower role from an image that may
+    /// be stale (Kafka's brokers wait for the metadata log the same way before serving).
+    roles_allowed: std::sync::atomic::AtomicBool,
     /// The consumer group coordinator (its state lives in `__consumer_offsets`).
     pub groups: crate::group::Coordinator,
     /// Bytes of Fetch answers being read, encoded or written (`fetch_inflight_bytes_max`).
@@ -196,6 +200,7 @@ impl Broker {
             groups,
             quorum: std::sync::OnceLock::new(),
             reconciled_index: std::sync::atomic::AtomicU64::new(0),
+            roles_allowed: std::sync::atomic::AtomicBool::new(true),
         };
         broker.load_topics()?;
         Ok(broker)

@@ -87,6 +87,11 @@ impl Broker {
         replica: &Arc<Replica>,
         p: &PartitionImage,
     ) {
+        if !self.roles_allowed() {
+            // Stays unassigned (serves nothing) until the image is known to be current; the
+            // node reconciles again then.
+            return;
+        }
         let assignment = Assignment {
             leader: p.leader,
             leader_epoch: p.leader_epoch,
@@ -102,6 +107,24 @@ impl Broker {
         self.replication
             .apply(&replica.state, assignment, addr)
             .await;
+    }
+
+    /// Holds every partition's role back until [`Broker::allow_roles`] (a starting node whose
+    /// image may be stale).
+    pub fn hold_roles(&self) {
+        self.roles_allowed
+            .store(false, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Lets partitions take the roles the image gives them (the caller reconciles again).
+    pub fn allow_roles(&self) {
+        self.roles_allowed
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    pub fn roles_allowed(&self) -> bool {
+        self.roles_allowed
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Partitions this node leads whose log failed, handed to the first eligible ISR member.

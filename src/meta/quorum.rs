@@ -619,7 +619,16 @@ async fn broker_loop(q: Arc<Quorum>) {
                         }
                     }
                     Ok(ControllerResponse::HeartbeatAck { registered: known }) => {
+                        // A controller of an older release (no lease answer), during a rolling
+                        // upgrade: its acknowledgement is trusted as before leases, or this
+                        // node's groups and partition roles would wait for the upgrade's end.
                         registered = known;
+                        if known {
+                            q.lease.renew(lease::Grant {
+                                sent,
+                                applied: None,
+                            });
+                        }
                     }
                     _ => {}
                 }
