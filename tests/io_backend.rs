@@ -25,6 +25,8 @@ const API_KEY_DESCRIBE_CONFIGS: i16 = 32;
 const RESOURCE_BROKER: i8 = 4;
 const BACKEND_KEY: &str = "bramble.io.backend";
 /// Records produced and fetched back through kcat.
+/// What a node logs once it serves clients (src/node.rs).
+const SERVING_LINE: &str = "bramble::node: serving";
 const RECORDS: usize = 50;
 
 /// A `bramble serve` started with an environment of our choosing; killed on drop.
@@ -74,7 +76,9 @@ impl Node {
         format!("{HOST}:{}", self.port)
     }
 
-    /// Waits until the node accepts connections; panics with its log if it exits or is slow.
+    /// Waits until the node accepts connections and its log says it serves (a connection alone
+    /// could reach another test's node that took the same free port first); panics with its log
+    /// if it exits or is slow.
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
@@ -82,7 +86,9 @@ impl Node {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 panic!("bramble exited with {status}:\n{}", self.log());
             }
-            if TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).is_ok() {
+            if self.log().contains(SERVING_LINE)
+                && TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).is_ok()
+            {
                 return;
             }
             std::thread::sleep(READY_POLL_INTERVAL);

@@ -91,9 +91,8 @@ impl Coordinator {
             return Ok(());
         }
         validate_group_id(group)?;
-        // Paused or cut off past its session, this node may have been fenced and its groups
-        // moved without its image knowing yet: its cache may be stale (`meta::quorum::lease`).
-        if broker.quorum().is_some_and(|q| !q.lease_holds()) {
+        let lease_lapsed = || broker.quorum().is_some_and(|q| !q.lease_holds());
+        if lease_lapsed() {
             return Err(ResponseError::CoordinatorNotAvailable);
         }
         match coordinator_of(broker, group).await {
@@ -116,6 +115,12 @@ impl Coordinator {
             || self.replayed.lock().await.get(&(topic.id, partition)) != Some(&epoch)
         {
             return Err(ResponseError::CoordinatorLoadInProgress);
+        }
+        // Paused or cut off past its session, this node may have been fenced and its groups
+        // moved without its image knowing yet: its cache may be stale (`meta::quorum::lease`).
+        // Checked again last: a pause during the awaits above must not let a stale answer out.
+        if lease_lapsed() {
+            return Err(ResponseError::CoordinatorNotAvailable);
         }
         Ok(())
     }

@@ -106,6 +106,10 @@ pub struct Quorum {
     leading: Mutex<Option<(u64, Instant)>>,
     /// Controller side: brokers whose unfencing is being committed (one write each at a time).
     unfencing: Mutex<std::collections::HashSet<i32>>,
+    /// Controller side: brokers whose fencing is being committed. Marked while `seen` is locked,
+    /// so a heartbeat recorded after the broker was found stale sees the mark and gets no lease
+    /// whose index could miss the fencing (`lease`).
+    fencing: Mutex<std::collections::HashSet<i32>>,
     /// Controller side: what the election duties remember between rounds.
     elections: Mutex<controller::ElectionState>,
     /// On while this node leads: the state machine then logs each election and ISR change.
@@ -184,6 +188,7 @@ impl Quorum {
             seen: Mutex::new(HashMap::new()),
             leading: Mutex::new(None),
             unfencing: Mutex::new(std::collections::HashSet::new()),
+            fencing: Mutex::new(std::collections::HashSet::new()),
             elections: Mutex::new(controller::ElectionState::default()),
             lease: lease::Lease::default(),
             change_log,
@@ -541,16 +546,23 @@ impl Quorum {
                     return not_controller(&self);
                 }
                 let registered = self.heard_from(node_id, incarnation);
-                if !self.quorum_fresh() {
+                if self.being_fenced(node_id) {
+                    return ControllerResponse::Unavailable(
+                        "this broker's fencing is being committed".into(),
+                    );
+                }
+                let Some(read_index) = self.confirmed_read_index().await else {
                     // Maybe no longer the controller: grant no lease (the broker keeps its
                     // registration and beats again).
                     return ControllerResponse::Unavailable(
-                        "no quorum acknowledgement within the election timeout".into(),
+                        "leadership not confirmed by a quorum within the election timeout".into(),
                     );
-                }
+                };
+                // The broker counts the grant once its image has everything committed so far,
+                // a fencing of it included.
                 ControllerResponse::HeartbeatLease {
                     registered,
-                    applied: self.applied_index(),
+                    applied: Some(read_index),
                 }
             }
             ControllerRequest::Join { node_id, raft_addr } => {
@@ -595,10 +607,10 @@ async fn broker_loop(q: Arc<Quorum>) {
             let sent = Instant::now();
             if q.is_leader() {
                 registered = q.heard_from(node_id, incarnation);
-                if registered && q.quorum_fresh() {
+                if registered && let Some(read_index) = q.confirmed_read_index().await {
                     q.lease.renew(lease::Grant {
                         sent,
-                        applied: None,
+                        applied: Some(read_index),
                     });
                 }
             } else if let Some(addr) = q.leader().and_then(|l| q.addr_of(l)) {
@@ -720,7 +732,7 @@ async fn controller_loop(q: Arc<Quorum>) {
         let now = Instant::now();
         let stale: Vec<(i32, Uuid)> = {
             let seen = q.seen.lock().unwrap_or_else(|e| e.into_inner());
-            image
+            let stale: Vec<(i32, Uuid)> = image
                 .brokers
                 .values()
                 .filter(|b| !b.fenced)
@@ -732,7 +744,12 @@ async fn controller_loop(q: Arc<Quorum>) {
                     now.duration_since(last) > q.timing.session_timeout
                 })
                 .map(|b| (b.node_id(), b.registration.incarnation))
-                .collect()
+                .collect();
+            q.fencing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(stale.iter().map(|(id, _)| *id));
+            stale
         };
         for (node_id, incarnation) in stale {
             let cmd = MetadataCommand::FenceBroker {
@@ -746,6 +763,10 @@ async fn controller_loop(q: Arc<Quorum>) {
                     "broker missed its session timeout: fenced (its partitions move to other in-sync replicas, or wait for it)"
                 );
             }
+            q.fencing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&node_id);
         }
         controller::election_duties(&q, &image).await;
     }

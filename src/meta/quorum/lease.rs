@@ -12,10 +12,13 @@
 //! session (`Quorum::controller_loop`; a new controller first gives every broker one whole
 //! session), so from the moment this node *sent* a heartbeat that the controller acknowledged,
 //! it cannot be fenced for `session_timeout`. An acknowledgement counts only:
-//! - when the controller answering it was surely still the controller: it had a quorum's
-//!   acknowledgement within the election timeout (no other voter can have been elected since);
-//! - once this node's image has applied what the controller had applied when it answered
-//!   (`applied`), so a fencing and the moves it caused before the answer are seen first.
+//! - when the controller answering it was surely still the controller: a heartbeat round to a
+//!   quorum confirmed its leadership after the heartbeat arrived (openraft's read index);
+//! - once this node's image has applied up to that read index (`applied`: everything committed
+//!   before the answer), so a fencing and the moves it caused are seen first;
+//! - and not while the controller is committing this node's fencing (it found the node stale
+//!   before this heartbeat arrived: the answer is then "unavailable", and the next one's index
+//!   covers the fencing).
 //!
 //! Leaderships can also move away from a live, unfenced node (a preferred-leader election); the
 //! lease does not cover that window, as Kafka's coordinator does not.
@@ -85,16 +88,26 @@ impl Lease {
 }
 
 impl Quorum {
-    /// Leader side: a quorum acknowledged this leader within the election timeout, so no other
-    /// node can lead yet (a lone voter is its own quorum).
-    pub(super) fn quorum_fresh(&self) -> bool {
-        let m = self.raft.metrics().borrow().clone();
-        if m.membership_config.membership().voter_ids().count() <= 1 {
-            return true;
+    /// Leader side: confirms with a fresh heartbeat round that a quorum still follows this
+    /// leader (openraft's `get_read_log_id`, a lone voter being its own quorum) and returns the
+    /// read index: every entry committed before the call is at or below it. `None`: not
+    /// confirmed within the election timeout (maybe no longer the controller). Raft's metrics
+    /// are not enough here: they are a snapshot published by Raft's own task, stale after a
+    /// pause of this process or a stalled log write.
+    pub(super) async fn confirmed_read_index(&self) -> Option<u64> {
+        let confirm = self.raft.get_read_log_id();
+        match tokio::time::timeout(self.timing.election_timeout_min, confirm).await {
+            Ok(Ok((read_log_id, _applied))) => Some(read_log_id.map_or(0, |l| l.index)),
+            _ => None,
         }
-        let bound = self.timing.election_timeout_min.as_millis();
-        m.millis_since_quorum_ack
-            .is_some_and(|ms| u128::from(ms) < bound)
+    }
+
+    /// Whether the controller is committing `node_id`'s fencing right now.
+    pub(super) fn being_fenced(&self, node_id: i32) -> bool {
+        self.fencing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&node_id)
     }
 
     /// The last log index applied to this node's image.
