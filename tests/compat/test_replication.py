@@ -66,6 +66,8 @@ PREFERRED_RETURN_S = 15.0
 # A killed leader's partitions have a new leader (Metadata) within this: fencing after the
 # session timeout, then one election.
 NEW_LEADER_S = BROKER_SESSION_MS / 1000 + 5.0
+# A node Metadata names leader takes that role within this (a retried NOT_LEADER_OR_FOLLOWER).
+NEW_LEADER_SETTLE_S = 5.0
 # The producer delivers to a killed leader's partition again within this of the kill.
 UNAVAILABLE_MAX_S = 15.0
 # A follower that stopped fetching leaves the ISR within the lag time plus this.
@@ -95,6 +97,7 @@ POLL_S = 0.1
 # Kafka error codes.
 NONE = 0
 REQUEST_TIMED_OUT = 7
+NOT_LEADER_OR_FOLLOWER = 6
 NOT_ENOUGH_REPLICAS = 19
 NOT_ENOUGH_REPLICAS_AFTER_APPEND = 20
 
@@ -532,6 +535,18 @@ def test_killed_leader_returns_catches_up_and_leads_again(cluster_factory, capsy
 
 # --- acceptance 4 ----------------------------------------------------------------------------
 
+def produce_at_new_leader(bootstrap: str, topic: str, p: int, value: bytes) -> int:
+    """One acks=all produce to a node that Metadata just named leader; NOT_LEADER_OR_FOLLOWER
+    is retried, as clients do, for NEW_LEADER_SETTLE_S: the node can answer Metadata from its
+    newest image a moment before the partition's role follows it. Returns the last error."""
+    deadline = time.monotonic() + NEW_LEADER_SETTLE_S
+    while True:
+        error, _ = produce_raw(bootstrap, topic, p, value, acks=-1)
+        if error != NOT_LEADER_OR_FOLLOWER or time.monotonic() > deadline:
+            return error
+        time.sleep(POLL_S)
+
+
 def test_min_insync_replicas_refuses_acks_all_with_two_replicas_down(cluster_factory, capsys):
     """Acceptance 4: `min.insync.replicas=2`, two of a partition's three replica brokers killed
     (-9): acks=all gets NOT_ENOUGH_REPLICAS from the leader (raw Produce, and kafka-python with
@@ -581,7 +596,7 @@ def test_min_insync_replicas_refuses_acks_all_with_two_replicas_down(cluster_fac
     for topic, min_isr in topics.items():
         for p, info in sorted(md.topics[topic].partitions.items()):
             leader = cluster.nodes[info.leader].bootstrap
-            error, _ = produce_raw(leader, topic, p, f"all-{topic}-{p}".encode(), acks=-1)
+            error = produce_at_new_leader(leader, topic, p, f"all-{topic}-{p}".encode())
             # Refused before the append (the ISR had shrunk before the request); a leader that
             # appended first and then found the ISR too small says so with the other code.
             want = ({NOT_ENOUGH_REPLICAS, NOT_ENOUGH_REPLICAS_AFTER_APPEND}
