@@ -26,6 +26,12 @@ use crate::config::{Config, split_host_port};
 use crate::io::DiskWriter;
 use crate::meta::quorum::Quorum;
 
+/// Longest a starting node waits for its partitions to take their roles (its image caught up
+/// with a controller) before it serves anyway, every partition held.
+const ROLES_WAIT_MS_MAX: u64 = 5_000;
+/// How often the start checks whether the roles are taken.
+const ROLES_POLL_MS: u64 = 10;
+
 /// A started node: serving once [`Node::serve`] runs.
 pub struct Node {
     broker: Arc<Broker>,
@@ -82,6 +88,17 @@ impl Node {
             broker.clone(),
             follow_stop.subscribe(),
         ));
+        // Serve (and tell systemd READY) once the partitions have taken their roles; without a
+        // controller to catch up with, serve after ROLES_WAIT_MS_MAX with them held.
+        let roles_wait = tokio::time::Instant::now() + Duration::from_millis(ROLES_WAIT_MS_MAX);
+        while !broker.roles_taken() && tokio::time::Instant::now() < roles_wait {
+            tokio::time::sleep(Duration::from_millis(ROLES_POLL_MS)).await;
+        }
+        if !broker.roles_taken() {
+            tracing::warn!(
+                "not caught up with a controller yet: serving with every partition held (no leader or follower role) until then"
+            );
+        }
         tracing::info!(
             cluster_id = %broker.cluster_id(),
             controller = broker.controller_id(),

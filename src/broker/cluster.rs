@@ -705,6 +705,11 @@ pub async fn follow_image(broker: Arc<Broker>, mut stop: tokio::sync::watch::Rec
         if std::mem::take(&mut changed) {
             let image = cell.borrow_and_update().clone();
             broker.reconcile(&image).await;
+            if broker.roles_allowed() {
+                broker
+                    .roles_taken
+                    .store(true, std::sync::atomic::Ordering::Release);
+            }
         }
         tokio::select! {
             c = cell.changed() => match c {

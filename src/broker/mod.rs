@@ -138,6 +138,8 @@ pub struct Broker {
     /// (`node::Node::start`): partitions take no leader or follower role from an image that may
     /// be stale (Kafka's brokers wait for the metadata log the same way before serving).
     roles_allowed: std::sync::atomic::AtomicBool,
+    /// Set once an image has been reconciled with roles allowed (`cluster::follow_image`).
+    roles_taken: std::sync::atomic::AtomicBool,
     /// The consumer group coordinator (its state lives in `__consumer_offsets`).
     pub groups: crate::group::Coordinator,
     /// Bytes of Fetch answers being read, encoded or written (`fetch_inflight_bytes_max`).
@@ -201,6 +203,7 @@ impl Broker {
             quorum: std::sync::OnceLock::new(),
             reconciled_index: std::sync::atomic::AtomicU64::new(0),
             roles_allowed: std::sync::atomic::AtomicBool::new(true),
+            roles_taken: std::sync::atomic::AtomicBool::new(false),
         };
         broker.load_topics()?;
         Ok(broker)

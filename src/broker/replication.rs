@@ -122,6 +122,11 @@ impl Broker {
             .store(true, std::sync::atomic::Ordering::Release);
     }
 
+    /// Whether an image has been reconciled since roles were allowed: the partitions serve.
+    pub fn roles_taken(&self) -> bool {
+        self.roles_taken.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     pub fn roles_allowed(&self) -> bool {
         self.roles_allowed
             .load(std::sync::atomic::Ordering::Acquire)
