@@ -73,7 +73,7 @@ impl Node {
             io_backend,
             "listening on {bound}"
         );
-        quorum.wait_ready().await;
+        let quorum_answered = quorum.wait_ready().await;
         // Partitions take roles only once the image is known to be current (`follow_image`):
         // what this node applied before it stopped may be stale (it was replaced as leader).
         broker.hold_roles();
@@ -89,8 +89,15 @@ impl Node {
             follow_stop.subscribe(),
         ));
         // Serve (and tell systemd READY) once the partitions have taken their roles; without a
-        // controller to catch up with, serve after ROLES_WAIT_MS_MAX with them held.
-        let roles_wait = tokio::time::Instant::now() + Duration::from_millis(ROLES_WAIT_MS_MAX);
+        // controller to catch up with, serve after ROLES_WAIT_MS_MAX with them held. A node whose
+        // quorum did not answer at all (wait_ready's bound passed) has no controller to wait
+        // for: it serves at once, partitions held, rather than after both bounds.
+        let roles_wait_ms = if quorum_answered {
+            ROLES_WAIT_MS_MAX
+        } else {
+            0
+        };
+        let roles_wait = tokio::time::Instant::now() + Duration::from_millis(roles_wait_ms);
         while !broker.roles_taken() && tokio::time::Instant::now() < roles_wait {
             tokio::time::sleep(Duration::from_millis(ROLES_POLL_MS)).await;
         }

@@ -245,8 +245,9 @@ impl Quorum {
     }
 
     /// Waits (bounded) until the image holds the cluster's first command, so a node that has
-    /// metadata serves it from its first request.
-    pub async fn wait_ready(&self) {
+    /// metadata serves it from its first request. False if the bound passed first: no quorum
+    /// answered (a majority of the voters is not up yet).
+    pub async fn wait_ready(&self) -> bool {
         // What the local log held at start: applied once this node knows it is committed (at
         // once on a lone voter; from the leader's first heartbeat elsewhere).
         let logged = self.raft.metrics().borrow().last_log_index;
@@ -258,14 +259,15 @@ impl Quorum {
                 .wait_for(|m| m.last_applied.map(|l| l.index) >= logged)
                 .await;
         };
-        if tokio::time::timeout(Duration::from_millis(READY_WAIT_MS_MAX), ready)
+        let answered = tokio::time::timeout(Duration::from_millis(READY_WAIT_MS_MAX), ready)
             .await
-            .is_err()
-        {
+            .is_ok();
+        if !answered {
             tracing::warn!(
                 "no metadata quorum yet: serving with what this node knows; admin requests fail with a retriable error until a controller is elected"
             );
         }
+        answered
     }
 
     /// Stops the loops, the peer listener and Raft.
