@@ -21,8 +21,9 @@ from conftest import REPO_ROOT, Broker, finish_broker, free_port
 
 PACKAGED_CONFIG = REPO_ROOT / "packaging" / "bramble.toml"
 README = REPO_ROOT / "README.md"
-# Bound on one metadata request to the node.
-METADATA_TIMEOUT_S = 10
+# Bound on one metadata request to the node. A node whose quorum's other voters are not up
+# answers only once its quorum wait (5 s) has passed; twice that leaves room on a loaded box.
+METADATA_TIMEOUT_S = 20
 
 
 def step3_config(host_index: int) -> str:
