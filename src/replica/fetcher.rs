@@ -296,39 +296,35 @@ async fn connect(shared: &Shared) -> Option<Client> {
     }
 }
 
-/// Runs `call` unless the fetcher is stopped first (a paused leader must not hold it).
-async fn until_stopped<T>(
-    shared: &Shared,
-    call: impl std::future::Future<Output = Result<T, ClientError>>,
-) -> Result<T, ClientError> {
-    tokio::select! {
-        r = call => r,
-        () = async {
-            loop {
-                shared.wake.notified().await;
-                if shared.stopped.load(Ordering::Acquire) {
-                    break;
-                }
-            }
-        } => Err(ClientError::Broker("fetcher stopped".into())),
-    }
+/// When a call in flight gives way: only to a stop, or also to a newly added partition (a long
+/// poll must not keep the new partition waiting for its wait to run out).
+#[derive(Clone, Copy)]
+enum CutOn {
+    Stop,
+    StopOrAdded,
 }
 
-/// Runs a long-polling `call` unless the fetcher is stopped or a partition is added first.
-async fn until_stopped_or_added<T>(
+/// Runs `call` unless the fetcher is stopped (or, with [`CutOn::StopOrAdded`], a partition is
+/// added) first: a paused leader must not hold the fetcher.
+async fn until_cut<T>(
     shared: &Shared,
+    cut_on: CutOn,
     call: impl std::future::Future<Output = Result<T, ClientError>>,
 ) -> Result<T, ClientError> {
+    let cut = || {
+        shared.stopped.load(Ordering::Acquire)
+            || matches!(cut_on, CutOn::StopOrAdded) && shared.added.load(Ordering::Acquire)
+    };
     tokio::select! {
         r = call => r,
         () = async {
             loop {
                 shared.wake.notified().await;
-                if shared.stopped.load(Ordering::Acquire) || shared.added.load(Ordering::Acquire) {
+                if cut() {
                     break;
                 }
             }
-        } => Err(ClientError::Broker("fetch cut short: fetcher stopped or partition added".into())),
+        } => Err(ClientError::Broker("call cut short: fetcher stopped or partition added".into())),
     }
 }
 
@@ -388,7 +384,7 @@ async fn truncate(
                 })
                 .collect(),
         );
-    let response = until_stopped(shared, client.call(&request, EPOCH_VERSION)).await?;
+    let response = until_cut(shared, CutOn::Stop, client.call(&request, EPOCH_VERSION)).await?;
     for topic in response.topics {
         for p in topic.partitions {
             let Some((key, entry, local_epoch)) =
@@ -543,7 +539,12 @@ async fn fetch(
     if asked.is_empty() {
         return Ok(());
     }
-    let response = until_stopped_or_added(shared, client.call(&request, FETCH_VERSION)).await?;
+    let response = until_cut(
+        shared,
+        CutOn::StopOrAdded,
+        client.call(&request, FETCH_VERSION),
+    )
+    .await?;
     if response.error_code != 0 {
         return Err(ClientError::Broker(format!(
             "leader answered fetch with error {}",

@@ -3,6 +3,7 @@
 //! log_append_time_ms plus a stamped batch on a LogAppendTime topic.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::indexmap::IndexMap;
@@ -13,7 +14,7 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
-use crate::broker::{Advertised, Broker};
+use crate::broker::{Advertised, Broker, Topic};
 use crate::config::Config;
 use crate::io::DiskWriter;
 use crate::protocol::batch::{self, TimestampType as BatchTimestampType};
@@ -33,26 +34,27 @@ fn open(dir: &std::path::Path) -> Broker {
     Broker::open(config, advertised, writer).unwrap()
 }
 
-fn records(keys: &[Option<&'static [u8]>]) -> Bytes {
-    let records: Vec<Record> = keys
-        .iter()
-        .enumerate()
-        .map(|(i, key)| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: -1 + i as i32,
-            timestamp: OLD_TIMESTAMP_MS,
-            key: key.map(Bytes::from_static),
-            value: Some(Bytes::from_static(b"v")),
-            headers: IndexMap::new(),
-        })
-        .collect();
+/// A record at `index` of its batch: keyed `key`, created at OLD_TIMESTAMP_MS, no producer id.
+fn record(index: usize, key: Option<&'static [u8]>, value: Bytes) -> Record {
+    Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset: index as i64,
+        sequence: -1 + index as i32,
+        timestamp: OLD_TIMESTAMP_MS,
+        key: key.map(Bytes::from_static),
+        value: Some(value),
+        headers: IndexMap::new(),
+    }
+}
+
+/// One uncompressed batch of `records`.
+fn encode(records: &[Record]) -> Bytes {
     let mut buf = BytesMut::new();
     let options = RecordEncodeOptions {
         version: 2,
@@ -60,6 +62,35 @@ fn records(keys: &[Option<&'static [u8]>]) -> Bytes {
     };
     RecordBatchEncoder::encode(&mut buf, records.iter(), &options).unwrap();
     buf.freeze()
+}
+
+/// One batch of records valued "v", keyed `keys`.
+fn records(keys: &[Option<&'static [u8]>]) -> Bytes {
+    let records: Vec<Record> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, key)| record(i, *key, Bytes::from_static(b"v")))
+        .collect();
+    encode(&records)
+}
+
+/// A fresh broker in `dir` with a topic `name` of `partitions` partitions and `configs`.
+async fn broker_with_topic(
+    dir: &std::path::Path,
+    name: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) -> (Broker, Arc<Topic>) {
+    let broker = open(dir);
+    let configs = configs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let topic = broker
+        .create_topic(name, partitions, 1, configs, false)
+        .await
+        .unwrap();
+    (broker, topic)
 }
 
 fn request(topic: &str, records: Bytes) -> ProduceRequest {
@@ -93,12 +124,8 @@ async fn produce(broker: &Broker, topic: &str, records: Bytes) -> (i16, Option<S
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compacted_topic_refuses_null_keys() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = open(dir.path());
-    let configs = BTreeMap::from([("cleanup.policy".into(), "compact".into())]);
-    let topic = broker
-        .create_topic("c", 1, 1, configs, false)
-        .await
-        .unwrap();
+    let (broker, topic) =
+        broker_with_topic(dir.path(), "c", 1, &[("cleanup.policy", "compact")]).await;
     let refused = produce(&broker, "c", records(&[Some(b"k"), None, None])).await;
     assert_eq!(refused, (87, Some("[1, 2]".into()), -1));
     assert_eq!(topic.partition(0).unwrap().log.log_end_offset(), 0);
@@ -112,11 +139,7 @@ async fn compacted_topic_refuses_null_keys() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_batches_for_one_partition_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = open(dir.path());
-    let topic = broker
-        .create_topic("t", 1, 1, BTreeMap::new(), false)
-        .await
-        .unwrap();
+    let (broker, topic) = broker_with_topic(dir.path(), "t", 1, &[]).await;
     let one = records(&[Some(b"k")]);
     let two = Bytes::from([one.as_ref(), one.as_ref()].concat());
     let (code, _, _) = produce(&broker, "t", two).await;
@@ -135,12 +158,13 @@ async fn key_check_decompression_is_bounded_per_request() {
     const PARTITIONS: i32 = 12;
     const VALUE_BYTES: usize = 2 << 20;
     let dir = tempfile::tempdir().unwrap();
-    let broker = open(dir.path());
-    let configs = BTreeMap::from([("cleanup.policy".into(), "compact".into())]);
-    broker
-        .create_topic("c", PARTITIONS, 1, configs, false)
-        .await
-        .unwrap();
+    let (broker, _topic) = broker_with_topic(
+        dir.path(),
+        "c",
+        PARTITIONS,
+        &[("cleanup.policy", "compact")],
+    )
+    .await;
     let bomb = Bytes::from(crate::protocol::records::tests::recompress(
         keyed_record(vec![0; VALUE_BYTES]).to_vec(),
         Compression::Gzip,
@@ -174,28 +198,7 @@ async fn key_check_decompression_is_bounded_per_request() {
 
 /// One uncompressed batch of one keyed record with `value`.
 fn keyed_record(value: Vec<u8>) -> Bytes {
-    let record = Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: -1,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: OLD_TIMESTAMP_MS,
-        key: Some(Bytes::from_static(b"k")),
-        value: Some(Bytes::from(value)),
-        headers: IndexMap::new(),
-    };
-    let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::None,
-    };
-    RecordBatchEncoder::encode(&mut buf, [record].iter(), &options).unwrap();
-    buf.freeze()
+    encode(&[record(0, Some(b"k"), Bytes::from(value))])
 }
 
 // Proves a LogAppendTime topic answers log_append_time_ms and stores the batch stamped with
@@ -203,12 +206,13 @@ fn keyed_record(value: Vec<u8>) -> Bytes {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_append_time_is_stamped_and_answered() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = open(dir.path());
-    let configs = BTreeMap::from([("message.timestamp.type".into(), "LogAppendTime".into())]);
-    let stamped = broker
-        .create_topic("s", 1, 1, configs, false)
-        .await
-        .unwrap();
+    let (broker, stamped) = broker_with_topic(
+        dir.path(),
+        "s",
+        1,
+        &[("message.timestamp.type", "LogAppendTime")],
+    )
+    .await;
     let before = crate::api::now_ms();
     let (code, _, append_time) = produce(&broker, "s", records(&[Some(b"k")])).await;
     assert_eq!(code, 0);
@@ -245,11 +249,7 @@ async fn acks_all_retry_of_a_duplicate_waits_for_the_isr() {
     use crate::replica::{Assignment, replica_ids};
     const TIMEOUT_MS: i32 = 300;
     let dir = tempfile::tempdir().unwrap();
-    let broker = open(dir.path());
-    let topic = broker
-        .create_topic("t", 1, 1, BTreeMap::new(), false)
-        .await
-        .unwrap();
+    let (broker, topic) = broker_with_topic(dir.path(), "t", 1, &[]).await;
     let replica = topic.partition(0).unwrap();
     let (me, epoch) = (broker.identity.node_id, replica.leader_epoch());
     let both = replica_ids(&[me, me + 1]);
@@ -280,26 +280,10 @@ async fn acks_all_retry_of_a_duplicate_waits_for_the_isr() {
 }
 
 fn idempotent_batch(producer_id: i64, sequence: i32) -> Bytes {
-    let record = Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: -1,
+    encode(&[Record {
         producer_id,
         producer_epoch: 0,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
         sequence,
-        timestamp: OLD_TIMESTAMP_MS,
-        key: Some(Bytes::from_static(b"k")),
-        value: Some(Bytes::from_static(b"v")),
-        headers: IndexMap::new(),
-    };
-    let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::None,
-    };
-    RecordBatchEncoder::encode(&mut buf, [record].iter(), &options).unwrap();
-    buf.freeze()
+        ..record(0, Some(b"k"), Bytes::from_static(b"v"))
+    }])
 }

@@ -132,6 +132,14 @@ mod tests {
 
     const SESSION: Duration = Duration::from_millis(2_000);
 
+    /// A grant sent at `sent` that counts once this node applied `applied`.
+    fn grant(sent: Instant, applied: u64) -> Grant {
+        Grant {
+            sent,
+            applied: Some(applied),
+        }
+    }
+
     #[test]
     fn no_grant_no_lease() {
         let lease = Lease::default();
@@ -142,10 +150,7 @@ mod tests {
     fn a_grant_lasts_a_session_from_its_send_time() {
         let lease = Lease::default();
         let t0 = Instant::now();
-        lease.renew(Grant {
-            sent: t0,
-            applied: Some(5),
-        });
+        lease.renew(grant(t0, 5));
         assert!(lease.holds(t0 + Duration::from_millis(1_999), SESSION, Some(5)));
         assert!(!lease.holds(t0 + SESSION, SESSION, Some(5)));
     }
@@ -156,16 +161,10 @@ mod tests {
         // image has not applied (the fencing and the moves of its leaderships).
         let lease = Lease::default();
         let t0 = Instant::now();
-        lease.renew(Grant {
-            sent: t0,
-            applied: Some(5),
-        });
+        lease.renew(grant(t0, 5));
         assert!(lease.holds(t0, SESSION, Some(5)));
         let back = t0 + Duration::from_secs(5);
-        lease.renew(Grant {
-            sent: back,
-            applied: Some(9),
-        });
+        lease.renew(grant(back, 9));
         assert!(!lease.holds(back, SESSION, Some(5)), "stale image trusted");
         assert!(!lease.holds(back, SESSION, Some(8)));
         assert!(lease.holds(back, SESSION, Some(9)));
@@ -176,16 +175,10 @@ mod tests {
         // Metadata churn: the controller is always a little ahead; the lease must not flap.
         let lease = Lease::default();
         let t0 = Instant::now();
-        lease.renew(Grant {
-            sent: t0,
-            applied: Some(5),
-        });
+        lease.renew(grant(t0, 5));
         assert!(lease.holds(t0, SESSION, Some(5)));
         let t1 = t0 + Duration::from_millis(250);
-        lease.renew(Grant {
-            sent: t1,
-            applied: Some(7),
-        });
+        lease.renew(grant(t1, 7));
         assert!(lease.holds(t1 + Duration::from_millis(100), SESSION, Some(6)));
         assert!(
             !lease.holds(t0 + SESSION, SESSION, Some(6)),
@@ -213,10 +206,7 @@ mod tests {
         let lease = Lease::default();
         let t0 = Instant::now();
         for i in 0..(PENDING_MAX as u64 * 2) {
-            lease.renew(Grant {
-                sent: t0 + Duration::from_millis(i),
-                applied: Some(100 + i),
-            });
+            lease.renew(grant(t0 + Duration::from_millis(i), 100 + i));
         }
         assert!(!lease.holds(t0, SESSION, Some(99)));
         assert!(lease.holds(t0, SESSION, Some(1_000)));
