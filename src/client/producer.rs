@@ -68,6 +68,23 @@ pub fn records_per_batch(batch_bytes: usize, value_len: usize) -> (usize, usize)
     (count, total)
 }
 
+/// Who a batch is from: an idempotent producer's id, epoch and first sequence, or
+/// [`Stamp::NONE`] (no producer id, as a non-idempotent producer sends).
+#[derive(Clone, Copy, Debug)]
+pub struct Stamp {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+}
+
+impl Stamp {
+    pub const NONE: Stamp = Stamp {
+        producer_id: NO_PRODUCER_ID,
+        producer_epoch: NO_PRODUCER_EPOCH,
+        base_sequence: NO_SEQUENCE,
+    };
+}
+
 /// One uncompressed v2 batch of `count` records, each with a null key and `value`, base offset 0
 /// (the broker assigns offsets), no producer id, all stamped `timestamp_ms`.
 pub fn encode_batch(value: &Bytes, count: usize, timestamp_ms: i64) -> Result<Bytes, ClientError> {
@@ -75,23 +92,39 @@ pub fn encode_batch(value: &Bytes, count: usize, timestamp_ms: i64) -> Result<By
         (1..=BATCH_RECORDS_MAX).contains(&count),
         "batch of {count} records"
     );
-    let records: Vec<Record> = (0..count)
-        .map(|i| Record {
+    encode_values(
+        std::iter::repeat_n(value.clone(), count),
+        Stamp::NONE,
+        timestamp_ms,
+    )
+}
+
+/// One uncompressed v2 batch of records with null keys and `values`, base offset 0, from
+/// `stamp`, all stamped `timestamp_ms`.
+pub fn encode_values(
+    values: impl IntoIterator<Item = Bytes>,
+    stamp: Stamp,
+    timestamp_ms: i64,
+) -> Result<Bytes, ClientError> {
+    let records: Vec<Record> = values
+        .into_iter()
+        .enumerate()
+        .map(|(i, value)| Record {
             transactional: false,
             control: false,
             delete_horizon: false,
             partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
-            producer_id: NO_PRODUCER_ID,
-            producer_epoch: NO_PRODUCER_EPOCH,
+            producer_id: stamp.producer_id,
+            producer_epoch: stamp.producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            // The encoder starts a new batch wherever offset - sequence changes; offset - 1
-            // keeps one batch whose base sequence is NO_SEQUENCE (-1), as a non-idempotent
-            // producer sends.
-            sequence: NO_SEQUENCE + i as i32,
+            // The encoder starts a new batch wherever offset - sequence changes; a sequence
+            // that follows the offset keeps one batch whose base sequence is the stamp's
+            // (NO_SEQUENCE, -1, without a producer id).
+            sequence: stamp.base_sequence + i as i32,
             timestamp: timestamp_ms,
             key: None,
-            value: Some(value.clone()),
+            value: Some(value),
             headers: IndexMap::new(),
         })
         .collect();

@@ -8,19 +8,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::ResponseError;
-use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     BrokerId, FetchRequest, InitProducerIdRequest, ProduceRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::RecordBatchDecoder;
 
+use crate::client::producer::{Stamp, encode_values};
 use crate::client::{Client, admin};
 use crate::io::crash::XorShift;
 
@@ -124,6 +122,18 @@ async fn leader_addr(bootstrap: &[String], partition: i32, start: usize) -> Opti
     Some(format!("{}:{}", broker.host.as_str(), broker.port))
 }
 
+/// A connection to `partition`'s leader, or None after a backoff (no leader known or reachable).
+async fn connect_leader(bootstrap: &[String], partition: i32, start: usize) -> Option<Client> {
+    let client = match leader_addr(bootstrap, partition, start).await {
+        Some(addr) => bounded(Client::connect(&addr)).await.ok(),
+        None => None,
+    };
+    if client.is_none() {
+        tokio::time::sleep(RETRY_BACKOFF).await;
+    }
+    client
+}
+
 fn topic_name() -> TopicName {
     TopicName(StrBytes::from_static_str(TOPIC))
 }
@@ -161,33 +171,14 @@ async fn init_producer_id(w: &Workload, start: usize) -> Option<Identity> {
 
 /// One idempotent batch of `values` with the producer's identity.
 fn encode(values: &[String], who: Identity) -> Bytes {
-    let records: Vec<Record> = values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: who.id,
-            producer_epoch: who.epoch,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: who.sequence + i as i32,
-            timestamp: 0,
-            key: None,
-            value: Some(Bytes::from(v.clone())),
-            headers: IndexMap::new(),
-        })
-        .collect();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::None,
+    let stamp = Stamp {
+        producer_id: who.id,
+        producer_epoch: who.epoch,
+        base_sequence: who.sequence,
     };
-    let mut buf = BytesMut::new();
+    let values = values.iter().map(|v| Bytes::from(v.clone()));
     // Encoding plain records into a buffer cannot fail.
-    RecordBatchEncoder::encode(&mut buf, records.iter(), &options).expect("encode a batch");
-    buf.freeze()
+    encode_values(values, stamp, 0).expect("encode a batch")
 }
 
 /// What one produce attempt came to.
@@ -269,13 +260,7 @@ pub(crate) async fn produce(w: Arc<Workload>, partition: i32) {
                 .collect();
         }
         let Some(c) = client.as_mut() else {
-            client = match leader_addr(&w.bootstrap, partition, attempt).await {
-                Some(addr) => bounded(Client::connect(&addr)).await.ok(),
-                None => None,
-            };
-            if client.is_none() {
-                tokio::time::sleep(RETRY_BACKOFF).await;
-            }
+            client = connect_leader(&w.bootstrap, partition, attempt).await;
             continue;
         };
         match produce_once(c, partition, encode(&pending, me)).await {
@@ -378,13 +363,7 @@ pub(crate) async fn read(w: Arc<Workload>, partition: i32) {
     while !w.stopped() {
         attempt += 1;
         let Some(c) = client.as_mut() else {
-            client = match leader_addr(&w.bootstrap, partition, attempt).await {
-                Some(addr) => bounded(Client::connect(&addr)).await.ok(),
-                None => None,
-            };
-            if client.is_none() {
-                tokio::time::sleep(RETRY_BACKOFF).await;
-            }
+            client = connect_leader(&w.bootstrap, partition, attempt).await;
             continue;
         };
         match fetch(c, partition, offset).await {
