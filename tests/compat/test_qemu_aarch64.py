@@ -33,7 +33,8 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 from cluster import Cluster
 from conftest import Broker, finish_broker
 from helpers import create_topic, produce_confluent
-from test_replication import Stream, check_acked_readable, isr_full, kafka_code, read_back
+from test_replication import (Stream, check_acked_readable, isr_full, kafka_code,
+                              kill_leader_of_stream, read_back)
 
 # qemu-user runs an unoptimised aarch64 build instruction by instruction: far slower than native,
 # and slower still on a loaded 2-core CI box. Bounds are generous, and named.
@@ -292,36 +293,21 @@ def test_three_aarch64_nodes_lose_the_leader_and_keep_every_acknowledged_record(
 
     stream = Stream(cluster.bootstrap, CLUSTER_TOPIC, CLUSTER_PARTITIONS, CLUSTER_RECORDS,
                     CLUSTER_RATE_PER_S).start()
-    try:
-        stream.wait_acked(CLUSTER_KILL_AFTER_ACKED, QEMU_ADMIN_TIMEOUT_S)
-        victim = cluster.leader(CLUSTER_TOPIC, 0)
-        cluster.kill(victim)
-        killed = time.monotonic()
-        queued_before_kill = stream.queued()
-        survivors = [i for i in cluster.nodes if i != victim]
-        cluster.wait_partitions(topics, lambda _t, _p, info: info.leader in survivors,
-                                f"{CLUSTER_TOPIC}: leaders among {survivors}", ids=survivors,
-                                timeout_s=QEMU_NEW_LEADER_TIMEOUT_S)
-        new_leader_s = time.monotonic() - killed
-        stream.finish(check=False)
-    finally:
-        stream.abandon()
-
-    after = [a.at - killed for a in stream.acked.values()
-             if a.partition == 0 and a.seq >= queued_before_kill]
-    survivors_bootstrap = ",".join(cluster.nodes[i].bootstrap for i in survivors)
+    f = kill_leader_of_stream(cluster, stream, CLUSTER_KILL_AFTER_ACKED, QEMU_ADMIN_TIMEOUT_S,
+                              QEMU_NEW_LEADER_TIMEOUT_S)
+    survivors_bootstrap = ",".join(cluster.nodes[i].bootstrap for i in f.survivors)
     got = read_back(survivors_bootstrap, CLUSTER_TOPIC, CLUSTER_PARTITIONS)
     problems = [stream.failure()] if stream.failure() else []
-    if not after:
+    if f.window_s is None:
         problems.append("no record queued after the kill was delivered to partition 0")
     problems += check_acked_readable(stream, got)
     problems += [f"record {seq} failed: {kafka_code(e)}"
                  for seq, e in sorted(stream.failed.items())[:10]]
-    window = f"{min(after):.2f}s" if after else "never"
+    window = f"{f.window_s:.2f}s" if f.window_s is not None else "never"
     with capsys.disabled():
-        print(f"\n[qemu] aarch64 x3: formed in {formed_s:.1f}s; killed node {victim} (leader "
+        print(f"\n[qemu] aarch64 x3: formed in {formed_s:.1f}s; killed node {f.victim} (leader "
               f"of partition 0) after {CLUSTER_KILL_AFTER_ACKED} acks; new leaders in "
-              f"{new_leader_s:.1f}s, partition 0 unavailable {window}; {len(stream.acked)} "
+              f"{f.new_leader_s:.1f}s, partition 0 unavailable {window}; {len(stream.acked)} "
               f"acked, {len(stream.failed)} failed, {sum(map(len, got.values()))} read back; "
               f"{time.monotonic() - started:.0f}s in all")
     assert not problems, f"{len(problems)} problems: {problems[:10]}"

@@ -34,6 +34,7 @@ from cluster import Cluster, PartitionInfo, find_group_coordinator
 from helpers import ADMIN_TIMEOUT_S, _kstr, _raw_call, raw_connect
 from test_cluster import GROUP_CONFIG, RETRIABLE_CODES, admin
 from test_groups import Member, wait_for_partitioning
+from workload import read_to_high_watermarks
 
 # ISR shrink after this much lag, follower long-poll, preferred-leader check, controlled shutdown.
 REPLICA_LAG_MS_MAX = 2_000
@@ -297,34 +298,8 @@ class Stream:
 def read_back(bootstrap: str, topic: str, partitions: int) -> dict[int, dict[int, bytes]]:
     """Every record of every partition from the beginning up to the high watermark each had
     when reading started: partition -> offset -> value."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "replication-read-back",
-                         "enable.auto.commit": False, "enable.partition.eof": True})
-    try:
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p),
-                                                  timeout=ADMIN_TIMEOUT_S, cached=False)[1]
-                for p in range(partitions)}
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
-        got: dict[int, dict[int, bytes]] = {p: {} for p in range(partitions)}
-        done = {p for p, end in ends.items() if end == 0}
-        deadline = time.monotonic() + READ_BACK_TIMEOUT_S
-        while len(done) < partitions:
-            assert time.monotonic() < deadline, \
-                f"read back {({p: len(v) for p, v in got.items()})} of {ends} in " \
-                f"{READ_BACK_TIMEOUT_S}s"
-            msg = consumer.poll(0.5)
-            if msg is None:
-                continue
-            p = msg.partition()
-            if msg.error():
-                if msg.error().code() == KafkaError._PARTITION_EOF and msg.offset() >= ends[p]:
-                    done.add(p)
-                continue
-            got[p][msg.offset()] = msg.value()
-            if msg.offset() + 1 >= ends[p]:
-                done.add(p)
-        return got
-    finally:
-        consumer.close()
+    return read_to_high_watermarks(bootstrap, topic, partitions, "replication-read-back",
+                                   READ_BACK_TIMEOUT_S)[1]
 
 
 def check_acked_readable(stream: Stream, got: dict[int, dict[int, bytes]]) -> list[str]:
@@ -427,17 +402,36 @@ def kill_leader_mid_stream(cluster: Cluster, topic: str, partitions: int, record
     no record queued after the kill was delivered to partition 0). The stream is not checked:
     see Stream.failure()."""
     stream = Stream(cluster.bootstrap, topic, partitions, records, FAILOVER_RATE_PER_S).start()
+    f = kill_leader_of_stream(cluster, stream, int(records * FAILOVER_KILL_AT_SHARE),
+                              FLUSH_TIMEOUT_S, NEW_LEADER_S)
+    return f.victim, stream, f.killed, f.new_leader_s, f.window_s
+
+
+@dataclass
+class Failover:
+    victim: int
+    survivors: list[int]
+    killed: float  # time.monotonic() of the kill
+    new_leader_s: float  # from the kill until every partition's leader is a survivor
+    window_s: float | None  # from the kill to partition 0's first delivery of a later record
+
+
+def kill_leader_of_stream(cluster: Cluster, stream: Stream, kill_after_acked: int,
+                          acked_timeout_s: float, new_leader_timeout_s: float) -> Failover:
+    """Once `stream` (started) has `kill_after_acked` acknowledgements, kill -9s the leader of
+    its partition 0, waits for the survivors to lead every partition, and lets the stream
+    finish (unchecked: see Stream.failure())."""
+    topics = {stream.topic: stream.partitions}
     try:
-        stream.wait_acked(int(records * FAILOVER_KILL_AT_SHARE), FLUSH_TIMEOUT_S)
-        victim = cluster.leader(topic, 0)
+        stream.wait_acked(kill_after_acked, acked_timeout_s)
+        victim = cluster.leader(stream.topic, 0)
         cluster.kill(victim)
         killed = time.monotonic()
         queued_before_kill = stream.queued()
         survivors = [i for i in cluster.nodes if i != victim]
-        cluster.wait_partitions({topic: partitions},
-                                lambda _t, _p, info: info.leader in survivors,
-                                f"{topic}: leaders among {survivors}", ids=survivors,
-                                timeout_s=NEW_LEADER_S)
+        cluster.wait_partitions(topics, lambda _t, _p, info: info.leader in survivors,
+                                f"{stream.topic}: leaders among {survivors}", ids=survivors,
+                                timeout_s=new_leader_timeout_s)
         new_leader_s = time.monotonic() - killed
         stream.finish(check=False)
     finally:
@@ -445,7 +439,8 @@ def kill_leader_mid_stream(cluster: Cluster, topic: str, partitions: int, record
     # Only the new leader can acknowledge a record queued after the kill.
     after = [a.at for a in stream.acked.values()
              if a.partition == 0 and a.seq >= queued_before_kill]
-    return victim, stream, killed, new_leader_s, min(after) - killed if after else None
+    return Failover(victim, survivors, killed, new_leader_s,
+                    min(after) - killed if after else None)
 
 
 def test_kill9_leader_mid_stream_loses_no_acknowledged_record(cluster_factory, capsys):

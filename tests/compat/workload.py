@@ -87,24 +87,62 @@ class Delivery:
     error: str | None  # None when acked
 
 
-class ProducerRun:
-    """Producer `index` of trial `trial`, in its own thread until stop()."""
+class Worker:
+    """A client in its own daemon thread: `_work()` runs until `_stop` is set; whatever it raises
+    lands in `crashed` (reported by the checker), as does a thread that outlives its join."""
+
+    JOIN_S = JOIN_TIMEOUT_S
+
+    def __init__(self, name: str):
+        self.crashed: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name=name)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def join(self) -> None:
+        """Waits for the thread after request_stop()."""
+        self._thread.join(self.JOIN_S)
+        if self._thread.is_alive():
+            self.crashed = f"the {self._thread.name} thread did not finish"
+
+    def stop(self) -> None:
+        self.request_stop()
+        self.join()
+
+    def _run(self) -> None:
+        try:
+            self._work()
+        except Exception as e:  # noqa: BLE001 - reported by the checker
+            self.crashed = repr(e)
+
+    def _work(self) -> None:
+        raise NotImplementedError
+
+
+class ProducerRun(Worker):
+    """Producer `index` of trial `trial`, in its own thread until stop(). request_stop() ends
+    the queueing; the thread then waits for every delivery report (bounded)."""
+
+    JOIN_S = FLUSH_TIMEOUT_S + JOIN_TIMEOUT_S
 
     def __init__(self, bootstrap: str, topic: str, partitions: int, trial: int, index: int,
                  rate: float):
         self.bootstrap, self.topic, self.partitions = bootstrap, topic, partitions
         self.trial, self.index, self.rate = trial, index, rate
+        super().__init__(f"producer-{trial}-{index}")
         self.sent: list[str] = []  # values in send order
         self._sent_set: set[str] = set()
         self.deliveries: dict[int, Delivery] = {}
         self.client_errors: list[str] = []
         self.fatal: list[str] = []
-        self.crashed: str | None = None
         self.undelivered = 0
-        self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, daemon=True,
-                                        name=f"producer-{trial}-{index}")
 
     def value(self, seq: int) -> str:
         return f"t{self.trial}-p{self.index}-{seq:06d}"
@@ -114,20 +152,6 @@ class ProducerRun:
         if len(self._sent_set) != len(self.sent):
             self._sent_set = set(self.sent)
         return self._sent_set
-
-    def start(self) -> "ProducerRun":
-        self._thread.start()
-        return self
-
-    def request_stop(self) -> None:
-        """Stops queueing; the thread then waits for every delivery report (bounded)."""
-        self._stop.set()
-
-    def join(self) -> None:
-        """Waits for the thread after request_stop()."""
-        self._thread.join(FLUSH_TIMEOUT_S + JOIN_TIMEOUT_S)
-        if self._thread.is_alive():
-            self.crashed = "the producer thread did not finish"
 
     def _on_error(self, err: KafkaError) -> None:
         with self._lock:
@@ -148,13 +172,7 @@ class ProducerRun:
                     self.deliveries[seq] = Delivery(self.index, seq, partition, None, err.str())
         return callback
 
-    def _run(self) -> None:
-        try:
-            self._produce()
-        except Exception as e:  # noqa: BLE001 - reported by the checker
-            self.crashed = repr(e)
-
-    def _produce(self) -> None:
+    def _work(self) -> None:
         producer = Producer({"bootstrap.servers": self.bootstrap, **PRODUCER_CONF,
                              "error_cb": self._on_error})
         started = time.monotonic()
@@ -197,29 +215,16 @@ class OffsetSeen:
     end: float
 
 
-class GroupMember:
+class GroupMember(Worker):
     """Member `index` of `group`, reading `topic` and committing after each batch."""
 
     def __init__(self, bootstrap: str, topic: str, group: str, index: int):
         self.bootstrap, self.topic, self.group, self.index = bootstrap, topic, group, index
+        super().__init__(f"member-{group}-{index}")
         self.reads: list[Read] = []
         self.commits: list[OffsetSeen] = []
         self.commit_errors: list[str] = []
         self.consume_errors: list[str] = []
-        self.crashed: str | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True,
-                                        name=f"member-{group}-{index}")
-
-    def start(self) -> "GroupMember":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(JOIN_TIMEOUT_S)
-        if self._thread.is_alive():
-            self.crashed = "the consumer thread did not finish"
 
     def positions_read(self) -> dict[int, int]:
         """partition -> next offset after the highest one this member read."""
@@ -228,18 +233,15 @@ class GroupMember:
             out[r.partition] = max(out.get(r.partition, 0), r.offset + 1)
         return out
 
-    def _run(self) -> None:
+    def _work(self) -> None:
+        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.group,
+                             **CONSUMER_CONF})
         try:
-            consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.group,
-                                 **CONSUMER_CONF})
-            try:
-                consumer.subscribe([self.topic])
-                while not self._stop.is_set():
-                    self._step(consumer)
-            finally:
-                consumer.close()
-        except Exception as e:  # noqa: BLE001 - reported by the checker
-            self.crashed = repr(e)
+            consumer.subscribe([self.topic])
+            while not self._stop.is_set():
+                self._step(consumer)
+        finally:
+            consumer.close()
 
     def _step(self, consumer: Consumer) -> None:
         got = False
@@ -266,45 +268,30 @@ class GroupMember:
                                                tp.offset, start, end))
 
 
-class OffsetWatcher:
+class OffsetWatcher(Worker):
     """Asks for `group`'s committed offsets of `topic` every OFFSET_POLL_S until stop()."""
 
     def __init__(self, bootstrap: str, topic: str, group: str, partitions: int,
                  nodes: dict[int, str] | None = None):
         self.bootstrap, self.topic, self.group, self.partitions = \
             bootstrap, topic, group, partitions
+        super().__init__(f"watch-{group}")
         self.nodes = dict(nodes or {})  # node id -> address, asked directly
         self.seen: list[OffsetSeen] = []
         self.errors: list[str] = []
-        self.crashed: str | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name=f"watch-{group}")
 
-    def start(self) -> "OffsetWatcher":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stops polling after one last OffsetFetch."""
-        self._stop.set()
-        self._thread.join(JOIN_TIMEOUT_S)
-        if self._thread.is_alive():
-            self.crashed = "the offset watcher did not finish"
-
-    def _run(self) -> None:
+    def _work(self) -> None:
+        """Polls until stopped, then once more."""
+        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.group,
+                             "enable.auto.commit": False, "log_level": CLIENT_LOG_LEVEL})
         try:
-            consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.group,
-                                 "enable.auto.commit": False, "log_level": CLIENT_LOG_LEVEL})
-            try:
-                while not self._stop.wait(OFFSET_POLL_S):
-                    self.fetch(consumer)
-                    self.fetch_each_node()
+            while not self._stop.wait(OFFSET_POLL_S):
                 self.fetch(consumer)
                 self.fetch_each_node()
-            finally:
-                consumer.close()
-        except Exception as e:  # noqa: BLE001 - reported by the checker
-            self.crashed = repr(e)
+            self.fetch(consumer)
+            self.fetch_each_node()
+        finally:
+            consumer.close()
 
     def fetch(self, consumer: Consumer) -> None:
         start = time.monotonic()
@@ -401,19 +388,30 @@ def high_watermarks(consumer: Consumer, topic: str, partitions: int) -> dict[int
 def read_all(bootstrap: str, topic: str, partitions: int) -> FinalLog:
     """Reads every partition from the beginning to the high watermark it had when reading
     started (a fresh consumer, no group commits). Raises AssertionError if it cannot in time."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{topic}-final-read",
+    ends, records = read_to_high_watermarks(bootstrap, topic, partitions, f"{topic}-final-read")
+    return FinalLog(ends, {p: {o: v.decode(errors="replace") for o, v in got.items()}
+                           for p, got in records.items()})
+
+
+def read_to_high_watermarks(bootstrap: str, topic: str, partitions: int, group: str,
+                            timeout_s: float = READ_ALL_TIMEOUT_S
+                            ) -> tuple[dict[int, int], dict[int, dict[int, bytes]]]:
+    """Every record of every partition from offset 0 up to the high watermark each had when
+    reading started (a consumer of `group` that commits nothing): (partition -> high watermark,
+    partition -> offset -> value). Raises AssertionError if it cannot within `timeout_s`."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
                          "enable.auto.commit": False, "enable.partition.eof": True,
                          "log_level": CLIENT_LOG_LEVEL})
     try:
         ends = high_watermarks(consumer, topic, partitions)
-        log = FinalLog(ends, {p: {} for p in range(partitions)})
+        got: dict[int, dict[int, bytes]] = {p: {} for p in range(partitions)}
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
         done = {p for p, end in ends.items() if end == 0}
-        deadline = time.monotonic() + READ_ALL_TIMEOUT_S
+        deadline = time.monotonic() + timeout_s
         while len(done) < partitions:
             assert time.monotonic() < deadline, (
-                f"final read: got {({p: len(v) for p, v in log.records.items()})} records of "
-                f"high watermarks {ends} in {READ_ALL_TIMEOUT_S}s")
+                f"read {({p: len(v) for p, v in got.items()})} records of {topic} of high "
+                f"watermarks {ends} in {timeout_s}s")
             msg = consumer.poll(0.5)
             if msg is None:
                 continue
@@ -422,9 +420,9 @@ def read_all(bootstrap: str, topic: str, partitions: int) -> FinalLog:
                 if msg.error().code() == KafkaError._PARTITION_EOF and msg.offset() >= ends[p]:
                     done.add(p)
                 continue
-            log.records[p][msg.offset()] = msg.value().decode(errors="replace")
+            got[p][msg.offset()] = msg.value()
             if msg.offset() + 1 >= ends[p]:
                 done.add(p)
-        return log
+        return ends, got
     finally:
         consumer.close()
