@@ -26,7 +26,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from cluster import find_group_coordinator
 from test_cluster import GROUP_CONFIG
-from test_replication import REPLICATION_CONFIG, create_topic
+from replication import REPLICATION_CONFIG, create_topic
 from helpers import _kstr, _recv_exact, raw_connect
 from workload import (API_OFFSET_FETCH, OFFSET_FETCH_VERSION, offset_fetch_body, offset_fetch_raw,
                       parse_offset_fetch)

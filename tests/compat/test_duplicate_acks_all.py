@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from cluster import PartitionInfo
 from helpers import idempotent_batch, init_producer_id, produce_raw, raw_connect
-from test_replication import REPLICATION_CONFIG, create_topic, wait_isr_full
+from replication import REPLICATION_CONFIG, create_topic, wait_isr_full
 
 TOPIC = "duplicate-acks-all"
 # Long enough that the stopped follower stays in the ISR (not dropped for lag, not fenced) for

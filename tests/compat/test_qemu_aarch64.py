@@ -33,7 +33,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 from cluster import Cluster
 from conftest import Broker, finish_broker
 from helpers import create_topic, produce_confluent
-from test_replication import (Stream, check_acked_readable, isr_full, kafka_code,
+from replication import (Stream, check_acked_readable, isr_full, kafka_code,
                               kill_leader_of_stream, read_back)
 
 # qemu-user runs an unoptimised aarch64 build instruction by instruction: far slower than native,

@@ -8,7 +8,7 @@ at once."""
 
 from __future__ import annotations
 
-from test_replication import REPLICATION_CONFIG, Stream, create_topic, wait_isr_full
+from replication import REPLICATION_CONFIG, Stream, create_topic, wait_isr_full
 
 # Far longer than the producer waits: a poll that is not cut short fails the test.
 LONG_POLL_MS = 10_000  # the setting's maximum

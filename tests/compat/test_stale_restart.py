@@ -12,7 +12,7 @@ import time
 
 from confluent_kafka import Producer
 
-from test_replication import (BROKER_SESSION_MS, REPLICATION_CONFIG, create_topic,
+from replication import (BROKER_SESSION_MS, REPLICATION_CONFIG, create_topic,
                               wait_isr_full)
 
 TOPIC = "stale-leader"
