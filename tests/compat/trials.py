@@ -9,7 +9,8 @@ trial's fault at its moment and heals it; the load goes on for POST_FAULT_LOAD_S
 (at least LOAD_S in all); the producers flush; the cluster must heal within HEAL_BOUND_S of the
 heal (one controller every node names, every partition of every topic with its full ISR on every
 node); the members drain what is left (at most DRAIN_S) and stop; a fresh consumer reads every
-partition; the checker (tests/compat/checker.py) compares. A failing trial's report has the
+partition; the checker (tests/compat/checker.py) compares; the topic is deleted (every trial
+runs on a cluster of the same size). A failing trial's report has the
 seed, the trial number, the schedule, the first MAX_VIOLATIONS_SHOWN violations, the command
 that replays it, and every node's log tail.
 
@@ -179,6 +180,7 @@ class TrialHarness:
             watcher.stop()
         log = read_all(self.cluster.bootstrap, topic, TOPIC_PARTITIONS)
         self._check(result, producers, members, watcher, log, t0)
+        self._delete_topic(result, topic)
 
     def _create_topic(self, topic: str) -> None:
         client = AdminClient({"bootstrap.servers": self.cluster.bootstrap,
@@ -191,6 +193,25 @@ class TrialHarness:
         self.cluster.wait_partitions({topic: TOPIC_PARTITIONS}, _isr_full,
                                      f"full ISR of the new topic {topic}",
                                      timeout_s=TOPIC_READY_TIMEOUT_S)
+
+    def _delete_topic(self, result: TrialResult, topic: str) -> None:
+        """Deletes the checked trial's topic, so every trial runs on a cluster of the same size
+        (kept, 500 trials' topics made each heal wait on the ISR changes of 1,500 partitions).
+        A deletion the cluster does not finish, gone from every node's Metadata, within
+        ADMIN_TIMEOUT_S is a violation."""
+        client = AdminClient({"bootstrap.servers": self.cluster.bootstrap,
+                              "log_level": CLIENT_LOG_LEVEL})
+        ids = sorted(self.cluster.nodes)
+        try:
+            futures = client.delete_topics([topic], operation_timeout=ADMIN_TIMEOUT_S,
+                                           request_timeout=ADMIN_TIMEOUT_S)
+            futures[topic].result(timeout=ADMIN_TIMEOUT_S)
+            self.cluster.wait_until(
+                ids, lambda mds: all(topic not in m.topics for m in mds.values()) or None,
+                ADMIN_TIMEOUT_S, f"{topic} gone from every node")
+        except Exception as e:  # noqa: BLE001 - a deletion that fails is the broker's
+            first = (str(e).splitlines() or [""])[0]
+            result.violations.append(f"DELETE: the trial's topic {topic}: {first}")
 
     def _wait_healed(self, result: TrialResult, healed_at: float) -> float | None:
         """Check (a): one controller named by every node, every partition's ISR full on every
