@@ -98,6 +98,12 @@ class TopicInfo:
     partitions: dict[int, PartitionInfo]
 
 
+# A failure message's summary of one node's Metadata: topics listed one by one up to this many,
+# and this many of the partitions short of a leader or a full ISR.
+SUMMARY_TOPICS_MAX = 20
+SUMMARY_UNHEALTHY_MAX = 8
+
+
 @dataclass
 class NodeMetadata:
     """One node's answer to Metadata v2 for all topics."""
@@ -107,10 +113,22 @@ class NodeMetadata:
     topics: dict[str, TopicInfo] = field(default_factory=dict)
 
     def summary(self) -> str:
-        """What a failure message shows: brokers, controller, topics with partition counts."""
-        topics = {n: len(t.partitions) for n, t in sorted(self.topics.items())}
+        """What a failure message shows: brokers, controller, topics with partition counts (or
+        only their number, past SUMMARY_TOPICS_MAX), and the first SUMMARY_UNHEALTHY_MAX
+        partitions without a leader or with an ISR short of their replicas."""
+        topics: object = {n: len(t.partitions) for n, t in sorted(self.topics.items())}
+        if len(self.topics) > SUMMARY_TOPICS_MAX:
+            topics = f"{len(self.topics)} topics"
+        unhealthy = [f"{n}/{p} error {i.error} leader {i.leader} isr {i.isr} of {i.replicas}"
+                     for n, t in sorted(self.topics.items())
+                     for p, i in sorted(t.partitions.items())
+                     if i.error != 0 or i.leader < 0 or sorted(i.isr) != sorted(i.replicas)]
+        shown = "; ".join(unhealthy[:SUMMARY_UNHEALTHY_MAX])
+        more = f" (+{len(unhealthy) - SUMMARY_UNHEALTHY_MAX} more)" \
+            if len(unhealthy) > SUMMARY_UNHEALTHY_MAX else ""
         return (f"brokers={self.brokers} cluster_id={self.cluster_id} "
-                f"controller={self.controller} topics={topics}")
+                f"controller={self.controller} topics={topics} "
+                f"unhealthy partitions: {len(unhealthy)}{': ' + shown if shown else ''}{more}")
 
     def placement(self, topic: str) -> dict[int, tuple[int, list[int]]]:
         """partition -> (leader, replicas) of one topic."""
