@@ -269,9 +269,11 @@ impl Slot {
     }
 }
 
-/// Sends controller requests to peers by address, reusing one connection per address. Calls to
-/// one address are serialized (one request in flight per connection); calls to different
-/// addresses run in parallel.
+/// Sends controller requests to peers by address, reusing connections. Calls to one address are
+/// serialized per lane (one request in flight per connection); heartbeats have a lane, and a
+/// connection, of their own, so a burst of proposals (a returning replica's ISR changes, one per
+/// partition, each a Raft commit) cannot hold a broker's heartbeat past its session and get a
+/// healthy broker fenced. Calls to different addresses run in parallel.
 pub struct PeerClient {
     local: LocalNode,
     config: TransportConfig,
@@ -294,7 +296,7 @@ impl PeerClient {
         addr: &str,
         req: ControllerRequest,
     ) -> Result<ControllerResponse, NetError> {
-        let slot = self.slot(addr);
+        let slot = self.slot(&Lane::of(&req).key(addr));
         let after = self.config.controller_timeout();
         let req = PeerRequest::Controller(req);
         let exchange = async {
@@ -316,19 +318,46 @@ impl PeerClient {
         }
     }
 
-    /// The slot of `addr`, created on first use. Slots no call holds are dropped once the map
-    /// reaches `peer_connections_max` entries, so addresses of departed peers do not pile up.
-    fn slot(&self, addr: &str) -> Arc<tokio::sync::Mutex<Slot>> {
+    /// The slot of `key` (an address and lane), created on first use. Slots no call holds are
+    /// dropped once the map reaches `peer_connections_max` entries, so addresses of departed
+    /// peers do not pile up.
+    fn slot(&self, key: &str) -> Arc<tokio::sync::Mutex<Slot>> {
         // A poisoned map only means another caller panicked mid-insert; the map is still whole.
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(slot) = slots.get(addr) {
+        if let Some(slot) = slots.get(key) {
             return slot.clone();
         }
         if slots.len() >= self.config.peer_connections_max {
             slots.retain(|_, s| Arc::strong_count(s) > 1);
         }
         let slot = Arc::new(tokio::sync::Mutex::new(Slot::default()));
-        slots.insert(addr.to_string(), slot.clone());
+        slots.insert(key.to_string(), slot.clone());
         slot
+    }
+}
+
+/// Which connection to a peer a controller request waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lane {
+    /// A broker's heartbeat: its session (and lease) hangs on it.
+    Heartbeat,
+    /// Proposals and joins.
+    Requests,
+}
+
+impl Lane {
+    fn of(req: &ControllerRequest) -> Lane {
+        match req {
+            ControllerRequest::Heartbeat { .. } => Lane::Heartbeat,
+            ControllerRequest::Propose(_) | ControllerRequest::Join { .. } => Lane::Requests,
+        }
+    }
+
+    /// The slot key of this lane to `addr`.
+    fn key(self, addr: &str) -> String {
+        match self {
+            Lane::Heartbeat => format!("{addr}#heartbeat"),
+            Lane::Requests => addr.to_string(),
+        }
     }
 }

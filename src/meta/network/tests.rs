@@ -33,6 +33,10 @@ pub(super) const SILENT_TERM: u64 = 666;
 pub(super) const FATAL_TERM: u64 = 13;
 /// A heartbeat from this node id never gets an answer from [`FakeController`].
 pub(super) const SILENT_NODE: i32 = 99;
+/// A proposal to fence this node id is answered only after [`SLOW_PROPOSAL`] (a controller
+/// busy committing).
+pub(super) const SLOW_FENCED_NODE: i32 = 98;
+pub(super) const SLOW_PROPOSAL: Duration = Duration::from_millis(1_500);
 
 /// A node's identity with an image carrying `cluster` (the sender keeps the image alive).
 pub(super) fn local(
@@ -126,6 +130,12 @@ impl ControllerService for FakeController {
                 ControllerRequest::Heartbeat { node_id, .. } => ControllerResponse::HeartbeatAck {
                     registered: node_id as NodeId == from,
                 },
+                ControllerRequest::Propose(MetadataCommand::FenceBroker { node_id, .. })
+                    if node_id == SLOW_FENCED_NODE =>
+                {
+                    tokio::time::sleep(SLOW_PROPOSAL).await;
+                    ControllerResponse::Applied(MetadataResponse::Done)
+                }
                 ControllerRequest::Propose(MetadataCommand::CreateTopic { id, .. }) => {
                     ControllerResponse::Applied(MetadataResponse::TopicCreated { id })
                 }
