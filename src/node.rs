@@ -63,6 +63,9 @@ impl Node {
             tokio::task::block_in_place(|| Broker::open(config, advertised.clone(), writer))
                 .with_context(|| format!("opening data directory {}", data_dir.display()))?;
         let broker = Arc::new(broker);
+        // Partitions take roles only once the image is known to be current (`follow_image`):
+        // what this node applied before it stopped may be stale (it was replaced as leader).
+        broker.hold_roles();
         let quorum = start_quorum(&broker, &data_dir, storage).await?;
         broker.attach_quorum(quorum.clone());
         broker.producer_ids.use_quorum(quorum.clone());
@@ -73,10 +76,7 @@ impl Node {
             io_backend,
             "listening on {bound}"
         );
-        let quorum_answered = quorum.wait_ready().await;
-        // Partitions take roles only once the image is known to be current (`follow_image`):
-        // what this node applied before it stopped may be stale (it was replaced as leader).
-        broker.hold_roles();
+        let caught_up = quorum.wait_ready().await;
         // The local registry follows what was applied before the first client is served.
         broker
             .reconcile(&crate::meta::MetadataClient::image(&*quorum))
@@ -90,13 +90,10 @@ impl Node {
         ));
         // Serve (and tell systemd READY) once the partitions have taken their roles; without a
         // controller to catch up with, serve after ROLES_WAIT_MS_MAX with them held. A node whose
-        // quorum did not answer at all (wait_ready's bound passed) has no controller to wait
-        // for: it serves at once, partitions held, rather than after both bounds.
-        let roles_wait_ms = if quorum_answered {
-            ROLES_WAIT_MS_MAX
-        } else {
-            0
-        };
+        // image did not even catch up with its own log (wait_ready's bound passed: no quorum
+        // answered) has no controller to wait for: it serves at once, partitions held, rather
+        // than after both bounds.
+        let roles_wait_ms = if caught_up { ROLES_WAIT_MS_MAX } else { 0 };
         let roles_wait = tokio::time::Instant::now() + Duration::from_millis(roles_wait_ms);
         while !broker.roles_taken() && tokio::time::Instant::now() < roles_wait {
             tokio::time::sleep(Duration::from_millis(ROLES_POLL_MS)).await;

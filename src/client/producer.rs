@@ -121,7 +121,8 @@ pub fn encode_values(
             // The encoder starts a new batch wherever offset - sequence changes; a sequence
             // that follows the offset keeps one batch whose base sequence is the stamp's
             // (NO_SEQUENCE, -1, without a producer id).
-            sequence: stamp.base_sequence + i as i32,
+            // Sequences wrap past i32::MAX, as Kafka's do.
+            sequence: stamp.base_sequence.wrapping_add(i as i32),
             timestamp: timestamp_ms,
             key: None,
             value: Some(value),

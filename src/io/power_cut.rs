@@ -22,9 +22,10 @@
 //!
 //! What a file holds when first opened counts as durable. That is sound after any earlier end of
 //! the process, a kill -9 too: `Broker::open` syncs the whole filesystem (`syncfs`) before any
-//! file is opened, so what a killed process left in the page cache is on disk by then; for the
-//! same reason leftover keep links of a killed run are removed at start (their removals are
-//! durable by then).
+//! file is opened, so what a killed process left in the page cache is on disk by then. Leftover
+//! keep links of a killed run are removed at start, before that sync and outside the tracked
+//! storage: a cut does not bring them back (a real power loss might, harmlessly: the node reads
+//! no such name, and the next start removes them again).
 //!
 //! Audit of what a node writes (issue 12). Through `io::Storage`, so tracked: log segments,
 //! `.index`/`.timeindex`, `high-watermark`, `leader-epoch-checkpoint`, `log-start-offset`,

@@ -249,7 +249,8 @@ impl Quorum {
 
     /// Waits (bounded) until the image holds the cluster's first command, so a node that has
     /// metadata serves it from its first request. False if the bound passed first: no quorum
-    /// answered (a majority of the voters is not up yet).
+    /// answered (a majority of the voters is not up yet). True does not mean one did: a log
+    /// whose every entry is known committed is applied without a peer.
     pub async fn wait_ready(&self) -> bool {
         // What the local log held at start: applied once this node knows it is committed (at
         // once on a lone voter; from the leader's first heartbeat elsewhere).
@@ -556,18 +557,18 @@ impl Quorum {
                         "this broker's fencing is being committed".into(),
                     );
                 }
-                let Some(read_index) = self.confirmed_read_index().await else {
+                let Some(index) = self.confirmed_grant_index().await else {
                     // Maybe no longer the controller: grant no lease (the broker keeps its
                     // registration and beats again).
                     return ControllerResponse::Unavailable(
                         "leadership not confirmed by a quorum within the election timeout".into(),
                     );
                 };
-                // The broker counts the grant once its image has everything committed so far,
-                // a fencing of it included.
+                // The broker counts the grant once its image has everything committed so far
+                // and everything this controller logged, a fencing of it included.
                 ControllerResponse::HeartbeatLease {
                     registered,
-                    applied: Some(read_index),
+                    applied: Some(index),
                 }
             }
             ControllerRequest::Join { node_id, raft_addr } => {

@@ -14,8 +14,9 @@
 //! it cannot be fenced for `session_timeout`. An acknowledgement counts only:
 //! - when the controller answering it was surely still the controller: a heartbeat round to a
 //!   quorum confirmed its leadership after the heartbeat arrived (openraft's read index);
-//! - once this node's image has applied up to that read index (`applied`: everything committed
-//!   before the answer), so a fencing and the moves it caused are seen first;
+//! - once this node's image has applied up to that read index, or the controller's last logged
+//!   entry if higher (`applied`: everything committed before the answer, and a fencing whose
+//!   commit was still under way), so a fencing and the moves it caused are seen first;
 //! - and not while the controller is committing this node's fencing (it found the node stale
 //!   before this heartbeat arrived: the answer is then "unavailable", and the next one's index
 //!   covers the fencing).
@@ -71,17 +72,18 @@ impl Lease {
     /// grant this node has caught up with (`applied`: its image's last applied log index).
     pub fn holds(&self, now: Instant, duration: Duration, applied: Option<u64>) -> bool {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some(g) = s.pending.front().copied() {
-            let caught_up = match g.applied {
-                None => true,
-                Some(need) => applied.is_some_and(|have| have >= need),
-            };
-            if !caught_up {
-                // Later grants carry indexes at least as high: none of them is caught up either.
-                break;
-            }
-            s.pending.pop_front();
-            s.granted = Some(s.granted.map_or(g.sent, |t| t.max(g.sent)));
+        let caught_up = |g: &Grant| match g.applied {
+            None => true,
+            Some(need) => applied.is_some_and(|have| have >= need),
+        };
+        // The newest grant caught up counts (grants are kept in send order), and the older ones
+        // go with it. Indexes usually grow with the send time, but not always: a grant naming
+        // an entry a deposed controller had logged and its successor dropped never catches up,
+        // and must not keep a later grant from counting.
+        if let Some(newest) = s.pending.iter().rposition(caught_up) {
+            let sent = s.pending[newest].sent;
+            s.pending.drain(..=newest);
+            s.granted = Some(s.granted.map_or(sent, |t| t.max(sent)));
         }
         s.granted.is_some_and(|sent| now < sent + duration)
     }
@@ -90,16 +92,22 @@ impl Lease {
 impl Quorum {
     /// Leader side: confirms with a fresh heartbeat round that a quorum still follows this
     /// leader (openraft's `get_read_log_id`, a lone voter being its own quorum) and returns the
-    /// read index: every entry committed before the call is at or below it. `None`: not
+    /// index a broker must apply before the grant counts: the read index (every entry committed
+    /// before the call is at or below it) or, if higher, the last entry this leader logged. `None`: not
     /// confirmed within the election timeout (maybe no longer the controller). Raft's metrics
     /// are not enough here: they are a snapshot published by Raft's own task, stale after a
     /// pause of this process or a stalled log write.
-    pub(super) async fn confirmed_read_index(&self) -> Option<u64> {
+    pub(super) async fn confirmed_grant_index(&self) -> Option<u64> {
         let confirm = self.raft.get_read_log_id();
-        match tokio::time::timeout(self.timing.election_timeout_min, confirm).await {
-            Ok(Ok((read_log_id, _applied))) => Some(read_log_id.map_or(0, |l| l.index)),
-            _ => None,
-        }
+        let read_index = match tokio::time::timeout(self.timing.election_timeout_min, confirm).await
+        {
+            Ok(Ok((read_log_id, _applied))) => read_log_id.map_or(0, |l| l.index),
+            _ => return None,
+        };
+        // And every entry this leader has logged, committed or not: a fencing of the broker
+        // whose write timed out (its `fencing` mark cleared) may still commit after the grant.
+        let logged = self.raft.metrics().borrow().last_log_index.unwrap_or(0);
+        Some(read_index.max(logged))
     }
 
     /// Whether the controller is committing `node_id`'s fencing right now.
@@ -199,6 +207,20 @@ mod tests {
             applied: None,
         });
         assert!(lease.holds(t0, SESSION, None));
+    }
+
+    #[test]
+    fn a_grant_that_never_catches_up_does_not_block_a_later_one() {
+        // A deposed controller's grant named an entry its successor dropped (index 12); the new
+        // controller's later grant names 10, which this node has applied.
+        let lease = Lease::default();
+        let t0 = Instant::now();
+        lease.renew(grant(t0, 12));
+        let t1 = t0 + Duration::from_millis(500);
+        lease.renew(grant(t1, 10));
+        assert!(lease.holds(t1, SESSION, Some(10)));
+        assert!(lease.holds(t1 + Duration::from_millis(1_999), SESSION, Some(10)));
+        assert!(!lease.holds(t1 + SESSION, SESSION, Some(11)));
     }
 
     #[test]

@@ -28,10 +28,10 @@ pub(super) async fn broker_loop(q: Arc<Quorum>) {
             let sent = Instant::now();
             if q.is_leader() {
                 registered = q.heard_from(node_id, incarnation);
-                if registered && let Some(read_index) = q.confirmed_read_index().await {
+                if registered && let Some(index) = q.confirmed_grant_index().await {
                     q.lease.renew(lease::Grant {
                         sent,
-                        applied: Some(read_index),
+                        applied: Some(index),
                     });
                 }
             } else if let Some(addr) = q.leader().and_then(|l| q.addr_of(l)) {

@@ -147,11 +147,19 @@ async fn read_partition(bootstrap: &[String], partition: i32) -> Result<FinalLog
         let (got, hw) = workload::fetch(&mut client, partition, offset)
             .await
             .map_err(|e| format!("final read of partition {partition} at {offset}: {e}"))?;
+        let before = offset;
         for (o, v) in got {
             if o >= offset {
                 offset = o + 1;
                 records.push((o, v));
             }
+        }
+        if offset < hw && offset == before {
+            // Nothing at `offset` although it is below the high watermark (a gap, a batch that
+            // does not decode): an error, retried by the caller until its bound, not a hang.
+            return Err(format!(
+                "final read of partition {partition}: nothing at {offset}, below the high watermark {hw}"
+            ));
         }
         if offset >= hw {
             return Ok(FinalLog {
