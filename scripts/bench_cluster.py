@@ -272,7 +272,7 @@ def check_read_back(cluster: LocalCluster, probe: Probe) -> None:
     try:
         tp = TopicPartition(TOPIC, 0)
         end = consumer.get_watermark_offsets(tp, timeout=ADMIN_TIMEOUT_S, cached=False)[1]
-        first = min((o for _, o in probe.acked.values() if o >= 0), default=end)
+        first = min((o for _, o in probe.acked.values() if o is not None and o >= 0), default=end)
         consumer.assign([TopicPartition(TOPIC, 0, first if first < end else OFFSET_BEGINNING)])
         got: dict[int, bytes] = {}
         deadline = time.monotonic() + READ_BACK_TIMEOUT_S
@@ -288,7 +288,8 @@ def check_read_back(cluster: LocalCluster, probe: Probe) -> None:
     # leader already had): those must be in the partition somewhere.
     values = set(got.values())
     lost = [(seq, off) for seq, (_, off) in probe.acked.items()
-            if (got.get(off) != probe.value(seq) if off >= 0 else probe.value(seq) not in values)]
+            if (got.get(off) != probe.value(seq) if off is not None and off >= 0
+                else probe.value(seq) not in values)]
     if lost:
         raise TrialFailed(f"{len(lost)} acknowledged records not at their offsets: {lost[:5]}")
 

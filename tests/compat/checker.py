@@ -30,11 +30,12 @@ def check_acked(producers: list[ProducerRun], log: FinalLog, trial: int) -> list
             where[value].append((p, offset))
     for value, places in where.items():
         if len(places) > 1:
-            violations.append(f"value {value} appears {len(places)} times: {sorted(places)}")
+            violations.append(f"DUPLICATE: value {value} appears {len(places)} times: "
+                              f"{sorted(places)}")
         m = VALUE_RE.match(value)
         if not m or int(m.group(1)) != trial or int(m.group(2)) >= len(producers) \
                 or value not in producers[int(m.group(2))].sent_set():
-            violations.append(f"value {value!r} at {places} was never sent in this trial")
+            violations.append(f"UNKNOWN: value {value!r} at {places} was never sent in this trial")
     for prod in producers:
         for d in sorted(prod.deliveries.values(), key=lambda d: d.seq):
             if d.error is not None:

@@ -270,9 +270,13 @@ def finish_broker(broker: Broker, test_failed: bool) -> list[str]:
             return [str(e)]
         if code != 0:
             return [f"bramble exited {code} on SIGTERM\n{broker.log_tail()}"]
-    elif broker.proc is not None and broker.proc.returncode not in (
-            0, -signal.SIGKILL, POWER_CUT_EXIT_CODE):
-        return [f"bramble died on its own with {broker.proc.returncode}\n{broker.log_tail()}"]
+    elif broker.proc is not None:
+        # A power cut's exit code is expected only of a node started in power-cut mode.
+        expected = (0, -signal.SIGKILL) + \
+            ((POWER_CUT_EXIT_CODE,) if broker.env.get(POWER_CUT_ENV) == "1" else ())
+        if broker.proc.returncode not in expected:
+            return [f"bramble died on its own with {broker.proc.returncode}\n"
+                    f"{broker.log_tail()}"]
     return []
 
 

@@ -116,10 +116,10 @@ class Firewall:
         self._add("out", f"ip daddr {address} drop")
 
     def heal(self) -> None:
-        """Removes every rule (the whole table)."""
+        """Removes every rule (the whole table). A delete that fails raises (the rules are
+        then kept, and the next trial must not run on a network believed healed)."""
         if self.rules:
-            run("ip", "netns", "exec", self.ns, "nft", "delete", "table", "inet", NFT_TABLE,
-                check=False)
+            self._nft("delete", "table", "inet", NFT_TABLE)
         self.rules = []
 
 
@@ -172,26 +172,40 @@ class NetnsCluster(Cluster):
         return self
 
     def _lock(self) -> None:
+        """Takes the lock (waiting up to LOCK_TIMEOUT_S); `_lock_file` is set only once it is
+        held, so a run that never got it tears nothing down (the namespaces are another run's)."""
         LOCK_PATH.parent.mkdir(parents=True, exist_ok=True)
-        self._lock_file = open(LOCK_PATH, "w")
+        lock_file = open(LOCK_PATH, "w")
         deadline = time.monotonic() + LOCK_TIMEOUT_S
         while True:
             try:
-                fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._lock_file = lock_file
                 return
             except BlockingIOError:
                 if time.monotonic() > deadline:
+                    lock_file.close()
                     raise NetnsError(f"another namespace cluster held {LOCK_PATH} for "
                                      f"{LOCK_TIMEOUT_S}s") from None
                 time.sleep(LOCK_POLL_S)
+            except BaseException:
+                # Interrupted (a test timeout, Ctrl-C) while waiting: not ours to tear down.
+                lock_file.close()
+                raise
 
     def teardown(self) -> list[str]:
         """Heals every firewall, stops the nodes (SIGTERM; a paused one is continued first),
         removes the namespaces and the bridge, releases the lock. Returns what went wrong
-        stopping the nodes (an exit code other than 0)."""
+        stopping the nodes (an exit code other than 0). Without the lock (setup never got it)
+        there is nothing of this run's to remove, and the namespaces are another run's."""
+        if self._lock_file is None:
+            return []
         problems = []
         for i, node in self.nodes.items():
-            node.firewall.heal()
+            try:
+                node.firewall.heal()
+            except Exception as e:  # noqa: BLE001 - a teardown reports and goes on
+                problems.append(f"node {i}: healing its firewall: {e}".splitlines()[0])
         for i, node in self.nodes.items():
             if node.is_running():
                 try:

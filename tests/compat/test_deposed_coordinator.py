@@ -58,8 +58,10 @@ def commit(bootstrap: str, offset: int) -> None:
                                       asynchronous=False)
                 if tps and tps[0].error is None:
                     return
+                failure = tps[0].error if tps else "no answer"
             except KafkaException as e:
-                assert time.monotonic() < deadline, f"commit of {offset} failed: {e}"
+                failure = e
+            assert time.monotonic() < deadline, f"commit of {offset} failed: {failure}"
             time.sleep(POLL_S)
     finally:
         consumer.close()

@@ -9,8 +9,10 @@ trial's fault at its moment and heals it; the load goes on for POST_FAULT_LOAD_S
 (at least LOAD_S in all); the producers flush; the cluster must heal within HEAL_BOUND_S of the
 heal (one controller every node names, every partition of every topic with its full ISR on every
 node); the members drain what is left (at most DRAIN_S) and stop; a fresh consumer reads every
-partition; the checker (tests/compat/checker.py) compares; the topic is deleted (every trial
-runs on a cluster of the same size). A failing trial's report has the
+partition; the checker (tests/compat/checker.py) compares, and in every partition a record
+queued after the heal must have been acknowledged (the cluster takes writes again), the final
+read must have no gap below the high watermark; the topic is deleted (every trial runs on a
+cluster of the same size). A failing trial's report has the
 seed, the trial number, the schedule, the first MAX_VIOLATIONS_SHOWN violations, the command
 that replays it, and every node's log tail.
 
@@ -21,6 +23,7 @@ duration, target role; the node the role resolves to depends on the cluster at t
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import random
 import sys
@@ -103,8 +106,10 @@ class TrialResult:
                 f"{self.fault.describe()}")
 
 
+@functools.lru_cache(maxsize=4)
 def binary_has_power_cut(binary: Path) -> bool:
-    """Whether the binary knows BRAMBLE_TEST_POWER_CUT (the power-cut mode of issue 12)."""
+    """Whether the binary knows BRAMBLE_TEST_POWER_CUT (the power-cut mode of issue 12); read
+    once per binary (a debug build is ~200 MB)."""
     try:
         return POWER_CUT_ENV.encode() in binary.read_bytes()
     except OSError:
@@ -162,6 +167,10 @@ class TrialHarness:
             time.sleep(max(load_end - time.monotonic(), 0))
             nemesis.join(max(t0 + fault.at_s + fault.duration_s - time.monotonic(), 0)
                          + NEMESIS_JOIN_SLACK_S)
+            # A heal that took longer than planned (a restart): still POST_FAULT_LOAD_S of load
+            # after it, which the liveness check needs.
+            if fault.healed_at is not None:
+                time.sleep(max(fault.healed_at + POST_FAULT_LOAD_S - time.monotonic(), 0))
         finally:
             for p in producers:
                 p.request_stop()
@@ -173,14 +182,17 @@ class TrialHarness:
             for p in producers:
                 p.join()
         try:
-            self._drain(members, topic)
+            try:
+                self._drain(members, topic)
+            finally:
+                for m in members:
+                    m.stop()
+                watcher.stop()
+            log = read_all(self.cluster.bootstrap, topic, TOPIC_PARTITIONS)
+            self._check(result, producers, members, watcher, log, t0)
+            self._check_liveness(result, producers, fault.healed_at)
         finally:
-            for m in members:
-                m.stop()
-            watcher.stop()
-        log = read_all(self.cluster.bootstrap, topic, TOPIC_PARTITIONS)
-        self._check(result, producers, members, watcher, log, t0)
-        self._delete_topic(result, topic)
+            self._delete_topic(result, topic)
 
     def _create_topic(self, topic: str) -> None:
         client = AdminClient({"bootstrap.servers": self.cluster.bootstrap,
@@ -245,6 +257,24 @@ class TrialHarness:
                 return
             time.sleep(DRAIN_POLL_S)
 
+    def _check_liveness(self, result: TrialResult, producers: list[ProducerRun],
+                        healed_at: float | None) -> None:
+        """The cluster takes writes again after the heal: in every partition, a record queued
+        after the fault's heal was acknowledged (the load runs on for POST_FAULT_LOAD_S after
+        it). And the group side had something to check: reads, and committed offsets seen."""
+        if healed_at is None:
+            return  # the fault never healed: reported by the nemesis
+        acked_after = {d.partition for p in producers for d in p.deliveries.values()
+                       if d.error is None and d.seq < len(p.queued_at)
+                       and p.queued_at[d.seq] >= healed_at}
+        missing = sorted(set(range(TOPIC_PARTITIONS)) - acked_after)
+        if missing:
+            result.violations.append(f"LIVENESS: no record queued after the heal was "
+                                     f"acknowledged in partitions {missing}")
+        if result.reads == 0 or result.offsets_seen == 0:
+            result.violations.append(f"LIVENESS: the group read {result.reads} records and "
+                                     f"{result.offsets_seen} committed offsets were seen")
+
     def _check(self, result, producers, members, watcher, log, t0) -> None:
         result.counts = delivery_counts(producers)
         if result.counts["acked"] == 0:
@@ -257,6 +287,14 @@ class TrialHarness:
         for who in [*members, watcher]:
             if who.crashed:
                 result.violations.append(f"CLIENT crashed: {who.crashed}")
+        if watcher.malformed:
+            result.violations.append(f"OFFSETS: malformed OffsetFetch answers: "
+                                     f"{watcher.malformed[:3]}")
+        for p, end in log.ends.items():
+            if sorted(log.records[p]) != list(range(end)):
+                missing = sorted(set(range(end)) - set(log.records[p]))
+                result.violations.append(f"GAP: partition {p} read back without offsets "
+                                         f"{missing[:10]} below its high watermark {end}")
         acked = check_acked(producers, log, result.trial)
         reads = [r for m in members for r in m.reads]
         seen = [s for m in members for s in m.commits] + watcher.seen
@@ -353,7 +391,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    seed = args.seed if args.seed is not None else random.randrange(1 << 31)
+    if args.seed is not None:
+        seed = args.seed
+    elif os.environ.get(SEED_ENV):
+        seed = int(os.environ[SEED_ENV])
+    else:
+        seed = random.randrange(1 << 31)
     kinds = tuple(k for k in args.kinds.split(",") if k)
     unknown = set(kinds) - set(KINDS)
     if unknown:

@@ -137,6 +137,7 @@ class ProducerRun(Worker):
         self.trial, self.index, self.rate = trial, index, rate
         super().__init__(f"producer-{trial}-{index}")
         self.sent: list[str] = []  # values in send order
+        self.queued_at: list[float] = []  # monotonic time each was queued, in send order
         self._sent_set: set[str] = set()
         self.deliveries: dict[int, Delivery] = {}
         self.client_errors: list[str] = []
@@ -186,6 +187,7 @@ class ProducerRun(Worker):
                 producer.poll(0.05)
                 continue
             self.sent.append(self.value(seq))
+            self.queued_at.append(time.monotonic())
             seq += 1
             producer.poll(max(started + seq / self.rate - time.monotonic(), 0))
         deadline = time.monotonic() + FLUSH_TIMEOUT_S
@@ -279,6 +281,7 @@ class OffsetWatcher(Worker):
         self.nodes = dict(nodes or {})  # node id -> address, asked directly
         self.seen: list[OffsetSeen] = []
         self.errors: list[str] = []
+        self.malformed: list[str] = []  # OffsetFetch answers that did not parse
 
     def _work(self) -> None:
         """Polls until stopped, then once more."""
@@ -318,9 +321,14 @@ class OffsetWatcher(Worker):
                 with socket.create_connection((host, int(port)), OFFSET_FETCH_TIMEOUT_S) as sock:
                     sock.settimeout(OFFSET_FETCH_TIMEOUT_S)
                     answer = offset_fetch_raw(sock, self.group, self.topic, self.partitions)
-            except (OSError, AssertionError, struct.error):
+            except OSError:
+                continue  # the node is down or cut off: no observation
+            except (AssertionError, struct.error) as e:
+                self.malformed.append(f"node {node_id}: {e!r}")
                 continue
             end = time.monotonic()
+            if sorted(answer) != list(range(self.partitions)):
+                self.malformed.append(f"node {node_id}: answered partitions {sorted(answer)}")
             for p, (offset, error) in answer.items():
                 if error == 0:
                     self.seen.append(OffsetSeen("fetch", f"node {node_id} (raw)", p,
@@ -399,9 +407,10 @@ def read_to_high_watermarks(bootstrap: str, topic: str, partitions: int, group: 
     """Every record of every partition from offset 0 up to the high watermark each had when
     reading started (a consumer of `group` that commits nothing): (partition -> high watermark,
     partition -> offset -> value). Raises AssertionError if it cannot within `timeout_s`."""
+    # From the earliest offset whatever happens: a reset to the end would skip records unseen.
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
                          "enable.auto.commit": False, "enable.partition.eof": True,
-                         "log_level": CLIENT_LOG_LEVEL})
+                         "auto.offset.reset": "earliest", "log_level": CLIENT_LOG_LEVEL})
     try:
         ends = high_watermarks(consumer, topic, partitions)
         got: dict[int, dict[int, bytes]] = {p: {} for p in range(partitions)}
