@@ -169,21 +169,10 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-/// `create_dir_all` whose new directories survive a power cut: the parent of each directory it
-/// created is fsynced (deepest first), so a file later written and synced inside cannot vanish
-/// with its directory's entry.
+/// `create_dir_all` whose new directories survive a power cut ([`crate::io::create_dir_durable`]
+/// with plain files: the broker's own files, not written through the node's storage).
 pub fn create_dir_durable(dir: &Path) -> std::io::Result<()> {
-    let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.exists()).collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    std::fs::create_dir_all(dir)?;
-    for created in missing {
-        if let Some(parent) = created.parent().filter(|p| !p.as_os_str().is_empty()) {
-            sync_dir(parent)?;
-        }
-    }
-    Ok(())
+    crate::io::create_dir_durable(&crate::io::StdStorage, dir)
 }
 
 /// Whether `dir` may hold records. Only a directory exactly as a new partition leaves it (its

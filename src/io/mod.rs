@@ -288,6 +288,36 @@ fn open_std(path: &Path, create: bool) -> std::io::Result<FileRef> {
     }))
 }
 
+/// Most directory levels [`create_dir_durable`] creates and syncs (a bound on a runaway path).
+const DIR_LEVELS_MAX: usize = 64;
+
+/// Creates `dir` and its missing ancestors through `storage`, then syncs the parent of each one
+/// it created, outermost first (each synced entry's own parent entry is durable by then): on a
+/// filesystem that does not order metadata, a new directory's entry is not durable until its
+/// parent is synced, and the files later made durable inside would vanish with it. An existing
+/// `dir` syncs nothing (SD cards wear with every sync).
+pub fn create_dir_durable(storage: &dyn Storage, dir: &Path) -> std::io::Result<()> {
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .take(DIR_LEVELS_MAX)
+        .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    storage.create_dir_all(dir)?;
+    for new in missing.iter().rev() {
+        let parent = match new.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        storage.sync_dir(parent).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("syncing {}: {e}", parent.display()))
+        })?;
+    }
+    Ok(())
+}
+
 impl Storage for StdStorage {
     fn open(&self, path: &Path, create: bool) -> std::io::Result<FileRef> {
         open_std(path, create)

@@ -32,8 +32,6 @@ const CRC_CHUNK_BYTES: usize = 64 * 1024;
 const SPACE_PROBE_BYTES: usize = 4096;
 /// Segment files one partition directory may hold (a bound on the directory walk).
 const SEGMENTS_MAX: usize = 1 << 20;
-/// Missing directory levels created for one partition directory (a bound on the ancestor walk).
-const DIR_LEVELS_MAX: usize = 64;
 
 /// What recovery leaves for `Partition::open`.
 pub struct Recovered {
@@ -172,26 +170,9 @@ fn index_beyond(files: &SegmentFiles, base: i64, scan: &Scan) -> Result<Option<D
     }))
 }
 
-/// Creates `dir` and its missing parents, syncing each new directory's parent: on a filesystem
-/// that does not order metadata, a new directory's entry is not durable until its parent is
-/// synced, and the segment files inside would vanish with it. An existing `dir` syncs nothing
-/// (SD cards wear with every sync).
+/// Creates `dir` and its missing parents durably ([`crate::io::create_dir_durable`]).
 fn create_dir_durable(storage: &dyn Storage, dir: &Path) -> Result<(), LogError> {
-    let missing: Vec<&Path> = dir
-        .ancestors()
-        .take(DIR_LEVELS_MAX)
-        .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
-        .collect();
-    storage.create_dir_all(dir).map_err(|e| io_error(dir, e))?;
-    // Outermost first, so every synced entry's own parent entry is already durable.
-    for new in missing.iter().rev() {
-        let parent = match new.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        storage.sync_dir(parent).map_err(|e| io_error(parent, e))?;
-    }
-    Ok(())
+    crate::io::create_dir_durable(storage, dir).map_err(|e| io_error(dir, e))
 }
 
 /// Base offsets of the `.log` files in `dir`, ascending.

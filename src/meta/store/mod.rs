@@ -186,19 +186,7 @@ pub fn open_with(
     Ok((log, sm))
 }
 
-/// Creates `dir` and any missing ancestors, then syncs the parent of each one created, so the
-/// files later made durable inside it cannot vanish with an unsynced directory entry.
+/// Creates `dir` and its missing ancestors durably ([`crate::io::create_dir_durable`]).
 fn create_dir_durably(storage: &dyn Storage, dir: &Path) -> Result<(), StoreError> {
-    let missing: Vec<&Path> = dir.ancestors().take_while(|a| !a.exists()).collect();
-    storage
-        .create_dir_all(dir)
-        .map_err(|e| StoreError::io(dir, e))?;
-    for created in missing.iter().rev() {
-        if let Some(parent) = created.parent() {
-            storage
-                .sync_dir(parent)
-                .map_err(|e| StoreError::io(parent, e))?;
-        }
-    }
-    Ok(())
+    crate::io::create_dir_durable(storage, dir).map_err(|e| StoreError::io(dir, e))
 }
