@@ -477,10 +477,9 @@ mod tests {
     use kafka_protocol::protocol::StrBytes;
 
     use crate::api::{self, Reply};
-    use crate::broker::{Advertised, Broker};
+    use crate::broker::Broker;
     use crate::client::consumer::fetch_request;
     use crate::config::Config;
-    use crate::io::DiskWriter;
     use crate::protocol::batch::test_batches;
     use crate::protocol::codec;
 
@@ -501,12 +500,7 @@ mod tests {
             fetch_wait_ms_max: LONG_POLL_MS as u64,
             ..Config::default()
         };
-        let writer = DiskWriter::start(&config.data_dir).unwrap();
-        let advertised = Advertised {
-            host: "127.0.0.1".into(),
-            port: 9092,
-        };
-        Arc::new(Broker::open(config, advertised, writer).unwrap())
+        Arc::new(crate::broker::tests::open_with(config))
     }
 
     /// A Fetch v12 frame body (no length prefix) for partition 0 of `topic` from offset 0.

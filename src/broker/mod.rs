@@ -767,4 +767,4 @@ pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -12,7 +12,9 @@ fn open(dir: &Path) -> Broker {
     })
 }
 
-fn open_with(config: Config) -> Broker {
+/// A broker on `config` with its own disk writer, advertised as 127.0.0.1:9092 (for tests here
+/// and in the layers above).
+pub(crate) fn open_with(config: Config) -> Broker {
     let writer = DiskWriter::start(&config.data_dir).unwrap();
     let advertised = Advertised {
         host: "127.0.0.1".into(),

@@ -11,8 +11,6 @@ use tokio::time::Instant;
 
 use super::offsets::{Commit, Committer};
 use super::*;
-use crate::broker::Advertised;
-use crate::io::DiskWriter;
 
 const SESSION: Duration = Duration::from_millis(6_000);
 const REBALANCE: Duration = Duration::from_millis(10_000);
@@ -385,12 +383,7 @@ fn open_broker(dir: &std::path::Path) -> Broker {
         offsets_topic_num_partitions: 3,
         ..crate::config::Config::default()
     };
-    let writer = DiskWriter::start(&config.data_dir).unwrap();
-    let advertised = Advertised {
-        host: "127.0.0.1".into(),
-        port: 9092,
-    };
-    Broker::open(config, advertised, writer).unwrap()
+    crate::broker::tests::open_with(config)
 }
 
 fn commit_of(topic: &str, partition: i32, offset: i64) -> Commit {

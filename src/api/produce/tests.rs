@@ -14,9 +14,8 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
-use crate::broker::{Advertised, Broker, Topic};
+use crate::broker::{Broker, Topic};
 use crate::config::Config;
-use crate::io::DiskWriter;
 use crate::protocol::batch::{self, TimestampType as BatchTimestampType};
 
 const OLD_TIMESTAMP_MS: i64 = 1_000_000_000_000;
@@ -26,12 +25,7 @@ fn open(dir: &std::path::Path) -> Broker {
         data_dir: dir.to_path_buf(),
         ..Config::default()
     };
-    let writer = DiskWriter::start(&config.data_dir).unwrap();
-    let advertised = Advertised {
-        host: "127.0.0.1".into(),
-        port: 9092,
-    };
-    Broker::open(config, advertised, writer).unwrap()
+    crate::broker::tests::open_with(config)
 }
 
 /// A record at `index` of its batch: keyed `key`, created at OLD_TIMESTAMP_MS, no producer id.

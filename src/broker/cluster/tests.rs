@@ -8,9 +8,7 @@ use std::path::Path;
 use uuid::Uuid;
 
 use super::*;
-use crate::broker::Advertised;
 use crate::config::Config;
-use crate::io::DiskWriter;
 use crate::meta::image::PartitionImage;
 use crate::protocol::batch::test_batches;
 
@@ -25,12 +23,7 @@ fn open(dir: &Path) -> Broker {
         node_id: Some(1),
         ..Config::default()
     };
-    let writer = DiskWriter::start(&config.data_dir).unwrap();
-    let advertised = Advertised {
-        host: "127.0.0.1".into(),
-        port: 9092,
-    };
-    Broker::open(config, advertised, writer).unwrap()
+    crate::broker::tests::open_with(config)
 }
 
 /// An image in which node 1 hosts and leads topic `name` (id `id`) with one partition.
