@@ -247,9 +247,6 @@ class NetnsCluster(Cluster):
         for node in self.nodes.values():
             node.firewall.heal()
 
-    def rules(self) -> dict[int, list[str]]:
-        return {i: list(n.firewall.rules) for i, n in self.nodes.items() if n.firewall.rules}
-
 
 def cleanup_leftovers() -> None:
     """Removes what a previous run left: processes in our namespaces (SIGKILL by pid), the

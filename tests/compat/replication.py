@@ -14,11 +14,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, Producer
-from confluent_kafka.admin import NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from cluster import Cluster, PartitionInfo
 from helpers import ADMIN_TIMEOUT_S
-from test_cluster import admin
 from workload import read_to_high_watermarks
 
 # ISR shrink after this much lag, follower long-poll, preferred-leader check, controlled shutdown.
@@ -67,7 +66,8 @@ PRODUCER_CONF = {"acks": "all", "enable.idempotence": True, "linger.ms": 5}
 def create_topic(bootstrap: str, name: str, partitions: int, replication: int = 3,
                  config: dict | None = None) -> float:
     """CreateTopics through confluent-kafka; returns the monotonic time of the answer."""
-    client = admin(bootstrap)
+    # Kept referenced until its future is done: a collected client fails it with _DESTROY.
+    client = AdminClient({"bootstrap.servers": bootstrap})
     futures = client.create_topics(
         [NewTopic(name, num_partitions=partitions, replication_factor=replication,
                   config=config or {})],

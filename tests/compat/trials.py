@@ -41,18 +41,16 @@ from cluster import ClusterError, NodeMetadata
 from conftest import POWER_CUT_ENV
 from nemesis import KINDS, Fault, Nemesis, plan
 from netns import NetnsCluster
+from replication import REPLICATION_SETTINGS
 from workload import (CLIENT_LOG_LEVEL, GroupMember, OffsetWatcher, ProducerRun, high_watermarks,
                       read_all)
 
-# What every node is told: fast group joins, few offsets partitions, the replication settings
-# of tests/compat/test_replication.py (ISR shrink after 2 s, preferred leaders back soon).
+# What every node is told: fast group joins, few offsets partitions, and every replication
+# setting of tests/compat/replication.py (ISR shrink after 2 s, preferred leaders back soon).
 NODE_CONFIG = {
     "group_initial_rebalance_delay_ms": 500,
     "offsets_topic_num_partitions": 3,
-    "replica_lag_ms_max": 2_000,
-    "replica_fetch_wait_ms_max": 200,
-    "leader_imbalance_check_interval_ms": 1_000,
-    "controlled_shutdown_ms_max": 10_000,
+    **REPLICATION_SETTINGS,
 }
 TOPIC_PARTITIONS = 3
 REPLICATION = 3
