@@ -328,6 +328,25 @@ async fn until_cut<T>(
     }
 }
 
+/// How long this round's fetch may wait at the leader: `wait_ms_max`, but no later than the
+/// earliest retry of a partition backing off (refused by a leader not leading it yet, its log not
+/// durable yet), which must not wait for the long poll too (found by
+/// tests/compat/test_replica_fetcher.py under load: a new partition refused NOT_LEADER_OR_FOLLOWER
+/// once, by a leader a few ms from taking it, waited out a 10 s poll).
+fn long_poll_ms(shared: &Shared) -> u64 {
+    let now = Instant::now();
+    let next_retry = shared
+        .entries()
+        .values()
+        .filter_map(|e| e.retry_at)
+        .filter(|at| *at > now)
+        .min();
+    let until_retry = next_retry.map(|at| at.duration_since(now).as_millis() as u64);
+    until_retry.map_or(shared.settings.wait_ms_max, |ms| {
+        ms.min(shared.settings.wait_ms_max)
+    })
+}
+
 /// Whether `state` still follows this fetcher's leader at `epoch`.
 fn still_following(shared: &Shared, state: &PartitionState, epoch: i32) -> bool {
     state.role()
@@ -521,7 +540,7 @@ async fn fetch(
     }
     let request = FetchRequest::default()
         .with_replica_id(BrokerId(settings.me))
-        .with_max_wait_ms(i32::try_from(settings.wait_ms_max).unwrap_or(i32::MAX))
+        .with_max_wait_ms(i32::try_from(long_poll_ms(shared)).unwrap_or(i32::MAX))
         .with_min_bytes(1)
         .with_max_bytes(i32::try_from(settings.response_bytes_max).unwrap_or(i32::MAX))
         .with_session_id(0)
@@ -693,5 +712,57 @@ async fn after_append(state: &PartitionState, epoch: i32, leader_hw: i64, leader
         && let Err(e) = state.log.raise_log_start_offset(start).await
     {
         tracing::warn!(topic = %state.topic, partition = state.index, error = %e, "cannot raise the follower's log start offset");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared(wait_ms_max: u64) -> Shared {
+        Shared {
+            leader: 2,
+            addr: "127.0.0.1:1".into(),
+            settings: FetchSettings {
+                me: 1,
+                wait_ms_max,
+                partition_bytes_max: 1 << 20,
+                response_bytes_max: 1 << 20,
+                backoff_ms: 100,
+                batch_bytes_max: 1 << 20,
+                source_ip: None,
+            },
+            entries: Mutex::new(BTreeMap::new()),
+            wake: Notify::new(),
+            stopped: AtomicBool::new(false),
+            added: AtomicBool::new(false),
+        }
+    }
+
+    // Proves a partition backing off bounds the long poll by its retry time: refused once by a
+    // leader a few ms from leading it, it waited out a whole 10 s poll for the other partitions
+    // (test_replica_fetcher.py, under load).
+    #[tokio::test]
+    async fn a_partition_backing_off_ends_the_long_poll_by_its_retry() {
+        const LONG_POLL_MS: u64 = 10_000;
+        const BACKOFF_MS: u64 = 300;
+        let dir = tempfile::tempdir().unwrap();
+        let shared = shared(LONG_POLL_MS);
+        assert_eq!(long_poll_ms(&shared), LONG_POLL_MS);
+        let state = crate::replica::tests::state(dir.path());
+        let key = (state.topic_id, state.index);
+        shared.entries().insert(
+            key,
+            Entry {
+                state,
+                epoch: 0,
+                phase: Phase::Fetch,
+                retry_at: None,
+            },
+        );
+        assert_eq!(long_poll_ms(&shared), LONG_POLL_MS, "nothing backs off");
+        shared.back_off(key, 0, BACKOFF_MS);
+        let ms = long_poll_ms(&shared);
+        assert!(ms <= BACKOFF_MS, "the poll may wait {ms} ms");
     }
 }

@@ -23,7 +23,7 @@ fn open(dir: &std::path::Path) -> Arc<Partition> {
     Arc::new(Partition::open(dir, LogConfig::default(), writer).expect("open partition"))
 }
 
-fn state(dir: &std::path::Path) -> Arc<PartitionState> {
+pub(super) fn state(dir: &std::path::Path) -> Arc<PartitionState> {
     Arc::new(PartitionState::new("t", Uuid::new_v4(), 0, open(dir), ME))
 }
 
