@@ -121,8 +121,9 @@ pub fn encode_values(
             // The encoder starts a new batch wherever offset - sequence changes; a sequence
             // that follows the offset keeps one batch whose base sequence is the stamp's
             // (NO_SEQUENCE, -1, without a producer id).
-            // Sequences wrap past i32::MAX, as Kafka's do.
-            sequence: stamp.base_sequence.wrapping_add(i as i32),
+            // Sequences wrap past i32::MAX to 0, as Kafka's do (NO_SEQUENCE + i stays -1, 0, 1…).
+            sequence: ((i64::from(stamp.base_sequence) + i as i64) % (i64::from(i32::MAX) + 1))
+                as i32,
             timestamp: timestamp_ms,
             key: None,
             value: Some(value),

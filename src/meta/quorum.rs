@@ -119,6 +119,9 @@ pub struct Quorum {
     change_log: Arc<AtomicBool>,
     /// Broker side: how long this node's image may be trusted about what it holds (`lease`).
     lease: lease::Lease,
+    /// The highest index handed to the metadata log to append (`LogStore::submitted`): on the
+    /// controller, every entry it has logged, a fencing whose write is stalled included.
+    logged: Arc<std::sync::atomic::AtomicU64>,
     stop: watch::Sender<bool>,
 }
 
@@ -136,6 +139,7 @@ impl Quorum {
         let (log, sm) = tokio::task::block_in_place(|| super::store::open(&dir, storage, image_tx))
             .map_err(|e| anyhow::anyhow!("metadata store: {e}"))?;
         let change_log = sm.change_log_switch();
+        let logged = log.submitted();
         let transport = TransportConfig {
             rpc_timeout_ms: config.raft_rpc_timeout_ms,
             controller_timeout_ms: config.controller_request_ms_max,
@@ -194,6 +198,7 @@ impl Quorum {
             fencing: Mutex::new(std::collections::HashSet::new()),
             elections: Mutex::new(controller::ElectionState::default()),
             lease: lease::Lease::default(),
+            logged,
             change_log,
             stop,
         });

@@ -329,22 +329,31 @@ async fn until_cut<T>(
 }
 
 /// How long this round's fetch may wait at the leader: `wait_ms_max`, but no later than the
-/// earliest retry of a partition backing off (refused by a leader not leading it yet, its log not
-/// durable yet), which must not wait for the long poll too (found by
+/// earliest retry of a partition backing off outside this round (refused by a leader not leading
+/// it yet, its log not durable yet), which must not wait for the long poll too (found by
 /// tests/compat/test_replica_fetcher.py under load: a new partition refused NOT_LEADER_OR_FOLLOWER
-/// once, by a leader a few ms from taking it, waited out a 10 s poll).
-fn long_poll_ms(shared: &Shared) -> u64 {
+/// once, by a leader a few ms from taking it, waited out a 10 s poll). Rounded up, and at least
+/// LEADERSHIP_BACKOFF_MS, so a partition that keeps backing off (a log not durable for long: a
+/// stalled disk) cannot turn the poll into a busy loop.
+fn long_poll_ms(shared: &Shared, asked: &BTreeMap<Key, Entry>) -> u64 {
     let now = Instant::now();
     let next_retry = shared
         .entries()
-        .values()
-        .filter_map(|e| e.retry_at)
-        .filter(|at| *at > now)
+        .iter()
+        .filter(|(key, _)| !asked.contains_key(key))
+        .filter_map(|(_, e)| e.retry_at)
         .min();
-    let until_retry = next_retry.map(|at| at.duration_since(now).as_millis() as u64);
-    until_retry.map_or(shared.settings.wait_ms_max, |ms| {
-        ms.min(shared.settings.wait_ms_max)
-    })
+    let Some(at) = next_retry else {
+        return shared.settings.wait_ms_max;
+    };
+    let until_retry = at
+        .saturating_duration_since(now)
+        .as_micros()
+        .div_ceil(1_000);
+    let until_retry = u64::try_from(until_retry).unwrap_or(u64::MAX);
+    until_retry
+        .max(LEADERSHIP_BACKOFF_MS)
+        .min(shared.settings.wait_ms_max)
 }
 
 /// Whether `state` still follows this fetcher's leader at `epoch`.
@@ -540,7 +549,7 @@ async fn fetch(
     }
     let request = FetchRequest::default()
         .with_replica_id(BrokerId(settings.me))
-        .with_max_wait_ms(i32::try_from(long_poll_ms(shared)).unwrap_or(i32::MAX))
+        .with_max_wait_ms(i32::try_from(long_poll_ms(shared, &asked)).unwrap_or(i32::MAX))
         .with_min_bytes(1)
         .with_max_bytes(i32::try_from(settings.response_bytes_max).unwrap_or(i32::MAX))
         .with_session_id(0)
@@ -748,7 +757,8 @@ mod tests {
         const BACKOFF_MS: u64 = 300;
         let dir = tempfile::tempdir().unwrap();
         let shared = shared(LONG_POLL_MS);
-        assert_eq!(long_poll_ms(&shared), LONG_POLL_MS);
+        let none_asked = BTreeMap::new();
+        assert_eq!(long_poll_ms(&shared, &none_asked), LONG_POLL_MS);
         let state = crate::replica::tests::state(dir.path());
         let key = (state.topic_id, state.index);
         shared.entries().insert(
@@ -760,9 +770,16 @@ mod tests {
                 retry_at: None,
             },
         );
-        assert_eq!(long_poll_ms(&shared), LONG_POLL_MS, "nothing backs off");
+        assert_eq!(
+            long_poll_ms(&shared, &none_asked),
+            LONG_POLL_MS,
+            "nothing backs off"
+        );
         shared.back_off(key, 0, BACKOFF_MS);
-        let ms = long_poll_ms(&shared);
+        let ms = long_poll_ms(&shared, &none_asked);
         assert!(ms <= BACKOFF_MS, "the poll may wait {ms} ms");
+        // Asked in this very round, its retry time bounds nothing.
+        let asked = shared.entries().clone();
+        assert_eq!(long_poll_ms(&shared, &asked), LONG_POLL_MS);
     }
 }

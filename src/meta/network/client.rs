@@ -1,6 +1,6 @@
 //! meta::network::client: the calling side of the transport. A [`Connection`] is one handshaken
 //! TCP stream to one peer; a [`Slot`] holds at most one connection to an address and its
-//! reconnect backoff; [`PeerClient`] is the controller-request API (one slot per address).
+//! reconnect backoff; [`PeerClient`] is the controller-request API (two slots per address: heartbeats apart).
 //! openraft's side (`raft_net.rs`) keeps one slot per target node.
 //!
 //! Cancellation: a call takes its connection out of the slot and puts it back only after a

@@ -66,7 +66,8 @@ pub struct TransportConfig {
     pub backoff_min_ms: u64,
     /// Longest delay between reconnect attempts.
     pub backoff_max_ms: u64,
-    /// Most peer connections a node serves at once; one more is closed on accept.
+    /// Most peer connections a node serves at once; one more is closed on accept. Each peer
+    /// holds up to three: Raft's, and two for controller requests (heartbeats apart).
     pub peer_connections_max: usize,
     /// A served connection silent this long is closed (a Raft peer sends heartbeats far more
     /// often). Clients reconnect rather than reuse a connection idle for half of it.

@@ -36,8 +36,9 @@ use super::Quorum;
 /// the oldest (each later one carries a later `sent` anyway).
 const PENDING_MAX: usize = 8;
 
-/// One acknowledged heartbeat: when it was sent, and the controller's applied log index when it
-/// answered (`None`: nothing to wait for, e.g. this node is the controller).
+/// One acknowledged heartbeat: when it was sent, and the log index this node's image must have
+/// applied before it counts (`confirmed_grant_index`; `None`: nothing to wait for, an older
+/// controller's plain acknowledgement).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Grant {
     pub sent: Instant,
@@ -91,22 +92,24 @@ impl Lease {
 
 impl Quorum {
     /// Leader side: confirms with a fresh heartbeat round that a quorum still follows this
-    /// leader (openraft's `get_read_log_id`, a lone voter being its own quorum) and returns the
-    /// index a broker must apply before the grant counts: the read index (every entry committed
-    /// before the call is at or below it) or, if higher, the last entry this leader logged. `None`: not
-    /// confirmed within the election timeout (maybe no longer the controller). Raft's metrics
-    /// are not enough here: they are a snapshot published by Raft's own task, stale after a
-    /// pause of this process or a stalled log write.
+    /// leader and that the first entry of its term is applied here (openraft's
+    /// `ensure_linearizable`, a lone voter being its own quorum), then returns the index a
+    /// broker must apply before the grant counts: the read index (every entry committed before
+    /// the call is at or below it) or, if higher, the last entry this leader has logged, even
+    /// one whose disk write is still stalled (`LogStore::submitted`; Raft's metrics are only
+    /// published after). Waiting for the term's first entry makes grants safe to compare by
+    /// index: no later leader can commit an older entry this one did not have. `None`: not
+    /// confirmed within the election timeout (maybe no longer the controller).
     pub(super) async fn confirmed_grant_index(&self) -> Option<u64> {
-        let confirm = self.raft.get_read_log_id();
+        let confirm = self.raft.ensure_linearizable();
         let read_index = match tokio::time::timeout(self.timing.election_timeout_min, confirm).await
         {
-            Ok(Ok((read_log_id, _applied))) => read_log_id.map_or(0, |l| l.index),
+            Ok(Ok(read_log_id)) => read_log_id.map_or(0, |l| l.index),
             _ => return None,
         };
-        // And every entry this leader has logged, committed or not: a fencing of the broker
-        // whose write timed out (its `fencing` mark cleared) may still commit after the grant.
-        let logged = self.raft.metrics().borrow().last_log_index.unwrap_or(0);
+        // A fencing of the broker whose write timed out (its `fencing` mark cleared) may still
+        // commit after the grant: the broker waits for it too.
+        let logged = self.logged.load(std::sync::atomic::Ordering::Acquire);
         Some(read_index.max(logged))
     }
 

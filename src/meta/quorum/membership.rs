@@ -28,7 +28,11 @@ pub(super) async fn broker_loop(q: Arc<Quorum>) {
             let sent = Instant::now();
             if q.is_leader() {
                 registered = q.heard_from(node_id, incarnation);
-                if registered && let Some(index) = q.confirmed_grant_index().await {
+                // As for any broker (`serve_controller`): no grant while its fencing commits.
+                if registered
+                    && !q.being_fenced(node_id)
+                    && let Some(index) = q.confirmed_grant_index().await
+                {
                     q.lease.renew(lease::Grant {
                         sent,
                         applied: Some(index),

@@ -5,6 +5,7 @@
 use std::fmt::Debug;
 use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
@@ -22,6 +23,10 @@ pub struct LogStore {
     index: Arc<RwLock<LogIndex>>,
     vote: Option<Vote>,
     committed: Option<LogId>,
+    /// The highest index ever handed to `append`, set before its write starts: what a leader
+    /// has logged even while its disk write is stalled (Raft's metrics are published only
+    /// after). Never lowered (a follower's truncation keeps it): a reader waits at most longer.
+    submitted: Arc<AtomicU64>,
 }
 
 /// Reads log entries concurrently with the store's writes (a clone per replication task).
@@ -44,7 +49,13 @@ impl LogStore {
             files: Arc::new(Mutex::new(opened.files)),
             vote: opened.vote,
             committed: opened.committed,
+            submitted: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// The highest log index handed to this store to append (see the field), shared.
+    pub fn submitted(&self) -> Arc<AtomicU64> {
+        self.submitted.clone()
     }
 
     /// Runs `f` on the files, on the blocking pool.
@@ -142,6 +153,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
+        if let Some(last) = entries.last() {
+            self.submitted
+                .fetch_max(last.log_id.index, std::sync::atomic::Ordering::AcqRel);
+        }
         match self.with_files(move |f| f.append(&entries)).await {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));
