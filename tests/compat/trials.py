@@ -311,6 +311,16 @@ class TrialHarness:
         errors = failed_errors(producers)
         if errors:
             result.notes.append(f"failed deliveries: {dict(errors)}")
+        # What the clients were told along the way (retriable errors, mostly): for a report.
+        for m in members:
+            if m.consume_errors or m.commit_errors:
+                result.notes.append(
+                    f"member {m.index}: {len(m.consume_errors)} consume errors "
+                    f"{Counter(m.consume_errors).most_common(3)}, {len(m.commit_errors)} commit "
+                    f"errors {Counter(m.commit_errors).most_common(3)}")
+        if watcher.errors:
+            result.notes.append(f"offset watcher: {len(watcher.errors)} errors "
+                                f"{Counter(watcher.errors).most_common(3)}")
 
     # -- reports --
 

@@ -18,12 +18,12 @@ Times are time.monotonic(); the trial turns them into seconds from its start.
 
 from __future__ import annotations
 
+import os
+import socket
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
-
-import socket
-import struct
 
 from confluent_kafka import (OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer,
                              TopicPartition)
@@ -59,6 +59,10 @@ CONSUMER_CONF = {
     "socket.timeout.ms": 10_000,
     "log_level": CLIENT_LOG_LEVEL,
 }
+# BRAMBLE_NEMESIS_MEMBER_DEBUG=cgrp,fetch (librdkafka debug contexts) logs the group members'
+# protocol to stderr, for replaying one trial.
+if os.environ.get("BRAMBLE_NEMESIS_MEMBER_DEBUG"):
+    CONSUMER_CONF.update(debug=os.environ["BRAMBLE_NEMESIS_MEMBER_DEBUG"], log_level=7)
 CONSUME_BATCH = 200
 CONSUME_WAIT_S = 0.2
 # OffsetFetch polling of the watcher, and the bound on one OffsetFetch.
