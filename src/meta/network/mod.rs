@@ -67,7 +67,8 @@ pub struct TransportConfig {
     /// Longest delay between reconnect attempts.
     pub backoff_max_ms: u64,
     /// Most peer connections a node serves at once; one more is closed on accept. Each peer
-    /// holds up to three: Raft's, and two for controller requests (heartbeats apart).
+    /// holds up to three: Raft's, and two for controller requests (heartbeats apart), so 64
+    /// leaves room for about twenty peers.
     pub peer_connections_max: usize,
     /// A served connection silent this long is closed (a Raft peer sends heartbeats far more
     /// often). Clients reconnect rather than reuse a connection idle for half of it.
@@ -85,7 +86,7 @@ impl Default for TransportConfig {
             frame_bytes_max: 4 * 1024 * 1024,
             backoff_min_ms: 100,
             backoff_max_ms: 2_000,
-            peer_connections_max: 32,
+            peer_connections_max: 64,
             idle_timeout_ms: 120_000,
             source_ip: None,
         }

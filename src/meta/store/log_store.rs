@@ -23,9 +23,12 @@ pub struct LogStore {
     index: Arc<RwLock<LogIndex>>,
     vote: Option<Vote>,
     committed: Option<LogId>,
-    /// The highest index ever handed to `append`, set before its write starts: what a leader
-    /// has logged even while its disk write is stalled (Raft's metrics are published only
-    /// after). Never lowered (a follower's truncation keeps it): a reader waits at most longer.
+    /// The highest index handed to `append`, set before its write starts: what a leader has
+    /// logged even while its disk write is stalled (Raft's metrics are published only after).
+    /// A truncation lowers it to the entry before the cut: entries a deposed leader logged and
+    /// its successor dropped would otherwise name an index no image reaches until as many new
+    /// entries are written, and every lease grant would wait for it (a leader never truncates
+    /// its own log, so no entry it still has is forgotten).
     submitted: Arc<AtomicU64>,
 }
 
@@ -172,7 +175,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         self.with_files(move |f| f.truncate(log_id.index))
             .await
-            .map_err(|e| write_logs_error(&e))
+            .map_err(|e| write_logs_error(&e))?;
+        self.submitted.fetch_min(
+            log_id.index.saturating_sub(1),
+            std::sync::atomic::Ordering::AcqRel,
+        );
+        Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {

@@ -339,3 +339,25 @@ async fn snapshot_survives_reopen_and_installs_on_a_fresh_store() {
         .to_string();
     assert!(msg.contains(&*snap.to_string_lossy()), "{msg}");
 }
+
+#[tokio::test]
+async fn a_truncation_lowers_the_submitted_index() {
+    // Proves the index a lease grant waits for (`LogStore::submitted`) forgets entries a
+    // truncation dropped: a deposed leader's unreplicated tail must not hold every later grant
+    // until new entries reach its index again.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("raft");
+    let (mut log, _) = open_dir(&dir).expect("open");
+    let submitted = log.submitted();
+    let at = || submitted.load(std::sync::atomic::Ordering::Acquire);
+    log.blocking_append(entries(1, 1, 15))
+        .await
+        .expect("append");
+    assert_eq!(at(), 15);
+    log.truncate(log_id(1, 1, 13)).await.expect("truncate");
+    assert_eq!(at(), 12, "the dropped tail 13..=15 is still counted");
+    log.blocking_append(entries(2, 13, 13))
+        .await
+        .expect("append");
+    assert_eq!(at(), 13);
+}
